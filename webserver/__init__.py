@@ -1,0 +1,59 @@
+"""webserver: a threaded HTTP/1.0 and HTTP/1.1 file server built on h11.
+
+Serve files with ``webserver run``, or build a small service::
+
+    from webserver import Server, Handler, Response
+
+    class Hello(Handler):
+        def get(self, request):
+            return Response.text("hello\\n")
+
+    server = Server(root="www")
+    server.route("/hello", Hello)
+    server.serve_forever()
+"""
+
+from .config import ServerConfig, parse_size
+from .errors import (
+    BadRequest,
+    ClientDisconnected,
+    ConfigError,
+    HTTPError,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    WebServerError,
+)
+from .handler import Handler
+from .headers import Headers
+from .request import Request, RequestBody
+from .response import Response
+from .router import Router
+from .server import Server
+from .static import StaticFiles
+from .uploads import Uploads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadRequest",
+    "ClientDisconnected",
+    "ConfigError",
+    "HTTPError",
+    "Handler",
+    "Headers",
+    "NotFound",
+    "PayloadTooLarge",
+    "Request",
+    "RequestBody",
+    "RequestTimeout",
+    "Response",
+    "Router",
+    "Server",
+    "ServerConfig",
+    "StaticFiles",
+    "Uploads",
+    "WebServerError",
+    "__version__",
+    "parse_size",
+]

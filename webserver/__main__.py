@@ -1,0 +1,5 @@
+"""``python -m webserver`` is the ``webserver`` command."""
+
+from .cli import main
+
+main()

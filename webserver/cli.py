@@ -1,0 +1,198 @@
+"""The ``webserver`` command: ``webserver run`` serves a folder until Ctrl-C or SIGTERM.
+
+A user mistake (missing root, port in use, bad value) is one ``Error:`` line and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_THREADS,
+    ServerConfig,
+    parse_size,
+)
+from .errors import ConfigError
+from .server import Server
+
+
+class UsageProblem(click.ClickException):
+    """A mistake in how the command was called: exit status 2, like click's own usage errors."""
+
+    exit_code = 2
+
+
+class _Size(click.ParamType):  # type: ignore[type-arg]
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _configure_logging(access_log: Path | None, enabled: bool) -> None:
+    errors = logging.getLogger("webserver.error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    errors.addHandler(handler)
+    errors.setLevel(logging.INFO)
+    errors.propagate = False
+    access = logging.getLogger("webserver.access")
+    access.propagate = False
+    if not enabled:
+        access.setLevel(logging.CRITICAL)
+        return
+    target: logging.Handler
+    if access_log is None:
+        target = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            target = logging.FileHandler(access_log, encoding="utf-8")
+        except OSError as exc:
+            raise UsageProblem(f"cannot open access log {access_log}: {exc.strerror}") from None
+    target.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(target)
+    access.setLevel(logging.INFO)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="webserver")
+def main() -> None:
+    """Serve and receive files over HTTP/1.0 and HTTP/1.1."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 or :: to accept other machines.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="TCP port; 0 picks a free one (printed on the first line).",
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder whose files GET/HEAD serve and where POST stores uploads.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Worker threads. Idle keep-alive connections hold none.",
+)
+@click.option(
+    "--max-upload",
+    type=_Size(),
+    default="1G",
+    show_default=True,
+    help="Largest POST body accepted (K, M, G suffixes); larger gets 413.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept open.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BODY_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the next piece of a request body before 408.",
+)
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_GRACE_PERIOD,
+    show_default=True,
+    help="On Ctrl-C/SIGTERM, seconds in-flight requests get to finish.",
+)
+@click.option(
+    "--access-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the access log (Common Log Format) to this file instead of stderr.",
+)
+@click.option("--no-access-log", is_flag=True, help="Do not log requests.")
+def run(
+    host: str,
+    port: int,
+    root: Path,
+    threads: int,
+    max_upload: int,
+    keep_alive_timeout: float,
+    body_timeout: float,
+    grace_period: float,
+    access_log: Path | None,
+    no_access_log: bool,
+) -> None:
+    """Serve the files under --root until Ctrl-C or SIGTERM.
+
+    GET and HEAD return files (a folder serves its index.html), with ETag and Last-Modified for
+    caches; POST /name stores the request body as a new file under the root and never overwrites
+    one. The first line on stdout, once connections are accepted, is
+    "Serving ROOT on http://HOST:PORT/".
+    """
+    try:
+        config = ServerConfig(
+            host=host,
+            port=port,
+            root=root,
+            threads=threads,
+            max_upload=max_upload,
+            keep_alive_timeout=keep_alive_timeout,
+            body_timeout=body_timeout,
+            grace_period=grace_period,
+            access_log=not no_access_log,
+        )
+        config.check_root()
+    except ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    _configure_logging(access_log, not no_access_log)
+    server = Server(config)
+    try:
+        server.listen()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageProblem(f"port {port} on {host} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise UsageProblem(
+                f"not allowed to listen on port {port} (ports below 1024 need root)"
+            ) from None
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.shutdown()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"Serving {config.root} on {server.url}")
+    sys.stdout.flush()
+    server.serve_forever()

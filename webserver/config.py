@@ -1,0 +1,84 @@
+"""The one configuration object of the server.
+
+Every limit has a named default with its reason next to it; the CLI and library users build the same
+frozen dataclass, so a setting can never change under a running server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+#: Uploads above this are refused with 413: large enough for real files, small enough that one
+#: client cannot fill a disk by accident.
+DEFAULT_MAX_UPLOAD = 1 * GIB
+#: Worker threads. Workers only hold connections that have bytes to read, so a few go a long way.
+DEFAULT_THREADS = 8
+#: An idle keep-alive connection is closed after this many seconds (no thread is held meanwhile).
+DEFAULT_KEEP_ALIVE_TIMEOUT = 15.0
+#: Longest wait for the next piece of a request body, in seconds.
+DEFAULT_BODY_TIMEOUT = 30.0
+#: How long a graceful stop waits for in-flight requests before cutting them off.
+DEFAULT_GRACE_PERIOD = 10.0
+#: Listen backlog: bursts of new connections queue in the kernel rather than being refused.
+DEFAULT_BACKLOG = 1024
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
+
+
+def parse_size(text: str) -> int:
+    """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
+    number, unit, _ = match.groups()
+    return int(number) * _UNITS[unit.lower()]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Everything a :class:`~webserver.Server` needs to know, validated on construction."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    root: Path = field(default_factory=lambda: Path("."))
+    threads: int = DEFAULT_THREADS
+    max_upload: int = DEFAULT_MAX_UPLOAD
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    backlog: int = DEFAULT_BACKLOG
+    #: Log one Common Log Format line per response to the ``webserver.access`` logger.
+    access_log: bool = True
+    server_name: str = "webserver"
+
+    def __post_init__(self) -> None:
+        root = Path(os.fspath(self.root)).expanduser()
+        object.__setattr__(self, "root", root.resolve())
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, not {self.port}")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, not {self.threads}")
+        if self.max_upload < 0:
+            raise ConfigError(f"max_upload must not be negative, not {self.max_upload}")
+        for name in ("keep_alive_timeout", "body_timeout", "grace_period"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.backlog < 1:
+            raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
+
+    def check_root(self) -> None:
+        """Fail early, with a sentence, when the root cannot be served."""
+        if not self.root.exists():
+            raise ConfigError(f"root folder does not exist: {self.root}")
+        if not self.root.is_dir():
+            raise ConfigError(f"root is not a folder: {self.root}")

@@ -1,0 +1,156 @@
+"""One client connection: a socket and the h11 state machine that frames its bytes.
+
+Rules this module keeps:
+
+* Only the thread that owns the connection at a moment calls its methods (the selector thread
+  while it is parked, one worker while it is served), so there are no locks.
+* Output is gathered in a buffer and written with one ``send`` when the worker is about to wait
+  for the client, so answers to pipelined requests leave in one write, in order.
+* It frames bytes and nothing else: it knows requests and responses, not files or routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import h11
+
+#: Bytes asked of the kernel per ``recv``: large enough for a pipelined burst of small requests.
+RECV_SIZE = 64 * 1024
+#: Output is written once this much has gathered, even if more responses are coming.
+FLUSH_THRESHOLD = 64 * 1024
+#: After answering with an error, read (and discard) at most this much of what the client still
+#: sends before closing, so it sees the response rather than a connection reset (RFC 9112 §9.6).
+LINGER_BYTES = 256 * 1024
+#: ...and for at most this many seconds.
+LINGER_SECONDS = 2.0
+
+
+class FileSlice:
+    """A stand-in for body bytes that h11 passes through untouched, sent by ``sendfile``."""
+
+    __slots__ = ("count", "file", "offset")
+
+    def __init__(self, file: Any, offset: int, count: int) -> None:
+        self.file = file
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class Connection:
+    """A server-side HTTP/1.x connection; see the module docstring for its rules."""
+
+    __slots__ = ("_out", "_out_size", "client", "h11", "last_active", "requests", "sock")
+
+    def __init__(self, sock: socket.socket, client: tuple[str, int]) -> None:
+        self.sock = sock
+        self.client = client
+        self.h11 = h11.Connection(h11.SERVER)
+        self._out: list[bytes] = []
+        self._out_size = 0
+        #: ``time.monotonic()`` of the last bytes received; drives the idle timeout.
+        self.last_active = time.monotonic()
+        #: Requests answered on this connection so far.
+        self.requests = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def receive(self) -> int:
+        """Read what the socket has (waiting up to its timeout) into h11; 0 means end of stream.
+
+        Raises ``TimeoutError`` when nothing came in time and ``OSError`` when the peer reset.
+        """
+        self.flush()
+        data = self.sock.recv(RECV_SIZE)
+        self.h11.receive_data(data)
+        if data:
+            self.last_active = time.monotonic()
+        return len(data)
+
+    def next_event(self) -> Any:
+        return self.h11.next_event()
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _write(self, data: bytes | None) -> None:
+        if data:
+            self._out.append(data)
+            self._out_size += len(data)
+            if self._out_size >= FLUSH_THRESHOLD:
+                self.flush()
+
+    def send(self, event: h11.Event) -> None:
+        """Frame ``event`` into the output buffer."""
+        self._write(self.h11.send(event))
+
+    def send_file(self, file: Any, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset`` as body data, zero-copy."""
+        placeholder = cast(bytes, FileSlice(file, offset, count))
+        pieces = self.h11.send_with_data_passthrough(h11.Data(data=placeholder))
+        for piece in pieces or ():
+            if isinstance(piece, FileSlice):
+                self.flush()
+                sent = self.sock.sendfile(piece.file, piece.offset, piece.count)
+                if sent != piece.count:
+                    raise ConnectionError("file shrank while it was being sent")
+            else:
+                self._write(piece)
+
+    def send_body(self, chunks: Iterable[bytes]) -> int:
+        """Send each chunk as body data; returns the number of bytes."""
+        total = 0
+        for chunk in chunks:
+            if chunk:
+                total += len(chunk)
+                self.send(h11.Data(data=chunk))
+        return total
+
+    def flush(self) -> None:
+        """Write everything buffered with one ``sendall``."""
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            self.sock.sendall(data)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush (best effort) and close, draining a little unread input first if there is any.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy the
+        response the client has not read yet; half-closing and draining avoids that.
+        """
+        try:
+            self.flush()
+            if self.h11.their_state in (h11.SEND_BODY, h11.ERROR):
+                self._linger()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def _linger(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        while drained < LINGER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                return
+            drained += len(data)

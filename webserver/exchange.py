@@ -1,0 +1,302 @@
+"""The request/response loop run by a worker on a connection that has bytes to read.
+
+Call flow, for one turn of a worker::
+
+    serve_ready(conn)
+      ├── conn.receive()                 bytes the selector saw arrive
+      └── loop while h11 has a complete request buffered
+            ├── _build_request()         target → path/query; body as a pull stream
+            ├── app(request)             the router → a handler method → Response
+            ├── _finish_body()           drain a small unread body, or decide to close
+            ├── _send_response()         head + body into the output buffer (file: sendfile)
+            └── start_next_cycle()       keep-alive: on to the next pipelined request
+    → PARK (flushed; back to the selector) or CLOSE
+
+Rules: every request gets exactly one response, in order; an error the client caused is a 4xx
+with ``Connection: close`` when the connection cannot be trusted afterwards; a handler that raises
+gets a 500 and the traceback in the error log; no exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import BinaryIO, cast
+
+import h11
+
+from .accesslog import format_access_line
+from .config import ServerConfig
+from .connection import Connection
+from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
+from .headers import Headers
+from .httpdate import http_date_now
+from .paths import decode_path, split_target
+from .request import Request, RequestBody
+from .response import Response
+
+access_log = logging.getLogger("webserver.access")
+error_log = logging.getLogger("webserver.error")
+
+App = Callable[[Request], Response]
+
+#: An unread request body up to this size is read and discarded so the connection stays usable;
+#: a larger one closes the connection instead of wasting time on bytes nobody wants.
+DRAIN_LIMIT = 64 * 1024
+
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Outcome(enum.Enum):
+    """What the worker does with the connection after a turn."""
+
+    PARK = "park"  #: between requests, output flushed: the selector waits for more bytes
+    CLOSE = "close"  #: finished or broken: close it
+
+
+class _Exchange:
+    """Per-connection context for one worker turn: the config, the app, and the stop signal."""
+
+    __slots__ = ("app", "config", "conn", "server_header", "stopping")
+
+    def __init__(
+        self, conn: Connection, app: App, config: ServerConfig, stopping: Callable[[], bool]
+    ) -> None:
+        self.conn = conn
+        self.app = app
+        self.config = config
+        self.stopping = stopping
+        self.server_header = config.server_name.encode("latin-1")
+
+
+def serve_ready(
+    conn: Connection, app: App, config: ServerConfig, stopping: Callable[[], bool]
+) -> Outcome:
+    """Answer every complete request the connection has; never raises."""
+    exchange = _Exchange(conn, app, config, stopping)
+    try:
+        conn.sock.settimeout(config.body_timeout)
+        conn.receive()
+        return _loop(exchange)
+    except (OSError, ClientDisconnected):
+        return Outcome.CLOSE
+    except Exception:
+        error_log.exception("unexpected error on connection from %s", conn.client[0])
+        return Outcome.CLOSE
+
+
+def _loop(ex: _Exchange) -> Outcome:
+    conn = ex.conn
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            _send_error(ex, exc.error_status_hint, str(exc))
+            return Outcome.CLOSE
+        if event is h11.NEED_DATA:
+            if ex.stopping() and conn.h11.their_state is h11.IDLE:
+                return Outcome.CLOSE
+            conn.flush()
+            return Outcome.PARK
+        if type(event) is not h11.Request:
+            # ConnectionClosed, or PAUSED after a close-delimited exchange.
+            return Outcome.CLOSE
+        if not _answer(ex, event):
+            return Outcome.CLOSE
+        conn.requests += 1
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            conn.h11.start_next_cycle()
+        else:
+            return Outcome.CLOSE
+
+
+def _send_error(ex: _Exchange, status: int, detail: str) -> None:
+    """Answer a request we could not parse, if h11 still lets us, then the caller closes."""
+    conn = ex.conn
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    response = Response.error(status, detail)
+    sent = _send_response(ex, response, close=True, head_only=False)
+    _log_access(ex, None, response.status, sent)
+    conn.flush()
+
+
+def _request_body(conn: Connection, headers: Headers) -> RequestBody:
+    """A pull stream over the body h11 is about to deliver (h11 has checked its framing)."""
+    length_text = headers.get("content-length")
+    if headers.get("transfer-encoding") is None and length_text is None:
+        # h11 still owes us the EndOfMessage of an absent body; take it now.
+        _read_body_chunk(conn)
+        return RequestBody.empty()
+    length = int(length_text) if length_text is not None and length_text.isdigit() else None
+    return RequestBody(lambda: _read_body_chunk(conn), length)
+
+
+def _build_request(
+    ex: _Exchange, event: h11.Request, headers: Headers, body: RequestBody
+) -> Request:
+    target = event.target.decode("latin-1")
+    raw_path, query = split_target(target)
+    return Request(
+        method=event.method.decode("ascii"),
+        target=target,
+        path=decode_path(raw_path),
+        query=query,
+        headers=headers,
+        http_version=event.http_version.decode("ascii"),
+        client=ex.conn.client,
+        body=body,
+    )
+
+
+def _read_body_chunk(conn: Connection) -> bytes:
+    """The next piece of the current request's body, or ``b""`` at its end."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if conn.h11._receive_buffer_closed:  # h11 exposes no other signal
+                raise ClientDisconnected(str(exc)) from None
+            raise BadRequest(f"malformed body: {exc}", close=True) from None
+        if type(event) is h11.Data:
+            if event.data:
+                return bytes(event.data)
+            continue
+        if type(event) is h11.EndOfMessage:
+            return b""
+        if event is h11.NEED_DATA:
+            if conn.h11.they_are_waiting_for_100_continue:
+                conn.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                )
+            try:
+                conn.receive()
+            except TimeoutError:
+                raise RequestTimeout("the request body stalled", close=True) from None
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from None
+            continue
+        raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
+
+
+def _answer(ex: _Exchange, event: h11.Request) -> bool:
+    """Answer one request; True when the connection may carry another."""
+    started = time.time()
+    close = False
+    body = RequestBody.empty()
+    try:
+        headers = Headers.from_raw(event.headers)
+        body = _request_body(ex.conn, headers)
+        response = ex.app(_build_request(ex, event, headers, body))
+    except HTTPError as exc:
+        response = Response.error(exc.status, exc.detail, headers=exc.headers)
+        close = exc.close
+    except ClientDisconnected:
+        return False
+    except Exception:
+        error_log.exception("handler failed for %r", event.target.decode("latin-1", "replace"))
+        response = Response.error(500)
+        close = True
+    if not close:
+        close = not _finish_body(ex, body)
+    if ex.stopping():
+        close = True
+    head_only = event.method == b"HEAD" or response.status in _NO_BODY_STATUSES
+    try:
+        sent = _send_response(ex, response, close=close, head_only=head_only)
+    except (OSError, ClientDisconnected):
+        return False
+    except Exception:
+        error_log.exception("failed while sending the response to %r", event.target)
+        return False
+    finally:
+        response.close_body()
+    _log_access(ex, event, response.status, sent, started)
+    return not close
+
+
+def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
+    """Make sure the request body is consumed; False when the connection must close instead."""
+    if body.done:
+        return True
+    conn = ex.conn
+    if conn.h11.they_are_waiting_for_100_continue:
+        # We never asked for the body: the client may not send it. Answer and close.
+        return False
+    if body.length is not None and body.length - body.received > DRAIN_LIMIT:
+        return False
+    try:
+        while body.received <= DRAIN_LIMIT:
+            if not body.read_chunk():
+                return True
+    except (HTTPError, ClientDisconnected):
+        return False
+    return False
+
+
+def _send_response(ex: _Exchange, response: Response, *, close: bool, head_only: bool) -> int:
+    """Write the head and (unless ``head_only``) the body; returns body bytes sent."""
+    conn = ex.conn
+    headers: list[tuple[bytes, bytes]] = [
+        (b"Date", http_date_now().encode("ascii")),
+        (b"Server", ex.server_header),
+    ]
+    has_length = False
+    for name, value in response.headers:
+        if name.lower() == "content-length":
+            has_length = True
+        headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    body = response.body
+    length: int | None = None
+    if isinstance(body, bytes):
+        length = len(body)
+    elif response.file_length is not None:
+        length = response.file_length
+    if not has_length and length is not None and response.status not in _NO_BODY_STATUSES:
+        headers.append((b"Content-Length", str(length).encode("ascii")))
+    if close:
+        headers.append((b"Connection", b"close"))
+    conn.send(
+        h11.Response(
+            status_code=response.status,
+            headers=headers,
+            reason=_REASONS.get(response.status, b""),
+        )
+    )
+    sent = 0
+    if not head_only:
+        if isinstance(body, bytes):
+            if body:
+                conn.send(h11.Data(data=body))
+            sent = len(body)
+        elif response.file_length is not None:
+            file = cast(BinaryIO, body)
+            conn.send_file(file, file.tell(), response.file_length)
+            sent = response.file_length
+        else:
+            try:
+                sent = conn.send_body(body)
+            except Exception:
+                conn.h11.send_failed()
+                raise
+    conn.send(h11.EndOfMessage())
+    return sent
+
+
+def _log_access(
+    ex: _Exchange, event: h11.Request | None, status: int, size: int, started: float = 0.0
+) -> None:
+    if not ex.config.access_log or not access_log.isEnabledFor(logging.INFO):
+        return
+    if event is None:
+        request_line = "-"
+    else:
+        request_line = (
+            f"{event.method.decode('latin-1')} {event.target.decode('latin-1')} "
+            f"HTTP/{event.http_version.decode('latin-1')}"
+        )
+    access_log.info(format_access_line(ex.conn.client[0], request_line, status, size, started))

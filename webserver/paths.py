@@ -1,0 +1,109 @@
+"""Turning request targets into file-system paths, and refusing the ones that must not be.
+
+Rules: the path is percent-decoded exactly once (``%252e`` stays ``%2e``, a literal file name); it
+must be UTF-8 without NUL. For files, backslashes and drive letters are refused (400) because they
+mean something else on some file systems; anything that resolves outside the root -- ``..``,
+absolute paths, symlinks pointing out -- is reported as not found, so a client learns nothing
+about what exists outside. Containment compares resolved real paths, never string prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from .errors import BadRequest, NotFound
+
+#: File and folder names longer than this are refused; it is the limit of common file systems.
+MAX_NAME_BYTES = 255
+#: Upload temporaries carry this prefix; the static handler never serves them.
+TEMP_PREFIX = ".webserver-upload-"
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The raw path and query of an origin-form or absolute-form target (RFC 9112 §3.2)."""
+    if target == "*":
+        return "*", ""
+    if not target.startswith("/"):
+        parts = urlsplit(target)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise BadRequest(f"request target is not a path: {target[:80]!r}")
+        return parts.path or "/", parts.query
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def decode_path(raw: str) -> str:
+    """Percent-decode once; the result must be UTF-8 text without NUL."""
+    try:
+        decoded = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("path is not UTF-8") from None
+    if "\x00" in decoded:
+        raise BadRequest("path contains NUL")
+    return decoded
+
+
+def file_segments(path: str) -> list[str]:
+    """The non-empty segments of a decoded path, refusing what cannot name a portable file."""
+    if "\\" in path:
+        raise BadRequest("backslash in path")
+    segments = [s for s in path.split("/") if s not in ("", ".")]
+    for segment in segments:
+        if _DRIVE.match(segment):
+            raise BadRequest("drive letter in path")
+        if len(segment.encode("utf-8")) > MAX_NAME_BYTES:
+            raise BadRequest("path segment too long")
+    return segments
+
+
+def resolve_inside(root: Path, segments: list[str]) -> Path:
+    """The real path that ``segments`` name under ``root``; ``NotFound`` if it lies outside.
+
+    ``root`` must already be a resolved real path. Symlinks are followed, then checked: a link to
+    a file inside the root is served, a link that points out is not.
+    """
+    candidate = os.path.realpath(os.path.join(root, *segments))
+    if os.path.commonpath((root, candidate)) != str(root):
+        raise NotFound()
+    return Path(candidate)
+
+
+def upload_segments(path: str) -> list[str]:
+    """Check an upload's target name strictly: 400 for anything ambiguous or hostile.
+
+    Unlike reads, an upload name may not contain ``.``/``..`` or empty segments, control
+    characters, or start with the temporary-file prefix: the stored name must be exactly the one
+    asked for, or a numbered sibling of it.
+    """
+    if path.endswith("/"):
+        raise BadRequest("upload target names a folder")
+    segments = path.split("/")[1:]
+    if not segments:
+        raise BadRequest("upload target is empty")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise BadRequest("empty, '.' or '..' segment in upload name")
+        if _CONTROL.search(segment):
+            raise BadRequest("control character in upload name")
+        if "\\" in segment or _DRIVE.match(segment):
+            raise BadRequest("backslash or drive letter in upload name")
+        if len(segment.encode("utf-8")) > MAX_NAME_BYTES:
+            raise BadRequest("upload name segment longer than 255 bytes")
+        if segment.startswith(TEMP_PREFIX):
+            raise BadRequest("reserved upload name")
+    return segments
+
+
+def numbered_name(name: str, n: int) -> str:
+    """``report.txt`` → ``report-1.txt``, ``a.tar.gz`` → ``a-1.tar.gz``, ``.env`` → ``.env-1``."""
+    if n == 0:
+        return name
+    stem, dot, suffix = name.lstrip(".").partition(".")
+    lead = name[: len(name) - len(name.lstrip("."))]
+    return f"{lead}{stem}-{n}{dot}{suffix}"

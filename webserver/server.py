@@ -1,0 +1,294 @@
+"""The server: a listening socket, one selector thread, and a pool of worker threads.
+
+Call flow::
+
+    serve_forever()                         the selector thread (the caller's)
+      ├── accept()  → Connection            new sockets are parked at once
+      ├── readable parked connection        unregister it, pool.submit(_work, conn)
+      │     _work(conn)                     a worker thread
+      │       └── exchange.serve_ready()    answer every buffered request, in order
+      │             ├── PARK  → hand back through a queue + wake-up byte
+      │             └── CLOSE → conn.close()
+      ├── wake-up byte                      re-register connections handed back
+      └── idle timeout                      close parked connections that stayed silent
+
+    shutdown()   (any thread, or a signal handler)
+      → stop accepting, close parked connections, let in-flight requests finish within the grace
+        period (their responses say ``Connection: close``), then cut off what remains.
+
+Rules: an idle connection holds no thread; only the thread that owns a connection at a moment
+touches its socket (the selector while parked, one worker while served); the selector thread never
+blocks on a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+from .config import ServerConfig
+from .connection import Connection
+from .exchange import Outcome, serve_ready
+from .handler import Handler
+from .request import Request
+from .response import Response
+from .router import Router
+from .static import StaticFiles
+from .uploads import Uploads
+
+error_log = logging.getLogger("webserver.error")
+
+#: New connections taken per wake-up of the selector, so a flood cannot starve parked clients.
+ACCEPT_BATCH = 64
+
+
+class Server:
+    """An HTTP/1.0 and HTTP/1.1 server; see the module docstring for how it runs.
+
+    ``Server(config)`` or ``Server(root="www", port=0, ...)`` (keywords of
+    :class:`~webserver.ServerConfig`). The built-in :class:`~webserver.StaticFiles` and
+    :class:`~webserver.Uploads` handlers answer under ``/`` unless ``default_routes=False``;
+    :meth:`route` adds more, and a more specific route wins.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        default_routes: bool = True,
+        **settings: object,
+    ) -> None:
+        if config is None:
+            config = ServerConfig(**settings)  # type: ignore[arg-type]
+        elif settings:
+            raise TypeError("pass either a ServerConfig or keyword settings, not both")
+        self.config = config
+        self.router = Router()
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._handed_back: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._busy: set[Connection] = set()
+        self._busy_lock = threading.Lock()
+        self._all_idle = threading.Condition(self._busy_lock)
+        if default_routes:
+            self.route("/", StaticFiles, prefix=True)
+            self.route("/", Uploads, prefix=True)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def route(self, path: str, handler: type[Handler] | Handler, *, prefix: bool = False) -> None:
+        """Serve ``path`` (and, with ``prefix``, everything below it) with ``handler``.
+
+        Given a class, the server builds one instance with ``handler.from_config(config)``.
+        """
+        if isinstance(handler, type):
+            handler = handler.from_config(self.config)
+        self.router.add(path, handler, prefix=prefix)
+
+    def listen(self) -> tuple[str, int]:
+        """Bind and listen (once); returns the address, with the real port when ``port`` was 0.
+
+        The kernel queues connections from this moment, so a caller may connect as soon as this
+        returns, before :meth:`serve_forever` runs.
+        """
+        if self._listener is None:
+            self.config.check_root()
+            family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((self.config.host, self.config.port))
+                listener.listen(self.config.backlog)
+                listener.setblocking(False)
+            except BaseException:
+                listener.close()
+                raise
+            self._listener = listener
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` of the listening socket (IPv6 hosts in brackets)."""
+        host, port = self.listen()
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def app(self, request: Request) -> Response:
+        """Answer one request; the router by default. Override to wrap every request."""
+        return self.router.dispatch(request)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`; returns after the graceful stop."""
+        self.listen()
+        listener = self._listener
+        assert listener is not None
+        pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
+        parked: OrderedDict[Connection, None] = OrderedDict()
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ, None)
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            try:
+                self._select_loop(selector, listener, pool, parked)
+            finally:
+                self._drain(selector, listener, pool, parked)
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve_forever` to stop; safe from any thread and from signal handlers."""
+        self._stopping.set()
+        self._wake()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`serve_forever` has finished its graceful stop."""
+        return self._stopped.wait(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _select_loop(
+        self,
+        selector: selectors.BaseSelector,
+        listener: socket.socket,
+        pool: ThreadPoolExecutor,
+        parked: OrderedDict[Connection, None],
+    ) -> None:
+        idle_timeout = self.config.keep_alive_timeout
+        while not self._stopping.is_set():
+            timeout = None
+            if parked:
+                oldest = next(iter(parked))
+                timeout = max(0.0, oldest.last_active + idle_timeout - time.monotonic())
+            for key, _ in selector.select(timeout):
+                fileobj = key.fileobj
+                if fileobj is listener:
+                    self._accept(selector, listener, parked)
+                elif fileobj is self._wake_r:
+                    self._take_back(selector, parked)
+                else:
+                    conn = key.data
+                    selector.unregister(conn.sock)
+                    del parked[conn]
+                    with self._busy_lock:
+                        self._busy.add(conn)
+                    pool.submit(self._work, conn)
+            self._expire(selector, parked, time.monotonic() - idle_timeout)
+
+    def _accept(
+        self,
+        selector: selectors.BaseSelector,
+        listener: socket.socket,
+        parked: OrderedDict[Connection, None],
+    ) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of descriptors, or the peer reset before we got to it: skip this one.
+                error_log.warning("accept failed: %s", exc)
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, (address[0], address[1]))
+            selector.register(sock, selectors.EVENT_READ, conn)
+            parked[conn] = None
+
+    def _take_back(
+        self, selector: selectors.BaseSelector, parked: OrderedDict[Connection, None]
+    ) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+        while True:
+            try:
+                conn = self._handed_back.get_nowait()
+            except queue.Empty:
+                return
+            if self._stopping.is_set():
+                conn.close()
+                continue
+            selector.register(conn.sock, selectors.EVENT_READ, conn)
+            parked[conn] = None
+
+    def _expire(
+        self,
+        selector: selectors.BaseSelector,
+        parked: OrderedDict[Connection, None],
+        cutoff: float,
+    ) -> None:
+        while parked:
+            conn = next(iter(parked))
+            if conn.last_active > cutoff:
+                return
+            del parked[conn]
+            selector.unregister(conn.sock)
+            conn.close()
+
+    def _work(self, conn: Connection) -> None:
+        """Run in a worker: answer what is buffered, then park or close the connection."""
+        outcome = serve_ready(conn, self.app, self.config, self._stopping.is_set)
+        with self._busy_lock:
+            self._busy.discard(conn)
+            if not self._busy:
+                self._all_idle.notify_all()
+        if outcome is Outcome.PARK and not self._stopping.is_set():
+            self._handed_back.put(conn)
+            self._wake()
+        else:
+            conn.close()
+
+    def _drain(
+        self,
+        selector: selectors.BaseSelector,
+        listener: socket.socket,
+        pool: ThreadPoolExecutor,
+        parked: OrderedDict[Connection, None],
+    ) -> None:
+        """The graceful stop: no new connections, idle ones closed, busy ones given time."""
+        try:
+            selector.unregister(listener)
+            listener.close()
+            self._listener = None
+            for conn in list(parked):
+                selector.unregister(conn.sock)
+                conn.close()
+            parked.clear()
+            # Workers see the stop flag: they answer what they hold with Connection: close.
+            with self._all_idle:
+                self._all_idle.wait_for(lambda: not self._busy, self.config.grace_period)
+                late = list(self._busy)
+            for conn in late:
+                # Unblock a worker stuck on a slow client; the worker then closes the socket.
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._take_back(selector, parked)
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+            self._stopped.set()
+
+    def close(self) -> None:
+        """Release the sockets of a server that will not serve (again)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._wake_r.close()
+        self._wake_w.close()

@@ -1,0 +1,118 @@
+"""Storing POST bodies as new files under the root.
+
+Rules: the body streams into a temporary file beside its final name and is published only once it
+arrived whole, with a hard link that fails rather than replace anything -- so a client that
+disconnects leaves nothing, and an existing file is never overwritten (the upload takes the first
+free name ``name-1.txt``, ``name-2.txt``, ...; ``Location`` says which). Folders named in the path
+are created inside the root; a path escaping the root through a symlinked folder is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Self
+from urllib.parse import quote
+
+from .config import ServerConfig
+from .errors import HTTPError, PayloadTooLarge
+from .handler import Handler
+from .paths import TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
+from .request import Request
+from .response import Response
+
+_log = logging.getLogger("webserver.error")
+
+#: Give up finding a free numbered name after this many tries (a folder of 10,000 copies is a bug).
+MAX_NUMBERED_NAMES = 10_000
+
+
+class Uploads(Handler):
+    """POST stores the body at the request path under ``root``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike[str], *, max_size: int) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.max_size = max_size
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Self:
+        return cls(config.root, max_size=config.max_upload)
+
+    def post(self, request: Request) -> Response:
+        segments = upload_segments(request.route_path)
+        declared = request.body.length
+        if declared is not None and declared > self.max_size:
+            raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
+        folder = self._make_folder(segments[:-1])
+        stored = self._store(request, folder, segments[-1])
+        relative = stored.relative_to(self.root).as_posix()
+        location = quote("/" + relative, safe="/")
+        return Response.text(
+            f"stored {relative} ({request.body.received} bytes)\n",
+            200,
+            headers=[("Location", location)],
+        )
+
+    def _make_folder(self, names: list[str]) -> Path:
+        folder = resolve_inside(self.root, names)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise HTTPError(
+                "a parent of the upload path is a file", status=409, close=True
+            ) from None
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        # mkdir may have followed a symlink created meanwhile: check again, now that it exists.
+        return resolve_inside(self.root, names)
+
+    def _store(self, request: Request, folder: Path, name: str) -> Path:
+        try:
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in request.body:
+                    if request.body.received > self.max_size:
+                        raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
+                    out.write(chunk)
+            return _publish(temp, folder, name)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+
+def _publish(temp: str, folder: Path, name: str) -> Path:
+    """Link ``temp`` at the first free numbered variant of ``name``; never replaces a file."""
+    for n in range(MAX_NUMBERED_NAMES):
+        target = folder / numbered_name(name, n)
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise HTTPError("upload name too long", status=400) from None
+            raise
+        return target
+    raise HTTPError("too many files with this name", status=409)
+
+
+def _storage_error(exc: OSError) -> HTTPError:
+    """Map a file-system failure to a status, logging what the client is not told."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        _log.error("upload failed, disk full: %s", exc)
+        return HTTPError("no space left to store the upload", status=507, close=True)
+    if exc.errno == errno.ENAMETOOLONG:
+        return HTTPError("upload name too long", status=400, close=True)
+    if isinstance(exc, NotADirectoryError):
+        return HTTPError("a parent of the upload path is a file", status=409, close=True)
+    _log.error("upload failed: %s", exc)
+    return HTTPError("the upload could not be stored", status=500, close=True)
