@@ -28,6 +28,12 @@ DEFAULT_KEEP_ALIVE_TIMEOUT = 15.0
 DEFAULT_BODY_TIMEOUT = 30.0
 #: How long a graceful stop waits for in-flight requests before cutting them off.
 DEFAULT_GRACE_PERIOD = 10.0
+#: Longest request line (method, target, version) accepted; longer is 414 URI Too Long.
+DEFAULT_MAX_REQUEST_LINE = 8 * KIB
+#: Largest request head (request line and header fields); larger is 431.
+DEFAULT_MAX_HEAD_SIZE = 32 * KIB
+#: Most header fields in one request; more is 431.
+DEFAULT_MAX_HEADER_COUNT = 100
 #: Listen backlog: bursts of new connections queue in the kernel rather than being refused.
 DEFAULT_BACKLOG = 1024
 
@@ -57,6 +63,9 @@ class ServerConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     grace_period: float = DEFAULT_GRACE_PERIOD
     backlog: int = DEFAULT_BACKLOG
+    max_request_line: int = DEFAULT_MAX_REQUEST_LINE
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
     #: Log one Common Log Format line per response to the ``webserver.access`` logger.
     access_log: bool = True
     server_name: str = "webserver"
@@ -73,8 +82,9 @@ class ServerConfig:
         for name in ("keep_alive_timeout", "body_timeout", "grace_period"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.backlog < 1:
-            raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
+        for name in ("backlog", "max_request_line", "max_head_size", "max_header_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

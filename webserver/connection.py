@@ -49,10 +49,12 @@ class Connection:
 
     __slots__ = ("_out", "_out_size", "client", "h11", "last_active", "requests", "sock")
 
-    def __init__(self, sock: socket.socket, client: tuple[str, int]) -> None:
+    def __init__(
+        self, sock: socket.socket, client: tuple[str, int], *, max_head_size: int = 32 * 1024
+    ) -> None:
         self.sock = sock
         self.client = client
-        self.h11 = h11.Connection(h11.SERVER)
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._out: list[bytes] = []
         self._out_size = 0
         #: ``time.monotonic()`` of the last bytes received; drives the idle timeout.

@@ -183,12 +183,25 @@ def _read_body_chunk(conn: Connection) -> bytes:
         raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
 
 
+def _check_head(config: ServerConfig, event: h11.Request) -> None:
+    """Enforce head limits that h11 misses when a whole head arrives in one read."""
+    line = len(event.method) + len(event.target) + 10
+    if line > config.max_request_line:
+        raise HTTPError("request line too long", status=414, close=True)
+    if len(event.headers) > config.max_header_count:
+        raise HTTPError("too many header fields", status=431, close=True)
+    size = line + sum(len(name) + len(value) + 4 for name, value in event.headers)
+    if size > config.max_head_size:
+        raise HTTPError("request head too large", status=431, close=True)
+
+
 def _answer(ex: _Exchange, event: h11.Request) -> bool:
     """Answer one request; True when the connection may carry another."""
     started = time.time()
     close = False
     body = RequestBody.empty()
     try:
+        _check_head(ex.config, event)
         headers = Headers.from_raw(event.headers)
         body = _request_body(ex.conn, headers)
         response = ex.app(_build_request(ex, event, headers, body))

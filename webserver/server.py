@@ -206,7 +206,9 @@ class Server:
                 error_log.warning("accept failed: %s", exc)
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, (address[0], address[1]))
+            conn = Connection(
+                sock, (address[0], address[1]), max_head_size=self.config.max_head_size
+            )
             selector.register(sock, selectors.EVENT_READ, conn)
             parked[conn] = None
 

@@ -60,10 +60,12 @@ class StaticFiles(Handler):
             raise NotFound()
         path = resolve_inside(self.root, segments)
         try:
-            file = open(path, "rb")  # noqa: SIM115 - the response owns and closes it
-        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
-            raise NotFound() from None
+            # O_NONBLOCK: opening a FIFO someone left in the root must not hang a worker.
+            file = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
+        except IsADirectoryError:
+            return self._folder(request, path)
         except OSError:
+            # Missing, not readable, or a path through a file: all look the same from outside.
             raise NotFound() from None
         try:
             st = os.fstat(file.fileno())

@@ -1,0 +1,74 @@
+"""Validators and the 304 decision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webserver.conditional import etag_matches, make_etag, not_modified
+from webserver.headers import Headers
+from webserver.httpdate import format_http_date
+
+ETAG = '"abc"'
+MTIME = 1_700_000_000.5
+
+
+def test_etag_changes_with_content(tmp_path: Path) -> None:
+    """Rewriting a file with other content gives another strong ETag."""
+    path = tmp_path / "f"
+    path.write_bytes(b"one")
+    first = make_etag(os.stat(path))
+    path.write_bytes(b"other")
+    assert make_etag(os.stat(path)) != first
+    assert first.startswith('"')
+    assert first.endswith('"')
+    assert not first.startswith("W/")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('"abc"', True),
+        ('W/"abc"', True),
+        ('"x", "abc"', True),
+        ("*", True),
+        ('"abd"', False),
+        ("", False),
+        ('"x",W/"y"', False),
+    ],
+)
+def test_etag_matches(header: str, expected: bool) -> None:
+    """If-None-Match uses weak comparison and accepts lists and '*'."""
+    assert etag_matches(header, ETAG) is expected
+
+
+def test_if_none_match_wins_over_if_modified_since() -> None:
+    """With If-None-Match present, If-Modified-Since is ignored (RFC 9110 §13.2.2)."""
+    headers = Headers(
+        [("If-None-Match", '"other"'), ("If-Modified-Since", format_http_date(MTIME + 100))]
+    )
+    assert not not_modified(headers, ETAG, MTIME)
+
+
+def test_if_modified_since() -> None:
+    """Not modified when the file is no newer than the date, to the second."""
+    same = Headers([("If-Modified-Since", format_http_date(MTIME))])
+    older = Headers([("If-Modified-Since", format_http_date(MTIME - 10))])
+    assert not_modified(same, ETAG, MTIME)
+    assert not not_modified(older, ETAG, MTIME)
+
+
+def test_invalid_date_is_ignored() -> None:
+    """An unparsable If-Modified-Since is treated as absent."""
+    assert not not_modified(Headers([("If-Modified-Since", "yesterday")]), ETAG, MTIME)
+
+
+@given(st.text(max_size=60))
+def test_fuzz_never_raises(value: str) -> None:
+    """Arbitrary header values give a yes/no, never an exception."""
+    for name in ("If-None-Match", "If-Modified-Since"):
+        assert not_modified(Headers([(name, value)]), ETAG, MTIME) in (True, False)

@@ -1,0 +1,67 @@
+"""The configuration dataclass and size parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from webserver import ConfigError, ServerConfig, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512", 512), ("64K", 65536), ("10MiB", 10 * 2**20), ("1g", 2**30), ("2 GB", 2 * 2**30)],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    """Sizes take binary K/M/G/T suffixes, with optional iB/B."""
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "1.5G", "ten", "1X"])
+def test_parse_size_rejects(text: str) -> None:
+    """Anything else is a ConfigError naming the value."""
+    with pytest.raises(ConfigError, match="not a size"):
+        parse_size(text)
+
+
+def test_frozen_and_resolved(tmp_path: Path) -> None:
+    """The root is made absolute, and the config cannot change afterwards."""
+    config = ServerConfig(root=tmp_path / "." / "x" / "..")
+    assert config.root == tmp_path.resolve()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"port": -1},
+        {"port": 70000},
+        {"threads": 0},
+        {"max_upload": -1},
+        {"keep_alive_timeout": 0},
+        {"body_timeout": -1},
+        {"backlog": 0},
+    ],
+)
+def test_rejects_out_of_range(settings: dict[str, int]) -> None:
+    """Out-of-range values fail at construction, naming the setting."""
+    with pytest.raises(ConfigError, match=next(iter(settings))):
+        ServerConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_check_root(tmp_path: Path) -> None:
+    """A missing root or a file as root is reported in a sentence."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        ServerConfig(root=tmp_path / "missing").check_root()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        ServerConfig(root=tmp_path / "file").check_root()
+
+
+def test_keyword_only() -> None:
+    """Positional construction is refused, so settings cannot be swapped by accident."""
+    with pytest.raises(TypeError):
+        ServerConfig("127.0.0.1")  # type: ignore[misc]

@@ -1,0 +1,252 @@
+"""The request/response loop: keep-alive, pipelining, HTTP/1.0, errors, and fuzzed input."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webserver import Handler, Request, Response, Server
+from webserver.testing import running_server
+
+from .conftest import NET_TIMEOUT, connect, recv_until_closed
+from .wire import WireReader
+
+
+def get(path: str, *, extra: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+
+
+def test_keep_alive_reuses_connection(server: Server) -> None:
+    """Several requests, one after another, on one connection."""
+    with connect(server) as sock:
+        reader = WireReader(sock)
+        for _ in range(5):
+            sock.sendall(get("/hello.txt"))
+            response = reader.read()
+            assert (response.status, response.body) == (200, b"hello, world\n")
+            assert response.header("Connection") is None
+
+
+def test_100_pipelined_in_order(server: Server, www: Path) -> None:
+    """100 pipelined GETs sent in one write are answered in order."""
+    for i in range(100):
+        (www / f"f{i}.txt").write_bytes(f"file {i}\n".encode())
+    with connect(server) as sock:
+        sock.sendall(b"".join(get(f"/f{i}.txt") for i in range(100)))
+        reader = WireReader(sock)
+        bodies = [reader.read().body for _ in range(100)]
+    assert bodies == [f"file {i}\n".encode() for i in range(100)]
+
+
+def test_pipeline_mixing_get_and_post(server: Server, www: Path) -> None:
+    """GET, POST, GET of the uploaded file, HEAD and a 404 in one write, answered in order."""
+    pipeline = (
+        get("/hello.txt")
+        + b"POST /up.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nupload"
+        + get("/up.txt")
+        + b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        + get("/missing")
+    )
+    with connect(server) as sock:
+        sock.sendall(pipeline)
+        reader = WireReader(sock)
+        answers = [
+            reader.read(),
+            reader.read(),
+            reader.read(),
+            reader.read(head_only=True),
+            reader.read(),
+        ]
+    assert [a.status for a in answers] == [200, 200, 200, 200, 404]
+    assert answers[2].body == b"upload"
+
+
+def test_http10_is_answered_and_closed(server: Server) -> None:
+    """An HTTP/1.0 request gets its answer, then the server closes the connection."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.0\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\nhello, world\n")
+    assert b"Connection: close" in data
+
+
+def test_connection_close_is_honoured(server: Server) -> None:
+    """Connection: close gets the answer and a close; a pipelined request after it is ignored."""
+    with connect(server) as sock:
+        sock.sendall(get("/hello.txt", extra=b"Connection: close\r\n") + get("/data.bin"))
+        data = recv_until_closed(sock)
+    assert data.count(b"HTTP/1.1 ") == 1
+
+
+def test_every_response_has_a_reason_phrase(server: Server) -> None:
+    """Status lines carry the standard reason phrase."""
+    with connect(server) as sock:
+        sock.sendall(get("/hello.txt") + get("/nope") + b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = WireReader(sock)
+        reasons = [(r.status, r.reason) for r in (reader.read(), reader.read(), reader.read())]
+    assert reasons == [(200, "OK"), (404, "Not Found"), (501, "Not Implemented")]
+
+
+def test_method_not_allowed_lists_allow(server: Server) -> None:
+    """PUT on the file tree is 405 with Allow."""
+    with connect(server) as sock:
+        sock.sendall(b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = WireReader(sock).read()
+    assert response.status == 405
+    assert response.header("Allow") == "GET, HEAD, OPTIONS, POST"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host in HTTP/1.1
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+        (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    ],
+)
+def test_malformed_requests_get_4xx_and_close(server: Server, raw: bytes, status: int) -> None:
+    """Malformed requests are answered with a precise status and the connection is closed."""
+    with connect(server) as sock:
+        sock.sendall(raw)
+        reader = WireReader(sock)
+        response = reader.read()
+        assert response.status == status
+        assert response.header("Connection") == "close"
+        assert reader.at_eof()
+
+
+@pytest.mark.parametrize(
+    "raw", [b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n", b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n"]
+)
+def test_bad_target_is_400_and_connection_survives(server: Server, raw: bytes) -> None:
+    """A target we cannot use is 400; its framing was sound, so the connection carries on."""
+    with connect(server) as sock:
+        sock.sendall(raw + get("/hello.txt"))
+        reader = WireReader(sock)
+        assert [reader.read().status, reader.read().status] == [400, 200]
+
+
+def test_absolute_form_target(server: Server) -> None:
+    """An absolute-form target is served by its path (RFC 9112 §3.2.2)."""
+    with connect(server) as sock:
+        sock.sendall(b"GET http://example.com/hello.txt HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert WireReader(sock).read().body == b"hello, world\n"
+
+
+class Boom(Handler):
+    def get(self, request: Request) -> Response:
+        raise RuntimeError("handler bug")
+
+
+class Stream(Handler):
+    def get(self, request: Request) -> Response:
+        return Response(200, [("Content-Type", "text/plain")], (b"part%d;" % i for i in range(3)))
+
+
+class BrokenStream(Handler):
+    def get(self, request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"start"
+            raise RuntimeError("stream bug")
+
+        return Response(200, [], chunks())
+
+
+@pytest.fixture
+def app_server(www: Path) -> Iterator[Server]:
+    def setup(srv: Server) -> None:
+        srv.route("/boom", Boom)
+        srv.route("/stream", Stream)
+        srv.route("/broken", BrokenStream)
+
+    with running_server(root=www, access_log=False, setup=setup) as srv:
+        yield srv
+
+
+def test_handler_exception_is_500_and_server_survives(
+    app_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A raising handler gets 500 with its traceback logged; others are still served."""
+    with connect(app_server) as sock:
+        sock.sendall(get("/boom"))
+        assert WireReader(sock).read().status == 500
+    assert "handler bug" in caplog.text
+    with connect(app_server) as sock:
+        sock.sendall(get("/hello.txt"))
+        assert WireReader(sock).read().status == 200
+
+
+def test_streamed_body_is_chunked(app_server: Server) -> None:
+    """An iterable body goes out chunked to HTTP/1.1 and close-delimited to HTTP/1.0."""
+    with connect(app_server) as sock:
+        sock.sendall(get("/stream"))
+        response = WireReader(sock).read()
+        assert response.header("Transfer-Encoding") == "chunked"
+        assert response.body == b"part0;part1;part2;"
+    with connect(app_server) as sock:
+        sock.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+        assert recv_until_closed(sock).endswith(b"\r\n\r\npart0;part1;part2;")
+
+
+def test_exception_mid_stream_closes(app_server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """A body that fails midway is cut off (no false end of message) and logged."""
+    with connect(app_server) as sock:
+        sock.sendall(get("/broken"))
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert not data.endswith(b"0\r\n\r\n")
+    assert "stream bug" in caplog.text
+
+
+REQUEST_PIECES = [
+    b"GET / HTTP/1.1\r\n",
+    b"GET /hello.txt HTTP/1.1\r\n",
+    b"POST /u HTTP/1.1\r\n",
+    b"HEAD /docs/ HTTP/1.0\r\n",
+    b"Host: x\r\n",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"Expect: 100-continue\r\n",
+    b"\r\n",
+    b"abc",
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"\n",
+    b"\x00",
+    b" ",
+    b":",
+    b"\xff",
+]
+
+
+@given(
+    pieces=st.lists(st.one_of(st.sampled_from(REQUEST_PIECES), st.binary(max_size=20)), max_size=12)
+)
+def test_fuzzed_request_stream(server: Server, pieces: list[bytes]) -> None:
+    """Arbitrary or mutated request bytes get well-formed responses or a close, never a hang."""
+    with connect(server) as sock:
+        sock.settimeout(3.0)
+        sock.sendall(b"".join(pieces))
+        sock.shutdown(socket.SHUT_WR)
+        reader = WireReader(sock)
+        while True:
+            try:
+                response = reader.read()
+            except (EOFError, ConnectionResetError):
+                break
+            assert 100 <= response.status <= 599
+            assert response.version == "HTTP/1.1"
+    # The server still answers a normal request afterwards.
+    with connect(server) as sock:
+        sock.settimeout(NET_TIMEOUT)
+        sock.sendall(get("/hello.txt"))
+        assert WireReader(sock).read().status == 200

@@ -1,0 +1,166 @@
+"""Request targets to file paths: decoding, refusal, and containment in the root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webserver.errors import BadRequest, NotFound
+from webserver.paths import (
+    TEMP_PREFIX,
+    decode_path,
+    file_segments,
+    numbered_name,
+    resolve_inside,
+    split_target,
+    upload_segments,
+)
+
+
+class TestSplitTarget:
+    def test_origin_form(self) -> None:
+        """The path and query of an origin-form target are split at the first '?'."""
+        assert split_target("/a/b?x=1?y") == ("/a/b", "x=1?y")
+
+    def test_absolute_form_uses_its_path(self) -> None:
+        """An absolute-form target (RFC 9112 §3.2.2) is served by its path and query."""
+        assert split_target("http://example.com:8080/a%20b?q") == ("/a%20b", "q")
+        assert split_target("http://example.com") == ("/", "")
+
+    def test_asterisk(self) -> None:
+        """'*' (for OPTIONS) is passed through."""
+        assert split_target("*") == ("*", "")
+
+    @pytest.mark.parametrize("target", ["a/b", "ftp://x/y", "http:/x", "x", "http://"])
+    def test_other_forms_refused(self, target: str) -> None:
+        """Targets that are neither a path nor an http(s) URL are a 400."""
+        with pytest.raises(BadRequest):
+            split_target(target)
+
+
+class TestDecodePath:
+    def test_decodes_once(self) -> None:
+        """%2e%2e decodes to '..'; a double-encoded %252e stays a literal '%2e'."""
+        assert decode_path("/%2e%2e/x") == "/../x"
+        assert decode_path("/%252e") == "/%2e"
+
+    def test_utf8(self) -> None:
+        """Percent-encoded UTF-8 becomes text."""
+        assert decode_path("/caf%C3%A9") == "/café"
+
+    @pytest.mark.parametrize("raw", ["/%00", "/a%00b", "/%ff", "/%c3"])
+    def test_refused(self, raw: str) -> None:
+        """NUL and invalid UTF-8 are a 400."""
+        with pytest.raises(BadRequest):
+            decode_path(raw)
+
+
+class TestFileSegments:
+    def test_drops_empty_and_dot(self) -> None:
+        """Empty and '.' segments do not name anything."""
+        assert file_segments("//a/./b/") == ["a", "b"]
+
+    @pytest.mark.parametrize("path", ["/a\\b", "/C:/x", "/c:", "/" + "x" * 256])
+    def test_refused(self, path: str) -> None:
+        """Backslashes, drive letters and over-long names are a 400."""
+        with pytest.raises(BadRequest):
+            file_segments(path)
+
+
+class TestResolveInside:
+    def test_inside(self, tmp_path: Path) -> None:
+        """A path below the root resolves to that file."""
+        root = tmp_path.resolve()
+        assert resolve_inside(root, ["a", "b.txt"]) == root / "a" / "b.txt"
+
+    def test_dotdot_that_stays_inside(self, tmp_path: Path) -> None:
+        """'..' is fine while the result stays inside the root."""
+        root = tmp_path.resolve()
+        assert resolve_inside(root, ["a", "..", "b"]) == root / "b"
+
+    @pytest.mark.parametrize("segments", [[".."], ["a", "..", ".."], ["/etc"], ["..", "x"]])
+    def test_outside_is_not_found(self, tmp_path: Path, segments: list[str]) -> None:
+        """Anything resolving outside the root is NotFound, never a path."""
+        root = (tmp_path / "root").resolve()
+        root.mkdir()
+        with pytest.raises(NotFound):
+            resolve_inside(root, segments)
+
+    def test_symlink_out_is_not_found(self, tmp_path: Path) -> None:
+        """A symlink pointing outside the root is refused; one pointing inside is followed."""
+        root = (tmp_path / "root").resolve()
+        root.mkdir()
+        (tmp_path / "outside.txt").write_text("x")
+        (root / "inside.txt").write_text("y")
+        os.symlink(tmp_path / "outside.txt", root / "out")
+        os.symlink(root / "inside.txt", root / "in")
+        with pytest.raises(NotFound):
+            resolve_inside(root, ["out"])
+        assert resolve_inside(root, ["in"]) == root / "inside.txt"
+
+    def test_prefix_sibling_is_outside(self, tmp_path: Path) -> None:
+        """/srv/www2 is not inside /srv/www, although the string starts the same."""
+        root = (tmp_path / "www").resolve()
+        root.mkdir()
+        (tmp_path / "www2").mkdir()
+        with pytest.raises(NotFound):
+            resolve_inside(root, ["..", "www2"])
+
+    @given(path=st.text(alphabet=st.sampled_from(list("ab./\\%2e:C\x00")), max_size=30))
+    def test_property_inside_or_refused(self, tmp_path: Path, path: str) -> None:
+        """Any decoded path either maps inside the root or is refused with 400/404."""
+        root = (tmp_path / "root").resolve()
+        root.mkdir(exist_ok=True)
+        try:
+            resolved = resolve_inside(root, file_segments(decode_path("/" + path)))
+        except (BadRequest, NotFound):
+            return
+        assert os.path.commonpath([root, resolved]) == str(root)
+
+
+class TestUploadSegments:
+    def test_nested(self) -> None:
+        """A nested upload name yields its segments."""
+        assert upload_segments("/a/b/c.txt") == ["a", "b", "c.txt"]
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/",
+            "/a/",
+            "/a//b",
+            "/../x",
+            "/a/../x",
+            "/./x",
+            "/a\x01b",
+            "/a\x7fb",
+            "/a\\b",
+            "/C:x",
+            "/" + "n" * 256,
+            "/" + TEMP_PREFIX + "x",
+        ],
+    )
+    def test_refused(self, path: str) -> None:
+        """Folders, dot or empty segments, control characters, long or reserved names: 400."""
+        with pytest.raises(BadRequest):
+            upload_segments(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "expected"),
+    [
+        ("report.txt", 0, "report.txt"),
+        ("report.txt", 1, "report-1.txt"),
+        ("a.tar.gz", 2, "a-2.tar.gz"),
+        ("README", 3, "README-3"),
+        (".env", 1, ".env-1"),
+        (".config.json", 1, ".config-1.json"),
+    ],
+)
+def test_numbered_name(name: str, n: int, expected: str) -> None:
+    """Numbered variants keep the extension so the file still opens with the right program."""
+    assert numbered_name(name, n) == expected
