@@ -74,9 +74,8 @@ class Server:
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._handed_back: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self._busy: set[Connection] = set()
         self._busy_lock = threading.Lock()
@@ -135,6 +134,11 @@ class Server:
         self.listen()
         listener = self._listener
         assert listener is not None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        if self._stopping.is_set():  # shutdown() came before we had a wake-up socket
+            self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
         parked: OrderedDict[Connection, None] = OrderedDict()
         with selectors.DefaultSelector() as selector:
@@ -159,8 +163,10 @@ class Server:
         return self._stopping.is_set()
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"\0")
+        wake_w = self._wake_w
+        if wake_w is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+                wake_w.send(b"\0")
 
     def _select_loop(
         self,
@@ -215,6 +221,7 @@ class Server:
     def _take_back(
         self, selector: selectors.BaseSelector, parked: OrderedDict[Connection, None]
     ) -> None:
+        assert self._wake_r is not None
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
@@ -283,14 +290,12 @@ class Server:
             pool.shutdown(wait=True, cancel_futures=True)
             self._take_back(selector, parked)
         finally:
-            self._wake_r.close()
-            self._wake_w.close()
+            self.close()
             self._stopped.set()
 
     def close(self) -> None:
         """Release the sockets of a server that will not serve (again)."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self._wake_r.close()
-        self._wake_w.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._listener = self._wake_r = self._wake_w = None

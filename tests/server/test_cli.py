@@ -1,0 +1,186 @@
+"""The ``webserver`` command, run as a real process."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from webserver.cli import main
+
+from .conftest import NET_TIMEOUT
+
+SERVING = re.compile(r"^Serving (?P<root>.+) on http://(?P<host>[^/]+):(?P<port>\d+)/$")
+
+
+@contextmanager
+def webserver_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+    """Start ``python -m webserver run ARGS`` and wait for its readiness line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "webserver", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().rstrip("\n")
+        match = SERVING.match(line)
+        assert match, (
+            f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+        )
+        yield proc, match
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(NET_TIMEOUT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_port_zero_prints_real_port_and_serves(www: Path) -> None:
+    """--port 0 picks a free port, announced on the first stdout line with the absolute root."""
+    with webserver_process("--port", "0", "--root", str(www), "--no-access-log") as (proc, match):
+        assert match["root"] == str(www.resolve())
+        port = int(match["port"])
+        assert port > 0
+        assert get(port, "/hello.txt") == (200, b"hello, world\n")
+
+
+def test_sigterm_stops_gracefully_with_status_0(www: Path) -> None:
+    """SIGTERM stops the server; it exits 0."""
+    with webserver_process("--port", "0", "--root", str(www)) as (proc, match):
+        assert get(int(match["port"]), "/hello.txt")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(NET_TIMEOUT) == 0
+
+
+def test_sigint_stops_with_status_0(www: Path) -> None:
+    """Ctrl-C (SIGINT) stops the server; it exits 0 without a traceback."""
+    with webserver_process("--port", "0", "--root", str(www)) as (proc, _):
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(NET_TIMEOUT) == 0
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read()
+
+
+def test_access_log_to_file(www: Path, tmp_path: Path) -> None:
+    """--access-log FILE gets one Common Log Format line per response."""
+    log = tmp_path / "access.log"
+    with webserver_process("--port", "0", "--root", str(www), "--access-log", str(log)) as (
+        proc,
+        match,
+    ):
+        get(int(match["port"]), "/hello.txt")
+        get(int(match["port"]), "/nope")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(NET_TIMEOUT)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith('"GET /hello.txt HTTP/1.1" 200 13')
+    assert lines[1].endswith('"GET /nope HTTP/1.1" 404 14')
+
+
+def test_access_log_on_stderr_by_default(www: Path) -> None:
+    """Without options the access log goes to stderr."""
+    with webserver_process("--port", "0", "--root", str(www)) as (proc, match):
+        get(int(match["port"]), "/hello.txt")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(NET_TIMEOUT)
+        assert proc.stderr is not None
+        assert '"GET /hello.txt HTTP/1.1" 200 13' in proc.stderr.read()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT,
+        check=False,
+    )
+
+
+def test_missing_root_is_one_line_exit_2(tmp_path: Path) -> None:
+    """A missing root: one Error line, exit status 2, no traceback."""
+    result = run_cli("run", "--port", "0", "--root", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: root folder does not exist: {tmp_path / 'missing'}"
+
+
+def test_port_in_use_is_one_line_exit_2(www: Path) -> None:
+    """A port already in use: one Error line naming it, exit status 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", "--port", str(port), "--root", str(www))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: port {port} on 127.0.0.1 is already in use"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "70000 is not in the range 0<=x<=65535"),
+        (["--threads", "0"], "0 is not in the range 1<=x<=1024"),
+        (["--max-upload", "lots"], "not a size: 'lots'"),
+        (["--bogus"], "No such option"),
+    ],
+)
+def test_bad_options_exit_2(www: Path, args: list[str], message: str) -> None:
+    """Bad option values are reported by name with exit status 2."""
+    result = CliRunner().invoke(main, ["run", "--root", str(www), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_explains_every_option() -> None:
+    """--help describes each option of run."""
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--host",
+        "--port",
+        "--root",
+        "--threads",
+        "--max-upload",
+        "--access-log",
+        "--no-access-log",
+        "--keep-alive-timeout",
+        "--grace-period",
+    ):
+        assert option in result.output
+    assert "0 picks a free one" in result.output
+
+
+def test_console_script_installed() -> None:
+    """The 'webserver' console script exists beside this Python and answers --version."""
+    script = Path(sys.executable).with_name("webserver")
+    if not script.exists():
+        pytest.skip(f"package not installed with scripts next to {sys.executable}")
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=NET_TIMEOUT, check=False
+    )
+    assert result.returncode == 0 and "webserver, version" in result.stdout

@@ -1,0 +1,113 @@
+"""Real HTTP clients against the server: curl, wget, urllib and http.client, byte for byte."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from webserver import Server
+
+from .conftest import NET_TIMEOUT
+
+
+def need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed (.ci/run installs it)")
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(args, capture_output=True, timeout=NET_TIMEOUT * 2, check=False)
+
+
+def test_curl_several_urls_on_one_connection(server: Server, www: Path) -> None:
+    """curl fetches two URLs over one kept-alive HTTP/1.1 connection, byte-exact."""
+    curl = need("curl")
+    url = server.url
+    result = run(curl, "-sS", "-v", url + "hello.txt", url + "data.bin")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (www / "hello.txt").read_bytes() + (www / "data.bin").read_bytes()
+    assert b"Re-using existing connection" in result.stderr or b"Reusing" in result.stderr
+
+
+def test_curl_http10(server: Server, www: Path) -> None:
+    """curl --http1.0 gets the file and the server closes."""
+    curl = need("curl")
+    result = run(curl, "-sS", "--http1.0", "-i", server.url + "hello.txt")
+    assert result.returncode == 0
+    assert result.stdout.endswith(b"\r\n\r\nhello, world\n")
+    assert b"Connection: close" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["--data-binary", "-T"])
+def test_curl_upload(server: Server, www: Path, tmp_path: Path, mode: str) -> None:
+    """curl POST --data-binary and -T (with -X POST) store the file byte-exact."""
+    curl = need("curl")
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(200_000))
+    source = "@" + str(payload) if mode == "--data-binary" else str(payload)
+    result = run(curl, "-sS", "-X", "POST", "-D", "-", mode, source, server.url + "up/p.bin")
+    assert result.returncode == 0, result.stderr
+    assert b"200 OK" in result.stdout and b"Location: /up/p.bin" in result.stdout
+    assert (www / "up" / "p.bin").read_bytes() == payload.read_bytes()
+
+
+def test_wget(server: Server, www: Path, tmp_path: Path) -> None:
+    """wget downloads a file byte-exact."""
+    wget = need("wget")
+    out = tmp_path / "out.bin"
+    result = run(wget, "-q", "-O", str(out), server.url + "data.bin")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == (www / "data.bin").read_bytes()
+
+
+def test_wget_404_fails(server: Server, tmp_path: Path) -> None:
+    """wget sees the 404 and exits non-zero (its 'server error' status 8)."""
+    wget = need("wget")
+    result = run(wget, "-q", "-O", str(tmp_path / "x"), server.url + "missing")
+    assert result.returncode == 8
+
+
+def test_urllib(server: Server, www: Path) -> None:
+    """urllib.request reads a file and a 404."""
+    with urllib.request.urlopen(server.url + "data.bin", timeout=NET_TIMEOUT) as response:
+        assert response.read() == (www / "data.bin").read_bytes()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url + "missing", timeout=NET_TIMEOUT)
+    assert info.value.code == 404
+    info.value.close()
+
+
+def test_urllib_post(server: Server, www: Path) -> None:
+    """urllib POST stores the body."""
+    request = urllib.request.Request(server.url + "via-urllib.txt", data=b"urllib", method="POST")
+    with urllib.request.urlopen(request, timeout=NET_TIMEOUT) as response:
+        assert response.status == 200
+        assert response.headers["Location"] == "/via-urllib.txt"
+    assert (www / "via-urllib.txt").read_bytes() == b"urllib"
+
+
+def test_http_client_keep_alive(server: Server, www: Path) -> None:
+    """http.client reuses one connection for GET, HEAD and POST."""
+    host, port = server.listen()
+    conn = http.client.HTTPConnection(host, port, timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", "/hello.txt")
+        assert conn.getresponse().read() == b"hello, world\n"
+        sock = conn.sock
+        conn.request("HEAD", "/data.bin")
+        head = conn.getresponse()
+        assert head.read() == b"" and head.headers["Content-Length"] == "16384"
+        conn.request("POST", "/hc.txt", body=b"from http.client")
+        assert conn.getresponse().read().startswith(b"stored hc.txt")
+        assert conn.sock is sock
+    finally:
+        conn.close()
+    assert (www / "hc.txt").read_bytes() == b"from http.client"
