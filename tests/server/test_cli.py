@@ -60,7 +60,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 def test_port_zero_prints_real_port_and_serves(www: Path) -> None:
     """--port 0 picks a free port, announced on the first stdout line with the absolute root."""
-    with webserver_process("--port", "0", "--root", str(www), "--no-access-log") as (proc, match):
+    with webserver_process("--port", "0", "--root", str(www), "--no-access-log") as (_, match):
         assert match["root"] == str(www.resolve())
         port = int(match["port"])
         assert port > 0
