@@ -34,8 +34,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import ServerConfig
-from .connection import Connection
-from .exchange import Outcome, serve_ready
+from ._connection import Connection
+from ._exchange import Outcome, serve_ready
 from .handler import Handler
 from .request import Request
 from .response import Response

@@ -30,7 +30,7 @@ import h11
 
 from .accesslog import format_access_line
 from .config import ServerConfig
-from .connection import Connection
+from ._connection import Connection
 from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
 from .headers import Headers
 from .httpdate import http_date_now

@@ -30,7 +30,7 @@ LINGER_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
 
 
-class FileSlice:
+class _FileSlice:
     """A stand-in for body bytes that h11 passes through untouched, sent by ``sendfile``."""
 
     __slots__ = ("count", "file", "offset")
@@ -97,10 +97,10 @@ class Connection:
 
     def send_file(self, file: Any, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset`` as body data, zero-copy."""
-        placeholder = cast(bytes, FileSlice(file, offset, count))
+        placeholder = cast(bytes, _FileSlice(file, offset, count))
         pieces = self.h11.send_with_data_passthrough(h11.Data(data=placeholder))
         for piece in pieces or ():
-            if isinstance(piece, FileSlice):
+            if isinstance(piece, _FileSlice):
                 self.flush()
                 sent = self.sock.sendfile(piece.file, piece.offset, piece.count)
                 if sent != piece.count:
