@@ -47,7 +47,18 @@ class _FileSlice:
 class Connection:
     """A server-side HTTP/1.x connection; see the module docstring for its rules."""
 
-    __slots__ = ("_out", "_out_size", "client", "h11", "last_active", "requests", "sock")
+    __slots__ = (
+        "_out",
+        "_out_size",
+        "client",
+        "deadline",
+        "h11",
+        "head_started",
+        "last_active",
+        "linger",
+        "requests",
+        "sock",
+    )
 
     def __init__(
         self, sock: socket.socket, client: tuple[str, int], *, max_head_size: int = 32 * 1024
@@ -61,6 +72,12 @@ class Connection:
         self.last_active = time.monotonic()
         #: Requests answered on this connection so far.
         self.requests = 0
+        #: While parked: when the selector gives up on it (idle or head timeout).
+        self.deadline = self.last_active
+        #: ``time.monotonic()`` of the first byte of a request head still incomplete, else None.
+        self.head_started: float | None = None
+        #: Drain the client's unread input before closing (set after refusing a request).
+        self.linger = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -135,7 +152,7 @@ class Connection:
         """
         try:
             self.flush()
-            if self.h11.their_state in (h11.SEND_BODY, h11.ERROR):
+            if self.linger or self.h11.their_state in (h11.SEND_BODY, h11.ERROR):
                 self._linger()
         except OSError:
             pass

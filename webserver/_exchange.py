@@ -19,6 +19,7 @@ gets a 500 and the traceback in the error log; no exception leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
@@ -28,10 +29,11 @@ from typing import BinaryIO, cast
 
 import h11
 
+from ._connection import Connection
 from .accesslog import format_access_line
 from .config import ServerConfig
-from ._connection import Connection
 from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
+from .framing import HeadLimits, check_request_head, find_head_end
 from .headers import Headers
 from .httpdate import http_date_now
 from .paths import decode_path, split_target
@@ -61,7 +63,7 @@ class Outcome(enum.Enum):
 class _Exchange:
     """Per-connection context for one worker turn: the config, the app, and the stop signal."""
 
-    __slots__ = ("app", "config", "conn", "server_header", "stopping")
+    __slots__ = ("app", "config", "conn", "limits", "server_header", "stopping")
 
     def __init__(
         self, conn: Connection, app: App, config: ServerConfig, stopping: Callable[[], bool]
@@ -71,6 +73,11 @@ class _Exchange:
         self.config = config
         self.stopping = stopping
         self.server_header = config.server_name.encode("latin-1")
+        self.limits = HeadLimits(
+            max_request_line=config.max_request_line,
+            max_head_size=config.max_head_size,
+            max_header_count=config.max_header_count,
+        )
 
 
 def serve_ready(
@@ -91,20 +98,41 @@ def serve_ready(
 
 def _loop(ex: _Exchange) -> Outcome:
     conn = ex.conn
+    config = ex.config
     while True:
+        partial_head = False
+        if conn.h11.their_state is h11.IDLE:
+            pending = conn.h11.trailing_data[0]
+            if pending:
+                try:
+                    partial_head = _check_pending_head(pending, ex.limits)
+                except HTTPError as exc:
+                    conn.linger = True
+                    _send_error(ex, exc.status, exc.detail)
+                    return Outcome.CLOSE
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             _send_error(ex, exc.error_status_hint, str(exc))
             return Outcome.CLOSE
         if event is h11.NEED_DATA:
-            if ex.stopping() and conn.h11.their_state is h11.IDLE:
+            if ex.stopping() and not partial_head:
                 return Outcome.CLOSE
             conn.flush()
+            now = time.monotonic()
+            if partial_head:
+                # The head deadline runs from the head's first byte and is never extended.
+                if conn.head_started is None:
+                    conn.head_started = now
+                conn.deadline = conn.head_started + config.header_timeout
+            else:
+                conn.head_started = None
+                conn.deadline = now + config.keep_alive_timeout
             return Outcome.PARK
         if type(event) is not h11.Request:
             # ConnectionClosed, or PAUSED after a close-delimited exchange.
             return Outcome.CLOSE
+        conn.head_started = None
         if not _answer(ex, event):
             return Outcome.CLOSE
         conn.requests += 1
@@ -114,13 +142,44 @@ def _loop(ex: _Exchange) -> Outcome:
             return Outcome.CLOSE
 
 
+def _check_pending_head(pending: bytes, limits: HeadLimits) -> bool:
+    """Check the next request head in ``pending``; True if it has not fully arrived yet."""
+    end = find_head_end(pending)
+    if end < 0:
+        if len(pending) > limits.max_head_size:
+            raise HTTPError("request head too large", status=431, close=True)
+        return True
+    check_request_head(pending[:end], limits)
+    return False
+
+
+def answer_overload(conn: Connection, config: ServerConfig, status: int, detail: str) -> None:
+    """Answer a connection the server has no room for, without blocking, then close it.
+
+    Runs on the selector thread: the socket is made non-blocking and whatever does not fit in
+    the kernel's buffer is dropped; the client learns why through the status and ``Retry-After``.
+    """
+    headers = [("Retry-After", "1")] if status == 503 else []
+    with contextlib.suppress(OSError, h11.LocalProtocolError):
+        conn.sock.setblocking(False)
+        _send_response(
+            conn,
+            config.server_name.encode("latin-1"),
+            Response.error(status, detail, headers=headers),
+            close=True,
+            head_only=False,
+        )
+        conn.flush()
+    conn.close()
+
+
 def _send_error(ex: _Exchange, status: int, detail: str) -> None:
     """Answer a request we could not parse, if h11 still lets us, then the caller closes."""
     conn = ex.conn
     if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     response = Response.error(status, detail)
-    sent = _send_response(ex, response, close=True, head_only=False)
+    sent = _send_response(conn, ex.server_header, response, close=True, head_only=False)
     _log_access(ex, None, response.status, sent)
     conn.flush()
 
@@ -183,25 +242,12 @@ def _read_body_chunk(conn: Connection) -> bytes:
         raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
 
 
-def _check_head(config: ServerConfig, event: h11.Request) -> None:
-    """Enforce head limits that h11 misses when a whole head arrives in one read."""
-    line = len(event.method) + len(event.target) + 10
-    if line > config.max_request_line:
-        raise HTTPError("request line too long", status=414, close=True)
-    if len(event.headers) > config.max_header_count:
-        raise HTTPError("too many header fields", status=431, close=True)
-    size = line + sum(len(name) + len(value) + 4 for name, value in event.headers)
-    if size > config.max_head_size:
-        raise HTTPError("request head too large", status=431, close=True)
-
-
 def _answer(ex: _Exchange, event: h11.Request) -> bool:
     """Answer one request; True when the connection may carry another."""
     started = time.time()
     close = False
     body = RequestBody.empty()
     try:
-        _check_head(ex.config, event)
         headers = Headers.from_raw(event.headers)
         body = _request_body(ex.conn, headers)
         response = ex.app(_build_request(ex, event, headers, body))
@@ -216,11 +262,11 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
         close = True
     if not close:
         close = not _finish_body(ex, body)
-    if ex.stopping():
+    if ex.stopping() or ex.conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
     head_only = event.method == b"HEAD" or response.status in _NO_BODY_STATUSES
     try:
-        sent = _send_response(ex, response, close=close, head_only=head_only)
+        sent = _send_response(ex.conn, ex.server_header, response, close=close, head_only=head_only)
     except (OSError, ClientDisconnected):
         return False
     except Exception:
@@ -251,12 +297,13 @@ def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
     return False
 
 
-def _send_response(ex: _Exchange, response: Response, *, close: bool, head_only: bool) -> int:
+def _send_response(
+    conn: Connection, server_header: bytes, response: Response, *, close: bool, head_only: bool
+) -> int:
     """Write the head and (unless ``head_only``) the body; returns body bytes sent."""
-    conn = ex.conn
     headers: list[tuple[bytes, bytes]] = [
         (b"Date", http_date_now().encode("ascii")),
-        (b"Server", ex.server_header),
+        (b"Server", server_header),
     ]
     has_length = False
     for name, value in response.headers:

@@ -24,6 +24,8 @@ DEFAULT_MAX_UPLOAD = 1 * GIB
 DEFAULT_THREADS = 8
 #: An idle keep-alive connection is closed after this many seconds (no thread is held meanwhile).
 DEFAULT_KEEP_ALIVE_TIMEOUT = 15.0
+#: A request head must arrive whole within this many seconds of its first byte (slowloris).
+DEFAULT_HEADER_TIMEOUT = 10.0
 #: Longest wait for the next piece of a request body, in seconds.
 DEFAULT_BODY_TIMEOUT = 30.0
 #: How long a graceful stop waits for in-flight requests before cutting them off.
@@ -34,6 +36,12 @@ DEFAULT_MAX_REQUEST_LINE = 8 * KIB
 DEFAULT_MAX_HEAD_SIZE = 32 * KIB
 #: Most header fields in one request; more is 431.
 DEFAULT_MAX_HEADER_COUNT = 100
+#: Open connections beyond this get 503 at once; each costs a descriptor and a little memory.
+DEFAULT_MAX_CONNECTIONS = 4096
+#: Connections waiting for a free worker beyond this get 503 instead of queueing without bound.
+DEFAULT_MAX_QUEUE = 512
+#: After this many requests a connection is closed, so no client holds one forever (as nginx).
+DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 #: Listen backlog: bursts of new connections queue in the kernel rather than being refused.
 DEFAULT_BACKLOG = 1024
 
@@ -60,12 +68,16 @@ class ServerConfig:
     threads: int = DEFAULT_THREADS
     max_upload: int = DEFAULT_MAX_UPLOAD
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     grace_period: float = DEFAULT_GRACE_PERIOD
     backlog: int = DEFAULT_BACKLOG
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     max_head_size: int = DEFAULT_MAX_HEAD_SIZE
     max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
     #: Log one Common Log Format line per response to the ``webserver.access`` logger.
     access_log: bool = True
     server_name: str = "webserver"
@@ -79,10 +91,18 @@ class ServerConfig:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.max_upload < 0:
             raise ConfigError(f"max_upload must not be negative, not {self.max_upload}")
-        for name in ("keep_alive_timeout", "body_timeout", "grace_period"):
+        for name in ("keep_alive_timeout", "header_timeout", "body_timeout", "grace_period"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("backlog", "max_request_line", "max_head_size", "max_header_count"):
+        for name in (
+            "backlog",
+            "max_request_line",
+            "max_head_size",
+            "max_header_count",
+            "max_connections",
+            "max_queue",
+            "max_requests_per_connection",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
 

@@ -24,18 +24,18 @@ blocks on a client.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import selectors
 import socket
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import ServerConfig
 from ._connection import Connection
-from ._exchange import Outcome, serve_ready
+from ._exchange import Outcome, answer_overload, serve_ready
+from .config import ServerConfig
 from .handler import Handler
 from .request import Request
 from .response import Response
@@ -47,6 +47,8 @@ error_log = logging.getLogger("webserver.error")
 
 #: New connections taken per wake-up of the selector, so a flood cannot starve parked clients.
 ACCEPT_BATCH = 64
+#: Seconds between checks of parked connections' deadlines (idle and head timeouts).
+SWEEP_INTERVAL = 0.5
 
 
 class Server:
@@ -78,6 +80,7 @@ class Server:
         self._wake_w: socket.socket | None = None
         self._handed_back: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self._busy: set[Connection] = set()
+        self._queued = 0
         self._busy_lock = threading.Lock()
         self._all_idle = threading.Condition(self._busy_lock)
         if default_routes:
@@ -140,7 +143,7 @@ class Server:
         if self._stopping.is_set():  # shutdown() came before we had a wake-up socket
             self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
-        parked: OrderedDict[Connection, None] = OrderedDict()
+        parked: dict[Connection, None] = {}
         with selectors.DefaultSelector() as selector:
             selector.register(listener, selectors.EVENT_READ, None)
             selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -173,54 +176,79 @@ class Server:
         selector: selectors.BaseSelector,
         listener: socket.socket,
         pool: ThreadPoolExecutor,
-        parked: OrderedDict[Connection, None],
+        parked: dict[Connection, None],
     ) -> None:
-        idle_timeout = self.config.keep_alive_timeout
+        config = self.config
+        sweep_every = min(SWEEP_INTERVAL, config.keep_alive_timeout / 2, config.header_timeout / 2)
+        next_sweep = time.monotonic() + sweep_every
+        accepting = True
         while not self._stopping.is_set():
-            timeout = None
-            if parked:
-                oldest = next(iter(parked))
-                timeout = max(0.0, oldest.last_active + idle_timeout - time.monotonic())
+            timeout = max(0.0, next_sweep - time.monotonic()) if parked or not accepting else None
             for key, _ in selector.select(timeout):
                 fileobj = key.fileobj
                 if fileobj is listener:
-                    self._accept(selector, listener, parked)
+                    if not self._accept(selector, listener, parked):
+                        # Out of descriptors: stop listening for a sweep, rather than spin.
+                        selector.unregister(listener)
+                        accepting = False
                 elif fileobj is self._wake_r:
                     self._take_back(selector, parked)
                 else:
                     conn = key.data
                     selector.unregister(conn.sock)
                     del parked[conn]
-                    with self._busy_lock:
-                        self._busy.add(conn)
-                    pool.submit(self._work, conn)
-            self._expire(selector, parked, time.monotonic() - idle_timeout)
+                    self._dispatch(pool, conn)
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep(selector, parked, now)
+                next_sweep = now + sweep_every
+                if not accepting:
+                    selector.register(listener, selectors.EVENT_READ, None)
+                    accepting = True
+
+    def _dispatch(self, pool: ThreadPoolExecutor, conn: Connection) -> None:
+        with self._busy_lock:
+            overloaded = self._queued >= self.config.max_queue
+            if not overloaded:
+                self._busy.add(conn)
+                self._queued += 1
+        if overloaded:
+            answer_overload(conn, self.config, 503, "the server is overloaded; retry shortly")
+            return
+        pool.submit(self._work, conn)
 
     def _accept(
         self,
         selector: selectors.BaseSelector,
         listener: socket.socket,
-        parked: OrderedDict[Connection, None],
-    ) -> None:
+        parked: dict[Connection, None],
+    ) -> bool:
+        """Take waiting connections; False when the process is out of descriptors."""
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             except OSError as exc:
-                # Out of descriptors, or the peer reset before we got to it: skip this one.
-                error_log.warning("accept failed: %s", exc)
-                return
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    error_log.warning("cannot accept connections: %s", exc.strerror)
+                    return False
+                continue  # the peer reset before we got to it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(
                 sock, (address[0], address[1]), max_head_size=self.config.max_head_size
             )
+            with self._busy_lock:
+                open_now = len(parked) + len(self._busy)
+            if open_now >= self.config.max_connections:
+                answer_overload(conn, self.config, 503, "too many connections; retry shortly")
+                continue
+            conn.deadline = conn.last_active + self.config.header_timeout
             selector.register(sock, selectors.EVENT_READ, conn)
             parked[conn] = None
+        return True
 
-    def _take_back(
-        self, selector: selectors.BaseSelector, parked: OrderedDict[Connection, None]
-    ) -> None:
+    def _take_back(self, selector: selectors.BaseSelector, parked: dict[Connection, None]) -> None:
         assert self._wake_r is not None
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
@@ -236,22 +264,23 @@ class Server:
             selector.register(conn.sock, selectors.EVENT_READ, conn)
             parked[conn] = None
 
-    def _expire(
-        self,
-        selector: selectors.BaseSelector,
-        parked: OrderedDict[Connection, None],
-        cutoff: float,
+    def _sweep(
+        self, selector: selectors.BaseSelector, parked: dict[Connection, None], now: float
     ) -> None:
-        while parked:
-            conn = next(iter(parked))
-            if conn.last_active > cutoff:
-                return
+        """Close parked connections past their deadline; a half-sent head gets 408 first."""
+        expired = [conn for conn in parked if conn.deadline <= now]
+        for conn in expired:
             del parked[conn]
             selector.unregister(conn.sock)
-            conn.close()
+            if conn.head_started is not None or (conn.requests == 0 and conn.h11.trailing_data[0]):
+                answer_overload(conn, self.config, 408, "the request head took too long")
+            else:
+                conn.close()
 
     def _work(self, conn: Connection) -> None:
         """Run in a worker: answer what is buffered, then park or close the connection."""
+        with self._busy_lock:
+            self._queued -= 1
         outcome = serve_ready(conn, self.app, self.config, self._stopping.is_set)
         with self._busy_lock:
             self._busy.discard(conn)
@@ -268,7 +297,7 @@ class Server:
         selector: selectors.BaseSelector,
         listener: socket.socket,
         pool: ThreadPoolExecutor,
-        parked: OrderedDict[Connection, None],
+        parked: dict[Connection, None],
     ) -> None:
         """The graceful stop: no new connections, idle ones closed, busy ones given time."""
         try:
