@@ -20,7 +20,12 @@ from . import __version__
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEAD_SIZE,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_REQUESTS_PER_CONNECTION,
     DEFAULT_THREADS,
     ServerConfig,
     parse_size,
@@ -121,6 +126,13 @@ def main() -> None:
     help="Seconds an idle keep-alive connection is kept open.",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    help="Seconds a request head may take from its first byte; then 408.",
+)
+@click.option(
     "--body-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_BODY_TIMEOUT,
@@ -133,6 +145,34 @@ def main() -> None:
     default=DEFAULT_GRACE_PERIOD,
     show_default=True,
     help="On Ctrl-C/SIGTERM, seconds in-flight requests get to finish.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Open connections beyond this are answered 503 with Retry-After.",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_QUEUE,
+    show_default=True,
+    help="Connections waiting for a free worker beyond this are answered 503.",
+)
+@click.option(
+    "--max-requests-per-connection",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+    show_default=True,
+    help="Close a keep-alive connection after this many requests.",
+)
+@click.option(
+    "--max-head-size",
+    type=_Size(),
+    default=str(DEFAULT_MAX_HEAD_SIZE),
+    show_default=True,
+    help="Largest request head (request line and header fields); larger gets 431.",
 )
 @click.option(
     "--access-log",
@@ -148,8 +188,13 @@ def run(
     threads: int,
     max_upload: int,
     keep_alive_timeout: float,
+    header_timeout: float,
     body_timeout: float,
     grace_period: float,
+    max_connections: int,
+    max_queue: int,
+    max_requests_per_connection: int,
+    max_head_size: int,
     access_log: Path | None,
     no_access_log: bool,
 ) -> None:
@@ -168,8 +213,13 @@ def run(
             threads=threads,
             max_upload=max_upload,
             keep_alive_timeout=keep_alive_timeout,
+            header_timeout=header_timeout,
             body_timeout=body_timeout,
             grace_period=grace_period,
+            max_connections=max_connections,
+            max_queue=max_queue,
+            max_requests_per_connection=max_requests_per_connection,
+            max_head_size=max_head_size,
             access_log=not no_access_log,
         )
         config.check_root()

@@ -74,6 +74,9 @@ class Server:
         self.config = config
         self.router = Router()
         self._listener: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+        #: Connections accepted and not yet closed; changed under ``_busy_lock``.
+        self._open = 0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._wake_r: socket.socket | None = None
@@ -102,23 +105,26 @@ class Server:
         """Bind and listen (once); returns the address, with the real port when ``port`` was 0.
 
         The kernel queues connections from this moment, so a caller may connect as soon as this
-        returns, before :meth:`serve_forever` runs.
+        returns, before :meth:`serve_forever` runs. A server that has stopped does not listen
+        again: build a new one.
         """
-        if self._listener is None:
-            self.config.check_root()
-            family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((self.config.host, self.config.port))
-                listener.listen(self.config.backlog)
-                listener.setblocking(False)
-            except BaseException:
-                listener.close()
-                raise
-            self._listener = listener
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        if self._address is not None:
+            return self._address
+        self.config.check_root()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.config.host, self.config.port))
+            listener.listen(self.config.backlog)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self._address = (host, port)
+        return self._address
 
     @property
     def url(self) -> str:
@@ -136,7 +142,8 @@ class Server:
         """Serve until :meth:`shutdown`; returns after the graceful stop."""
         self.listen()
         listener = self._listener
-        assert listener is not None
+        if listener is None:
+            raise RuntimeError("this server has stopped; build a new one to serve again")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -214,6 +221,7 @@ class Server:
                 self._queued += 1
         if overloaded:
             answer_overload(conn, self.config, 503, "the server is overloaded; retry shortly")
+            self._forget(conn)
             return
         pool.submit(self._work, conn)
 
@@ -239,8 +247,10 @@ class Server:
                 sock, (address[0], address[1]), max_head_size=self.config.max_head_size
             )
             with self._busy_lock:
-                open_now = len(parked) + len(self._busy)
-            if open_now >= self.config.max_connections:
+                full = self._open >= self.config.max_connections
+                if not full:
+                    self._open += 1
+            if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
             conn.deadline = conn.last_active + self.config.header_timeout
@@ -259,7 +269,7 @@ class Server:
             except queue.Empty:
                 return
             if self._stopping.is_set():
-                conn.close()
+                self._close(conn)
                 continue
             selector.register(conn.sock, selectors.EVENT_READ, conn)
             parked[conn] = None
@@ -274,8 +284,9 @@ class Server:
             selector.unregister(conn.sock)
             if conn.head_started is not None or (conn.requests == 0 and conn.h11.trailing_data[0]):
                 answer_overload(conn, self.config, 408, "the request head took too long")
+                self._forget(conn)
             else:
-                conn.close()
+                self._close(conn)
 
     def _work(self, conn: Connection) -> None:
         """Run in a worker: answer what is buffered, then park or close the connection."""
@@ -290,7 +301,16 @@ class Server:
             self._handed_back.put(conn)
             self._wake()
         else:
-            conn.close()
+            self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        conn.close()
+        self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        """Count a closed connection out of ``max_connections``."""
+        with self._busy_lock:
+            self._open -= 1
 
     def _drain(
         self,
@@ -306,7 +326,7 @@ class Server:
             self._listener = None
             for conn in list(parked):
                 selector.unregister(conn.sock)
-                conn.close()
+                self._close(conn)
             parked.clear()
             # Workers see the stop flag: they answer what they hold with Connection: close.
             with self._all_idle:

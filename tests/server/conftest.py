@@ -39,7 +39,7 @@ def server(www: Path) -> Iterator[Server]:
 
 def connect(server: Server) -> socket.socket:
     """A raw client socket to ``server`` with the test timeout."""
-    host, port = server.listen()
+    host, port = server.listen()  # the bound address, also once the server has stopped
     return socket.create_connection((host, port), timeout=NET_TIMEOUT)
 
 

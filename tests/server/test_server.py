@@ -154,8 +154,8 @@ def test_stuck_request_is_cut_off_after_grace(www: Path) -> None:
 
 def test_no_descriptor_leak_after_many_connections(www: Path) -> None:
     """Hundreds of connections, closed in every way, leave no descriptor open in the server."""
+    baseline = open_fds()
     with running_server(root=www, access_log=False) as server:
-        baseline = open_fds()
         for i in range(200):
             sock = connect(server)
             if i % 3 == 0:
@@ -168,5 +168,181 @@ def test_no_descriptor_leak_after_many_connections(www: Path) -> None:
         with connect(server) as sock:
             sock.sendall(GET)
             WireReader(sock).read()
-    # Once stopped, every connection descriptor the server held is gone.
-    assert open_fds() <= baseline
+    # Once stopped, every descriptor the server held is gone.
+    assert open_fds() == baseline
+
+
+def test_slow_head_gets_408_without_deadline_reset(www: Path) -> None:
+    """A head trickled a byte at a time is cut off with 408 once the head deadline passes,
+    although bytes keep arriving (the deadline runs from the first byte)."""
+    head = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 200
+    with (
+        running_server(root=www, header_timeout=0.3, access_log=False) as server,
+        connect(server) as sock,
+    ):
+        pause = threading.Event()
+        sent = 0
+        try:
+            for byte in head:
+                sock.sendall(bytes([byte]))
+                sent += 1
+                pause.wait(0.01)  # pacing of the attack itself, not a wait for the server
+        except OSError:
+            pass  # the server closed on us mid-trickle, as it should
+        response = WireReader(sock).read()
+    assert response.status == 408
+    assert response.header("Connection") == "close"
+    assert sent < len(head)
+
+
+def test_too_many_connections_get_503(www: Path) -> None:
+    """Past max_connections a new client is told 503 with Retry-After, not left waiting."""
+    with running_server(root=www, max_connections=5, access_log=False) as server:
+        held = []
+        try:
+            for _ in range(5):
+                sock = connect(server)
+                sock.sendall(GET)
+                assert WireReader(sock).read().status == 200
+                held.append(sock)
+            with connect(server) as extra:
+                response = WireReader(extra).read()
+            assert response.status == 503
+            assert response.header("Retry-After") == "1"
+        finally:
+            for sock in held:
+                sock.close()
+        # Once the server has seen the others go (it notices each close), new clients are served.
+        statuses = []
+        for _ in range(100):
+            with connect(server) as sock:
+                sock.sendall(GET)
+                statuses.append(WireReader(sock).read().status)
+            if statuses[-1] == 200:
+                break
+        assert statuses[-1] == 200
+        assert set(statuses) <= {200, 503}
+
+
+def test_full_work_queue_gets_503(www: Path) -> None:
+    """With every worker busy and the queue full, a further request gets 503 at once."""
+    gate = Gate()
+
+    def setup(srv: Server) -> None:
+        srv.route("/slow", gate)
+
+    with running_server(root=www, threads=1, max_queue=2, access_log=False, setup=setup) as server:
+        busy = connect(server)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert gate.entered.wait(NET_TIMEOUT)
+        waiting = [connect(server) for _ in range(3)]
+        try:
+            for sock in waiting:
+                sock.sendall(GET)
+            # Exactly one of the three finds the queue full; it is answered while the gate is shut.
+            statuses = []
+            readers = [WireReader(sock) for sock in waiting]
+            refused = []
+            for sock, reader in zip(waiting, readers, strict=True):
+                sock.settimeout(0.5)
+                try:
+                    refused.append(reader.read().status)
+                except TimeoutError:
+                    continue
+            assert refused == [503]
+            gate.release.set()
+            assert WireReader(busy).read().status == 200
+            for sock, reader in zip(waiting, readers, strict=True):
+                sock.settimeout(NET_TIMEOUT)
+                try:
+                    statuses.append(reader.read().status)
+                except (EOFError, ConnectionResetError):
+                    statuses.append(0)  # the refused one is closed
+            assert sorted(statuses) == [0, 200, 200]
+        finally:
+            gate.release.set()
+            busy.close()
+            for sock in waiting:
+                sock.close()
+
+
+def test_requests_per_connection_cap(www: Path) -> None:
+    """After max_requests_per_connection answers the connection is closed."""
+    with (
+        running_server(root=www, max_requests_per_connection=3, access_log=False) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(GET * 5)
+        reader = WireReader(sock)
+        answers = [reader.read() for _ in range(3)]
+        assert reader.at_eof()
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert answers[2].header("Connection") == "close"
+
+
+def test_client_gone_mid_response_frees_everything(www: Path) -> None:
+    """A client that disconnects in the middle of a large download leaves no stuck worker and
+    no open descriptor."""
+    (www / "big.bin").write_bytes(b"\0" * (8 * 1024 * 1024))
+    baseline = open_fds()
+    with running_server(root=www, threads=1, access_log=False) as server:
+        for _ in range(5):
+            sock = connect(server)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1000)
+            sock.close()
+        # The single worker is free again: a normal request is answered.
+        with connect(server) as sock:
+            sock.sendall(GET)
+            assert WireReader(sock).read().status == 200
+    # Every descriptor the server opened is closed once it has stopped.
+    assert open_fds() == baseline
+
+
+def test_graceful_shutdown_under_load(www: Path) -> None:
+    """Clients hammering the server while it stops see only complete responses or a refusal."""
+    (www / "mid.bin").write_bytes(bytes(range(256)) * 400)
+    expected = (www / "mid.bin").read_bytes()
+    truncated: list[str] = []
+    completed = [0] * 4
+    warmed = threading.Barrier(5, timeout=NET_TIMEOUT)
+    with running_server(root=www, access_log=False) as server:
+
+        def client(index: int) -> None:
+            waited = False
+            for _ in range(2000):
+                try:
+                    with connect(server) as sock:
+                        reader = WireReader(sock)
+                        for _ in range(20):
+                            sock.sendall(b"GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                            response = reader.read()
+                            if response.body != expected:
+                                truncated.append(f"short body {len(response.body)}")
+                            completed[index] += 1
+                            if response.header("Connection") == "close":
+                                break
+                            if completed[index] == 5 and not waited:
+                                waited = True
+                                warmed.wait()
+                except EOFError as exc:
+                    if "body" in str(exc) or reader.buffer:
+                        truncated.append(str(exc))  # a response cut off midway
+                    continue  # closed between responses: allowed
+                except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+                    return
+                if server.stopping and server.wait_stopped(0):
+                    return
+            return
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        warmed.wait()
+        # Leaving the with block shuts the server down while the clients are still busy.
+    for thread in threads:
+        thread.join(NET_TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert truncated == []
+    assert all(count >= 5 for count in completed)

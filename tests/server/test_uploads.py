@@ -234,3 +234,44 @@ def test_socket_is_closed_after_413(small_limit_server: Server) -> None:
             pass  # also acceptable: the connection is gone either way
         except TimeoutError:  # pragma: no cover - the failure this test looks for
             pytest.fail("connection left open after 413")
+
+
+def test_disk_full_is_507_and_temp_removed(
+    server: Server, www: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the disk fills mid-upload the client gets 507, the log says why, and the
+    temporary file is gone."""
+    import tempfile
+    from types import SimpleNamespace
+
+    made: list[str] = []
+
+    def mkstemp_on_full_disk(**kwargs: object) -> tuple[int, str]:
+        fd, path = tempfile.mkstemp(**kwargs)  # type: ignore[call-overload]
+        os.close(fd)
+        made.append(path)
+        return os.open("/dev/full", os.O_WRONLY), path  # every write fails with ENOSPC
+
+    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=mkstemp_on_full_disk))
+    status, _, body = post(server, "/full.bin", os.urandom(100_000))
+    assert status == 507
+    assert b"no space" in body
+    assert "disk full" in caplog.text
+    assert made and not any(Path(p).exists() for p in made)
+    assert not (www / "full.bin").exists()
+
+
+def test_permission_denied_is_500_with_log(
+    server: Server, www: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder the server may not write to: 500, a log line, nothing stored."""
+    from types import SimpleNamespace
+
+    def refuse(**kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", str(kwargs.get("dir")))
+
+    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=refuse))
+    status, _, _ = post(server, "/denied.txt", b"x")
+    assert status == 500
+    assert "upload failed" in caplog.text and "Permission denied" in caplog.text
+    assert not (www / "denied.txt").exists()

@@ -1,0 +1,187 @@
+"""Request heads refused before h11 sees them: smuggling vectors, sizes, versions, targets."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webserver import HTTPError, Server
+from webserver.framing import HeadLimits, check_request_head, find_head_end
+
+from .conftest import connect
+from .wire import WireReader
+
+LIMITS = HeadLimits(max_request_line=8192, max_head_size=32768, max_header_count=100)
+OK = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+
+# (name, raw request, status). Every one is answered, then the connection is closed.
+HOSTILE = [
+    (
+        "cl-and-te",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "te-and-cl",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 4\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("te-http10", b"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("te-gzip", b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (
+        "te-gzip-chunked",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        501,
+    ),
+    (
+        "te-twice",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        501,
+    ),
+    ("cl-list", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+    (
+        "cl-twice",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        400,
+    ),
+    ("cl-plus", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc", 400),
+    ("cl-minus", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\nabc", 400),
+    ("cl-hex", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0x3\r\n\r\nabc", 400),
+    ("cl-space-inside", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\nabc", 400),
+    ("bare-lf", b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    ("bare-lf-one-line", b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n  folded\r\n\r\n", 400),
+    ("http2", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    ("http3", b"GET / HTTP/3.1\r\nHost: x\r\n\r\n", 505),
+    ("relative-target", b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("asterisk-get", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("ftp-target", b"GET ftp://x/y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("long-line", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("big-head", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),
+    ("many-fields", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    ("endless-head", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 7000, 431),
+    ("no-host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+    ("space-before-colon", b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    (
+        "bad-chunk-size",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"), [(r, s) for _, r, s in HOSTILE], ids=[name for name, _, _ in HOSTILE]
+)
+def test_hostile_head_answered_then_closed(server: Server, raw: bytes, status: int) -> None:
+    """Each hostile request gets its precise status and Connection: close, and a request
+    pipelined behind it is never processed (no second response)."""
+    with connect(server) as sock:
+        sock.sendall(raw + OK)
+        reader = WireReader(sock)
+        response = reader.read()
+        assert response.status == status
+        assert response.header("Connection") == "close"
+        # The server may reset after lingering; either way nothing more was answered.
+        with contextlib.suppress(ConnectionResetError):
+            assert reader.at_eof()
+
+
+def test_smuggled_request_is_not_answered(server: Server) -> None:
+    """The classic CL.TE smuggle: the body hides a second request, which must never run."""
+    smuggled = b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    raw = (
+        b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % len(body)
+    ) + body
+    with connect(server) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert data.startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(b"GET / HTTP/1.1\r\n\r\nrest", 18), (b"GET /\n\nx", 7), (b"GET / HTTP/1.1\r\nHost", -1)],
+)
+def test_find_head_end(raw: bytes, expected: int) -> None:
+    """The head ends after the first blank line, CRLF or bare LF."""
+    assert find_head_end(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        OK,
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://x/y HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\ntransfer-encoding: Chunked\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    ],
+)
+def test_valid_heads_pass(head: bytes) -> None:
+    """Well-formed heads of every target form are left alone."""
+    check_request_head(head, LIMITS)
+
+
+LINE = st.sampled_from(
+    [
+        b"Host: x",
+        b"Content-Length: 5",
+        b"Content-Length: 5, 5",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b" folded",
+        b"X: y",
+        b"Content-Length: -1",
+        b"",
+    ]
+)
+
+
+@given(
+    request_line=st.sampled_from(
+        [b"GET / HTTP/1.1", b"POST /x HTTP/1.0", b"GET * HTTP/1.1", b"GET / HTTP/2.0", b"junk"]
+    ),
+    lines=st.lists(LINE, max_size=6),
+    newline=st.sampled_from([b"\r\n", b"\n"]),
+)
+def test_fuzz_head_checks(request_line: bytes, lines: list[bytes], newline: bytes) -> None:
+    """Any head either passes or raises HTTPError with a 4xx/5xx status and close set."""
+    head = newline.join([request_line, *lines]) + newline + newline
+    try:
+        check_request_head(head, LIMITS)
+    except HTTPError as exc:
+        refused: HTTPError | None = exc
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.close
+        assert 400 <= refused.status < 600
+    else:
+        assert newline == b"\r\n"
+        if request_line == b"junk" or b"" in lines:
+            return  # left for h11, which refuses a malformed head itself
+        assert b" folded" not in lines
+        assert sum(line.startswith(b"Content-Length") for line in lines) <= 1
+
+
+@given(st.binary(max_size=200))
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
+    """Arbitrary bytes never raise anything but HTTPError."""
+    end = find_head_end(data)
+    with contextlib.suppress(HTTPError):
+        check_request_head(data[:end] if end > 0 else data, LIMITS)
