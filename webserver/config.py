@@ -39,7 +39,7 @@ DEFAULT_MAX_HEADER_COUNT = 100
 #: Open connections beyond this get 503 at once; each costs a descriptor and a little memory.
 DEFAULT_MAX_CONNECTIONS = 4096
 #: Connections waiting for a free worker beyond this get 503 instead of queueing without bound.
-DEFAULT_MAX_QUEUE = 512
+DEFAULT_MAX_QUEUE = 1024
 #: After this many requests a connection is closed, so no client holds one forever (as nginx).
 DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 #: Listen backlog: bursts of new connections queue in the kernel rather than being refused.

@@ -42,9 +42,9 @@ def test_idle_keep_alive_connections_hold_no_thread(www: Path, many_fds: None) -
             for _ in range(1000):
                 sock = connect(server)
                 sock.sendall(GET)
-                idle.append((sock, WireReader(sock)))
-            for _, reader in idle:
+                reader = WireReader(sock)
                 assert reader.read().status == 200
+                idle.append((sock, reader))
             with connect(server) as fresh:
                 fresh.sendall(GET)
                 assert WireReader(fresh).read().body == b"hello, world\n"
