@@ -1,0 +1,131 @@
+"""A hypothesis state machine driving connections with valid, invalid and pipelined requests.
+
+The model is simple: every valid request gets its answer, in order; an invalid one gets a 4xx and
+the connection closes, with nothing after it answered. Any other behaviour is a failure, and so
+is a server that stops answering a fresh connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from webserver.testing import running_server
+
+from .wire import WireReader
+
+FILES = {"a.txt": b"alpha\n", "b.bin": bytes(range(256)) * 10}
+VALID = [
+    (b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200, FILES["a.txt"]),
+    (b"GET /b.bin HTTP/1.1\r\nHost: x\r\n\r\n", 200, FILES["b.bin"]),
+    (b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", 404, None),
+    (b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200, b""),
+    (b"POST /up/n.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 200, None),
+    (
+        b"POST /up/c.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        200,
+        None,
+    ),
+    (b"DELETE /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 405, None),
+    (b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n", 400, None),
+]
+INVALID = [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"NONSENSE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+]
+
+
+class ConnectionMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.TemporaryDirectory()
+        root = Path(self.folder.name)
+        for name, data in FILES.items():
+            (root / name).write_bytes(data)
+        self.context = running_server(root=root, access_log=False)
+        self.server = self.context.__enter__()
+        self.sock: socket.socket | None = None
+        self.reader: WireReader | None = None
+
+    def _connection(self) -> tuple[socket.socket, WireReader]:
+        if self.sock is None:
+            self.sock = socket.create_connection(self.server.listen(), timeout=10)
+            self.reader = WireReader(self.sock)
+        assert self.reader is not None
+        return self.sock, self.reader
+
+    def _drop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.reader = None
+
+    @rule(requests=st.lists(st.sampled_from(VALID), min_size=1, max_size=8))
+    def pipeline_valid(self, requests: list[tuple[bytes, int, bytes | None]]) -> None:
+        """Valid requests, pipelined in one write, are answered in order."""
+        sock, reader = self._connection()
+        sock.sendall(b"".join(raw for raw, _, _ in requests))
+        for raw, status, body in requests:
+            response = reader.read(head_only=raw.startswith(b"HEAD"))
+            assert response.status == status
+            if body is not None:
+                assert response.body == body
+
+    @rule(
+        before=st.lists(st.sampled_from(VALID), max_size=3),
+        bad=st.sampled_from(INVALID),
+        after=st.lists(st.sampled_from(VALID), max_size=3),
+    )
+    def pipeline_with_invalid(
+        self,
+        before: list[tuple[bytes, int, bytes | None]],
+        bad: tuple[bytes, int],
+        after: list[tuple[bytes, int, bytes | None]],
+    ) -> None:
+        """Requests before an invalid one are answered; it gets its 4xx/5xx; nothing after it."""
+        sock, reader = self._connection()
+        sock.sendall(b"".join(r for r, _, _ in before) + bad[0] + b"".join(r for r, _, _ in after))
+        for raw, status, _ in before:
+            assert reader.read(head_only=raw.startswith(b"HEAD")).status == status
+        response = reader.read()
+        assert response.status == bad[1]
+        assert response.header("Connection") == "close"
+        with contextlib.suppress(ConnectionResetError):
+            assert reader.at_eof()
+        self._drop()
+
+    @precondition(lambda self: self.sock is not None)
+    @rule()
+    def client_closes(self) -> None:
+        """The client may hang up between requests at any time."""
+        self._drop()
+
+    @rule(cut=st.integers(min_value=1, max_value=40))
+    def abandon_midway(self, cut: int) -> None:
+        """A request cut off midway and abandoned does not disturb the next connection."""
+        sock, _ = self._connection()
+        sock.sendall(VALID[4][0][:cut])
+        self._drop()
+
+    def teardown(self) -> None:
+        # A fresh connection is still answered after whatever happened.
+        self._drop()
+        sock, reader = self._connection()
+        sock.sendall(VALID[0][0])
+        assert reader.read().status == 200
+        self._drop()
+        self.context.__exit__(None, None, None)
+        self.folder.cleanup()
+
+
+# Examples come from the active profile (default or long); each runs a dozen steps.
+ConnectionMachine.TestCase.settings = settings(stateful_step_count=12)
+test_connection_state_machine = ConnectionMachine.TestCase
