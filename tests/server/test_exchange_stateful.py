@@ -28,7 +28,8 @@ VALID = [
     (b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200, b""),
     (b"POST /up/n.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 200, None),
     (
-        b"POST /up/c.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        b"POST /up/c.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\nz\r\n0\r\n\r\n",
         200,
         None,
     ),
