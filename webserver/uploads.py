@@ -27,6 +27,8 @@ from .response import Response
 
 _log = logging.getLogger("webserver.error")
 
+#: Permissions of a stored upload: readable by all, like a file copied into the folder.
+UPLOAD_MODE = 0o644
 #: Give up finding a free numbered name after this many tries (a folder of 10,000 copies is a bug).
 MAX_NUMBERED_NAMES = 10_000
 
@@ -76,6 +78,8 @@ class Uploads(Handler):
         except OSError as exc:
             raise _storage_error(exc) from exc
         try:
+            # mkstemp makes the file private (0600); a published upload is an ordinary file.
+            os.fchmod(fd, UPLOAD_MODE)
             with os.fdopen(fd, "wb") as out:
                 for chunk in request.body:
                     if request.body.received > self.max_size:

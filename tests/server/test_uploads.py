@@ -46,6 +46,7 @@ def test_stored_byte_exact(server: Server, www: Path) -> None:
     assert status == 200
     assert headers["Location"] == "/new.bin"
     assert (www / "new.bin").read_bytes() == payload
+    assert (www / "new.bin").stat().st_mode & 0o777 == 0o644
     assert leftovers(www) == []
 
 
@@ -275,3 +276,18 @@ def test_permission_denied_is_500_with_log(
     assert status == 500
     assert "upload failed" in caplog.text and "Permission denied" in caplog.text
     assert not (www / "denied.txt").exists()
+
+
+def test_stalled_body_gets_408(www: Path) -> None:
+    """An upload whose body stops arriving is answered 408 after the body timeout, and the
+    temporary file is removed."""
+    with (
+        running_server(root=www, body_timeout=0.3, access_log=False) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /stall.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        response = WireReader(sock).read()
+    assert response.status == 408
+    assert response.header("Connection") == "close"
+    assert not (www / "stall.txt").exists()
+    assert leftovers(www) == []
