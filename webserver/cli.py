@@ -31,7 +31,8 @@ from .config import (
     parse_size,
 )
 from .errors import ConfigError
-from .server import Server
+from .server import Server, format_url, open_listener
+from .workers import Supervisor
 
 
 class UsageProblem(click.ClickException):
@@ -112,6 +113,13 @@ def main() -> None:
     help="Worker threads. Idle keep-alive connections hold none.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port; set it to the number of cores for throughput.",
+)
+@click.option(
     "--max-upload",
     type=_Size(),
     default="1G",
@@ -186,6 +194,7 @@ def run(
     port: int,
     root: Path,
     threads: int,
+    workers: int,
     max_upload: int,
     keep_alive_timeout: float,
     header_timeout: float,
@@ -226,9 +235,8 @@ def run(
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
     _configure_logging(access_log, not no_access_log)
-    server = Server(config)
     try:
-        server.listen()
+        listener = open_listener(config)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UsageProblem(f"port {port} on {host} is already in use") from None
@@ -238,11 +246,27 @@ def run(
             ) from None
         raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
+    url = format_url(*listener.getsockname()[:2])
+    if workers > 1:
+        supervisor = Supervisor(
+            lambda sock: Server(config, listener=sock),
+            listener,
+            workers,
+            grace_period=config.grace_period,
+        )
+        signal.signal(signal.SIGINT, supervisor.stop)
+        signal.signal(signal.SIGTERM, supervisor.stop)
+        click.echo(f"Serving {config.root} on {url}")
+        sys.stdout.flush()
+        click.echo(f"{workers} worker processes share the port", err=True)
+        sys.exit(supervisor.run())
+    server = Server(config, listener=listener)
+
     def stop(signum: int, frame: FrameType | None) -> None:
         server.shutdown()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    click.echo(f"Serving {config.root} on {server.url}")
+    click.echo(f"Serving {config.root} on {url}")
     sys.stdout.flush()
     server.serve_forever()

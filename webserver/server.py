@@ -51,6 +51,27 @@ ACCEPT_BATCH = 64
 SWEEP_INTERVAL = 0.5
 
 
+def format_url(host: str, port: int) -> str:
+    """``http://host:port/``, with an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def open_listener(config: ServerConfig) -> socket.socket:
+    """A non-blocking socket bound and listening as ``config`` says (checks the root first)."""
+    config.check_root()
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((config.host, config.port))
+        listener.listen(config.backlog)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
 class Server:
     """An HTTP/1.0 and HTTP/1.1 server; see the module docstring for how it runs.
 
@@ -65,6 +86,7 @@ class Server:
         config: ServerConfig | None = None,
         *,
         default_routes: bool = True,
+        listener: socket.socket | None = None,
         **settings: object,
     ) -> None:
         if config is None:
@@ -75,6 +97,11 @@ class Server:
         self.router = Router()
         self._listener: socket.socket | None = None
         self._address: tuple[str, int] | None = None
+        if listener is not None:
+            # A socket already listening, e.g. inherited from a parent that forks workers.
+            listener.setblocking(False)
+            self._listener = listener
+            self._address = listener.getsockname()[:2]
         #: Connections accepted and not yet closed; changed under ``_busy_lock``.
         self._open = 0
         self._stopping = threading.Event()
@@ -110,17 +137,7 @@ class Server:
         """
         if self._address is not None:
             return self._address
-        self.config.check_root()
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.config.host, self.config.port))
-            listener.listen(self.config.backlog)
-            listener.setblocking(False)
-        except BaseException:
-            listener.close()
-            raise
+        listener = open_listener(self.config)
         self._listener = listener
         host, port = listener.getsockname()[:2]
         self._address = (host, port)
@@ -129,8 +146,7 @@ class Server:
     @property
     def url(self) -> str:
         """``http://host:port/`` of the listening socket (IPv6 hosts in brackets)."""
-        host, port = self.listen()
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        return format_url(*self.listen())
 
     def app(self, request: Request) -> Response:
         """Answer one request; the router by default. Override to wrap every request."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -183,3 +186,47 @@ def test_console_script_installed() -> None:
         [str(script), "--version"], capture_output=True, text=True, timeout=NET_TIMEOUT, check=False
     )
     assert result.returncode == 0 and "webserver, version" in result.stdout
+
+
+def children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():
+        pytest.skip("/proc/PID/task/PID/children is not available here")
+    return {int(child) for child in path.read_text().split()}
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll a condition about another process, bounded in time."""
+    deadline = time.monotonic() + NET_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        threading.Event().wait(0.02)
+
+
+def test_workers_share_the_port_and_are_restarted(www: Path) -> None:
+    """--workers 2 runs two processes; one killed is replaced; SIGTERM stops all, exit 0."""
+    with webserver_process(
+        "--port", "0", "--root", str(www), "--workers", "2", "--no-access-log"
+    ) as (proc, match):
+        port = int(match["port"])
+        wait_for(lambda: len(children(proc.pid)) == 2, "two workers")
+        first = children(proc.pid)
+        for _ in range(10):
+            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid),
+            "a replacement worker",
+        )
+        for _ in range(10):
+            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(NET_TIMEOUT) == 0
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )

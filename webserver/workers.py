@@ -1,0 +1,136 @@
+"""Several server processes sharing one listening socket, supervised by a parent.
+
+Rules: the parent binds the socket *before* forking, so every worker accepts from the same
+kernel queue and a worker that dies loses no queued connection; the parent starts no threads
+(forking a threaded process is unsafe); a worker that exits while the parent is not stopping is
+replaced; SIGTERM or SIGINT to the parent is forwarded to every worker as SIGTERM, and the parent
+waits for their graceful stops before exiting. Linux and other POSIX systems only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from .server import Server
+
+error_log = logging.getLogger("webserver.error")
+
+#: A worker that dies this soon after starting is not restarted more than once a second, so a
+#: worker that cannot start (a broken handler) does not become a fork loop.
+RESTART_BACKOFF = 1.0
+
+
+def _run_worker(
+    make_server: Callable[[socket.socket], Server],
+    listener: socket.socket,
+    blocked: set[signal.Signals],
+) -> int:
+    """Body of a forked worker: serve until SIGTERM/SIGINT, then stop gracefully."""
+    server = make_server(listener)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+    try:
+        server.serve_forever()
+    except BaseException:
+        error_log.exception("worker %d failed", os.getpid())
+        return 1
+    return 0
+
+
+class Supervisor:
+    """Forks ``count`` workers and keeps that many running until :meth:`stop`."""
+
+    def __init__(
+        self,
+        make_server: Callable[[socket.socket], Server],
+        listener: socket.socket,
+        count: int,
+        *,
+        grace_period: float,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"workers must be at least 1, not {count}")
+        self.make_server = make_server
+        self.listener = listener
+        self.count = count
+        self.grace_period = grace_period
+        self.workers: set[int] = set()
+        self._stopping = False
+        self._last_start = 0.0
+
+    def _spawn(self) -> None:
+        # Signals stay blocked across fork, so neither side runs the other's handler in between.
+        blocked = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    code = _run_worker(self.make_server, self.listener, blocked)
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            self.workers.add(pid)
+            self._last_start = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        if self._stopping:  # a stop arrived while this worker was being born
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        """Begin a graceful stop of every worker (signal-handler safe)."""
+        self._stopping = True
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Start the workers and supervise them; returns the exit status for the parent."""
+        for _ in range(self.count):
+            self._spawn()
+        deadline: float | None = None
+        while self.workers:
+            if self._stopping and deadline is None:
+                deadline = time.monotonic() + self.grace_period + 5.0
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG if deadline else 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid == 0:  # stopping: poll until every worker is gone or the deadline passes
+                if deadline is not None and time.monotonic() > deadline:
+                    for worker in list(self.workers):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker, signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            self.workers.discard(pid)
+            if self._stopping:
+                continue
+            error_log.warning(
+                "worker %d exited (status %d); starting another",
+                pid,
+                os.waitstatus_to_exitcode(status),
+            )
+            wait = RESTART_BACKOFF - (time.monotonic() - self._last_start)
+            if wait > 0:
+                time.sleep(wait)
+            if not self._stopping:
+                self._spawn()
+        self.listener.close()
+        return 0
