@@ -24,6 +24,7 @@ from .errors import (
     RequestTimeout,
     WebServerError,
 )
+from .framing import HeadLimits
 from .handler import Handler
 from .headers import Headers
 from .request import Request, RequestBody
@@ -32,6 +33,7 @@ from .router import Router
 from .server import Server
 from .static import StaticFiles
 from .uploads import Uploads
+from .workers import Supervisor
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigError",
     "HTTPError",
     "Handler",
+    "HeadLimits",
     "Headers",
     "NotFound",
     "PayloadTooLarge",
@@ -52,6 +55,7 @@ __all__ = [
     "Server",
     "ServerConfig",
     "StaticFiles",
+    "Supervisor",
     "Uploads",
     "WebServerError",
     "__version__",

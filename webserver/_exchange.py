@@ -301,15 +301,22 @@ def _send_response(
     conn: Connection, server_header: bytes, response: Response, *, close: bool, head_only: bool
 ) -> int:
     """Write the head and (unless ``head_only``) the body; returns body bytes sent."""
-    headers: list[tuple[bytes, bytes]] = [
-        (b"Date", http_date_now().encode("ascii")),
-        (b"Server", server_header),
-    ]
-    has_length = False
+    headers: list[tuple[bytes, bytes]] = []
+    has_length = has_date = has_server = False
     for name, value in response.headers:
-        if name.lower() == "content-length":
+        lowered = name.lower()
+        if lowered == "content-length":
             has_length = True
+        elif lowered == "date":
+            has_date = True
+        elif lowered == "server":
+            has_server = True
         headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    # A handler may set its own Date or Server (a proxy, a test origin); otherwise we do.
+    if not has_date:
+        headers.insert(0, (b"Date", http_date_now().encode("ascii")))
+    if not has_server:
+        headers.insert(1 if not has_date else 0, (b"Server", server_header))
     body = response.body
     length: int | None = None
     if isinstance(body, bytes):

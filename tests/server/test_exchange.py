@@ -247,3 +247,24 @@ def test_fuzzed_request_stream(server: Server, pieces: list[bytes]) -> None:
         sock.settimeout(NET_TIMEOUT)
         sock.sendall(get("/hello.txt"))
         assert WireReader(sock).read().status == 200
+
+
+class OwnDate(Handler):
+    def get(self, request: Request) -> Response:
+        return Response(
+            200, [("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Server", "origin")], b"x"
+        )
+
+
+def test_handler_may_set_date_and_server(www: Path) -> None:
+    """A Date or Server set by the handler is sent once, instead of the server's own."""
+    with (
+        running_server(root=www, access_log=False, setup=lambda s: s.route("/d", OwnDate)) as srv,
+        connect(srv) as sock,
+    ):
+        sock.sendall(get("/d"))
+        response = WireReader(sock).read()
+    dates = [v for n, v in response.headers if n.lower() == "date"]
+    servers = [v for n, v in response.headers if n.lower() == "server"]
+    assert dates == ["Sun, 06 Nov 1994 08:49:37 GMT"]
+    assert servers == ["origin"]
