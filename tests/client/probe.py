@@ -1,0 +1,103 @@
+"""A raw HTTP/1.1 test server that shows how requests arrive: which came together in a batch.
+
+It gathers complete requests until no more bytes come within ``window`` seconds, records the
+batch, then answers every request of it in order. ``close_after`` makes it drop its first connection
+after that many responses without saying so, as a server whose keep-alive timer fired would.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Probe:
+    window: float = 0.25
+    close_after: int | None = None
+    #: Apply ``close_after`` to every connection, not just the first.
+    close_all: bool = False
+    #: Per connection, the batches of request lines as they arrived together.
+    batches: list[list[list[str]]] = field(default_factory=list)
+    _sock: socket.socket = field(init=False)
+    _thread: threading.Thread = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Probe:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._sock.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                self._connection(conn)
+
+    def _connection(self, conn: socket.socket) -> None:
+        batches: list[list[str]] = []
+        self.batches.append(batches)
+        buffer = b""
+        pending: list[str] = []
+        answered = 0
+        selector = selectors.DefaultSelector()
+        selector.register(conn, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                if selector.select(self.window if pending else 5.0):
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    new, buffer = _split_requests(buffer + data)
+                    pending += new
+                    continue
+                if not pending:
+                    return
+                batches.append(pending)
+                for line in pending:
+                    first = len(self.batches) == 1 or self.close_all
+                    if first and self.close_after is not None and answered >= self.close_after:
+                        return
+                    body = line.encode()
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    answered += 1
+                pending = []
+        finally:
+            selector.close()
+
+
+def _split_requests(buffer: bytes) -> tuple[list[str], bytes]:
+    """The request lines of the complete requests at the start of ``buffer``, and the rest."""
+    lines: list[str] = []
+    while b"\r\n\r\n" in buffer:
+        head, rest = buffer.split(b"\r\n\r\n", 1)
+        length = 0
+        for header in head.split(b"\r\n")[1:]:
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(rest) < length:
+            break
+        lines.append(head.split(b"\r\n")[0].decode("latin-1"))
+        buffer = rest[length:]
+    return lines, buffer

@@ -1,0 +1,401 @@
+"""Tests of webclient/batch.py through the ``webclient batch`` command (CliRunner)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from webclient import Client, ClientConfig
+from webclient.batch import BatchRun, destination, is_binary
+from webclient.cli import main
+from webclient.commands import parse_commands
+from webclient.errors import UnsafePathError
+from webserver import Request, Response, Server, StaticFiles, Uploads
+from webserver.testing import running_server
+
+from .conftest import Origin
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class CountingFiles(StaticFiles):
+    """Static files that log each answer's status and body size."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.log: list[tuple[str, int, int]] = []
+        self.lock = threading.Lock()
+
+    def get(self, request: Request) -> Response:
+        response = super().get(request)
+        size = response.file_length or (
+            len(response.body) if isinstance(response.body, bytes) else 0
+        )
+        with self.lock:
+            self.log.append((request.path, response.status, size))
+        return response
+
+
+@pytest.fixture
+def counted(www: Path) -> Iterator[tuple[Server, CountingFiles]]:
+    files = CountingFiles(www)
+
+    def setup(server: Server) -> None:
+        server.route("/", files, prefix=True)
+        server.route("/", Uploads(www, max_size=10**9), prefix=True)
+
+    server = Server(root=www, port=0, access_log=False, default_routes=False)
+    with running_server(server=server, setup=setup) as srv:
+        yield srv, files
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The current folder of the run, with the cache in a private place."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
+    return work
+
+
+def run(workdir: Path, lines: list[str], *options: str) -> Result:
+    (workdir / "commands.txt").write_text("\n".join(lines) + "\n")
+    return CliRunner().invoke(main, ["batch", "commands.txt", "--timeout", "5", *options])
+
+
+def port_of(server: Server) -> int:
+    return server.listen()[1]
+
+
+def test_downloads_are_byte_exact_and_shown(
+    counted: tuple[Server, CountingFiles], www: Path, workdir: Path
+) -> None:
+    """GET bodies land under --out byte for byte; text is shown on stdout; exit 0."""
+    server, _ = counted
+    port = port_of(server)
+    result = run(
+        workdir,
+        [
+            "# files",
+            f"GET hello.txt 127.0.0.1 {port}",
+            f"get /data.bin 127.0.0.1 ({port})",
+            "",
+            f"GET /sub/page.html 127.0.0.1 {port}",
+        ],
+        "--out",
+        "out",
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("hello.txt", "data.bin", "sub/page.html"):
+        assert (workdir / "out" / name).read_bytes() == (www / name).read_bytes()
+    assert result.stdout_bytes.startswith(b"hello, world\n")
+    assert b"<p>page</p>" in result.stdout_bytes
+    assert "3 ok, 0 failed" in result.stderr
+    assert "cache: 0 hit, 0 revalidated, 3 miss" in result.stderr
+    assert not list((workdir / "out").glob(".*.part"))
+
+
+def test_second_run_moves_no_body_bytes(
+    counted: tuple[Server, CountingFiles], workdir: Path
+) -> None:
+    """Unchanged files are revalidated (or fresh): the second run sends no body at all."""
+    server, files = counted
+    port = port_of(server)
+    lines = [f"GET {name} 127.0.0.1 {port}" for name in ("hello.txt", "data.bin", "sub/page.html")]
+    first = run(workdir, lines, "--no-print")
+    assert first.exit_code == 0, first.output
+    assert [status for _, status, _ in files.log] == [200, 200, 200]
+    files.log.clear()
+    second = run(workdir, lines, "--no-print")
+    assert second.exit_code == 0, second.output
+    assert all(status == 304 and size == 0 for _, status, size in files.log)
+    assert "0 bytes received" in second.stderr
+    assert "3 ok, 0 failed" in second.stderr
+    assert (workdir / "data.bin").stat().st_size == 256 * 300
+
+
+def test_not_found_is_reported_and_the_run_goes_on(
+    counted: tuple[Server, CountingFiles], workdir: Path
+) -> None:
+    """A 404 is one failed command: nothing written, later commands still run, exit 1."""
+    server, _ = counted
+    port = port_of(server)
+    result = run(
+        workdir, [f"GET /missing.txt 127.0.0.1 {port}", f"GET /hello.txt 127.0.0.1 {port}"]
+    )
+    assert result.exit_code == 1
+    assert "error: GET /missing.txt 127.0.0.1:" in result.stderr
+    assert "404 Not Found" in result.stderr
+    assert not (workdir / "missing.txt").exists()
+    assert (workdir / "hello.txt").read_bytes() == b"hello, world\n"
+    assert "1 ok, 1 failed" in result.stderr
+
+
+def test_post_uploads_and_reports_location(
+    counted: tuple[Server, CountingFiles], www: Path, workdir: Path
+) -> None:
+    """POST streams the local file; the stored name is reported; a missing file fails alone."""
+    server, _ = counted
+    port = port_of(server)
+    (workdir / "report.txt").write_bytes(b"quarterly numbers\n")
+    result = run(
+        workdir,
+        [
+            f"POST report.txt 127.0.0.1 {port}",
+            f"POST /report.txt 127.0.0.1 {port}",
+            f"POST nothere.txt 127.0.0.1 {port}",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "stored at /report.txt" in result.stderr
+    assert "stored at /report-1.txt" in result.stderr
+    assert "no such file to upload: nothere.txt" in result.stderr
+    assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
+
+
+def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], workdir: Path) -> None:
+    """In one file, GET, POST, GET: the second GET is not served from the cache."""
+    server, handler = origin
+    handler.script("/doc.txt", (200, [("Cache-Control", "max-age=600")], b"v1"))
+    (workdir / "doc.txt").write_bytes(b"upload")
+    port = port_of(server)
+    result = run(
+        workdir,
+        [
+            f"GET doc.txt 127.0.0.1 {port}",
+            f"POST doc.txt 127.0.0.1 {port}",
+            f"GET doc.txt 127.0.0.1 {port}",
+            f"GET doc.txt 127.0.0.1 {port}",
+        ],
+        "--out",
+        "out",
+        "--pipeline",
+        "4",
+    )
+    assert result.exit_code == 0, result.output
+    assert [s.method for s in handler.requests_to("/doc.txt")] == ["GET", "POST", "GET"]
+    assert "cache: 1 hit, 0 revalidated, 2 miss" in result.stderr
+
+
+def test_names_outside_out_are_refused(origin: tuple[Server, Origin], workdir: Path) -> None:
+    """A file name escaping --out is refused before anything is sent; others still run."""
+    server, handler = origin
+    handler.script("/ok.txt", (200, [], b"ok"))
+    port = port_of(server)
+    result = run(
+        workdir,
+        [
+            f"GET ../escape.txt 127.0.0.1 {port}",
+            f"GET /a/%2e%2e/%2e%2e/esc2.txt 127.0.0.1 {port}",
+            f"GET ok.txt 127.0.0.1 {port}",
+        ],
+        "--out",
+        "out",
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("refusing to write") == 2
+    assert not (workdir / "escape.txt").exists()
+    assert not (workdir / "esc2.txt").exists()
+    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
+    assert [s.path for s in handler.seen] == ["/ok.txt"]
+
+
+def test_invalid_command_file_lists_every_error_and_sends_nothing(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """Exit status 2, every bad line as FILE:LINE: message, and no request at all."""
+    server, handler = origin
+    port = port_of(server)
+    result = run(
+        workdir,
+        [f"GET ok.txt 127.0.0.1 {port}", "PUT x 127.0.0.1", f"GET y 127.0.0.1 {port}0000", "GET z"],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "commands.txt:2: unknown method 'PUT' (expected GET or POST)",
+        f"commands.txt:3: port not in 1..65535: '{port}0000'",
+        "commands.txt:4: missing host name",
+    ]
+    assert handler.seen == []
+    assert "Traceback" not in result.output
+
+
+def test_network_failures_are_one_line_each(
+    refused_port: int, silent_port: int, workdir: Path
+) -> None:
+    """Refused connections and timeouts print one clear line each, never a traceback."""
+    result = run(
+        workdir,
+        [
+            f"GET a 127.0.0.1 {refused_port}",
+            f"GET b 127.0.0.1 {refused_port}",
+            f"GET c 127.0.0.1 {silent_port}",
+        ],
+        "--timeout",
+        "0.3",
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert "connection refused" in errors[0] and "connection refused" in errors[1]
+    assert "no response from" in errors[2] and "0.3 s" in errors[2]
+    assert "Traceback" not in result.output
+
+
+def test_parallel_hosts_report_in_command_order(www: Path, workdir: Path) -> None:
+    """With --parallel, work overlaps but reports and bodies follow the command file."""
+    with (
+        running_server(root=www, access_log=False) as a,
+        running_server(root=www, access_log=False) as b,
+        running_server(root=www, access_log=False) as c,
+    ):
+        ports = [port_of(s) for s in (a, b, c)]
+        lines = [
+            f"GET {name} 127.0.0.1 {port}"
+            for name in ("hello.txt", "sub/page.html", "data.bin")
+            for port in ports
+        ]
+        result = run(
+            workdir,
+            [*lines, f"GET nope 127.0.0.1 {ports[0]}"],
+            "--parallel",
+            "3",
+            "--no-cache",
+            "--no-print",
+        )
+    assert result.exit_code == 1
+    lines_out = result.stderr.splitlines()[:-1]
+    reported = [line.removeprefix("error: ").split(": ")[0] for line in lines_out]
+    expected = [
+        f"GET /{name} 127.0.0.1:{port}"
+        for name in ("hello.txt", "sub/page.html", "data.bin")
+        for port in ports
+    ]
+    assert reported == [*expected, f"GET /nope 127.0.0.1:{ports[0]}"]
+
+
+def test_nginx_downloads_and_revalidates(nginx: int, www: Path, workdir: Path) -> None:
+    """nginx files arrive byte-exact, pipelined; a second run revalidates them with 304s."""
+    lines = [f"GET {name} 127.0.0.1 {nginx}" for name in ("hello.txt", "data.bin", "sub/page.html")]
+    first = run(workdir, lines, "--pipeline", "3", "--no-print")
+    assert first.exit_code == 0, first.output
+    for name in ("hello.txt", "data.bin", "sub/page.html"):
+        assert (workdir / name).read_bytes() == (www / name).read_bytes()
+    second = run(workdir, lines, "--pipeline", "3", "--no-print")
+    assert second.exit_code == 0, second.output
+    assert "0 bytes received" in second.stderr
+    assert "3 miss" not in second.stderr
+
+
+def test_http_server_downloads_and_revalidates(http_server: int, www: Path, workdir: Path) -> None:
+    """An HTTP/1.0 server with Last-Modified only: byte-exact files, then If-Modified-Since."""
+    lines = [f"GET {name} 127.0.0.1 {http_server}" for name in ("hello.txt", "data.bin")]
+    first = run(workdir, lines, "--pipeline", "4", "--no-print")
+    assert first.exit_code == 0, first.output
+    assert (workdir / "data.bin").read_bytes() == (www / "data.bin").read_bytes()
+    second = run(workdir, lines, "--no-print")
+    assert second.exit_code == 0, second.output
+    assert "0 bytes received" in second.stderr
+
+
+def test_corrupt_cache_is_rebuilt_by_the_cli(
+    counted: tuple[Server, CountingFiles], workdir: Path, tmp_path: Path
+) -> None:
+    """A damaged cache index is reported as a warning, rebuilt, and the run succeeds."""
+    server, _ = counted
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.sqlite3").write_bytes(b"\x00garbage" * 1000)
+    result = run(workdir, [f"GET hello.txt 127.0.0.1 {port_of(server)}"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr
+    assert "rebuilding" in result.stderr
+
+
+def test_quiet_reports_only_failures(counted: tuple[Server, CountingFiles], workdir: Path) -> None:
+    """--quiet drops the ok lines and the summary; --no-print drops the bodies."""
+    server, _ = counted
+    port = port_of(server)
+    result = run(
+        workdir,
+        [f"GET hello.txt 127.0.0.1 {port}", f"GET nope 127.0.0.1 {port}"],
+        "--quiet",
+        "--no-print",
+    )
+    assert result.exit_code == 1
+    assert result.stdout_bytes == b""
+    assert len(result.stderr.splitlines()) == 1
+    assert "404" in result.stderr
+
+
+def test_binary_body_is_not_dumped_on_a_terminal(static_server: Server, tmp_path: Path) -> None:
+    """On a terminal a binary body becomes a one-line note; text is shown."""
+    port = port_of(static_server)
+    commands = parse_commands([f"GET data.bin 127.0.0.1 {port}", f"GET hello.txt 127.0.0.1 {port}"])
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    with Client(ClientConfig(use_cache=False, timeout=5)) as client:
+        summary = BatchRun(
+            client,
+            commands,
+            out_dir=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_is_tty=True,
+            progress=True,
+        ).run()
+    assert summary.ok == 2
+    lines = stdout.getvalue().splitlines()
+    assert lines[0].startswith(b"[/data.bin: binary content (application/octet-stream")
+    assert lines[1] == b"hello, world"
+    assert b"\x00" not in stdout.getvalue()
+
+
+def test_progress_bar_for_large_downloads(static_server: Server, www: Path, tmp_path: Path) -> None:
+    """A large transfer draws a progress bar labelled with its path."""
+    (www / "large.bin").write_bytes(b"\x01" * (2 * 1024 * 1024))
+    commands = parse_commands([f"GET large.bin 127.0.0.1 {port_of(static_server)}"])
+    stderr = io.StringIO()
+    with Client(ClientConfig(use_cache=False, timeout=5)) as client:
+        BatchRun(
+            client,
+            commands,
+            out_dir=tmp_path,
+            stdout=io.BytesIO(),
+            stderr=stderr,
+            progress=True,
+            print_bodies=False,
+        ).run()
+    assert "GET /large.bin" in stderr.getvalue().split("summary")[0]
+    assert (tmp_path / "large.bin").stat().st_size == 2 * 1024 * 1024
+
+
+def test_destination_rules(tmp_path: Path) -> None:
+    """Names resolve inside the output folder; escapes and control characters are refused."""
+    assert destination(tmp_path, "a/b.txt") == tmp_path.resolve() / "a" / "b.txt"
+    (tmp_path / "link").symlink_to(tmp_path.parent)
+    for bad in ("../x", "a/../../x", "link/x", "nul\x00", ""):
+        with pytest.raises(UnsafePathError):
+            destination(tmp_path, bad)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "sample", "binary"),
+    [
+        ("text/plain; charset=utf-8", b"hello", False),
+        ("application/json", b"{}", False),
+        ("image/png", b"\x89PNG", True),
+        (None, b"plain text \xc3\xa9", False),
+        (None, b"\x00\x01\x02", True),
+        ("application/octet-stream", b"just text", False),
+        ("text/plain", b"nul\x00inside", True),
+    ],
+)
+def test_is_binary(content_type: str | None, sample: bytes, binary: bool) -> None:
+    """Binary detection trusts a clear Content-Type, else looks at the bytes."""
+    assert is_binary(content_type, sample) is binary

@@ -1,0 +1,373 @@
+"""Tests of webclient/cache.py: the cache-tests.fyi behaviours of a private cache, end to end.
+
+Each test scripts the origin, fetches through a real client and checks where the answer came from
+(and what the origin saw). The clock is moved instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webclient import CacheStatus, Client, ClientConfig
+from webclient.freshness import format_http_date
+from webserver import Response, Server
+
+from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
+
+pytestmark = pytest.mark.timeout(20)
+
+Headers = list[tuple[str, str]]
+
+
+def fetch_twice(
+    origin: tuple[Server, Origin],
+    client: Client,
+    clock: FakeClock,
+    headers: Headers,
+    *,
+    status: int = 200,
+    pause: float = 2.0,
+) -> CacheStatus:
+    """Serve ``headers`` once, fetch, wait ``pause`` seconds (fake), fetch again."""
+    server, handler = origin
+    handler.script("/r", (status, headers, b"one"), (status, headers, b"two"))
+    first = client.get(server.url + "r")
+    assert first.status == status
+    assert first.cache_status is CacheStatus.MISS
+    clock.advance(pause)
+    second = client.get(server.url + "r")
+    expected_requests = 1 if second.cache_status is CacheStatus.HIT else 2
+    assert len(handler.requests_to("/r")) == expected_requests
+    if second.cache_status is CacheStatus.HIT:
+        assert second.body == b"one"
+    return second.cache_status
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("Cache-Control", "max-age=3600")], CacheStatus.HIT),
+        ([("Cache-Control", 'max-age="3600"')], CacheStatus.HIT),
+        ([("Cache-Control", "max-age=1")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=0")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=-100")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=a100")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Age", "3601")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Age", "abc")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Age", "-7200")], CacheStatus.MISS),
+        ([("Cache-Control", "s-maxage=3600, max-age=1")], CacheStatus.MISS),
+        ([("Expires", "0")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Expires", "0")], CacheStatus.HIT),
+        ([("Cache-Control", "private, max-age=3600")], CacheStatus.HIT),
+        ([("Cache-Control", "no-store, max-age=3600")], CacheStatus.MISS),
+        ([("Cache-Control", "no-cache, max-age=3600")], CacheStatus.MISS),
+        ([], CacheStatus.MISS),
+    ],
+    ids=lambda v: repr(v)[:60],
+)
+def test_explicit_freshness(
+    origin: tuple[Server, Origin],
+    client: Client,
+    clock: FakeClock,
+    headers: Headers,
+    expected: CacheStatus,
+) -> None:
+    """max-age, Expires, Age and the no-store/no-cache/private directives decide reuse."""
+    assert fetch_twice(origin, client, clock, headers) is expected
+
+
+def test_expires_in_the_future_and_past(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """A future Expires is reused until it passes; a past one never is."""
+    server, handler = origin
+    future = format_http_date(clock.now + 600)
+    handler.script("/e", (200, [("Expires", future)], b"x"))
+    client.get(server.url + "e")
+    clock.advance(300)
+    assert client.get(server.url + "e").cache_status is CacheStatus.HIT
+    clock.advance(400)
+    assert client.get(server.url + "e").cache_status is CacheStatus.MISS
+    past = format_http_date(clock.now - 600)
+    handler.script("/p", (200, [("Expires", past)], b"x"))
+    client.get(server.url + "p")
+    assert client.get(server.url + "p").cache_status is CacheStatus.MISS
+
+
+@pytest.mark.parametrize(
+    ("status", "reused"),
+    [(200, True), (203, True), (404, True), (410, True), (501, True), (201, False), (500, False)],
+)
+def test_heuristic_freshness_by_status(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock, status: int, reused: bool
+) -> None:
+    """Last-Modified alone makes heuristically cacheable statuses fresh for a while."""
+    last_modified = format_http_date(clock.now - 10 * 86400)
+    result = fetch_twice(origin, client, clock, [("Last-Modified", last_modified)], status=status)
+    assert (result is CacheStatus.HIT) is reused
+
+
+def test_heuristic_freshness_expires(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """Heuristic freshness (10% of 1000 s) ends, then the response is revalidated."""
+    server, handler = origin
+    lm = format_http_date(clock.now - 1000)
+    handler.script("/h", (200, [("Last-Modified", lm)], b"x"), (304, [("Last-Modified", lm)], b""))
+    client.get(server.url + "h")
+    clock.advance(50)
+    assert client.get(server.url + "h").cache_status is CacheStatus.HIT
+    clock.advance(100)
+    assert client.get(server.url + "h").cache_status is CacheStatus.REVALIDATED
+
+
+def test_etag_revalidation_updates_headers(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """A stale response is revalidated with If-None-Match; the 304's headers replace stored ones."""
+    server, handler = origin
+    handler.script(
+        "/v",
+        (200, [("Cache-Control", "max-age=1"), ("ETag", '"v1"'), ("X-Test", "A")], b"body"),
+        (304, [("Cache-Control", "max-age=3600"), ("ETag", '"v1"'), ("X-Test", "B")], b""),
+    )
+    client.get(server.url + "v")
+    clock.advance(5)
+    second = client.get(server.url + "v")
+    assert second.cache_status is CacheStatus.REVALIDATED
+    assert second.body == b"body"
+    assert second.header("x-test") == "B"
+    assert handler.requests_to("/v")[1].headers.get("if-none-match") == '"v1"'
+    clock.advance(60)
+    third = client.get(server.url + "v")
+    assert third.cache_status is CacheStatus.HIT
+    assert third.header("x-test") == "B"
+    assert len(handler.requests_to("/v")) == 2
+
+
+def test_last_modified_revalidation(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """Without an ETag, If-Modified-Since is sent; a 304 keeps stored fields it omits."""
+    server, handler = origin
+    lm = format_http_date(clock.now - 86400)
+    handler.script(
+        "/lm",
+        (200, [("Cache-Control", "max-age=1"), ("Last-Modified", lm), ("X-Kept", "yes")], b"x"),
+        (304, [("Cache-Control", "max-age=3600"), ("Last-Modified", lm)], b""),
+    )
+    client.get(server.url + "lm")
+    clock.advance(5)
+    second = client.get(server.url + "lm")
+    assert second.cache_status is CacheStatus.REVALIDATED
+    assert second.header("x-kept") == "yes"
+    sent = handler.requests_to("/lm")[1].headers
+    assert sent.get("if-modified-since") == lm
+    assert "if-none-match" not in sent
+
+
+def test_changed_resource_replaces_stored_body(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """A 200 answer to a revalidation replaces the stored response."""
+    server, handler = origin
+    handler.script(
+        "/c",
+        (200, [("Cache-Control", "max-age=1"), ("ETag", '"1"')], b"old"),
+        (200, [("Cache-Control", "max-age=60"), ("ETag", '"2"')], b"new"),
+    )
+    client.get(server.url + "c")
+    clock.advance(5)
+    assert client.get(server.url + "c").body == b"new"
+    hit = client.get(server.url + "c")
+    assert (hit.cache_status, hit.body) == (CacheStatus.HIT, b"new")
+    assert client.cache is not None
+    assert client.cache.info().entries == 1
+
+
+def test_must_revalidate_and_no_cache_always_ask(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """no-cache revalidates even while fresh; must-revalidate once stale."""
+    server, handler = origin
+    handler.script(
+        "/nc",
+        (200, [("Cache-Control", "no-cache"), ("ETag", '"n"')], b"x"),
+        (304, [("ETag", '"n"')], b""),
+    )
+    client.get(server.url + "nc")
+    assert client.get(server.url + "nc").cache_status is CacheStatus.REVALIDATED
+    handler.script(
+        "/mr",
+        (200, [("Cache-Control", "max-age=10, must-revalidate"), ("ETag", '"m"')], b"x"),
+        (304, [("ETag", '"m"')], b""),
+    )
+    client.get(server.url + "mr")
+    assert client.get(server.url + "mr").cache_status is CacheStatus.HIT
+    clock.advance(20)
+    assert client.get(server.url + "mr").cache_status is CacheStatus.REVALIDATED
+
+
+def test_304_for_another_etag_refetches(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """A 304 naming a different ETag is not applied; the client asks again unconditionally."""
+    server, handler = origin
+    handler.script(
+        "/w",
+        (200, [("Cache-Control", "max-age=1"), ("ETag", '"a"')], b"first"),
+        (304, [("ETag", '"b"')], b""),
+        (200, [("Cache-Control", "max-age=60"), ("ETag", '"b"')], b"second"),
+    )
+    client.get(server.url + "w")
+    clock.advance(5)
+    response = client.get(server.url + "w")
+    assert (response.status, response.body) == (200, b"second")
+    assert "if-none-match" not in handler.requests_to("/w")[2].headers
+
+
+def vary_origin(origin: tuple[Server, Origin], vary: str) -> None:
+    _, handler = origin
+
+    def answer(request: object) -> Response:
+        lang = getattr(request, "headers").get("accept-language", "none")  # noqa: B009
+        return Response(200, [("Cache-Control", "max-age=3600"), ("Vary", vary)], lang.encode())
+
+    handler.script("/vary", answer)
+
+
+def test_vary_match_mismatch_and_omitted(origin: tuple[Server, Origin], client: Client) -> None:
+    """Variants are kept apart by the Vary request header; absent matches absent only."""
+    server, handler = origin
+    vary_origin(origin, "Accept-Language")
+    url = server.url + "vary"
+    en = client.get(url, headers=[("Accept-Language", "en")])
+    assert (en.body, en.cache_status) == (b"en", CacheStatus.MISS)
+    assert client.get(url, headers=[("Accept-Language", "en")]).cache_status is CacheStatus.HIT
+    fr = client.get(url, headers=[("Accept-Language", "fr")])
+    assert (fr.body, fr.cache_status) == (b"fr", CacheStatus.MISS)
+    none = client.get(url)
+    assert (none.body, none.cache_status) == (b"none", CacheStatus.MISS)
+    assert client.get(url).cache_status is CacheStatus.HIT
+    en_again = client.get(url, headers=[("Accept-Language", "en")])
+    assert (en_again.body, en_again.cache_status) == (b"en", CacheStatus.HIT)
+    assert len(handler.requests_to("/vary")) == 3
+
+
+def test_vary_star_never_matches(origin: tuple[Server, Origin], client: Client) -> None:
+    """Vary: * is never served from the cache."""
+    server, handler = origin
+    vary_origin(origin, "*")
+    client.get(server.url + "vary")
+    assert client.get(server.url + "vary").cache_status is CacheStatus.MISS
+    assert len(handler.requests_to("/vary")) == 2
+
+
+def test_post_invalidates_cached_get(origin: tuple[Server, Origin], client: Client) -> None:
+    """A successful POST to a URL drops its stored GET, and its Location's."""
+    server, handler = origin
+    handler.script("/doc", (200, [("Cache-Control", "max-age=3600")], b"doc"))
+    handler.script("/other", (200, [("Cache-Control", "max-age=3600")], b"other"))
+    client.get(server.url + "doc")
+    client.get(server.url + "other")
+    assert client.get(server.url + "doc").cache_status is CacheStatus.HIT
+    handler.script(
+        "/doc",
+        lambda r: Response(200, [("Location", "/other")], b"ok"),
+        (200, [("Cache-Control", "max-age=3600")], b"doc2"),
+    )
+    posted = client.post(server.url + "doc", b"new content")
+    assert posted.cache_status is CacheStatus.BYPASS
+    assert handler.requests_to("/doc")[-1].body == b"new content"
+    again = client.get(server.url + "doc")
+    assert (again.cache_status, again.body) == (CacheStatus.MISS, b"doc2")
+    assert client.get(server.url + "other").cache_status is CacheStatus.MISS
+
+
+def test_failed_post_does_not_invalidate(origin: tuple[Server, Origin], client: Client) -> None:
+    """An error answer to a POST leaves the stored GET alone."""
+    server, handler = origin
+    handler.script("/keep", (200, [("Cache-Control", "max-age=3600")], b"keep"))
+    client.get(server.url + "keep")
+    handler.script("/keep", (500, [], b"broken"))
+    assert client.post(server.url + "keep", b"x").status == 500
+    assert client.get(server.url + "keep").cache_status is CacheStatus.HIT
+
+
+def test_query_strings_are_distinct_keys(origin: tuple[Server, Origin], client: Client) -> None:
+    """/q?a=1 and /q?a=2 are different cache entries."""
+    server, handler = origin
+    handler.script(
+        "/q", lambda r: Response(200, [("Cache-Control", "max-age=60")], r.query.encode())
+    )
+    assert client.get(server.url + "q?a=1").body == b"a=1"
+    assert client.get(server.url + "q?a=2").body == b"a=2"
+    hit = client.get(server.url + "q?a=1")
+    assert (hit.cache_status, hit.body) == (CacheStatus.HIT, b"a=1")
+    assert len(handler.requests_to("/q")) == 2
+
+
+def test_request_no_cache_revalidates(origin: tuple[Server, Origin], client: Client) -> None:
+    """A request with Cache-Control: no-cache does not take a fresh stored answer unasked."""
+    server, handler = origin
+    handler.script(
+        "/rq",
+        (200, [("Cache-Control", "max-age=60"), ("ETag", '"r"')], b"x"),
+        (304, [("ETag", '"r"')], b""),
+    )
+    client.get(server.url + "rq")
+    again = client.get(server.url + "rq", headers=[("Cache-Control", "no-cache")])
+    assert again.cache_status is CacheStatus.REVALIDATED
+
+
+def test_hit_carries_age(origin: tuple[Server, Origin], client: Client, clock: FakeClock) -> None:
+    """A response served from the cache says how old it is."""
+    server, handler = origin
+    handler.script("/age", (200, [("Cache-Control", "max-age=600")], b"x"))
+    client.get(server.url + "age")
+    clock.advance(100)
+    assert int(client.get(server.url + "age").header("age") or "0") >= 100
+
+
+def test_cache_persists_across_clients(
+    origin: tuple[Server, Origin], cache_dir: Path, clock: FakeClock
+) -> None:
+    """A second client on the same folder gets hits without the network."""
+    server, handler = origin
+    handler.script("/p", (200, [("Cache-Control", "max-age=600")], b"persist"))
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT)
+    with Client(config, clock=clock) as first:
+        first.get(server.url + "p")
+    with Client(config, clock=clock) as second:
+        hit = second.get(server.url + "p")
+    assert (hit.cache_status, hit.body) == (CacheStatus.HIT, b"persist")
+    assert len(handler.requests_to("/p")) == 1
+
+
+def test_size_limit_evicts_least_recently_used(
+    origin: tuple[Server, Origin], cache_dir: Path, clock: FakeClock
+) -> None:
+    """Over the limit, the entry used longest ago goes; a body above the limit is not kept."""
+    server, handler = origin
+    for name in "abc":
+        handler.script(f"/{name}", (200, [("Cache-Control", "max-age=600")], name.encode() * 400))
+    handler.script("/huge", (200, [("Cache-Control", "max-age=600")], b"h" * 5000))
+    config = ClientConfig(cache_dir=cache_dir, cache_max_size=1000, timeout=CLIENT_TIMEOUT)
+    with Client(config, clock=clock) as client:
+        client.get(server.url + "a")
+        clock.advance(1)
+        client.get(server.url + "b")
+        clock.advance(1)
+        assert client.get(server.url + "a").cache_status is CacheStatus.HIT  # a is now newer
+        clock.advance(1)
+        client.get(server.url + "c")  # 1200 bytes > 1000: b goes
+        assert client.get(server.url + "a").cache_status is CacheStatus.HIT
+        assert client.get(server.url + "c").cache_status is CacheStatus.HIT
+        assert client.get(server.url + "b").cache_status is CacheStatus.MISS
+        huge = client.get(server.url + "huge")
+        assert huge.body == b"h" * 5000
+        assert client.get(server.url + "huge").cache_status is CacheStatus.MISS
+        assert client.cache is not None
+        assert client.cache.info().size <= 1000

@@ -1,0 +1,99 @@
+"""Tests of webclient/cli.py: the command group, cache commands and option errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from webclient.cli import main
+from webserver import Server
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_cache_info_and_clear(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache info counts what a batch stored; cache clear empties it."""
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "c"
+    port = static_server.listen()[1]
+    (tmp_path / "cmds.txt").write_text(
+        f"GET hello.txt 127.0.0.1 {port}\nGET data.bin 127.0.0.1 {port}\n"
+    )
+    runner = CliRunner()
+    ran = runner.invoke(main, ["batch", "cmds.txt", "--cache-dir", str(cache), "--no-print"])
+    assert ran.exit_code == 0, ran.output
+    info = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache)])
+    assert info.exit_code == 0
+    assert f"folder: {cache}" in info.stdout
+    assert "responses: 2" in info.stdout
+    assert f"({13 + 256 * 300} bytes)" in info.stdout
+    cleared = runner.invoke(main, ["cache", "clear", "--cache-dir", str(cache)])
+    assert cleared.exit_code == 0
+    assert "cleared 2 responses" in cleared.stdout
+    after = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache)])
+    assert "responses: 0" in after.stdout
+
+
+def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WEBCLIENT_CACHE_DIR picks the folder when --cache-dir is not given."""
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "env-cache"))
+    result = CliRunner().invoke(main, ["cache", "info"])
+    assert result.exit_code == 0
+    assert f"folder: {tmp_path / 'env-cache'}" in result.stdout
+
+
+def test_cache_command_on_a_file_fails_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache folder that is a file is one error line with status 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(blocker))
+    result = CliRunner().invoke(main, ["cache", "info"])
+    assert result.exit_code == 1
+    assert "is a file" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--no-cache", "--cache-dir", "x"], "cannot be used together"),
+        (["--pipeline", "0"], "--pipeline"),
+        (["--timeout", "0"], "--timeout"),
+        (["--cache-max-size", "lots"], "not a size"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path: Path, options: list[str], message: str) -> None:
+    """Invalid option values are usage errors (status 2) naming the problem."""
+    commands = tmp_path / "c.txt"
+    commands.write_text("")
+    result = CliRunner().invoke(main, ["batch", str(commands), *options])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_missing_command_file_exit_2(tmp_path: Path) -> None:
+    """A command file that cannot be read is reported with status 2."""
+    result = CliRunner().invoke(main, ["batch", str(tmp_path / "nope.txt")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_installed_script_runs(tmp_path: Path) -> None:
+    """The console script answers --version and reports bad files without a traceback."""
+    script = Path(sys.executable).parent / "webclient"
+    version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20)
+    assert version.returncode == 0
+    assert "0.1.0" in version.stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("GET\n")
+    result = subprocess.run([script, "batch", str(bad)], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{bad}:1: missing file name after GET"

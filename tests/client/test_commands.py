@@ -1,0 +1,161 @@
+"""Tests of webclient/commands.py: the command-file grammar and its error reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from webclient.commands import (
+    Command,
+    InvalidLine,
+    encode_target,
+    parse_commands,
+    parse_line,
+    read_command_file,
+)
+from webclient.errors import CommandFileError
+
+from .strategies import any_lines, invalid_lines, valid_lines
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("GET /a.txt example.com", Command("GET", "/a.txt", "example.com", 80)),
+        ("get a.txt example.com 8080", Command("GET", "/a.txt", "example.com", 8080)),
+        ("POST up.bin 127.0.0.1 (8081)", Command("POST", "/up.bin", "127.0.0.1", 8081)),
+        ("  Get\t/x/y.html\t[::1]\t(9)  ", Command("GET", "/x/y.html", "::1", 9)),
+        ("GET /q?a=1 Host.Example 1", Command("GET", "/q?a=1", "host.example", 1)),
+        ("GET / localhost 65535", Command("GET", "/", "localhost", 65535)),
+    ],
+)
+def test_valid_lines_parse(line: str, expected: Command) -> None:
+    """Each documented spelling of a command parses to the same fields."""
+    assert parse_line(line) == expected
+
+
+@pytest.mark.parametrize("line", ["", "   ", "\t", "# GET a b", "   # comment"])
+def test_blank_and_comment_lines_are_skipped(line: str) -> None:
+    """Blank lines and comments are not commands."""
+    assert parse_line(line) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("PUT /a host", "unknown method"),
+        ("GET", "missing file name"),
+        ("GET /a", "missing host"),
+        ("GET /a host 0", "port not in 1..65535"),
+        ("GET /a host 65536", "port not in 1..65535"),
+        ("GET /a host (80", "not a port number"),
+        ("GET /a host eighty", "not a port number"),
+        ("GET /a host 80 more", "unexpected text"),
+        ("GET /a ::1 80", "IPv6 addresses go in brackets"),
+        ("GET /a [::1 80", "unclosed '['"),
+        ("GET /a [nope] 80", "not an IPv6 address"),
+        ("GET /a bad_host!name 80", "not a host name"),
+        ("GET //evil.example/x host", "starts with '//'"),
+    ],
+)
+def test_invalid_lines_say_why(line: str, message: str) -> None:
+    """Each kind of mistake is reported with a sentence naming it."""
+    with pytest.raises(InvalidLine, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_line(line)
+
+
+def test_every_invalid_line_is_reported_with_its_number() -> None:
+    """A file with several mistakes lists them all, with line numbers, and no command."""
+    lines = ["GET /ok host", "FETCH /a host", "", "GET /b host 0", "# fine", "POST /c"]
+    with pytest.raises(CommandFileError) as info:
+        parse_commands(lines, "commands.txt")
+    assert [(e.line, e.message.split(":")[0]) for e in info.value.errors] == [
+        (2, "unknown method 'FETCH' (expected GET or POST)"),
+        (4, "port not in 1..65535"),
+        (6, "missing host name"),
+    ]
+    assert str(info.value).splitlines()[0].startswith("commands.txt:2: unknown method")
+
+
+def test_read_command_file_counts_lines_like_an_editor(tmp_path: Path) -> None:
+    """Line numbers follow newline characters, with CRLF endings and a form feed inside."""
+    path = tmp_path / "cmds.txt"
+    path.write_bytes(b"GET /a host\r\n\x0c\r\nGET /b host 0\r\n")
+    with pytest.raises(CommandFileError) as info:
+        read_command_file(path)
+    assert [e.line for e in info.value.errors] == [3]
+
+
+def test_unreadable_and_non_utf8_files_are_command_file_errors(tmp_path: Path) -> None:
+    """A missing file and a binary file are reported, not raised as OS errors."""
+    with pytest.raises(CommandFileError, match="cannot read"):
+        read_command_file(tmp_path / "missing.txt")
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"GET /\xff host\n")
+    with pytest.raises(CommandFileError, match="not UTF-8"):
+        read_command_file(binary)
+
+
+def test_command_urls_targets_and_local_names() -> None:
+    """The wire target is percent-encoded; the saved name is decoded and drops the query."""
+    command = parse_line("GET /dir/na%20me é.txt?x=1 [::1] 8080".replace(" é", "é"))
+    assert command is not None
+    assert command.target == "/dir/na%20me%C3%A9.txt?x=1"
+    assert command.url == "http://[::1]:8080/dir/na%20me%C3%A9.txt?x=1"
+    assert command.local_name == "dir/na meé.txt"
+    index = parse_line("GET /docs/ host")
+    assert index is not None
+    assert index.local_name == "docs/index.html"
+
+
+def test_encode_target_keeps_escapes_and_encodes_lone_percent() -> None:
+    """Existing %XX escapes stay; a % not followed by two hex digits is encoded."""
+    assert encode_target("/a%2Fb%zz%") == "/a%2Fb%25zz%25"
+
+
+@given(valid_lines())
+def test_valid_lines_round_trip(line: str) -> None:
+    """A generated valid line parses, and its printed form parses to an equal command."""
+    command = parse_line(line)
+    assert command is not None
+    assert parse_line(command.to_line()) == command
+
+
+@given(invalid_lines())
+def test_invalid_lines_are_reported(line: str) -> None:
+    """A generated line with one mistake is reported with its line number."""
+    with pytest.raises(CommandFileError) as info:
+        parse_commands(["# header", line], "c.txt")
+    assert [e.line for e in info.value.errors] == [2]
+
+
+def _check_any_line(line: str) -> None:
+    try:
+        commands = parse_commands(["", line], "c.txt")
+    except CommandFileError as exc:
+        error = exc
+    else:
+        for command in commands:
+            assert command.line == 2
+            assert parse_line(command.to_line()) == command
+        return
+    assert [e.line for e in error.errors] == [2]
+    assert str(error).startswith("c.txt:2: ")
+
+
+@given(any_lines)
+def test_any_line_parses_and_prints_back_or_is_reported(line: str) -> None:
+    """Any text either parses to a command that prints back equivalently, or is reported."""
+    _check_any_line(line)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@settings(max_examples=20_000, deadline=None)
+@given(st.one_of(any_lines, st.text(max_size=200)))
+def test_any_line_property_long_run(line: str) -> None:
+    """The same property over many more examples (slow)."""
+    _check_any_line(line)

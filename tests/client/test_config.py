@@ -1,0 +1,60 @@
+"""Tests of webclient/config.py: validation and where the cache lives."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from webclient.config import ClientConfig, default_cache_dir, parse_size
+from webclient.errors import ConfigError
+
+
+def test_defaults_and_frozen() -> None:
+    """Defaults are sane and a config cannot change once built."""
+    config = ClientConfig(cache_dir=Path("/tmp/x"))
+    assert (config.pipeline, config.cache_max_size, config.use_cache) == (1, 1024**3, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.pipeline = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pipeline": 0}, "pipeline"),
+        ({"pipeline": 65}, "pipeline"),
+        ({"pipeline": True}, "pipeline"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "5"}, "timeout"),
+        ({"cache_max_size": -1}, "cache_max_size"),
+        ({"use_cache": 1}, "use_cache"),
+        ({"user_agent": "a\r\nb"}, "user_agent"),
+    ],
+)
+def test_invalid_settings(settings: dict[str, object], message: str) -> None:
+    """Each out-of-range setting is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=message):
+        ClientConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_default_cache_dir_order(tmp_path: Path) -> None:
+    """WEBCLIENT_CACHE_DIR, then an absolute XDG_CACHE_HOME, then ~/.cache."""
+    assert default_cache_dir({"WEBCLIENT_CACHE_DIR": "/a", "XDG_CACHE_HOME": "/b"}) == Path("/a")
+    assert default_cache_dir({"XDG_CACHE_HOME": "/b"}) == Path("/b/webclient")
+    relative = default_cache_dir({"XDG_CACHE_HOME": "relative"})
+    assert relative == Path.home() / ".cache" / "webclient"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512", 512), ("64K", 65536), ("10MiB", 10 << 20), ("1g", 1 << 30)]
+)
+def test_parse_size(text: str, size: int) -> None:
+    """Sizes take binary unit suffixes."""
+    assert parse_size(text) == size
+
+
+def test_parse_size_rejects_nonsense() -> None:
+    """Anything else is a ConfigError."""
+    with pytest.raises(ConfigError):
+        parse_size("1.5G")

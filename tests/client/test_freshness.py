@@ -1,0 +1,253 @@
+"""Tests of webclient/freshness.py: RFC 9111 rules as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from webclient import freshness as f
+
+NOW = 1_700_000_000.0
+
+
+def date(offset: float) -> str:
+    return f.format_http_date(NOW + offset)
+
+
+def fresh(headers: list[tuple[str, str]], status: int = 200, *, later: float = 0.0) -> bool:
+    """Freshness of a response received at NOW, asked ``later`` seconds after."""
+    return f.is_fresh(status, headers, NOW, NOW, NOW + later)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("max-age=3600", True),
+        ('max-age="3600"', True),
+        ("MaX-AgE=3600", True),
+        ("foobar, max-age=3600", True),
+        ("max-age=2147483648", True),
+        ("max-age=99999999999", True),
+        ("max-age='3600'", False),
+        ("max-age=0", False),
+        ("max-age=-100", False),
+        ("max-age=a100", False),
+        ("max-age=100a", False),
+        ("max-age =100", False),
+        ("max-age= 100", False),
+        ('extension="max-age=100", max-age=1', False),
+        ('max-age=1, extension="max-age=100"', False),
+        ("s-maxage=3600, max-age=1", False),
+        ("max-age=3600, max-age=1", False),
+    ],
+)
+def test_max_age_parsing(value: str, expected: bool) -> None:
+    """max-age is read as cache-tests expects: quoted allowed, anything malformed is stale."""
+    assert fresh([("Cache-Control", value)], later=10) is expected
+
+
+def test_max_age_wins_over_expires() -> None:
+    """max-age beats a past or invalid Expires, and max-age=0 beats a future one."""
+    assert fresh([("Cache-Control", "max-age=3600"), ("Expires", date(-10000))])
+    assert fresh([("Cache-Control", "max-age=3600"), ("Expires", "0")])
+    assert not fresh([("Cache-Control", "max-age=0"), ("Expires", date(10000))])
+
+
+@pytest.mark.parametrize(
+    ("expires", "date_offset", "expected"),
+    [
+        (date(30 * 86400), 0, True),
+        ("THU, 18 Aug 2050 02:01:18 GMT", 0, True),
+        (date(-30 * 86400), 0, False),
+        (date(0), 0, False),
+        (date(300), 400, False),
+        ("0", 0, False),
+        ("not a date", 0, False),
+    ],
+)
+def test_expires(expires: str, date_offset: float, expected: bool) -> None:
+    """Expires counts from Date; past, present and invalid values are stale."""
+    headers = [("Expires", expires), ("Date", date(date_offset))]
+    assert fresh(headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        ("15", False),
+        ("5", True),
+        ("abc", False),
+        ("-7200", False),
+        ("7200.0", False),
+        ("0, 0", False),
+    ],
+)
+def test_age_header(age: str, expected: bool) -> None:
+    """An Age beyond max-age is stale; an invalid Age makes the response stale too."""
+    headers = [("Date", date(0)), ("Cache-Control", "max-age=10"), ("Age", age)]
+    assert fresh(headers) is expected
+
+
+def test_age_counts_resident_time_and_delay() -> None:
+    """Age grows with time spent in the cache and with the request's round trip."""
+    headers = [("Date", date(0)), ("Cache-Control", "max-age=10")]
+    assert f.current_age(headers, NOW - 2, NOW, NOW + 5) == pytest.approx(7)
+    assert f.is_fresh(200, headers, NOW, NOW, NOW + 9.5)
+    assert not f.is_fresh(200, headers, NOW, NOW, NOW + 10)
+    assert f.current_age([("Age", "nope")], NOW, NOW, NOW) == math.inf
+
+
+@pytest.mark.parametrize("status", sorted(f.HEURISTICALLY_CACHEABLE))
+def test_heuristic_freshness_for_cacheable_statuses(status: int) -> None:
+    """Heuristically cacheable statuses get 10% of the time since Last-Modified."""
+    headers = [("Date", date(0)), ("Last-Modified", date(-1000))]
+    assert f.freshness_lifetime(status, headers, NOW) == pytest.approx(100)
+    assert fresh(headers, status, later=50)
+
+
+@pytest.mark.parametrize("status", [201, 202, 302, 303, 307, 400, 403, 500, 502, 503])
+def test_no_heuristic_for_other_statuses(status: int) -> None:
+    """Other statuses get no heuristic lifetime (unless public)."""
+    headers = [("Date", date(0)), ("Last-Modified", date(-1000))]
+    assert f.freshness_lifetime(status, headers, NOW) == 0
+    assert f.freshness_lifetime(status, [*headers, ("Cache-Control", "public")], NOW) > 0
+
+
+def test_heuristic_is_capped_and_needs_last_modified() -> None:
+    """A year-old file is fresh for a day at most; without Last-Modified there is no heuristic."""
+    old = [("Date", date(0)), ("Last-Modified", date(-365 * 86400))]
+    assert f.freshness_lifetime(200, old, NOW) == f.HEURISTIC_CAP
+    assert f.freshness_lifetime(200, [("Date", date(0))], NOW) == 0
+    explicit = [*old, ("Cache-Control", "max-age=5")]
+    assert f.freshness_lifetime(200, explicit, NOW) == 5
+
+
+def test_no_cache_is_never_fresh() -> None:
+    """no-cache means revalidate every time, whatever max-age says."""
+    assert not fresh([("Cache-Control", "max-age=3600, no-cache")])
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "request_headers", "expected"),
+    [
+        ("GET", 200, [("ETag", '"a"')], [], True),
+        ("GET", 200, [("Cache-Control", "max-age=60")], [], True),
+        ("GET", 200, [("Cache-Control", "private, max-age=60")], [], True),
+        ("GET", 200, [("Cache-Control", "no-store, max-age=60")], [], False),
+        ("GET", 200, [("Cache-Control", "max-age=60")], [("Cache-Control", "no-store")], False),
+        ("POST", 200, [("Cache-Control", "max-age=60")], [], False),
+        ("GET", 206, [("Cache-Control", "max-age=60")], [], False),
+        ("GET", 201, [("ETag", '"a"')], [], False),
+        ("GET", 201, [("ETag", '"a"'), ("Cache-Control", "max-age=5")], [], True),
+        ("GET", 200, [("Cache-Control", "max-age=60"), ("Vary", "*")], [], False),
+        ("GET", 200, [], [], False),
+        ("GET", 404, [("Cache-Control", "max-age=60")], [], True),
+    ],
+)
+def test_storable(
+    method: str,
+    status: int,
+    headers: list[tuple[str, str]],
+    request_headers: list[tuple[str, str]],
+    expected: bool,
+) -> None:
+    """Only what RFC 9111 §3 allows, and what could ever be reused, is stored."""
+    assert f.is_storable(method, status, headers, request_headers) is expected
+
+
+def test_vary_matching() -> None:
+    """Vary selects on named request headers: same, different, absent and '*'."""
+    response = [("Vary", "Accept-Language, X-Other")]
+    key = f.vary_key(response, [("accept-language", "en,  fr")])
+    assert key == (("accept-language", "en,fr"), ("x-other", None))
+    assert f.vary_matches(key, [("Accept-Language", "en, fr")])
+    assert not f.vary_matches(key, [("Accept-Language", "de")])
+    assert not f.vary_matches(key, [])
+    assert not f.vary_matches(key, [("Accept-Language", "en,fr"), ("X-Other", "1")])
+    assert f.vary_key([("Vary", "Accept, *")], []) is None
+    assert f.vary_key([], [("Accept", "x")]) == ()
+
+
+def test_304_updates_headers_except_framing() -> None:
+    """A 304 replaces the fields it carries but never Content-Length."""
+    stored = [("Content-Length", "5"), ("X-A", "1"), ("Cache-Control", "max-age=1")]
+    new = [("Content-Length", "0"), ("X-A", "2"), ("Cache-Control", "max-age=60")]
+    assert f.updated_headers(stored, new) == [
+        ("Content-Length", "5"),
+        ("X-A", "2"),
+        ("Cache-Control", "max-age=60"),
+    ]
+    assert f.validator_matches([("ETag", '"x"')], [("ETag", 'W/"x"')])
+    assert not f.validator_matches([("ETag", '"x"')], [("ETag", '"y"')])
+    assert f.validator_matches([("ETag", '"x"')], [])
+
+
+def test_conditional_headers() -> None:
+    """Revalidation sends the stored ETag and a valid Last-Modified."""
+    lm = date(-100)
+    assert f.conditional_headers([("ETag", '"e"'), ("Last-Modified", lm)]) == [
+        ("If-None-Match", '"e"'),
+        ("If-Modified-Since", lm),
+    ]
+    assert f.conditional_headers([("Last-Modified", "garbage")]) == []
+
+
+def test_invalidation_targets() -> None:
+    """A successful POST invalidates its URL and same-origin Location/Content-Location."""
+    url = "http://h:80/a"
+    headers = [("Location", "/b"), ("Content-Location", "http://other:80/c")]
+    assert f.invalidated_urls("POST", url, 200, headers) == [url, "http://h:80/b"]
+    assert f.invalidated_urls("POST", url, 500, headers) == []
+    assert f.invalidated_urls("GET", url, 200, headers) == []
+
+
+def test_request_directives() -> None:
+    """Request no-cache, Pragma: no-cache and max-age limit what a fresh entry may answer."""
+    assert f.request_allows_stored([], 100)
+    assert not f.request_allows_stored([("Cache-Control", "no-cache")], 0)
+    assert not f.request_allows_stored([("Pragma", "no-cache")], 0)
+    assert not f.request_allows_stored([("Cache-Control", "max-age=10")], 20)
+    assert f.request_allows_stored([("Cache-Control", "max-age=10")], 5)
+
+
+headers_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["Cache-Control", "Expires", "Age", "Date", "Last-Modified", "Vary", "X"]),
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from(["max-age=5", "no-cache", '"q,"', "0", date(-5), "*", "public"]),
+        ),
+    ),
+    max_size=6,
+)
+
+
+def _no_crash(headers: list[tuple[str, str]], status: int, later: float) -> None:
+    lifetime = f.freshness_lifetime(status, headers, NOW)
+    assert 0 <= lifetime <= f.DELTA_SECONDS_MAX
+    age = f.current_age(headers, NOW, NOW, NOW + later)
+    assert age >= later - 1e-3  # float rounding of NOW + later
+    f.is_storable("GET", status, headers, headers)
+    f.vary_key(headers, headers)
+    if f.is_fresh(status, headers, NOW, NOW, NOW + later):
+        assert lifetime > age
+
+
+@given(headers_strategy, st.integers(100, 599), st.floats(0, 1e6))
+def test_rules_never_crash_and_stay_consistent(
+    headers: list[tuple[str, str]], status: int, later: float
+) -> None:
+    """Any header soup gives a lifetime in range, an age at least the resident time."""
+    _no_crash(headers, status, later)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@settings(max_examples=20_000, deadline=None)
+@given(headers_strategy, st.integers(100, 599), st.floats(0, 1e6))
+def test_rules_fuzz_long(headers: list[tuple[str, str]], status: int, later: float) -> None:
+    """The same property over many more examples (slow)."""
+    _no_crash(headers, status, later)

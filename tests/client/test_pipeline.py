@@ -1,0 +1,121 @@
+"""Tests of webclient/pipeline.py: ordering, pipelining depth, POST barriers and retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webclient import Client, ClientConfig, ConnectionClosed, Request, Response
+
+from .conftest import CLIENT_TIMEOUT, Origin
+from .probe import Probe
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def make_client(tmp_path: Path, pipeline: int) -> Client:
+    return Client(ClientConfig(use_cache=False, pipeline=pipeline, timeout=CLIENT_TIMEOUT))
+
+
+def gets(base: str, *names: str) -> list[Request]:
+    return [Request("GET", base + name) for name in names]
+
+
+def test_requests_are_written_ahead_up_to_the_depth(tmp_path: Path) -> None:
+    """After the first response proves keep-alive, up to N requests arrive before any answer."""
+    with Probe() as probe, make_client(tmp_path, pipeline=3) as client:
+        results = client.request_all(gets(probe.url, *"abcdefg"))
+    assert [r.text for r in results if isinstance(r, Response)] == [
+        f"GET /{n} HTTP/1.1" for n in "abcdefg"
+    ]
+    (batches,) = probe.batches
+    assert [len(batch) for batch in batches] == [1, 3, 3]
+
+
+def test_no_pipelining_without_the_option(tmp_path: Path) -> None:
+    """With the default depth of 1, every request waits for the previous response."""
+    with Probe(window=0.05) as probe, make_client(tmp_path, pipeline=1) as client:
+        client.request_all(gets(probe.url, "a", "b", "c"))
+    assert [len(batch) for batch in probe.batches[0]] == [1, 1, 1]
+
+
+def test_nothing_is_pipelined_around_a_post(tmp_path: Path) -> None:
+    """A POST waits for earlier responses, and nothing is written behind it."""
+    upload = tmp_path / "up.txt"
+    upload.write_bytes(b"payload")
+    requests = [
+        *gets("", "a", "b"),
+        Request("POST", "up.txt", body=upload),
+        *gets("", "c", "d"),
+    ]
+    with Probe() as probe, make_client(tmp_path, pipeline=4) as client:
+        results = client.request_all(
+            [Request(r.method, probe.url + r.url, body=r.body) for r in requests]
+        )
+    assert all(isinstance(r, Response) and r.ok for r in results)
+    assert probe.batches[0] == [
+        ["GET /a HTTP/1.1"],
+        ["GET /b HTTP/1.1"],
+        ["POST /up.txt HTTP/1.1"],
+        ["GET /c HTTP/1.1", "GET /d HTTP/1.1"],
+    ]
+
+
+def test_unanswered_gets_are_retried_once_on_a_new_connection(tmp_path: Path) -> None:
+    """A kept-alive connection closed without answers: GETs go again on a new connection."""
+    with Probe(close_after=1) as probe, make_client(tmp_path, pipeline=2) as client:
+        results = client.request_all(gets(probe.url, "a", "b", "c"))
+    assert [r.text for r in results if isinstance(r, Response)] == [
+        "GET /a HTTP/1.1",
+        "GET /b HTTP/1.1",
+        "GET /c HTTP/1.1",
+    ]
+    assert len(probe.batches) >= 2
+    assert client.pool.opened == len(probe.batches)
+
+
+def test_a_request_is_retried_only_once(tmp_path: Path) -> None:
+    """A request whose retry is also left unanswered fails with a clear error."""
+    with Probe(close_after=1, close_all=True) as probe, make_client(tmp_path, pipeline=2) as c:
+        results = c.request_all(gets(probe.url, "a", "b", "c"))
+    assert [type(r).__name__ for r in results] == ["Response", "Response", "ConnectionClosed"]
+    assert "closed the connection" in str(results[2])
+
+
+def test_post_is_not_retried(tmp_path: Path) -> None:
+    """A POST left unanswered by a closing server fails instead of being sent twice."""
+    upload = tmp_path / "up.txt"
+    upload.write_bytes(b"payload")
+    with Probe(close_after=1) as probe, make_client(tmp_path, pipeline=1) as client:
+        results = client.request_all(
+            [Request("GET", probe.url + "a"), Request("POST", probe.url + "up", body=upload)]
+        )
+    assert isinstance(results[0], Response)
+    assert isinstance(results[1], ConnectionClosed)
+    posts = [line for batches in probe.batches for b in batches for line in b if "POST" in line]
+    assert posts == ["POST /up HTTP/1.1"]
+
+
+def test_one_connection_per_origin(origin: tuple[object, Origin], tmp_path: Path) -> None:
+    """Many requests to one origin share one kept-alive connection, pipelined or not."""
+    server, handler = origin
+    handler.script("/x", (200, [], b"x"))
+    for depth in (1, 4):
+        before = len(handler.connections)
+        with make_client(tmp_path, pipeline=depth) as client:
+            results = client.request_all(gets(server.url, *(["x"] * 12)))  # type: ignore[attr-defined]
+        assert all(isinstance(r, Response) and r.body == b"x" for r in results)
+        assert len(handler.connections) == before + 1
+        assert client.pool.opened == 1
+
+
+def test_http10_server_closing_each_time_is_not_a_failure(http_server: int, tmp_path: Path) -> None:
+    """A server that closes after every response (HTTP/1.0) still answers every request."""
+    base = f"http://127.0.0.1:{http_server}/"
+    with make_client(tmp_path, pipeline=4) as client:
+        results = client.request_all(
+            gets(base, "hello.txt", "data.bin", "sub/page.html", "hello.txt")
+        )
+    assert [r.status for r in results if isinstance(r, Response)] == [200, 200, 200, 200]
+    assert client.pool.opened == 4

@@ -1,0 +1,398 @@
+"""Running a parsed command file: requests through the client, bodies to files, a report.
+
+Rules: GET bodies are saved under the output folder at the command's file name, through a
+temporary file renamed into place once complete, and only for 2xx answers; a name that resolves
+outside the output folder is refused before anything is sent; POST bodies are read from the
+file-name relative to the current directory and streamed; one failed command never stops the
+others; reports go to stderr in command-file order whatever order the work finished in, bodies to
+stdout (binary bodies are not written to a terminal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+from urllib.parse import unquote
+
+import click
+
+from .cache import CacheStatus
+from .client import Client, Request, Response, Result
+from .commands import Command
+from .errors import LocalFileError, UnsafePathError, WebClientError
+
+#: Transfers at least this large get a progress bar on a terminal.
+PROGRESS_THRESHOLD = 1024 * 1024
+#: Bytes looked at to tell text from binary when the Content-Type does not say.
+SNIFF_SIZE = 8192
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "image/svg+xml")
+
+
+def destination(out_dir: Path, name: str) -> Path:
+    """Where a body named ``name`` is saved; UnsafePathError when that is outside ``out_dir``."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name) or not name:
+        raise UnsafePathError(f"refusing to write {name!r}: not a usable file name")
+    root = out_dir.resolve()
+    target = (root / name).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise UnsafePathError(f"refusing to write {name!r}: it is outside {out_dir}")
+    return target
+
+
+class OutputFile:
+    """A body sink writing beside ``path`` and renaming into place only when complete."""
+
+    def __init__(self, path: Path, on_write: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._on_write = on_write
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(
+                prefix=f".{path.name[:50]}.", suffix=".part", dir=path.parent
+            )
+        except OSError as exc:
+            raise LocalFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        self._temp = Path(temp)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        if self._on_write is not None:
+            self._on_write(len(data))
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(OSError):
+            self._temp.unlink()
+
+
+def is_binary(content_type: str | None, sample: bytes) -> bool:
+    """Whether a body would be garbage on a terminal: by its type, else by its bytes."""
+    if content_type:
+        mime = content_type.split(";")[0].strip().lower()
+        if mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith(("+json", "+xml")):
+            return b"\0" in sample
+        if mime != "application/octet-stream":
+            return True
+    if b"\0" in sample:
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sample is still text.
+        return exc.start < len(sample) - 3
+    return False
+
+
+def human_size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Outcome:
+    """What happened to one command."""
+
+    command: Command
+    ok: bool
+    message: str
+    saved: Path | None = None
+    response: Response | None = None
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    failed: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    hits: int = 0
+    revalidated: int = 0
+    misses: int = 0
+    elapsed: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.ok} ok, {self.failed} failed; {human_size(self.bytes_received)} received, "
+            f"{human_size(self.bytes_sent)} sent; cache: {self.hits} hit, "
+            f"{self.revalidated} revalidated, {self.misses} miss; {self.elapsed:.2f} s"
+        )
+
+
+class _Progress:
+    """At most one progress bar at a time on a terminal; other transfers run without one."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self._slot = threading.Lock()
+
+    def bar(self, label: str, length: int | None) -> _Bar | None:
+        if not self.enabled or length is None or length < PROGRESS_THRESHOLD:
+            return None
+        if not self._slot.acquire(blocking=False):
+            return None
+        return _Bar(self, label, length)
+
+
+class _Bar:
+    def __init__(self, owner: _Progress, label: str, length: int) -> None:
+        self._owner = owner
+        self._bar = click.progressbar(length=length, label=label, file=owner.stream)
+        self._bar.__enter__()
+        self._open = True
+
+    def update(self, count: int) -> None:
+        if self._open:
+            self._bar.update(count)
+
+    def finish(self) -> None:
+        if self._open:
+            self._open = False
+            self._bar.__exit__(None, None, None)
+            self._owner._slot.release()
+
+
+class _ProgressSink:
+    """An :class:`OutputFile` that also moves a progress bar."""
+
+    def __init__(self, file: OutputFile, bar: _Bar | None) -> None:
+        self.file = file
+        self.bar = bar
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        if self.bar is not None:
+            self.bar.update(len(data))
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            if self.bar is not None:
+                self.bar.finish()
+
+    def abort(self) -> None:
+        self.file.abort()
+        if self.bar is not None:
+            self.bar.finish()
+
+
+def _where(command: Command) -> str:
+    return f"{command.method} {command.path} {command.host_for_url}:{command.port}"
+
+
+class BatchRun:
+    """One run of a command file; see the module docstring for its rules."""
+
+    def __init__(
+        self,
+        client: Client,
+        commands: Sequence[Command],
+        *,
+        out_dir: Path,
+        stdout: BinaryIO,
+        stderr: TextIO,
+        print_bodies: bool = True,
+        quiet: bool = False,
+        parallel: int = 1,
+        progress: bool = False,
+        stdout_is_tty: bool = False,
+    ) -> None:
+        self.client = client
+        self.commands = list(commands)
+        self.out_dir = out_dir
+        self.stdout = stdout
+        self.stderr = stderr
+        self.print_bodies = print_bodies
+        self.quiet = quiet
+        self.parallel = parallel
+        self.stdout_is_tty = stdout_is_tty
+        self.progress = _Progress(stderr, progress and not quiet)
+        self.summary = Summary()
+        self._pending: dict[int, Outcome] = {}
+        self._next = 0
+        self._print_lock = threading.Lock()
+        self._destinations: dict[int, Path] = {}
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        requests: list[Request] = []
+        positions: list[int] = []
+        for index, command in enumerate(self.commands):
+            try:
+                request = self._request(index, command)
+            except WebClientError as exc:
+                self._complete(index, Outcome(command, False, f"{_where(command)}: {exc}"))
+                continue
+            requests.append(request)
+            positions.append(index)
+
+        def on_result(position: int, result: Result) -> None:
+            index = positions[position]
+            self._complete(index, self._outcome(index, self.commands[index], result))
+
+        self.client.request_all(requests, parallel=self.parallel, on_result=on_result)
+        self.summary.elapsed = time.monotonic() - started
+        if not self.quiet:
+            self.stderr.write(f"summary: {self.summary.line()}\n")
+            self.stderr.flush()
+        return self.summary
+
+    # -- building requests -----------------------------------------------------------------------
+
+    def _request(self, index: int, command: Command) -> Request:
+        if command.method == "POST":
+            local = Path(unquote(command.path.partition("?")[0]).lstrip("/"))
+            if not local.is_file():
+                raise LocalFileError(f"no such file to upload: {local}")
+            return Request(
+                "POST", command.url, body=local, on_sent=self._upload_progress(command, local)
+            )
+        self._destinations[index] = destination(self.out_dir, command.local_name)
+        return Request("GET", command.url, sink=self._sink_factory(index, command))
+
+    def _upload_progress(self, command: Command, local: Path) -> Callable[[int], None] | None:
+        try:
+            size = local.stat().st_size
+        except OSError:
+            return None
+        bar = self.progress.bar(f"POST {command.path}", size)
+        if bar is None:
+            return None
+        sent = 0
+
+        def on_sent(count: int) -> None:
+            nonlocal sent
+            sent += count
+            bar.update(count)
+            if sent >= size:
+                bar.finish()
+
+        return on_sent
+
+    def _sink_factory(
+        self, index: int, command: Command
+    ) -> Callable[[Response], _ProgressSink | None]:
+        def make(response: Response) -> _ProgressSink | None:
+            if not response.ok:
+                return None
+            length_text = response.header("content-length")
+            length = int(length_text) if length_text and length_text.isdigit() else None
+            bar = None
+            if response.cache_status is not CacheStatus.HIT:
+                bar = self.progress.bar(f"GET {command.path}", length)
+            return _ProgressSink(OutputFile(self._destinations[index]), bar)
+
+        return make
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def _outcome(self, index: int, command: Command, result: Result) -> Outcome:
+        where = _where(command)
+        if isinstance(result, WebClientError):
+            return Outcome(command, False, f"{where}: {result}")
+        status = f"{result.status} {result.reason}".strip()
+        if not result.ok:
+            return Outcome(command, False, f"{where}: {status}", response=result)
+        if command.method == "POST":
+            location = result.header("location")
+            stored = f", stored at {location}" if location else ""
+            message = f"{where}: {status}, sent {human_size(result.bytes_sent)}{stored}"
+            return Outcome(command, True, message, response=result)
+        saved = self._destinations[index]
+        shown = os.path.relpath(saved) if saved.is_relative_to(Path.cwd()) else str(saved)
+        message = (
+            f"{where}: {status}, {human_size(result.body_size)} saved to {shown}"
+            f" (cache {result.cache_status.value})"
+        )
+        return Outcome(command, True, message, saved=saved, response=result)
+
+    def _complete(self, index: int, outcome: Outcome) -> None:
+        """Record an outcome; print every outcome that is now next in command-file order."""
+        with self._print_lock:
+            self._pending[index] = outcome
+            while self._next in self._pending:
+                ready = self._pending.pop(self._next)
+                self._next += 1
+                self._count(ready)
+                self._print(ready)
+
+    def _count(self, outcome: Outcome) -> None:
+        summary = self.summary
+        summary.outcomes.append(outcome)
+        if outcome.ok:
+            summary.ok += 1
+        else:
+            summary.failed += 1
+        response = outcome.response
+        if response is None:
+            return
+        summary.bytes_received += response.bytes_received
+        summary.bytes_sent += response.bytes_sent
+        if response.method == "GET":
+            if response.cache_status is CacheStatus.HIT:
+                summary.hits += 1
+            elif response.cache_status is CacheStatus.REVALIDATED:
+                summary.revalidated += 1
+            elif response.cache_status is CacheStatus.MISS:
+                summary.misses += 1
+
+    def _print(self, outcome: Outcome) -> None:
+        if not outcome.ok or not self.quiet:
+            self.stderr.write(("" if outcome.ok else "error: ") + outcome.message + "\n")
+            self.stderr.flush()
+        if outcome.ok and outcome.saved is not None and self.print_bodies:
+            self._print_body(outcome)
+
+    def _print_body(self, outcome: Outcome) -> None:
+        assert outcome.saved is not None
+        assert outcome.response is not None
+        try:
+            with open(outcome.saved, "rb") as file:
+                sample = file.read(SNIFF_SIZE)
+                content_type = outcome.response.header("content-type")
+                if self.stdout_is_tty and is_binary(content_type, sample):
+                    note = (
+                        f"[{outcome.command.path}: binary content "
+                        f"({content_type or 'unknown type'}, "
+                        f"{human_size(outcome.response.body_size)}) not shown]\n"
+                    )
+                    self.stdout.write(note.encode())
+                    self.stdout.flush()
+                    return
+                last = sample[-1:]
+                self.stdout.write(sample)
+                while chunk := file.read(64 * 1024):
+                    self.stdout.write(chunk)
+                    last = chunk[-1:]
+                if self.stdout_is_tty and last not in (b"", b"\n"):
+                    self.stdout.write(b"\n")
+                self.stdout.flush()
+        except OSError as exc:
+            self.stderr.write(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")

@@ -1,0 +1,218 @@
+"""The private HTTP cache: what RFC 9111 lets us store, serve, revalidate and invalidate.
+
+Rules: only GET responses are stored, keyed by the full URL including the query, with variants
+kept apart by their Vary request headers; a fresh response is served without the network, a stale
+one only after a 304 for it, never otherwise (a private batch client has no reason to serve stale
+content); a 304 freshens the stored header fields; a successful unsafe request drops what is
+stored for its URL; bodies above the size limit are not kept and the least recently used entries
+are evicted to stay under it. The rules themselves are in :mod:`webclient.freshness`; this module
+applies them to :mod:`webclient.storage`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+from . import freshness
+from .freshness import HeaderList
+from .storage import BodyWriter, Entry, Storage, StorageInfo
+
+Clock = Callable[[], float]
+
+
+class CacheStatus(enum.Enum):
+    """Where a response came from."""
+
+    HIT = "hit"  #: fresh in the cache; the network was not used
+    REVALIDATED = "revalidated"  #: stale in the cache, confirmed by a 304; the body was not sent
+    MISS = "miss"  #: fetched from the server (and stored if allowed)
+    BYPASS = "bypass"  #: not a cacheable request, or the cache is off
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A stored response selected for a request."""
+
+    entry: Entry
+    fresh: bool
+    age: float
+
+    @property
+    def revalidation_headers(self) -> list[tuple[str, str]]:
+        return freshness.conditional_headers(self.entry.headers)
+
+
+def cache_key(url: str) -> str:
+    """The URL in one spelling: lower-case scheme and host, explicit port, no fragment."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    return urlunsplit((parts.scheme.lower(), f"{host}:{port}", parts.path or "/", parts.query, ""))
+
+
+class Cache:
+    """The cache folder with its policy; safe to share between threads and processes."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_size: int,
+        clock: Clock = time.time,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.max_size = max_size
+        self.clock = clock
+        self.storage = Storage(folder, warn=warn)
+
+    @property
+    def folder(self) -> Path:
+        return self.storage.folder
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def lookup(self, url: str, request_headers: HeaderList) -> Lookup | None:
+        """The stored response that may answer this GET, if any; fresh or in need of a 304."""
+        if "no-store" in freshness.cache_control(request_headers):
+            return None
+        now = self.clock()
+        for entry in self.storage.entries(cache_key(url)):
+            if not freshness.vary_matches(entry.vary, request_headers):
+                continue
+            if not self.storage.body_ok(entry):
+                self.storage.delete([entry.id])
+                continue
+            age = freshness.current_age(entry.headers, entry.request_time, entry.response_time, now)
+            fresh = freshness.is_fresh(
+                entry.status, entry.headers, entry.request_time, entry.response_time, now
+            ) and freshness.request_allows_stored(request_headers, age)
+            if not fresh and not freshness.has_validator(entry.headers):
+                return None
+            return Lookup(entry, fresh, age)
+        return None
+
+    def served_headers(self, lookup: Lookup) -> list[tuple[str, str]]:
+        """The stored header fields with an Age field, as a cache must send them (§5.1)."""
+        headers = [(n, v) for n, v in lookup.entry.headers if n.lower() != "age"]
+        age = lookup.age if lookup.age != float("inf") else 0.0
+        return [*headers, ("Age", str(int(age)))]
+
+    def use(self, lookup: Lookup) -> BinaryIO:
+        """Open the stored body of a response about to be served, and note the use."""
+        body = self.storage.open_body(lookup.entry)
+        self.storage.touch(lookup.entry.id, self.clock())
+        return body
+
+    def wants(
+        self, method: str, status: int, headers: HeaderList, request_headers: HeaderList
+    ) -> bool:
+        """Whether a response is worth storing: the RFC allows it and it can be reused."""
+        return freshness.is_storable(method, status, headers, request_headers)
+
+    def begin(self) -> BodyWriter:
+        """A writer for a body that will be stored once complete."""
+        return self.storage.new_body(self.max_size)
+
+    def store(
+        self,
+        url: str,
+        request_headers: HeaderList,
+        status: int,
+        reason: str,
+        headers: HeaderList,
+        body: BodyWriter,
+        *,
+        request_time: float,
+        response_time: float,
+    ) -> bool:
+        """Publish a complete response; False when it was not kept (too large)."""
+        if body.dropped:
+            body.discard()
+            return False
+        vary = freshness.vary_key(headers, request_headers)
+        if vary is None:
+            body.discard()
+            return False
+        key = cache_key(url)
+        replaced = [
+            e.id
+            for e in self.storage.entries(key)
+            if freshness.vary_matches(e.vary, request_headers) or e.vary == vary
+        ]
+        body.finish()
+        try:
+            self.storage.insert(
+                key=key,
+                vary=vary,
+                status=status,
+                reason=reason,
+                headers=[(n, v) for n, v in headers if n.lower() not in _NOT_STORED],
+                body=body,
+                request_time=request_time,
+                response_time=response_time,
+                now=self.clock(),
+                replaces=replaced,
+            )
+        finally:
+            body.discard()
+        self.storage.evict(self.max_size)
+        return True
+
+    def freshen(
+        self,
+        lookup: Lookup,
+        not_modified: HeaderList,
+        *,
+        request_time: float,
+        response_time: float,
+    ) -> Lookup | None:
+        """Apply a 304 to the stored response; None when the 304 is about another one."""
+        entry = lookup.entry
+        if not freshness.validator_matches(entry.headers, not_modified):
+            return None
+        headers = freshness.updated_headers(entry.headers, not_modified)
+        self.storage.update(
+            entry.id,
+            headers=headers,
+            request_time=request_time,
+            response_time=response_time,
+            now=self.clock(),
+        )
+        updated = Entry(
+            id=entry.id,
+            key=entry.key,
+            vary=entry.vary,
+            status=entry.status,
+            reason=entry.reason,
+            headers=tuple(headers),
+            body_sha=entry.body_sha,
+            body_size=entry.body_size,
+            request_time=request_time,
+            response_time=response_time,
+        )
+        age = freshness.current_age(headers, request_time, response_time, self.clock())
+        return Lookup(updated, True, age)
+
+    def invalidate(self, method: str, url: str, status: int, headers: HeaderList) -> int:
+        """Drop what an unsafe request made stale (§4.4); how many responses were dropped."""
+        urls = freshness.invalidated_urls(method, cache_key(url), status, headers)
+        return self.storage.delete_keys([cache_key(u) for u in urls]) if urls else 0
+
+    def info(self) -> StorageInfo:
+        return self.storage.info()
+
+    def clear(self) -> int:
+        return self.storage.clear()
+
+
+#: Hop-by-hop and framing fields describe one transfer, not the stored response.
+_NOT_STORED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})

@@ -1,0 +1,541 @@
+"""The library entry point: :class:`Client` sends requests through the cache and the pool.
+
+Rules: a GET is answered from the cache when a fresh response is stored, with a conditional
+request when a stale one can be revalidated, from the network otherwise; bodies are streamed to a
+caller's sink (never held whole in memory unless no sink was given); requests for one origin share
+a connection and are pipelined up to ``config.pipeline``; a cache that fails is reported once and
+the request goes on without it; everything raised is a :class:`~webclient.errors.WebClientError`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
+
+from .cache import Cache, CacheStatus, Clock, Lookup, cache_key
+from .commands import encode_target
+from .config import ClientConfig
+from .connection import CHUNK_SIZE, ResponseHead, WireRequest, file_length
+from .errors import CacheError, InvalidURL, LocalFileError, WebClientError
+from .freshness import header_value
+from .pipeline import Lane
+from .pool import ConnectionPool
+
+log = logging.getLogger("webclient")
+
+
+class BodySink(Protocol):
+    """Where a response body goes: ``close`` when it arrived whole, ``abort`` when it did not."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+#: Given the response (body not yet read), a sink for its body, or None to discard the body.
+SinkFactory = Callable[["Response"], BodySink | None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request for :meth:`Client.request_all`; ``body`` is bytes or a local file to stream."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | Path | None = None
+    sink: SinkFactory | None = field(default=None, compare=False)
+    #: Called with each count of body bytes uploaded (for progress display).
+    on_sent: Callable[[int], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete response; ``body`` is None when it went to a sink (or was discarded)."""
+
+    method: str
+    url: str
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    cache_status: CacheStatus
+    body: bytes | None = None
+    #: Length of the body as delivered (from the network or the cache).
+    body_size: int = 0
+    #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
+    bytes_received: int = 0
+    #: Body bytes uploaded.
+    bytes_sent: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def header(self, name: str) -> str | None:
+        """A header field's value (repeated fields joined with ", ")."""
+        return header_value(self.headers, name)
+
+    @property
+    def text(self) -> str:
+        return (self.body or b"").decode("utf-8", "replace")
+
+
+Result = Response | WebClientError
+
+
+def split_url(url: str) -> tuple[str, int, str]:
+    """``(host, port, target)`` of an http:// URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {url!r} ({exc})") from exc
+    if parts.scheme.lower() != "http":
+        raise InvalidURL(f"only http:// URLs are supported, not {url!r}")
+    if not parts.hostname:
+        raise InvalidURL(f"no host in URL {url!r}")
+    target = encode_target(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname.lower(), port, target
+
+
+class Client:
+    """Sends requests with the cache and keep-alive connections; see the module docstring.
+
+    ``clock`` (seconds since the epoch) decides freshness; tests move it instead of sleeping.
+    ``warn`` receives one sentence per problem that did not stop the work (a rebuilt cache).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        clock: Clock = time.time,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config or ClientConfig()
+        self.clock = clock
+        self._warn_callback = warn
+        self.warnings: list[str] = []
+        self._warn_lock = threading.Lock()
+        self.pool = ConnectionPool(timeout=self.config.timeout)
+        self.cache: Cache | None = None
+        if self.config.use_cache:
+            try:
+                self.cache = Cache(
+                    self.config.cache_path,
+                    max_size=self.config.cache_max_size,
+                    clock=clock,
+                    warn=self.warn,
+                )
+            except CacheError as exc:
+                self.warn(f"working without the cache: {exc}")
+
+    def warn(self, message: str) -> None:
+        with self._warn_lock:
+            if message in self.warnings:
+                return
+            self.warnings.append(message)
+        log.warning("%s", message)
+        if self._warn_callback is not None:
+            self._warn_callback(message)
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- one request -----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes | Path | None = None,
+        sink: SinkFactory | None = None,
+    ) -> Response:
+        """Send one request; the response, or the :class:`WebClientError` raised."""
+        result = self.request_all([Request(method.upper(), url, tuple(headers), body, sink)])[0]
+        if isinstance(result, WebClientError):
+            raise result
+        return result
+
+    def get(self, url: str, **options: object) -> Response:
+        return self.request("GET", url, **options)  # type: ignore[arg-type]
+
+    def head(self, url: str, **options: object) -> Response:
+        return self.request("HEAD", url, **options)  # type: ignore[arg-type]
+
+    def post(self, url: str, body: bytes | Path, **options: object) -> Response:
+        return self.request("POST", url, body=body, **options)  # type: ignore[arg-type]
+
+    # -- many requests ---------------------------------------------------------------------------
+
+    def request_all(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int = 1,
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> list[Result]:
+        """Every request's response or error, in the order given.
+
+        Requests for one origin run in order on one connection; with ``parallel`` > 1 that many
+        origins run at once. ``on_result(index, result)`` is called as each one completes (from
+        worker threads when parallel).
+        """
+        results: list[Result | None] = [None] * len(requests)
+        lock = threading.Lock()
+
+        def record(index: int, result: Result) -> None:
+            with lock:
+                if results[index] is not None:
+                    return
+                results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        lanes: dict[tuple[str, int], list[tuple[int, Request, str]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                host, port, target = split_url(request.url)
+            except InvalidURL as exc:
+                record(index, exc)
+                continue
+            lanes.setdefault((host, port), []).append((index, request, target))
+
+        jobs = list(lanes.items())
+        if parallel <= 1 or len(jobs) <= 1:
+            for origin, items in jobs:
+                self._run_lane(origin, items, record)
+        else:
+            with ThreadPoolExecutor(min(parallel, len(jobs)), "webclient-lane") as executor:
+                futures = [executor.submit(self._run_lane, o, i, record) for o, i in jobs]
+                for future in futures:
+                    future.result()
+        return [r if r is not None else WebClientError("no result") for r in results]
+
+    def _run_lane(
+        self,
+        origin: tuple[str, int],
+        items: list[tuple[int, Request, str]],
+        record: Callable[[int, Result], None],
+    ) -> None:
+        lane = Lane(self.pool, origin[0], origin[1], depth=self.config.pipeline)
+        lane.run(self._exchanges(lane, origin, items, record))
+
+    def _exchanges(
+        self,
+        lane: Lane,
+        origin: tuple[str, int],
+        items: list[tuple[int, Request, str]],
+        record: Callable[[int, Result], None],
+    ) -> Iterator[_Exchange]:
+        """Plan each request when its turn comes, so it sees what earlier ones did to the cache."""
+        outstanding: list[_Exchange] = []
+        for index, request, target in items:
+            method = request.method.upper()
+            key = cache_key(request.url)
+            outstanding = [x for x in outstanding if not x.done]
+            if any(x.key == key for x in outstanding) or method not in ("GET", "HEAD"):
+                lane.settle()
+                outstanding = []
+            headers = self._headers(origin, request)
+            lookup = self._lookup(method, request.url, headers)
+            if lookup is not None and lookup.fresh:
+                served = self._serve_stored(request, lookup, CacheStatus.HIT)
+                if served is not None:
+                    record(index, served)
+                    continue
+                lookup = None
+            try:
+                body, length = _open_body(request.body)
+            except LocalFileError as exc:
+                record(index, exc)
+                continue
+            wire_headers = list(headers)
+            if lookup is not None:
+                wire_headers += lookup.revalidation_headers
+            if body is not None:
+                wire_headers.append(("Content-Type", "application/octet-stream"))
+            wire = WireRequest(method, target, wire_headers, body, length, request.on_sent)
+            exchange = _Exchange(self, index, request, key, headers, wire, lookup, record)
+            outstanding.append(exchange)
+            yield exchange
+
+    def _headers(self, origin: tuple[str, int], request: Request) -> list[tuple[str, str]]:
+        host, port = origin
+        host_text = f"[{host}]" if ":" in host else host
+        defaults = [
+            ("Host", host_text if port == 80 else f"{host_text}:{port}"),
+            ("User-Agent", self.config.user_agent),
+            ("Accept", "*/*"),
+        ]
+        given = {name.lower() for name, _ in request.headers}
+        return [(n, v) for n, v in defaults if n.lower() not in given] + list(request.headers)
+
+    def _lookup(self, method: str, url: str, headers: list[tuple[str, str]]) -> Lookup | None:
+        if self.cache is None or method != "GET":
+            return None
+        try:
+            return self.cache.lookup(url, headers)
+        except CacheError as exc:
+            self.warn(f"cache lookup failed, fetching instead: {exc}")
+            return None
+
+    def _serve_stored(
+        self, request: Request, lookup: Lookup, status: CacheStatus
+    ) -> Response | None:
+        """A response from the stored body; None when the body could not be read."""
+        assert self.cache is not None
+        entry = lookup.entry
+        try:
+            file = self.cache.use(lookup)
+        except CacheError as exc:
+            self.warn(f"cache entry unusable, fetching instead: {exc}")
+            return None
+        response = Response(
+            method=request.method.upper(),
+            url=request.url,
+            status=entry.status,
+            reason=entry.reason,
+            headers=tuple(self.cache.served_headers(lookup)),
+            cache_status=status,
+        )
+        with file:
+            return _deliver(request, response, _file_chunks(file), received=False)
+
+
+def _file_chunks(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(CHUNK_SIZE):
+        yield chunk
+
+
+def _open_body(body: bytes | Path | None) -> tuple[bytes | BinaryIO | None, int]:
+    if body is None or isinstance(body, bytes):
+        return body, len(body or b"")
+    try:
+        file = open(body, "rb")  # noqa: SIM115 - closed by the exchange when the request is done
+    except FileNotFoundError as exc:
+        raise LocalFileError(f"no such file to upload: {body}") from exc
+    except IsADirectoryError as exc:
+        raise LocalFileError(f"cannot upload a folder: {body}") from exc
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {body}: {exc.strerror}") from exc
+    return file, file_length(file)
+
+
+def _deliver(
+    request: Request,
+    response: Response,
+    chunks: Iterator[bytes],
+    *,
+    received: bool,
+    also: Callable[[bytes], None] | None = None,
+) -> Response:
+    """Stream a body to the request's sink (or into memory); read it all even if the sink fails.
+
+    The body is always read to its end: the connection can only be reused after it. A sink that
+    fails is aborted and the failure is raised once the body is consumed.
+    """
+    sink: BodySink | None
+    buffer: io.BytesIO | None = None
+    if request.sink is None:
+        buffer = io.BytesIO()
+        sink = _MemorySink(buffer)
+    else:
+        sink = request.sink(response)
+    size = 0
+    sink_error: Exception | None = None
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if also is not None:
+                also(chunk)
+            if sink is not None and sink_error is None:
+                try:
+                    sink.write(chunk)
+                except (OSError, WebClientError) as exc:
+                    sink_error = exc
+                    _abort(sink)
+    except BaseException:
+        if sink is not None and sink_error is None:
+            _abort(sink)
+        raise
+    if sink_error is not None:
+        if isinstance(sink_error, WebClientError):
+            raise sink_error
+        raise LocalFileError(f"cannot write the body: {sink_error}") from sink_error
+    if sink is not None and buffer is None:
+        try:
+            sink.close()
+        except OSError as exc:
+            raise LocalFileError(f"cannot write the body: {exc}") from exc
+    return replace(
+        response,
+        body=buffer.getvalue() if buffer is not None else None,
+        body_size=size,
+        bytes_received=size if received else 0,
+    )
+
+
+class _MemorySink:
+    """The body in memory, for callers that gave no sink."""
+
+    def __init__(self, buffer: io.BytesIO) -> None:
+        self.buffer = buffer
+
+    def write(self, data: bytes) -> int:
+        return self.buffer.write(data)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _abort(sink: BodySink) -> None:
+    abort = getattr(sink, "abort", None)
+    if callable(abort):
+        abort()
+
+
+class _Exchange:
+    """One planned request in a lane: sends, then applies the answer to the cache and the sink."""
+
+    def __init__(
+        self,
+        client: Client,
+        index: int,
+        request: Request,
+        key: str,
+        headers: list[tuple[str, str]],
+        wire: WireRequest,
+        lookup: Lookup | None,
+        record: Callable[[int, Result], None],
+    ) -> None:
+        self.client = client
+        self.index = index
+        self.request = request
+        self.key = key
+        self.headers = headers
+        self.wire = wire
+        self.lookup = lookup
+        self.record = record
+        self.done = False
+        self.request_time = client.clock()
+
+    def _finish(self, result: Result) -> None:
+        self.done = True
+        body = self.wire.body
+        if body is not None and not isinstance(body, bytes):
+            body.close()
+        self.record(self.index, result)
+
+    def fail(self, error: WebClientError) -> None:
+        self._finish(error)
+
+    def _unconditional(self) -> WireRequest:
+        """The request again without validators, when the 304 cannot be used."""
+        self.lookup = None
+        names = {"if-none-match", "if-modified-since"}
+        headers = [(n, v) for n, v in self.wire.headers if n.lower() not in names]
+        self.wire = replace(self.wire, headers=headers)
+        return self.wire
+
+    def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
+        client, cache = self.client, self.client.cache
+        response_time = client.clock()
+        method = self.wire.method
+        if head.status == 304 and self.lookup is not None and cache is not None:
+            for _ in body:
+                pass
+            try:
+                fresh = cache.freshen(
+                    self.lookup,
+                    head.headers,
+                    request_time=self.request_time,
+                    response_time=response_time,
+                )
+            except CacheError as exc:
+                client.warn(f"cache update failed: {exc}")
+                fresh = None
+            served = (
+                client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
+                if fresh is not None
+                else None
+            )
+            if served is None:
+                return self._unconditional()
+            self._finish(served)
+            return None
+        uses_cache = cache is not None and method in ("GET", "HEAD")
+        response = Response(
+            method=method,
+            url=self.request.url,
+            status=head.status,
+            reason=head.reason,
+            headers=tuple(head.headers),
+            cache_status=CacheStatus.MISS if uses_cache else CacheStatus.BYPASS,
+            bytes_sent=self.wire.body_length,
+        )
+        writer = None
+        if cache is not None and cache.wants(method, head.status, head.headers, self.headers):
+            try:
+                writer = cache.begin()
+            except CacheError as exc:
+                client.warn(f"not caching: {exc}")
+        try:
+            delivered = _deliver(
+                self.request,
+                response,
+                body,
+                received=True,
+                also=writer.write if writer is not None else None,
+            )
+        except LocalFileError as exc:
+            # Only the sink failed; the body was read to its end and the connection is fine.
+            if writer is not None:
+                writer.discard()
+            self._finish(exc)
+            return None
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
+        if cache is not None:
+            try:
+                if writer is not None:
+                    cache.store(
+                        self.request.url,
+                        self.headers,
+                        head.status,
+                        head.reason,
+                        head.headers,
+                        writer,
+                        request_time=self.request_time,
+                        response_time=response_time,
+                    )
+                cache.invalidate(method, self.request.url, head.status, head.headers)
+            except CacheError as exc:
+                client.warn(f"cache update failed: {exc}")
+        self._finish(delivered)
+        return None

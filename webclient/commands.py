@@ -1,0 +1,197 @@
+"""Command files: one request per line, parsed whole before anything is sent.
+
+Grammar (one command per line; fields separated by spaces or tabs)::
+
+    line      = method SP file-name SP host [SP port] | "#" comment | blank
+    method    = "GET" | "POST"                  (any letter case)
+    file-name = path with or without a leading "/", optionally "?query"
+    host      = DNS name | IPv4 address | "[" IPv6 address "]"
+    port      = 1*5DIGIT | "(" 1*5DIGIT ")"     (1..65535, default 80)
+
+Rules: every invalid line is reported with its line number, not just the first, and a file with any
+invalid line runs nothing; a parsed command prints back (:meth:`Command.to_line`) to a line that
+parses to an equal command.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from .errors import CommandFileError, LineError
+
+METHODS = ("GET", "POST")
+DEFAULT_PORT = 80
+#: The name a file-name ending in "/" is saved under, as a browser would show that page.
+INDEX_NAME = "index.html"
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_PORT = re.compile(r"^\(?([0-9]+)\)?$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+#: Characters a request target may carry as they are (RFC 3986 pchar, "/" and "?"); the rest are
+#: percent-encoded from UTF-8.
+_TARGET_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?"
+)
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+class InvalidLine(ValueError):
+    """One line is not a command; the message says why (the caller adds the line number)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One request of a batch: ``path`` always starts with "/", ``host`` has no brackets."""
+
+    method: str
+    path: str
+    host: str
+    port: int = DEFAULT_PORT
+    line: int = field(default=0, compare=False)
+
+    @property
+    def host_for_url(self) -> str:
+        """The host as it appears in URLs and Host headers (IPv6 in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def origin(self) -> tuple[str, int]:
+        """Commands with the same origin share one connection."""
+        return self.host, self.port
+
+    @property
+    def target(self) -> str:
+        """The request target sent on the wire: the file-name, percent-encoded where needed."""
+        return encode_target(self.path)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_for_url}:{self.port}{self.target}"
+
+    @property
+    def local_name(self) -> str:
+        """The relative file name the body is saved under (query dropped, escapes decoded)."""
+        path = unquote(self.path.partition("?")[0]).lstrip("/")
+        if not path or path.endswith("/"):
+            path += INDEX_NAME
+        return path
+
+    def to_line(self) -> str:
+        """The command as a command-file line; parsing it gives an equal command."""
+        return f"{self.method} {self.path} {self.host_for_url} {self.port}"
+
+
+def encode_target(path: str) -> str:
+    """Percent-encode what may not appear raw in a request target; keep existing escapes."""
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%" and _PERCENT_ESCAPE.match(path, i):
+            out.append(path[i : i + 3])
+            i += 3
+            continue
+        if char in _TARGET_SAFE:
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        i += 1
+    return "".join(out)
+
+
+def _parse_host(text: str) -> str:
+    if text.startswith("["):
+        if not text.endswith("]"):
+            raise InvalidLine(f"unclosed '[' in host {text!r}")
+        inner = text[1:-1]
+        if "%" in inner:
+            raise InvalidLine(f"IPv6 zone identifiers are not supported: {text!r}")
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise InvalidLine(f"not an IPv6 address: {text!r}") from None
+        return inner.lower()
+    if ":" in text:
+        raise InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
+    if len(text) > 253 or not _HOSTNAME.match(text):
+        raise InvalidLine(f"not a host name: {text!r}")
+    return text.lower()
+
+
+def _parse_port(text: str) -> int:
+    match = _PORT.match(text)
+    if not match or (text.startswith("(") != text.endswith(")")):
+        raise InvalidLine(f"not a port number: {text!r}")
+    digits = match.group(1)
+    port = int(digits) if len(digits) <= 6 else 0
+    if not 1 <= port <= 65535:
+        raise InvalidLine(f"port not in 1..65535: {text!r}")
+    return port
+
+
+def _parse_path(text: str) -> str:
+    if _CONTROL.search(text):
+        raise InvalidLine("control characters in the file name")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise InvalidLine("the file name is not valid text")
+    path = text if text.startswith("/") else "/" + text
+    if path.startswith("//"):
+        # "//host/x" would read as an authority in a URL; the server sees a different path.
+        raise InvalidLine(f"file name starts with '//': {text!r}")
+    return path
+
+
+def parse_line(text: str, line: int = 0) -> Command | None:
+    """The command on a line; None for blank and comment lines; raises :class:`InvalidLine`."""
+    fields = text.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    method = fields[0].upper() if fields[0].isascii() else fields[0]
+    if method not in METHODS:
+        raise InvalidLine(f"unknown method {fields[0]!r} (expected GET or POST)")
+    if len(fields) < 2:
+        raise InvalidLine(f"missing file name after {method}")
+    if len(fields) < 3:
+        raise InvalidLine("missing host name")
+    if len(fields) > 4:
+        raise InvalidLine(f"unexpected text after the port: {' '.join(fields[4:])!r}")
+    path = _parse_path(fields[1])
+    host = _parse_host(fields[2])
+    port = _parse_port(fields[3]) if len(fields) == 4 else DEFAULT_PORT
+    return Command(method, path, host, port, line)
+
+
+def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list[Command]:
+    """Every command of a file, or :class:`CommandFileError` listing every invalid line."""
+    commands: list[Command] = []
+    errors: list[LineError] = []
+    for number, text in enumerate(lines, start=1):
+        try:
+            command = parse_line(text, number)
+        except InvalidLine as exc:
+            errors.append(LineError(number, str(exc)))
+            continue
+        if command is not None:
+            commands.append(command)
+    if errors:
+        raise CommandFileError(filename, errors)
+    return commands
+
+
+def read_command_file(path: str | Path) -> list[Command]:
+    """Read and parse a command file (UTF-8); unreadable files are a :class:`CommandFileError`."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandFileError(name, message=f"{name}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise CommandFileError(name, message=f"{name}: cannot read: {exc.strerror}") from exc
+    # Split on "\n" only, so line numbers are the ones an editor shows.
+    return parse_commands(text.split("\n"), name)

@@ -1,0 +1,97 @@
+"""The one configuration object of the client.
+
+Rules: every setting is keyword-only on a frozen dataclass, checked once in ``__post_init__`` so a
+running client never sees an invalid or changing value; the cache folder is resolved here, in the
+order ``cache_dir`` argument, ``WEBCLIENT_CACHE_DIR``, ``$XDG_CACHE_HOME/webclient``,
+``~/.cache/webclient``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+#: Cache size limit: a gibibyte holds a lot of documents without surprising anyone's disk.
+DEFAULT_CACHE_MAX_SIZE = 1 * GIB
+#: Seconds to wait for a connection, or for the next bytes of a response.
+DEFAULT_TIMEOUT = 30.0
+#: Requests written ahead of their responses; 1 means no pipelining, the safe default.
+DEFAULT_PIPELINE = 1
+#: A deep pipeline gains nothing more and risks more re-sent requests when a server closes.
+MAX_PIPELINE = 64
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
+
+
+def parse_size(text: str) -> int:
+    """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
+    number, unit, _ = match.groups()
+    return int(number) * _UNITS[unit.lower()]
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the cache lives when no folder is given (XDG base directory rules)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("WEBCLIENT_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_CACHE_HOME")
+    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "webclient"
+    return Path.home() / ".cache" / "webclient"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """Everything a :class:`~webclient.Client` needs; see the module docstring for the rules."""
+
+    #: Use the on-disk cache at all.
+    use_cache: bool = True
+    #: The cache folder; ``None`` means :func:`default_cache_dir`.
+    cache_dir: Path | None = None
+    cache_max_size: int = DEFAULT_CACHE_MAX_SIZE
+    #: Seconds for connecting and for each wait on the server.
+    timeout: float = DEFAULT_TIMEOUT
+    #: GET/HEAD requests written ahead of their responses on one connection.
+    pipeline: int = DEFAULT_PIPELINE
+    user_agent: str = "webclient/0.1.0"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_cache, bool):
+            raise ConfigError(f"use_cache must be True or False, not {self.use_cache!r}")
+        cache_dir = default_cache_dir() if self.cache_dir is None else self.cache_dir
+        object.__setattr__(self, "cache_dir", Path(os.fspath(cache_dir)).expanduser())
+        if isinstance(self.cache_max_size, bool) or not isinstance(self.cache_max_size, int):
+            raise ConfigError(f"cache_max_size must be a byte count, not {self.cache_max_size!r}")
+        if self.cache_max_size < 0:
+            raise ConfigError(f"cache_max_size must not be negative, not {self.cache_max_size}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
+            raise ConfigError(f"timeout must be a number of seconds, not {self.timeout!r}")
+        if not self.timeout > 0:
+            raise ConfigError(f"timeout must be positive, not {self.timeout}")
+        if isinstance(self.pipeline, bool) or not isinstance(self.pipeline, int):
+            raise ConfigError(f"pipeline must be a whole number, not {self.pipeline!r}")
+        if not 1 <= self.pipeline <= MAX_PIPELINE:
+            raise ConfigError(f"pipeline must be 1..{MAX_PIPELINE}, not {self.pipeline}")
+        if not self.user_agent or any(c in self.user_agent for c in "\r\n\0"):
+            raise ConfigError("user_agent must be a non-empty single line")
+
+    @property
+    def cache_path(self) -> Path:
+        """The resolved cache folder (never ``None`` after construction)."""
+        assert self.cache_dir is not None
+        return self.cache_dir

@@ -1,0 +1,207 @@
+"""Running the requests for one origin over one keep-alive connection, pipelined when allowed.
+
+Rules (RFC 9112 §9.3):
+
+- Responses are read in the order the requests were sent; every response body is read to its end
+  before the next response, so the connection can be reused.
+- At most ``depth`` GET/HEAD requests are in flight. A new connection carries one request until
+  its first response shows it persists; only then are requests written ahead.
+- Nothing is written behind a request that is not GET/HEAD (a POST waits for every earlier
+  response, and the next request waits for the POST's response).
+- When a server closes a kept-alive connection without answering, the idempotent requests it left
+  unanswered are sent again, once, on a new connection; others fail. When a response announced
+  the close, the requests behind it were never processed and are simply sent again.
+- When connecting fails, every remaining request of the origin fails with the same error rather
+  than waiting for the same timeout again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .connection import Connection, ResponseHead, WireRequest
+from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
+from .pool import ConnectionPool
+
+#: How many times a request left unanswered by a closed connection is sent again.
+MAX_RETRIES = 1
+
+
+class Exchange(Protocol):
+    """One request's side of the lane: what to send, and what to do with its answer."""
+
+    @property
+    def wire(self) -> WireRequest: ...
+
+    def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
+        """Consume the response; a request to send instead when the answer was not usable."""
+
+    def fail(self, error: WebClientError) -> None:
+        """Record that the request could not be completed."""
+
+
+@dataclass(eq=False)
+class _Item:
+    exchange: Exchange
+    wire: WireRequest
+    retries: int = 0
+
+
+class Lane:
+    """The requests of one origin, run in order on one connection at a time."""
+
+    def __init__(self, pool: ConnectionPool, host: str, port: int, *, depth: int = 1) -> None:
+        self.pool = pool
+        self.host = host
+        self.port = port
+        self.depth = max(1, depth)
+        self._queue: deque[_Item] = deque()
+        self._inflight: deque[_Item] = deque()
+        self._conn: Connection | None = None
+        self._failure: WebClientError | None = None
+        #: Connections this lane opened or took from the pool.
+        self.connections_used = 0
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def run(self, exchanges: Iterable[Exchange]) -> None:
+        """Run every exchange; each one's ``handle`` or ``fail`` is called exactly once."""
+        try:
+            for exchange in exchanges:
+                if not exchange.wire.pipelinable:
+                    self.settle()
+                self._queue.append(_Item(exchange, exchange.wire))
+                self._advance(drain=not exchange.wire.pipelinable)
+            self.settle()
+        finally:
+            self._finish()
+
+    def settle(self) -> None:
+        """Wait until every request sent or queued so far has its outcome."""
+        self._advance(drain=True)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue or self._inflight)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _advance(self, *, drain: bool) -> None:
+        while self._queue or (drain and self._inflight):
+            if self._queue and self._can_send():
+                self._send(self._queue.popleft())
+            else:
+                self._read_one()
+
+    def _can_send(self) -> bool:
+        if not self._inflight:
+            return True
+        head, last = self._queue[0], self._inflight[-1]
+        if not head.wire.pipelinable or not last.wire.pipelinable:
+            return False
+        confirmed = self._conn is not None and self._conn.answered > 0
+        return confirmed and len(self._inflight) < self.depth
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.pool.acquire(self.host, self.port)
+            self.connections_used += 1
+        return self._conn
+
+    def _send(self, item: _Item) -> None:
+        if self._failure is not None:
+            item.exchange.fail(self._failure)
+            return
+        try:
+            conn = self._connection()
+        except TransportError as exc:
+            self._failure = exc
+            item.exchange.fail(exc)
+            return
+        try:
+            conn.send(item.wire)
+        except LocalFileError as exc:
+            # Part of the body went out: the connection is unusable, the request failed.
+            self._drop_connection()
+            item.exchange.fail(exc)
+            return
+        except TransportError:
+            # The server may still have answered earlier requests, or even this one
+            # (an early error response); reading tells, and a closed socket fails the read.
+            pass
+        self._inflight.append(item)
+
+    def _read_one(self) -> None:
+        item = self._inflight[0]
+        conn = self._conn
+        assert conn is not None
+        try:
+            head = conn.receive_head(item.wire)
+        except ConnectionClosed as exc:
+            self._connection_lost(conn, exc)
+            return
+        except WebClientError as exc:
+            self._inflight.popleft()
+            item.exchange.fail(exc)
+            self._connection_lost(conn, exc)
+            return
+        self._inflight.popleft()
+        body = conn.iter_body()
+        try:
+            follow_up = item.exchange.handle(head, body)
+            for _ in body:  # whatever the handler left unread
+                pass
+        except WebClientError as exc:
+            item.exchange.fail(exc)
+            self._connection_lost(conn, exc)
+            return
+        if follow_up is not None:
+            self._queue.appendleft(_Item(item.exchange, follow_up, item.retries))
+        if not conn.reusable:
+            # The server said it closes: what it did not answer it never processed.
+            self._requeue(list(self._inflight), count_retry=False)
+            self._inflight.clear()
+            self._drop_connection()
+
+    def _connection_lost(self, conn: Connection, error: WebClientError) -> None:
+        """The connection died with requests unanswered: retry or fail them (module rules)."""
+        kept_alive = conn.answered > 0
+        items = list(self._inflight)
+        self._inflight.clear()
+        self._drop_connection()
+        retry: list[_Item] = []
+        for item in items:
+            # Requests are only written ahead on a kept-alive connection, so only the first
+            # unanswered request of a fresh connection is not retried: its failure is real.
+            if kept_alive and item.wire.idempotent and item.retries < MAX_RETRIES:
+                item.retries += 1
+                retry.append(item)
+            else:
+                item.exchange.fail(error)
+        self._requeue(retry, count_retry=False)
+
+    def _requeue(self, items: list[_Item], *, count_retry: bool) -> None:
+        for item in reversed(items):
+            if count_retry:
+                item.retries += 1
+            self._queue.appendleft(item)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _finish(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._inflight or self._queue:
+                conn.close()
+            else:
+                self.pool.release(conn)
+        for item in [*self._inflight, *self._queue]:
+            item.exchange.fail(self._failure or ConnectionClosed("the run was interrupted"))
+        self._inflight.clear()
+        self._queue.clear()

@@ -1,0 +1,68 @@
+"""Keep-alive connections, kept per origin between uses.
+
+Rules: a connection goes back to the pool only when it is between responses and not closing; an
+idle connection the server has closed meanwhile is thrown away before use rather than failing the
+request sent on it; the pool is shared by threads, but a connection is used by one thread at a time
+(taken out while in use).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .connection import Connection
+
+Connect = Callable[[str, int, float], Connection]
+
+
+def _connect(host: str, port: int, timeout: float) -> Connection:
+    return Connection(host, port, timeout=timeout)
+
+
+class ConnectionPool:
+    """Idle connections by ``(host, port)``; counts what it opened."""
+
+    def __init__(self, *, timeout: float, connect: Connect = _connect, max_idle: int = 4) -> None:
+        self.timeout = timeout
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._lock = threading.Lock()
+        #: Connections opened so far (tests and the summary read it).
+        self.opened = 0
+
+    def acquire(self, host: str, port: int) -> Connection:
+        """An idle live connection to the origin, or a new one (which may raise)."""
+        while True:
+            with self._lock:
+                idle = self._idle.get((host, port))
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
+            if conn.reusable and not conn.dropped():
+                return conn
+            conn.close()
+        conn = self._connect(host, port, self.timeout)
+        with self._lock:
+            self.opened += 1
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """Take a connection back for reuse, or close it when it cannot be reused."""
+        if not conn.reusable:
+            conn.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault((conn.host, conn.port), [])
+            if len(idle) < self._max_idle:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for conn in conns:
+            conn.close()
