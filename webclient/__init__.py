@@ -9,16 +9,18 @@ Use it from Python::
         print(response.status, response.cache_status.value, len(response.body or b""))
 
 or run command files with ``webclient batch commands.txt``.
+
+The public API is what ``__all__`` lists. Modules whose names start with an underscore (the
+connection, pipelining, cache and batch machinery) are internal and may change at any time.
 """
 
 __version__ = "0.1.0"
 
-from .batch import BatchRun, Outcome, OutputFile, Summary
-from .cache import Cache, CacheStatus, Lookup
+from ._cache import CacheStatus
+from ._storage import CacheInfo
 from .client import BodySink, Client, Request, Response
-from .commands import Command, InvalidLine, parse_commands, parse_line, read_command_file
+from .commands import Command, parse_commands, read_command_file
 from .config import ClientConfig, default_cache_dir, parse_size
-from .connection import Connection, ResponseHead, WireRequest
 from .errors import (
     CacheError,
     CommandFileError,
@@ -32,20 +34,16 @@ from .errors import (
     ProtocolError,
     ReadTimeout,
     ResolveError,
+    ResponseTooLarge,
     TransportError,
     UnsafePathError,
     WebClientError,
 )
-from .pipeline import Exchange, Lane
-from .pool import ConnectionPool
-from .storage import BodyWriter, Entry, Storage, StorageInfo
 
 __all__ = [
-    "BatchRun",
     "BodySink",
-    "BodyWriter",
-    "Cache",
     "CacheError",
+    "CacheInfo",
     "CacheStatus",
     "Client",
     "ClientConfig",
@@ -53,37 +51,23 @@ __all__ = [
     "CommandFileError",
     "ConfigError",
     "ConnectTimeout",
-    "Connection",
     "ConnectionClosed",
-    "ConnectionPool",
     "ConnectionRefused",
-    "Entry",
-    "Exchange",
-    "InvalidLine",
     "InvalidURL",
-    "Lane",
     "LineError",
     "LocalFileError",
-    "Lookup",
-    "Outcome",
-    "OutputFile",
     "ProtocolError",
     "ReadTimeout",
     "Request",
     "ResolveError",
     "Response",
-    "ResponseHead",
-    "Storage",
-    "StorageInfo",
-    "Summary",
+    "ResponseTooLarge",
     "TransportError",
     "UnsafePathError",
     "WebClientError",
-    "WireRequest",
     "__version__",
     "default_cache_dir",
     "parse_commands",
-    "parse_line",
     "parse_size",
     "read_command_file",
 ]

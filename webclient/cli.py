@@ -7,22 +7,32 @@ file or invalid options); settings are validated by :class:`~webclient.ClientCon
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
-from .batch import BatchRun, human_size
-from .cache import Cache
+from ._batch import BatchRun
+from ._cache import Cache
 from .client import Client
 from .commands import read_command_file
-from .config import ClientConfig, default_cache_dir, parse_size
+from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, CommandFileError, ConfigError
 
 
+class _OneLineError(click.ClickException):
+    """A failure shown as one ``error:`` line, like the failed commands of a batch."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
 class InvalidCommandFile(click.ClickException):
-    """Exit status 2, and every invalid line on its own line."""
+    """Exit status 2, and every invalid line on its own line (``FILE:LINE: message``)."""
 
     exit_code = 2
 
@@ -30,12 +40,47 @@ class InvalidCommandFile(click.ClickException):
         click.echo(self.message, err=True)
 
 
-class CacheUnavailable(click.ClickException):
+class CacheUnavailable(_OneLineError):
     exit_code = 1
 
 
-class InvalidSetting(click.UsageError):
+class InvalidSetting(_OneLineError):
+    """Invalid options or arguments: exit status 2, nothing sent."""
+
+    exit_code = 2
+
+
+class _OneLineUsage:
+    """Click's usage errors (a missing argument, a bad option value) as one line, not three."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc,no-any-return]
+        except click.UsageError as exc:
+            raise InvalidSetting(exc.format_message()) from None
+
+
+class _Command(_OneLineUsage, click.Command):
     pass
+
+
+class _Group(_OneLineUsage, click.Group):
+    command_class = _Command
+    group_class = type
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise InvalidSetting(exc.format_message()) from None
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -49,7 +94,7 @@ def _stderr_warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="webclient")
 def main() -> None:
     """Fetch and upload files in batches over HTTP/1.x, with a persistent cache."""
@@ -73,6 +118,13 @@ def main() -> None:
     show_default=True,
     callback=_size,
     help="Cache size limit (K, M, G suffixes).",
+)
+@click.option(
+    "--max-size",
+    default="1G",
+    show_default=True,
+    callback=_size,
+    help="Largest response body accepted (K, M, G suffixes); a larger one fails its command.",
 )
 @click.option(
     "--pipeline",
@@ -103,6 +155,7 @@ def batch(
     cache_dir: Path | None,
     no_cache: bool,
     cache_max_size: int,
+    max_size: int,
     pipeline: int,
     parallel: int,
     quiet: bool,
@@ -121,6 +174,7 @@ def batch(
             use_cache=not no_cache,
             cache_dir=cache_dir,
             cache_max_size=cache_max_size,
+            max_body_size=max_size,
             timeout=timeout,
             pipeline=pipeline,
         )
@@ -151,12 +205,20 @@ def cache() -> None:
     """Look at or empty the response cache."""
 
 
-def _open_cache(cache_dir: Path | None) -> Cache:
+@contextlib.contextmanager
+def _cache_at(cache_dir: Path | None) -> Iterator[Cache]:
+    """The cache folder opened for a ``cache`` command; any failure is one line, status 1."""
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     try:
-        return Cache(folder, max_size=0, warn=_stderr_warn)
+        store = Cache(folder, max_size=0, warn=_stderr_warn)
     except CacheError as exc:
         raise CacheUnavailable(str(exc)) from None
+    try:
+        yield store
+    except CacheError as exc:
+        raise CacheUnavailable(str(exc)) from None
+    finally:
+        store.close()
 
 
 _cache_dir_option = click.option(
@@ -170,13 +232,8 @@ _cache_dir_option = click.option(
 @_cache_dir_option
 def cache_info(cache_dir: Path | None) -> None:
     """Where the cache is and how much it holds."""
-    store = _open_cache(cache_dir)
-    try:
+    with _cache_at(cache_dir) as store:
         info = store.info()
-    except CacheError as exc:
-        raise CacheUnavailable(str(exc)) from None
-    finally:
-        store.close()
     click.echo(f"folder: {info.folder}")
     click.echo(f"responses: {info.entries}")
     click.echo(f"bodies: {info.bodies}")
@@ -187,11 +244,10 @@ def cache_info(cache_dir: Path | None) -> None:
 @_cache_dir_option
 def cache_clear(cache_dir: Path | None) -> None:
     """Delete every stored response."""
-    store = _open_cache(cache_dir)
-    try:
+    with _cache_at(cache_dir) as store:
         count = store.clear()
-    except CacheError as exc:
-        raise CacheUnavailable(str(exc)) from None
-    finally:
-        store.close()
     click.echo(f"cleared {count} responses from {store.folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
-from .cache import Cache, CacheStatus, Clock, Lookup, cache_key
+from ._cache import Cache, CacheStatus, Clock, Lookup, cache_key
+from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
+from ._freshness import header_value
+from ._pipeline import Lane
+from ._pool import ConnectionPool
+from ._storage import CacheInfo
 from .commands import encode_target
 from .config import ClientConfig
-from .connection import CHUNK_SIZE, ResponseHead, WireRequest, file_length
 from .errors import CacheError, InvalidURL, LocalFileError, WebClientError
-from .freshness import header_value
-from .pipeline import Lane
-from .pool import ConnectionPool
 
 log = logging.getLogger("webclient")
 
@@ -127,11 +128,11 @@ class Client:
         self._warn_callback = warn
         self.warnings: list[str] = []
         self._warn_lock = threading.Lock()
-        self.pool = ConnectionPool(timeout=self.config.timeout)
-        self.cache: Cache | None = None
+        self._pool = ConnectionPool(self._connect)
+        self._cache: Cache | None = None
         if self.config.use_cache:
             try:
-                self.cache = Cache(
+                self._cache = Cache(
                     self.config.cache_path,
                     max_size=self.config.cache_max_size,
                     clock=clock,
@@ -139,6 +140,23 @@ class Client:
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")
+
+    def _connect(self, host: str, port: int) -> Connection:
+        return Connection(
+            host, port, timeout=self.config.timeout, max_body_size=self.config.max_body_size
+        )
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections opened so far: fewer than requests when keep-alive works."""
+        return self._pool.opened
+
+    def cache_info(self) -> CacheInfo | None:
+        """What the cache holds now; None when this client works without a cache.
+
+        Raises :class:`~webclient.errors.CacheError` when the cache index cannot be read.
+        """
+        return None if self._cache is None else self._cache.info()
 
     def warn(self, message: str) -> None:
         with self._warn_lock:
@@ -150,9 +168,9 @@ class Client:
             self._warn_callback(message)
 
     def close(self) -> None:
-        self.pool.close()
-        if self.cache is not None:
-            self.cache.close()
+        self._pool.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> Client:
         return self
@@ -238,7 +256,7 @@ class Client:
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
     ) -> None:
-        lane = Lane(self.pool, origin[0], origin[1], depth=self.config.pipeline)
+        lane = Lane(self._pool, origin[0], origin[1], depth=self.config.pipeline)
         lane.run(self._exchanges(lane, origin, items, record))
 
     def _exchanges(
@@ -292,10 +310,10 @@ class Client:
         return [(n, v) for n, v in defaults if n.lower() not in given] + list(request.headers)
 
     def _lookup(self, method: str, url: str, headers: list[tuple[str, str]]) -> Lookup | None:
-        if self.cache is None or method != "GET":
+        if self._cache is None or method != "GET":
             return None
         try:
-            return self.cache.lookup(url, headers)
+            return self._cache.lookup(url, headers)
         except CacheError as exc:
             self.warn(f"cache lookup failed, fetching instead: {exc}")
             return None
@@ -304,10 +322,10 @@ class Client:
         self, request: Request, lookup: Lookup, status: CacheStatus
     ) -> Response | None:
         """A response from the stored body; None when the body could not be read."""
-        assert self.cache is not None
+        assert self._cache is not None
         entry = lookup.entry
         try:
-            file = self.cache.use(lookup)
+            file = self._cache.use(lookup)
         except CacheError as exc:
             self.warn(f"cache entry unusable, fetching instead: {exc}")
             return None
@@ -316,7 +334,7 @@ class Client:
             url=request.url,
             status=entry.status,
             reason=entry.reason,
-            headers=tuple(self.cache.served_headers(lookup)),
+            headers=tuple(self._cache.served_headers(lookup)),
             cache_status=status,
         )
         with file:
@@ -462,7 +480,7 @@ class _Exchange:
         return self.wire
 
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
-        client, cache = self.client, self.client.cache
+        client, cache = self.client, self.client._cache
         response_time = client.clock()
         method = self.wire.method
         if head.status == 304 and self.lookup is not None and cache is not None:

@@ -41,7 +41,7 @@ _TARGET_SAFE = frozenset(
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
-class InvalidLine(ValueError):
+class _InvalidLine(ValueError):
     """One line is not a command; the message says why (the caller adds the line number)."""
 
 
@@ -108,59 +108,59 @@ def encode_target(path: str) -> str:
 def _parse_host(text: str) -> str:
     if text.startswith("["):
         if not text.endswith("]"):
-            raise InvalidLine(f"unclosed '[' in host {text!r}")
+            raise _InvalidLine(f"unclosed '[' in host {text!r}")
         inner = text[1:-1]
         if "%" in inner:
-            raise InvalidLine(f"IPv6 zone identifiers are not supported: {text!r}")
+            raise _InvalidLine(f"IPv6 zone identifiers are not supported: {text!r}")
         try:
             ipaddress.IPv6Address(inner)
         except ValueError:
-            raise InvalidLine(f"not an IPv6 address: {text!r}") from None
+            raise _InvalidLine(f"not an IPv6 address: {text!r}") from None
         return inner.lower()
     if ":" in text:
-        raise InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
+        raise _InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
     if len(text) > 253 or not _HOSTNAME.match(text):
-        raise InvalidLine(f"not a host name: {text!r}")
+        raise _InvalidLine(f"not a host name: {text!r}")
     return text.lower()
 
 
 def _parse_port(text: str) -> int:
     match = _PORT.match(text)
     if not match or (text.startswith("(") != text.endswith(")")):
-        raise InvalidLine(f"not a port number: {text!r}")
+        raise _InvalidLine(f"not a port number: {text!r}")
     digits = match.group(1)
     port = int(digits) if len(digits) <= 6 else 0
     if not 1 <= port <= 65535:
-        raise InvalidLine(f"port not in 1..65535: {text!r}")
+        raise _InvalidLine(f"port not in 1..65535: {text!r}")
     return port
 
 
 def _parse_path(text: str) -> str:
     if _CONTROL.search(text):
-        raise InvalidLine("control characters in the file name")
+        raise _InvalidLine("control characters in the file name")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise InvalidLine("the file name is not valid text")
+        raise _InvalidLine("the file name is not valid text")
     path = text if text.startswith("/") else "/" + text
     if path.startswith("//"):
         # "//host/x" would read as an authority in a URL; the server sees a different path.
-        raise InvalidLine(f"file name starts with '//': {text!r}")
+        raise _InvalidLine(f"file name starts with '//': {text!r}")
     return path
 
 
-def parse_line(text: str, line: int = 0) -> Command | None:
-    """The command on a line; None for blank and comment lines; raises :class:`InvalidLine`."""
+def _parse_line(text: str, line: int = 0) -> Command | None:
+    """The command on a line; None for blank and comment lines; raises :class:`_InvalidLine`."""
     fields = text.split()
     if not fields or fields[0].startswith("#"):
         return None
     method = fields[0].upper() if fields[0].isascii() else fields[0]
     if method not in METHODS:
-        raise InvalidLine(f"unknown method {fields[0]!r} (expected GET or POST)")
+        raise _InvalidLine(f"unknown method {fields[0]!r} (expected GET or POST)")
     if len(fields) < 2:
-        raise InvalidLine(f"missing file name after {method}")
+        raise _InvalidLine(f"missing file name after {method}")
     if len(fields) < 3:
-        raise InvalidLine("missing host name")
+        raise _InvalidLine("missing host name")
     if len(fields) > 4:
-        raise InvalidLine(f"unexpected text after the port: {' '.join(fields[4:])!r}")
+        raise _InvalidLine(f"unexpected text after the port: {' '.join(fields[4:])!r}")
     path = _parse_path(fields[1])
     host = _parse_host(fields[2])
     port = _parse_port(fields[3]) if len(fields) == 4 else DEFAULT_PORT
@@ -173,8 +173,8 @@ def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list
     errors: list[LineError] = []
     for number, text in enumerate(lines, start=1):
         try:
-            command = parse_line(text, number)
-        except InvalidLine as exc:
+            command = _parse_line(text, number)
+        except _InvalidLine as exc:
             errors.append(LineError(number, str(exc)))
             continue
         if command is not None:

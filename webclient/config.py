@@ -22,6 +22,8 @@ GIB = 1024 * MIB
 
 #: Cache size limit: a gibibyte holds a lot of documents without surprising anyone's disk.
 DEFAULT_CACHE_MAX_SIZE = 1 * GIB
+#: Largest response body accepted: a server that sends more is cut off instead of filling the disk.
+DEFAULT_MAX_BODY_SIZE = 1 * GIB
 #: Seconds to wait for a connection, or for the next bytes of a response.
 DEFAULT_TIMEOUT = 30.0
 #: Requests written ahead of their responses; 1 means no pipelining, the safe default.
@@ -40,6 +42,15 @@ def parse_size(text: str) -> int:
         raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
     number, unit, _ = match.groups()
     return int(number) * _UNITS[unit.lower()]
+
+
+def human_size(size: float) -> str:
+    """A byte count as people read it: ``512 bytes``, ``1.5 KiB``, ``2.0 GiB``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -64,6 +75,8 @@ class ClientConfig:
     #: The cache folder; ``None`` means :func:`default_cache_dir`.
     cache_dir: Path | None = None
     cache_max_size: int = DEFAULT_CACHE_MAX_SIZE
+    #: Largest response body read; a larger one fails its request and is neither saved nor cached.
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
     #: Seconds for connecting and for each wait on the server.
     timeout: float = DEFAULT_TIMEOUT
     #: GET/HEAD requests written ahead of their responses on one connection.
@@ -75,10 +88,8 @@ class ClientConfig:
             raise ConfigError(f"use_cache must be True or False, not {self.use_cache!r}")
         cache_dir = default_cache_dir() if self.cache_dir is None else self.cache_dir
         object.__setattr__(self, "cache_dir", Path(os.fspath(cache_dir)).expanduser())
-        if isinstance(self.cache_max_size, bool) or not isinstance(self.cache_max_size, int):
-            raise ConfigError(f"cache_max_size must be a byte count, not {self.cache_max_size!r}")
-        if self.cache_max_size < 0:
-            raise ConfigError(f"cache_max_size must not be negative, not {self.cache_max_size}")
+        _check_size("cache_max_size", self.cache_max_size)
+        _check_size("max_body_size", self.max_body_size)
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
             raise ConfigError(f"timeout must be a number of seconds, not {self.timeout!r}")
         if not self.timeout > 0:
@@ -95,3 +106,10 @@ class ClientConfig:
         """The resolved cache folder (never ``None`` after construction)."""
         assert self.cache_dir is not None
         return self.cache_dir
+
+
+def _check_size(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a byte count, not {value!r}")
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, not {value}")

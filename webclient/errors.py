@@ -66,7 +66,11 @@ class ConnectionClosed(TransportError):
 
 
 class ProtocolError(WebClientError):
-    """The server sent something that is not valid HTTP/1.x."""
+    """The server sent something that is not valid HTTP/1.x, or a response head too large."""
+
+
+class ResponseTooLarge(WebClientError):
+    """The response body is larger than ``ClientConfig.max_body_size``; it was not kept."""
 
 
 class CacheError(WebClientError):

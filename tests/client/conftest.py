@@ -1,7 +1,8 @@
-"""Fixtures for client tests: a scriptable origin, a movable clock, third-party servers."""
+"""Fixtures for client tests: a scriptable origin, a raw "bad server", a movable clock, peers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from webclient import Client, ClientConfig
+from webclient import (
+    Client,
+    ClientConfig,
+    ConnectionClosed,
+    ProtocolError,
+    ReadTimeout,
+    ResponseTooLarge,
+    WebClientError,
+)
 from webserver import Handler, Request, Response, Server
 from webserver.testing import running_server
 
@@ -265,3 +274,203 @@ def silent_port() -> Iterator[int]:
 def refused_port() -> int:
     """A port nothing listens on."""
     return free_port()
+
+
+class BadServer:
+    """A raw-socket server answering every connection with fixed bytes, however broken.
+
+    Each connection gets the next of ``replies`` (the last one repeats) once its request head has
+    arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
+    ends, as a stalled server would. The request heads it received are kept in ``requests``.
+    """
+
+    def __init__(self, *replies: bytes, hang: bool = False) -> None:
+        self.replies = list(replies) or [b""]
+        self.hang = hang
+        self.requests: list[bytes] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> BadServer:
+        self._spawn(self._accept_loop)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+            pass  # wakes the accept loop now rather than at its next timeout
+        for thread in list(self._threads):
+            thread.join(5)
+        self._listener.close()
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self._stop.is_set():
+                conn.close()
+                return
+            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            self._spawn(self._answer, conn, reply)
+
+    def _answer(self, conn: socket.socket, reply: bytes) -> None:
+        with conn:
+            conn.settimeout(0.1)
+            head = b""
+            while b"\r\n\r\n" not in head and not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    break
+                head += data
+            self.requests.append(head)
+            try:
+                conn.settimeout(CLIENT_TIMEOUT)
+                conn.sendall(reply)
+                conn.settimeout(0.1)
+                if self.hang:
+                    self._stop.wait()
+                    return
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                return  # the client gave up first (an oversized head, a refused body)
+            # Wait for the client to close too, so nothing unread makes the kernel send a reset.
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(65536):
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+
+@pytest.fixture
+def bad_server() -> Iterator[Callable[..., BadServer]]:
+    """Start :class:`BadServer` instances: ``bad_server(reply, ..., hang=False)``."""
+    started: list[BadServer] = []
+
+    def start(*replies: bytes, hang: bool = False) -> BadServer:
+        server = BadServer(*replies, hang=hang).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+#: Limits for the broken-server cases: small enough that the bodies below go over them.
+BROKEN_MAX_SIZE = 1024
+BROKEN_TIMEOUT = 0.5
+#: Header fields that make a complete response storable, so "nothing was stored" means something.
+_CACHEABLE = b'Cache-Control: max-age=600\r\nETag: "e"\r\n'
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A broken answer, and the error (type and message pattern) the client must report."""
+
+    name: str
+    reply: bytes
+    error: type[WebClientError]
+    message: str
+    hang: bool = False
+
+
+def _head(*fields: bytes, status: bytes = b"200 OK") -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\n" + _CACHEABLE + b"".join(f + b"\r\n" for f in fields)
+
+
+BROKEN = [
+    Broken(
+        "garbage",
+        b"SPDY/9 banana\r\n\r\n",
+        ProtocolError,
+        r"sent an invalid response \(illegal status line: 'SPDY/9 banana'\)",
+    ),
+    Broken(
+        "malformed status line",
+        _head(b"Content-Length: 2", status=b"2x0 OK") + b"\r\nok",
+        ProtocolError,
+        "sent an invalid response",
+    ),
+    Broken(
+        "closed before answering", b"", ConnectionClosed, "closed the connection without answering"
+    ),
+    Broken(
+        "truncated body",
+        _head(b"Content-Length: 10") + b"\r\nabc",
+        ConnectionClosed,
+        r"closed the connection mid-response \(.*received 3 bytes, expected 10",
+    ),
+    Broken(
+        "oversized head",
+        _head(b"X-Big: " + b"a" * 100 * 1024) + b"\r\n",
+        ProtocolError,
+        r"sent a response head larger than 64\.0 KiB",
+    ),
+    Broken(
+        "content-length over the limit",
+        _head(b"Content-Length: 10737418240") + b"\r\n",
+        ResponseTooLarge,
+        r"announced a body of 10\.0 GiB, more than the limit of 1\.0 KiB",
+        hang=True,  # reading the body would time out: the refusal must come first
+    ),
+    Broken(
+        "chunked body over the limit",
+        _head(b"Transfer-Encoding: chunked")
+        + b"\r\n"
+        + (b"200\r\n" + b"x" * 512 + b"\r\n") * 4
+        + b"0\r\n\r\n",
+        ResponseTooLarge,
+        r"grew past the limit of 1\.0 KiB; it was cut off",
+    ),
+    Broken(
+        "close-delimited body over the limit",
+        _head(b"Connection: close") + b"\r\n" + b"x" * 5000,
+        ResponseTooLarge,
+        r"grew past the limit of 1\.0 KiB",
+    ),
+    Broken(
+        "stalls mid-body",
+        _head(b"Content-Length: 100") + b"\r\nabc",
+        ReadTimeout,
+        r"127\.0\.0\.1:\d+ stopped sending mid-response for 0\.5 s",
+        hang=True,
+    ),
+    Broken(
+        "never answers",
+        b"",
+        ReadTimeout,
+        r"no response from 127\.0\.0\.1:\d+ within 0\.5 s",
+        hang=True,
+    ),
+]
+#: A complete response with the same cacheable fields: it is stored (the control case).
+COMPLETE = _head(b"Content-Length: 2") + b"\r\nok"

@@ -1,24 +1,25 @@
-"""Tests of webclient/batch.py through the ``webclient batch`` command (CliRunner)."""
+"""Tests of webclient/_batch.py through the ``webclient batch`` command (CliRunner)."""
 
 from __future__ import annotations
 
 import io
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
-from webclient.batch import BatchRun, destination, is_binary
+from webclient._batch import BatchRun, destination, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import UnsafePathError
 from webserver import Request, Response, Server, StaticFiles, Uploads
 from webserver.testing import running_server
 
-from .conftest import Origin
+from .conftest import BROKEN, BROKEN_TIMEOUT, BadServer, Broken, Origin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -246,6 +247,53 @@ def test_network_failures_are_one_line_each(
     assert "connection refused" in errors[0] and "connection refused" in errors[1]
     assert "no response from" in errors[2] and "0.3 s" in errors[2]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=lambda case: case.name)
+def test_broken_server_is_one_line_and_leaves_nothing(
+    bad_server: Callable[..., BadServer], static_server: Server, workdir: Path, case: Broken
+) -> None:
+    """Each broken answer is one error line, exit 1, no file under --out, nothing cached."""
+    server = bad_server(case.reply, hang=case.hang)
+    result = run(
+        workdir,
+        [f"GET a.txt 127.0.0.1 {server.port}", f"GET hello.txt 127.0.0.1 {port_of(static_server)}"],
+        *("--out", "out", "--cache-dir", "cache", "--max-size", "1K"),
+        *("--timeout", str(BROKEN_TIMEOUT)),
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert re.search(r"^error: GET /a\.txt 127\.0\.0\.1:\d+: .*" + case.message, errors[0])
+    assert "1 ok, 1 failed" in result.stderr
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
+    assert "responses: 1" in info.stdout  # hello.txt only
+    assert len(list((workdir / "cache" / "bodies").rglob("*.*"))) == 0
+    assert list((workdir / "cache" / "tmp").iterdir()) == []
+
+
+def test_max_size_keeps_bodies_up_to_the_limit(
+    counted: tuple[Server, CountingFiles], workdir: Path
+) -> None:
+    """--max-size refuses the larger file only: the smaller one is saved and cached."""
+    server, _ = counted
+    port = port_of(server)
+    result = run(
+        workdir,
+        [f"GET data.bin 127.0.0.1 {port}", f"GET hello.txt 127.0.0.1 {port}"],
+        *("--out", "out", "--cache-dir", "cache", "--max-size", "1K", "--no-print"),
+    )
+    assert result.exit_code == 1
+    assert re.search(
+        r"error: GET /data\.bin .*announced a body of 75\.0 KiB, more than the limit"
+        r" of 1\.0 KiB",
+        result.stderr,
+    )
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
+    assert "responses: 1" in info.stdout
 
 
 def test_parallel_hosts_report_in_command_order(www: Path, workdir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of webclient/cache.py: the cache-tests.fyi behaviours of a private cache, end to end.
+"""Tests of webclient/_cache.py: the cache-tests.fyi behaviours of a private cache, end to end.
 
 Each test scripts the origin, fetches through a real client and checks where the answer came from
 (and what the origin saw). The clock is moved instead of sleeping.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from webclient import CacheStatus, Client, ClientConfig
-from webclient.freshness import format_http_date
+from webclient._freshness import format_http_date
 from webserver import Response, Server
 
 from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
@@ -183,8 +183,8 @@ def test_changed_resource_replaces_stored_body(
     assert client.get(server.url + "c").body == b"new"
     hit = client.get(server.url + "c")
     assert (hit.cache_status, hit.body) == (CacheStatus.HIT, b"new")
-    assert client.cache is not None
-    assert client.cache.info().entries == 1
+    info = client.cache_info()
+    assert info is not None and info.entries == 1
 
 
 def test_must_revalidate_and_no_cache_always_ask(
@@ -369,5 +369,5 @@ def test_size_limit_evicts_least_recently_used(
         huge = client.get(server.url + "huge")
         assert huge.body == b"h" * 5000
         assert client.get(server.url + "huge").cache_status is CacheStatus.MISS
-        assert client.cache is not None
-        assert client.cache.info().size <= 1000
+        info = client.cache_info()
+        assert info is not None and info.size <= 1000

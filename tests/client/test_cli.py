@@ -57,8 +57,8 @@ def test_cache_command_on_a_file_fails_cleanly(
     monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(blocker))
     result = CliRunner().invoke(main, ["cache", "info"])
     assert result.exit_code == 1
-    assert "is a file" in result.stderr
-    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error: ") and "is a file" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -68,15 +68,40 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--pipeline", "0"], "--pipeline"),
         (["--timeout", "0"], "--timeout"),
         (["--cache-max-size", "lots"], "not a size"),
+        (["--max-size", "1.5G"], "not a size"),
+        (["--max-size", "-1"], "not a size"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, options: list[str], message: str) -> None:
-    """Invalid option values are usage errors (status 2) naming the problem."""
+    """Invalid option values are one error line (status 2) naming the problem."""
     commands = tmp_path / "c.txt"
     commands.write_text("")
     result = CliRunner().invoke(main, ["batch", str(commands), *options])
     assert result.exit_code == 2
     assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["batch"], "Missing argument 'COMMAND_FILE'"),
+        (["fetch"], "No such command 'fetch'"),
+        (["cache", "purge"], "No such command 'purge'"),
+        (["batch", ".", "--no-cache"], "is a directory"),
+        (["batch", "c.txt", "--bogus"], "No such option '--bogus'"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    """Missing arguments, unknown commands and options: one error line, status 2, no usage dump."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: ") and message in result.stderr
 
 
 def test_missing_command_file_exit_2(tmp_path: Path) -> None:

@@ -1,20 +1,21 @@
-"""Tests of webclient/client.py and webclient/connection.py: the library API and its errors."""
+"""Tests of webclient/client.py and webclient/_connection.py: the library API and its errors."""
 
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import webclient
 from webclient import (
     CacheStatus,
     Client,
     ClientConfig,
-    ConnectionClosed,
     ConnectionRefused,
     ConnectTimeout,
     InvalidURL,
@@ -22,11 +23,20 @@ from webclient import (
     ProtocolError,
     ReadTimeout,
     ResolveError,
+    ResponseTooLarge,
     WebClientError,
 )
 from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT
+from .conftest import (
+    BROKEN,
+    BROKEN_MAX_SIZE,
+    BROKEN_TIMEOUT,
+    CLIENT_TIMEOUT,
+    COMPLETE,
+    BadServer,
+    Broken,
+)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -54,7 +64,7 @@ def test_head_has_no_body(static_server: Server, plain: Client) -> None:
     assert head.header("content-length") == "13"
     assert head.body == b""
     assert plain.get(static_server.url + "hello.txt").body == b"hello, world\n"
-    assert plain.pool.opened == 1
+    assert plain.connections_opened == 1
 
 
 def test_post_streams_a_file(
@@ -132,40 +142,121 @@ def test_dns_failure_and_connect_timeout_are_wrapped(
         plain.get("http://127.0.0.1:9/x")
 
 
-def _one_shot_server(reply: bytes) -> tuple[int, threading.Thread, socket.socket]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(10)
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            conn.recv(65536)
-            conn.sendall(reply)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return int(listener.getsockname()[1]), thread, listener
+def cache_files(folder: Path) -> list[Path]:
+    """Every body file and half-written body in a cache folder."""
+    return sorted(
+        p for name in ("bodies", "tmp") for p in (folder / name).rglob("*") if p.is_file()
+    )
 
 
-@pytest.mark.parametrize(
-    ("reply", "error", "message"),
-    [
-        (b"SPDY/9 banana\r\n\r\n", ProtocolError, "invalid response"),
-        (b"", ConnectionClosed, "without answering"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", ConnectionClosed, "mid-response"),
-    ],
-)
-def test_broken_servers(
-    plain: Client, reply: bytes, error: type[WebClientError], message: str
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[Client]:
+    """A caching client with the small limits of the broken-server cases."""
+    config = ClientConfig(
+        cache_dir=tmp_path / "cache", max_body_size=BROKEN_MAX_SIZE, timeout=BROKEN_TIMEOUT
+    )
+    with Client(config) as client:
+        yield client
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=lambda case: case.name)
+def test_broken_servers_fail_and_store_nothing(
+    bad_server: Callable[..., BadServer], limited: Client, tmp_path: Path, case: Broken
 ) -> None:
-    """Garbage, silence and a truncated body are each reported as their own error."""
-    port, thread, listener = _one_shot_server(reply)
-    with listener, pytest.raises(error, match=message):
-        plain.get(f"http://127.0.0.1:{port}/x")
-    thread.join(10)
+    """Each broken answer is its own error with a clear message, and the cache stays empty."""
+    server = bad_server(case.reply, hang=case.hang)
+    with pytest.raises(case.error, match=case.message):
+        limited.get(server.url + "x")
+    info = limited.cache_info()
+    assert info is not None and info.entries == 0
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_complete_answer_of_a_bad_server_is_stored(
+    bad_server: Callable[..., BadServer], limited: Client, tmp_path: Path
+) -> None:
+    """The control case: the same cacheable fields with a whole body are stored."""
+    server = bad_server(COMPLETE)
+    assert limited.get(server.url + "x").body == b"ok"
+    info = limited.cache_info()
+    assert info is not None and info.entries == 1
+    assert len(cache_files(tmp_path / "cache")) == 1
+
+
+def test_body_at_the_limit_is_accepted(
+    bad_server: Callable[..., BadServer], tmp_path: Path
+) -> None:
+    """A body of exactly max_body_size bytes arrives; one byte more is refused."""
+    config = ClientConfig(use_cache=False, max_body_size=5, timeout=CLIENT_TIMEOUT)
+    exact = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345"
+    over = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n123456\r\n0\r\n\r\n"
+    with Client(config) as client:
+        assert client.get(bad_server(exact).url).body == b"12345"
+        with pytest.raises(ResponseTooLarge, match="grew past the limit of 5 bytes"):
+            client.get(bad_server(over).url)
+
+
+def test_head_and_304_are_not_held_to_their_content_length(
+    bad_server: Callable[..., BadServer],
+) -> None:
+    """Responses without a body (HEAD, 304) may announce any Content-Length."""
+    config = ClientConfig(use_cache=False, max_body_size=10, timeout=CLIENT_TIMEOUT)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+    not_modified = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000000\r\n\r\n"
+    with Client(config) as client:
+        assert client.head(bad_server(big).url).header("content-length") == "1000000"
+        assert client.get(bad_server(not_modified).url).status == 304
+
+
+def test_unsendable_header_fails_alone(static_server: Server, plain: Client) -> None:
+    """A header h11 will not serialise is a ProtocolError; the connection serves the next call."""
+    with pytest.raises(ProtocolError, match="cannot send this request"):
+        plain.get(static_server.url + "hello.txt", headers=[("X-Bad", "a\nb")])
+    assert plain.get(static_server.url + "hello.txt").ok
+
+
+_STATUS_LINES = st.sampled_from(
+    [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 100 Go"]
+)
+_FIELDS = st.sampled_from(
+    [
+        b"Content-Length: 3",
+        b"Content-Length: 99999",
+        b"Content-Length: -1",
+        b"Transfer-Encoding: chunked",
+        b"Connection: close",
+        b"Cache-Control: max-age=60",
+        b'ETag: "x"',
+        b"Vary: *",
+    ]
+)
+
+
+@st.composite
+def _responses(draw: st.DrawFn) -> bytes:
+    """Near-valid responses, cut at a random point, or plain noise."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=120))
+    fields = draw(st.lists(_FIELDS, max_size=4))
+    body = draw(st.sampled_from([b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"x" * 300]))
+    whole = draw(_STATUS_LINES) + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + body
+    return whole[: draw(st.integers(0, len(whole)))] if draw(st.booleans()) else whole
+
+
+@settings(max_examples=40)
+@given(reply=_responses())
+def test_any_answer_is_a_response_or_a_client_error(reply: bytes) -> None:
+    """Whatever a server sends gives a Response or a WebClientError; a failure stores nothing."""
+    with tempfile.TemporaryDirectory() as folder, BadServer(reply) as server:
+        config = ClientConfig(cache_dir=Path(folder), max_body_size=200, timeout=BROKEN_TIMEOUT)
+        with Client(config) as client:
+            try:
+                client.get(server.url + "x")
+            except WebClientError:
+                info = client.cache_info()
+                assert info is not None and info.entries == 0
+                assert cache_files(Path(folder)) == []
+        assert list((Path(folder) / "tmp").iterdir()) == []
 
 
 def test_invalid_urls_and_missing_files(plain: Client, tmp_path: Path) -> None:
@@ -176,7 +267,7 @@ def test_invalid_urls_and_missing_files(plain: Client, tmp_path: Path) -> None:
         plain.get("http:///path")
     with pytest.raises(LocalFileError, match="no such file"):
         plain.post("http://127.0.0.1:9/x", tmp_path / "missing.bin")
-    assert plain.pool.opened == 0
+    assert plain.connections_opened == 0
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(static_server: Server, tmp_path: Path) -> None:
@@ -197,7 +288,7 @@ def test_unusable_cache_folder_means_no_cache(static_server: Server, tmp_path: P
     blocker.write_text("x")
     warnings: list[str] = []
     with Client(ClientConfig(cache_dir=blocker), warn=warnings.append) as client:
-        assert client.cache is None
+        assert client.cache_info() is None
         assert client.get(static_server.url + "hello.txt").ok
     assert "without the cache" in warnings[0]
 
@@ -208,3 +299,16 @@ def test_public_api_exports() -> None:
     assert set(webclient.__all__) <= set(dir(webclient))
     assert issubclass(webclient.ConnectionRefused, webclient.TransportError)
     assert issubclass(webclient.TransportError, webclient.WebClientError)
+
+
+def test_public_surface_is_deliberate() -> None:
+    """__all__ holds the library's API only; the machinery stays in underscore modules."""
+    assert set(webclient.__all__) == {
+        *("BodySink", "CacheInfo", "CacheStatus", "Client", "ClientConfig", "Request"),
+        *("Response", "Command", "LineError", "parse_commands", "read_command_file"),
+        *("default_cache_dir", "parse_size", "__version__", "WebClientError", "ConfigError"),
+        *("InvalidURL", "CommandFileError", "TransportError", "ResolveError"),
+        *("ConnectionRefused", "ConnectTimeout", "ReadTimeout", "ConnectionClosed"),
+        *("ProtocolError", "ResponseTooLarge", "CacheError", "LocalFileError", "UnsafePathError"),
+    }
+    assert issubclass(webclient.ResponseTooLarge, webclient.WebClientError)

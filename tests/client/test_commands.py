@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from webclient.commands import (
     Command,
-    InvalidLine,
+    _InvalidLine,
+    _parse_line,
     encode_target,
     parse_commands,
-    parse_line,
     read_command_file,
 )
 from webclient.errors import CommandFileError
@@ -34,13 +34,13 @@ from .strategies import any_lines, invalid_lines, valid_lines
 )
 def test_valid_lines_parse(line: str, expected: Command) -> None:
     """Each documented spelling of a command parses to the same fields."""
-    assert parse_line(line) == expected
+    assert _parse_line(line) == expected
 
 
 @pytest.mark.parametrize("line", ["", "   ", "\t", "# GET a b", "   # comment"])
 def test_blank_and_comment_lines_are_skipped(line: str) -> None:
     """Blank lines and comments are not commands."""
-    assert parse_line(line) is None
+    assert _parse_line(line) is None
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,8 @@ def test_blank_and_comment_lines_are_skipped(line: str) -> None:
 )
 def test_invalid_lines_say_why(line: str, message: str) -> None:
     """Each kind of mistake is reported with a sentence naming it."""
-    with pytest.raises(InvalidLine, match=message.replace("(", r"\(").replace("[", r"\[")):
-        parse_line(line)
+    with pytest.raises(_InvalidLine, match=message.replace("(", r"\(").replace("[", r"\[")):
+        _parse_line(line)
 
 
 def test_every_invalid_line_is_reported_with_its_number() -> None:
@@ -101,12 +101,12 @@ def test_unreadable_and_non_utf8_files_are_command_file_errors(tmp_path: Path) -
 
 def test_command_urls_targets_and_local_names() -> None:
     """The wire target is percent-encoded; the saved name is decoded and drops the query."""
-    command = parse_line("GET /dir/na%20me é.txt?x=1 [::1] 8080".replace(" é", "é"))
+    command = _parse_line("GET /dir/na%20me é.txt?x=1 [::1] 8080".replace(" é", "é"))
     assert command is not None
     assert command.target == "/dir/na%20me%C3%A9.txt?x=1"
     assert command.url == "http://[::1]:8080/dir/na%20me%C3%A9.txt?x=1"
     assert command.local_name == "dir/na meé.txt"
-    index = parse_line("GET /docs/ host")
+    index = _parse_line("GET /docs/ host")
     assert index is not None
     assert index.local_name == "docs/index.html"
 
@@ -119,9 +119,9 @@ def test_encode_target_keeps_escapes_and_encodes_lone_percent() -> None:
 @given(valid_lines())
 def test_valid_lines_round_trip(line: str) -> None:
     """A generated valid line parses, and its printed form parses to an equal command."""
-    command = parse_line(line)
+    command = _parse_line(line)
     assert command is not None
-    assert parse_line(command.to_line()) == command
+    assert _parse_line(command.to_line()) == command
 
 
 @given(invalid_lines())
@@ -140,7 +140,7 @@ def _check_any_line(line: str) -> None:
     else:
         for command in commands:
             assert command.line == 2
-            assert parse_line(command.to_line()) == command
+            assert _parse_line(command.to_line()) == command
         return
     assert [e.line for e in error.errors] == [2]
     assert str(error).startswith("c.txt:2: ")

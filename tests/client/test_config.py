@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from webclient.config import ClientConfig, default_cache_dir, parse_size
+from webclient.config import ClientConfig, default_cache_dir, human_size, parse_size
 from webclient.errors import ConfigError
 
 
@@ -15,6 +15,7 @@ def test_defaults_and_frozen() -> None:
     """Defaults are sane and a config cannot change once built."""
     config = ClientConfig(cache_dir=Path("/tmp/x"))
     assert (config.pipeline, config.cache_max_size, config.use_cache) == (1, 1024**3, True)
+    assert config.max_body_size == 1024**3
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.pipeline = 2  # type: ignore[misc]
 
@@ -28,6 +29,8 @@ def test_defaults_and_frozen() -> None:
         ({"timeout": 0}, "timeout"),
         ({"timeout": "5"}, "timeout"),
         ({"cache_max_size": -1}, "cache_max_size"),
+        ({"max_body_size": -1}, "max_body_size"),
+        ({"max_body_size": 1.5}, "max_body_size"),
         ({"use_cache": 1}, "use_cache"),
         ({"user_agent": "a\r\nb"}, "user_agent"),
     ],
@@ -58,3 +61,12 @@ def test_parse_size_rejects_nonsense() -> None:
     """Anything else is a ConfigError."""
     with pytest.raises(ConfigError):
         parse_size("1.5G")
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"), (10 << 30, "10.0 GiB")],
+)
+def test_human_size(size: int, text: str) -> None:
+    """Byte counts read in binary units, the way --max-size takes them."""
+    assert human_size(size) == text

@@ -1,4 +1,4 @@
-"""Tests of webclient/freshness.py: RFC 9111 rules as pure functions."""
+"""Tests of webclient/_freshness.py: RFC 9111 rules as pure functions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webclient import freshness as f
+from webclient import _freshness as f
 
 NOW = 1_700_000_000.0
 
@@ -242,6 +242,31 @@ def test_rules_never_crash_and_stay_consistent(
 ) -> None:
     """Any header soup gives a lifetime in range, an age at least the resident time."""
     _no_crash(headers, status, later)
+
+
+_directive_text = st.text(
+    st.one_of(st.sampled_from(list('=,"\\ \t-')), st.characters()), max_size=60
+) | st.lists(
+    st.sampled_from(["max-age", "no-cache", "no-store", "public", "=", '"', ",", "1", "-1", " "]),
+    max_size=10,
+).map("".join)
+
+
+@given(st.lists(_directive_text, max_size=3), st.integers(100, 599), st.floats(0, 1e9))
+def test_cache_control_parser_takes_any_value(values: list[str], status: int, later: float) -> None:
+    """Any Cache-Control value parses without error; lifetimes and ages are never negative."""
+    directives = f.parse_cache_control(values)
+    assert all(name and name == name.lower() for name in directives)
+    for name in directives:
+        seconds = f.directive_seconds(directives, name)
+        assert seconds is None or seconds == -1 or 0 <= seconds <= f.DELTA_SECONDS_MAX
+    headers = [("Cache-Control", value) for value in values]
+    lifetime = f.freshness_lifetime(status, headers, NOW)
+    assert 0 <= lifetime <= f.DELTA_SECONDS_MAX
+    assert f.current_age(headers, NOW, NOW, NOW + later) >= 0
+    f.is_fresh(status, headers, NOW, NOW, NOW + later)
+    f.request_allows_stored(headers, later)
+    f.is_storable("GET", status, headers, headers)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests of webclient/pipeline.py: ordering, pipelining depth, POST barriers and retries."""
+"""Tests of webclient/_pipeline.py: ordering, pipelining depth, POST barriers and retries."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_unanswered_gets_are_retried_once_on_a_new_connection(tmp_path: Path) ->
         "GET /c HTTP/1.1",
     ]
     assert len(probe.batches) >= 2
-    assert client.pool.opened == len(probe.batches)
+    assert client.connections_opened == len(probe.batches)
 
 
 def test_a_request_is_retried_only_once(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_one_connection_per_origin(origin: tuple[object, Origin], tmp_path: Path
             results = client.request_all(gets(server.url, *(["x"] * 12)))  # type: ignore[attr-defined]
         assert all(isinstance(r, Response) and r.body == b"x" for r in results)
         assert len(handler.connections) == before + 1
-        assert client.pool.opened == 1
+        assert client.connections_opened == 1
 
 
 def test_http10_server_closing_each_time_is_not_a_failure(http_server: int, tmp_path: Path) -> None:
@@ -118,4 +118,4 @@ def test_http10_server_closing_each_time_is_not_a_failure(http_server: int, tmp_
             gets(base, "hello.txt", "data.bin", "sub/page.html", "hello.txt")
         )
     assert [r.status for r in results if isinstance(r, Response)] == [200, 200, 200, 200]
-    assert client.pool.opened == 4
+    assert client.connections_opened == 4

@@ -1,4 +1,4 @@
-"""Tests of webclient/pool.py: reuse of idle connections and detection of dropped ones."""
+"""Tests of webclient/_pool.py: reuse of idle connections and detection of dropped ones."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_idle_connection_is_reused_between_calls(origin: tuple[Server, Origin]) 
     with Client(ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT)) as client:
         for _ in range(5):
             assert client.get(server.url + "a").body == b"a"
-        assert client.pool.opened == 1
+        assert client.connections_opened == 1
     assert len(handler.connections) == 1
 
 
@@ -39,4 +39,4 @@ def test_connection_closed_by_the_server_is_replaced(www: object, tmp_path: obje
             assert client.get(second.url + "hello.txt").body == b"hello, world\n"
         finally:
             second_cm.__exit__(None, None, None)
-        assert client.pool.opened == 2
+        assert client.connections_opened == 2

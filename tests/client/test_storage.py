@@ -1,4 +1,4 @@
-"""Tests of webclient/storage.py: the SQLite index and content-addressed bodies on disk."""
+"""Tests of webclient/_storage.py: the SQLite index and content-addressed bodies on disk."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from webclient._storage import BODIES, INDEX_NAME, TMP, Storage
 from webclient.errors import CacheError
-from webclient.storage import BODIES, INDEX_NAME, TMP, Storage
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -125,7 +125,7 @@ def test_processes_share_one_cache(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from tests.client.test_storage import put
-        from webclient.storage import Storage
+        from webclient._storage import Storage
         storage = Storage(Path({str(folder)!r}))
         for i in range(25):
             put(storage, f"{{sys.argv[1]}}-{{i}}", f"{{sys.argv[1]}}{{i}}".encode() * 50)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ._freshness import VaryKey
 from .errors import CacheError
-from .freshness import VaryKey
 
 #: Written into the SQLite header, so a database of another program is recognised as foreign.
 APPLICATION_ID = 0x57434331  # "WCC1"
@@ -83,7 +83,7 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class StorageInfo:
+class CacheInfo:
     folder: Path
     entries: int
     bodies: int
@@ -262,14 +262,8 @@ class Storage:
 
     def _rebuild(self) -> None:
         """Delete our own files (and nothing else) so the next open starts empty."""
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            path = self.folder / (INDEX_NAME + suffix)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        for name in (BODIES, TMP):
+        index_files = [INDEX_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+        for name in [*index_files, BODIES, TMP]:
             path = self.folder / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -333,10 +327,7 @@ class Storage:
     def entries(self, key: str) -> list[Entry]:
         """Every stored response for a cache key, newest first."""
         with self._transaction(write=False) as db:
-            rows = db.execute(
-                _SELECT_BY_KEY,
-                (key,),
-            ).fetchall()
+            rows = db.execute(_SELECT_BY_KEY, (key,)).fetchall()
         return [_entry(row) for row in rows]
 
     def insert(
@@ -451,12 +442,12 @@ class Storage:
                 (self.folder / name).mkdir(exist_ok=True)
         return count
 
-    def info(self) -> StorageInfo:
+    def info(self) -> CacheInfo:
         with self._transaction(write=False) as db:
             entries = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
             bodies = int(db.execute("SELECT count(DISTINCT body_sha) FROM entries").fetchone()[0])
             size = self._total_size(db)
-        return StorageInfo(self.folder, entries, bodies, size)
+        return CacheInfo(self.folder, entries, bodies, size)
 
     @staticmethod
     def _total_size(db: sqlite3.Connection) -> int:

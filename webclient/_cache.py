@@ -5,8 +5,8 @@ kept apart by their Vary request headers; a fresh response is served without the
 one only after a 304 for it, never otherwise (a private batch client has no reason to serve stale
 content); a 304 freshens the stored header fields; a successful unsafe request drops what is
 stored for its URL; bodies above the size limit are not kept and the least recently used entries
-are evicted to stay under it. The rules themselves are in :mod:`webclient.freshness`; this module
-applies them to :mod:`webclient.storage`.
+are evicted to stay under it. The rules themselves are in :mod:`webclient._freshness`; this module
+applies them to :mod:`webclient._storage`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from . import freshness
-from .freshness import HeaderList
-from .storage import BodyWriter, Entry, Storage, StorageInfo
+from . import _freshness as freshness
+from ._freshness import HeaderList
+from ._storage import BodyWriter, CacheInfo, Entry, Storage
 
 Clock = Callable[[], float]
 
@@ -207,7 +207,7 @@ class Cache:
         urls = freshness.invalidated_urls(method, cache_key(url), status, headers)
         return self.storage.delete_keys([cache_key(u) for u in urls]) if urls else 0
 
-    def info(self) -> StorageInfo:
+    def info(self) -> CacheInfo:
         return self.storage.info()
 
     def clear(self) -> int:

@@ -23,9 +23,10 @@ from urllib.parse import unquote
 
 import click
 
-from .cache import CacheStatus
+from ._cache import CacheStatus
 from .client import Client, Request, Response, Result
 from .commands import Command
+from .config import human_size
 from .errors import LocalFileError, UnsafePathError, WebClientError
 
 #: Transfers at least this large get a progress bar on a terminal.
@@ -103,14 +104,6 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
         # A multi-byte character cut at the end of the sample is still text.
         return exc.start < len(sample) - 3
     return False
-
-
-def human_size(size: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass

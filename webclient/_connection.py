@@ -8,13 +8,18 @@ each complete response, ``start_next_cycle`` readies it for the next.
 
 Rules: socket, timeout and h11 errors leave as :mod:`webclient.errors` exceptions; a server that
 closes before sending a byte of a response raises :class:`ConnectionClosed` (the caller may retry
-an idempotent request), anything later is a failure of that response; after a response that
-announced a close, or any failure, the connection is not reused.
+an idempotent request), anything later is a failure of that response; a response head larger than
+:data:`MAX_HEAD_SIZE` is a :class:`ProtocolError`, and a body larger than ``max_body_size`` is a
+:class:`ResponseTooLarge`, raised before reading the body when its Content-Length says so, else as
+soon as it grows past the limit, so a hostile server cannot fill memory or disk; after a response
+that announced a close, or any failure, the connection is not reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import select
 import socket
 from collections.abc import Callable, Iterator
@@ -23,6 +28,7 @@ from typing import BinaryIO
 
 import h11
 
+from .config import DEFAULT_MAX_BODY_SIZE, human_size
 from .errors import (
     ConnectionClosed,
     ConnectionRefused,
@@ -31,11 +37,19 @@ from .errors import (
     ProtocolError,
     ReadTimeout,
     ResolveError,
+    ResponseTooLarge,
     TransportError,
 )
 
 #: Bytes asked of the socket per read, and sent per write of a file body.
 CHUNK_SIZE = 64 * 1024
+#: Largest status line plus header fields accepted; servers rarely send more than a few KiB, and
+#: without a limit a server could make the client buffer an endless head.
+MAX_HEAD_SIZE = 64 * 1024
+#: Characters of h11's explanation of an invalid response kept in the error message.
+_REASON_MAX = 200
+#: Statuses whose responses never have a body, whatever their Content-Length says (RFC 9112 §6.3).
+_NO_BODY_STATUSES = frozenset({204, 304})
 #: Header fields that describe a request's body; the reading state machine must not see them.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -102,12 +116,15 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
 class Connection:
     """A keep-alive connection to one server; one thread uses it at a time."""
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.max_body_size = max_body_size
         self.sock = open_socket(host, port, timeout)
-        self._reader = h11.Connection(h11.CLIENT)
+        self._reader = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
         #: Responses completely read on this connection.
         self.answered = 0
         self.bytes_sent = 0
@@ -146,9 +163,15 @@ class Connection:
 
     def send(self, request: WireRequest) -> None:
         """Write one request, streaming a file body; it is answered later, in order."""
-        head = h11.Connection(h11.CLIENT).send(request.h11_request())
-        assert head is not None
         try:
+            head = h11.Connection(h11.CLIENT).send(request.h11_request())
+        except h11.LocalProtocolError as exc:
+            raise ProtocolError(f"cannot send this request to {self.where}: {exc}") from exc
+        assert head is not None
+        with self._socket_errors(
+            timeout=f"{self.where} did not take the request within {self.timeout:g} s",
+            closed=f"{self.where} closed the connection while sending",
+        ):
             self.sock.sendall(head)
             self.bytes_sent += len(head)
             if isinstance(request.body, bytes):
@@ -156,14 +179,18 @@ class Connection:
                 self._sent(request, len(request.body))
             elif request.body is not None:
                 self._send_file(request, request.body)
+
+    @contextlib.contextmanager
+    def _socket_errors(self, *, timeout: str, closed: str) -> Iterator[None]:
+        """Socket failures as the client's errors; either one leaves the connection unusable."""
+        try:
+            yield
         except TimeoutError as exc:
             self._broken = True
-            raise ReadTimeout(
-                f"{self.where} did not take the request within {self.timeout:g} s"
-            ) from exc
+            raise ReadTimeout(timeout) from exc
         except OSError as exc:
             self._broken = True
-            raise ConnectionClosed(f"{self.where} closed the connection while sending") from exc
+            raise ConnectionClosed(closed) from exc
 
     def _sent(self, request: WireRequest, count: int) -> None:
         self.bytes_sent += count
@@ -195,21 +222,22 @@ class Connection:
                 self._broken = True
                 if started and self._eof:
                     raise ConnectionClosed(
-                        f"{self.where} closed the connection mid-response ({exc})"
+                        f"{self.where} closed the connection mid-response ({_reason(exc)})"
                     ) from exc
-                raise ProtocolError(f"{self.where} sent an invalid response: {exc}") from exc
+                if exc.error_status_hint == 431:
+                    raise self._head_too_large() from exc
+                raise ProtocolError(
+                    f"{self.where} sent an invalid response ({_reason(exc)})"
+                ) from exc
             if event is not h11.NEED_DATA:
                 return event
-            try:
+            waited = (
+                f"{self.where} stopped sending mid-response for {self.timeout:g} s"
+                if started
+                else f"no response from {self.where} within {self.timeout:g} s"
+            )
+            with self._socket_errors(timeout=waited, closed=f"{self.where} reset the connection"):
                 data = self.sock.recv(CHUNK_SIZE)
-            except TimeoutError as exc:
-                self._broken = True
-                raise ReadTimeout(
-                    f"no response from {self.where} within {self.timeout:g} s"
-                ) from exc
-            except OSError as exc:
-                self._broken = True
-                raise ConnectionClosed(f"{self.where} reset the connection") from exc
             if not data:
                 self._eof = True
                 if not started and not self._reader.trailing_data[0]:
@@ -224,27 +252,62 @@ class Connection:
         """The status line and header fields of the response to ``request`` (the next one)."""
         self._reader.send(request.h11_request(framing=False))
         self._reader.send(h11.EndOfMessage())
+        # h11 stops an incomplete head at MAX_HEAD_SIZE, but takes a longer one that arrives whole
+        # in one read; counting what it consumed makes the limit exact.
+        buffered = len(self._reader.trailing_data[0]) - self.bytes_received
         while True:
             event = self._next_event(started=False)
+            consumed = buffered + self.bytes_received - len(self._reader.trailing_data[0])
+            if consumed > MAX_HEAD_SIZE:
+                self._broken = True
+                raise self._head_too_large()
             if isinstance(event, h11.InformationalResponse):
                 continue
             if isinstance(event, h11.Response):
-                return ResponseHead(
+                head = ResponseHead(
                     status=event.status_code,
                     reason=event.reason.decode("latin-1"),
                     headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers],
                     http_version=event.http_version.decode("ascii"),
                 )
+                self._check_announced_size(request, head)
+                return head
             self._broken = True
             if isinstance(event, h11.ConnectionClosed):
                 raise ConnectionClosed(f"{self.where} closed the connection without answering")
-            raise ProtocolError(f"{self.where} sent {type(event).__name__} instead of a response")
+            raise ProtocolError(f"{self.where} sent something other than a response")
+
+    def _head_too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"{self.where} sent a response head larger than {human_size(MAX_HEAD_SIZE)}"
+        )
+
+    def _check_announced_size(self, request: WireRequest, head: ResponseHead) -> None:
+        """Refuse a body whose Content-Length is over the limit, before reading any of it."""
+        if request.method == "HEAD" or head.status in _NO_BODY_STATUSES:
+            return
+        lengths = [v for n, v in head.headers if n.lower() == "content-length"]
+        # h11 has checked that Content-Length is digits, and that repeated values agree.
+        if lengths and int(lengths[0]) > self.max_body_size:
+            self._broken = True
+            raise ResponseTooLarge(
+                f"{self.where} announced a body of {human_size(int(lengths[0]))}, more than the"
+                f" limit of {human_size(self.max_body_size)}"
+            )
 
     def iter_body(self) -> Iterator[bytes]:
         """The body of the response whose head was just read; readies the next response."""
+        size = 0
         while True:
             event = self._next_event(started=True)
             if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.max_body_size:
+                    self._broken = True
+                    raise ResponseTooLarge(
+                        f"the body from {self.where} grew past the limit of"
+                        f" {human_size(self.max_body_size)}; it was cut off"
+                    )
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 break
@@ -257,6 +320,12 @@ class Connection:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+
+def _reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's explanation, shortened, with ``bytearray(b'...')`` shown as the text it holds."""
+    text = re.sub(r"bytearray\((b(['\"]).*?\2)\)", lambda m: m.group(1)[1:], str(exc))
+    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 3] + "..."
 
 
 def file_length(file: BinaryIO) -> int:

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .connection import Connection, ResponseHead, WireRequest
+from ._connection import Connection, ResponseHead, WireRequest
+from ._pool import ConnectionPool
 from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
-from .pool import ConnectionPool
 
 #: How many times a request left unanswered by a closed connection is sent again.
 MAX_RETRIES = 1
@@ -132,6 +132,10 @@ class Lane:
             # The server may still have answered earlier requests, or even this one
             # (an early error response); reading tells, and a closed socket fails the read.
             pass
+        except WebClientError as exc:
+            # The request could not be serialised: nothing was written, the connection is fine.
+            item.exchange.fail(exc)
+            return
         self._inflight.append(item)
 
     def _read_one(self) -> None:

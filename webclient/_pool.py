@@ -11,20 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .connection import Connection
+from ._connection import Connection
 
-Connect = Callable[[str, int, float], Connection]
-
-
-def _connect(host: str, port: int, timeout: float) -> Connection:
-    return Connection(host, port, timeout=timeout)
+#: Opens a new connection to ``(host, port)``, with the client's timeout and limits.
+Connect = Callable[[str, int], Connection]
 
 
 class ConnectionPool:
     """Idle connections by ``(host, port)``; counts what it opened."""
 
-    def __init__(self, *, timeout: float, connect: Connect = _connect, max_idle: int = 4) -> None:
-        self.timeout = timeout
+    def __init__(self, connect: Connect, *, max_idle: int = 4) -> None:
         self._connect = connect
         self._max_idle = max_idle
         self._idle: dict[tuple[str, int], list[Connection]] = {}
@@ -43,7 +39,7 @@ class ConnectionPool:
             if conn.reusable and not conn.dropped():
                 return conn
             conn.close()
-        conn = self._connect(host, port, self.timeout)
+        conn = self._connect(host, port)
         with self._lock:
             self.opened += 1
         return conn
