@@ -111,7 +111,8 @@ class Server:
         self._handed_back: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self._busy: set[Connection] = set()
         self._queued = 0
-        self._busy_lock = threading.Lock()
+        # Reentrant: _take_back runs under it during the stop and closes through _forget.
+        self._busy_lock = threading.RLock()
         self._all_idle = threading.Condition(self._busy_lock)
         if default_routes:
             self.route("/", StaticFiles, prefix=True)
@@ -313,8 +314,12 @@ class Server:
             self._busy.discard(conn)
             if not self._busy:
                 self._all_idle.notify_all()
-        if outcome is Outcome.PARK and not self._stopping.is_set():
-            self._handed_back.put(conn)
+            # Checked under the lock: the stop takes back handed-back connections under it too,
+            # so none can slip into the queue after the stop has emptied it.
+            park = outcome is Outcome.PARK and not self._stopping.is_set()
+            if park:
+                self._handed_back.put(conn)
+        if park:
             self._wake()
         else:
             self._close(conn)
@@ -344,6 +349,8 @@ class Server:
                 selector.unregister(conn.sock)
                 self._close(conn)
             parked.clear()
+            with self._busy_lock:
+                self._take_back(selector, parked)  # idle ones on their way back: close them
             # Workers see the stop flag: they answer what they hold with Connection: close.
             with self._all_idle:
                 self._all_idle.wait_for(lambda: not self._busy, self.config.grace_period)
