@@ -3,7 +3,7 @@
 Rules this module keeps:
 
 * Only the thread that owns the connection at a moment calls its methods (the selector thread
-  while it is parked, one worker while it is served), so there are no locks.
+  while it is parked, one worker while it is served); ``lock`` only guards the hand-over.
 * Output is gathered in a buffer and written with one ``send`` when the worker is about to wait
   for the client, so answers to pipelined requests leave in one write, in order.
 * It frames bytes and nothing else: it knows requests and responses, not files or routes.
@@ -12,7 +12,10 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, cast
@@ -21,6 +24,8 @@ import h11
 
 #: Bytes asked of the kernel per ``recv``: large enough for a pipelined burst of small requests.
 RECV_SIZE = 64 * 1024
+#: Largest piece handed to one ``sendfile`` call (the kernel caps a call near 2 GiB anyway).
+SENDFILE_CHUNK = 1 << 30
 #: Output is written once this much has gathered, even if more responses are coming.
 FLUSH_THRESHOLD = 64 * 1024
 #: After answering with an error, read (and discard) at most this much of what the client still
@@ -56,6 +61,8 @@ class Connection:
         "head_started",
         "last_active",
         "linger",
+        "lock",
+        "parked",
         "requests",
         "sock",
     )
@@ -78,19 +85,42 @@ class Connection:
         self.head_started: float | None = None
         #: Drain the client's unread input before closing (set after refusing a request).
         self.linger = False
+        #: True while the poller owns the connection (waiting for bytes); guarded by ``lock``,
+        #: which makes the hand-over between a worker and the selector thread atomic.
+        self.parked = False
+        self.lock = threading.Lock()
+
+    def set_timeouts(self, seconds: float) -> None:
+        """Kernel-side send and receive timeouts on a blocking socket.
+
+        Python's own socket timeouts cost a ``poll`` before every ``recv`` and ``send``; these
+        cost nothing per call. A timed-out call fails with ``EAGAIN``, which :meth:`receive` and
+        :meth:`send_file` report as ``TimeoutError``.
+        """
+        whole = int(seconds)
+        value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     # -- receiving ------------------------------------------------------------------------------
 
-    def receive(self) -> int:
-        """Read what the socket has (waiting up to its timeout) into h11; 0 means end of stream.
+    def receive(self, *, wait: bool = True) -> int:
+        """Read what the socket has into h11; 0 means end of stream.
 
-        Raises ``TimeoutError`` when nothing came in time and ``OSError`` when the peer reset.
+        With ``wait`` it waits up to the socket's timeout and raises ``TimeoutError`` when
+        nothing came; without, it raises ``BlockingIOError`` when nothing is there. ``OSError``
+        when the peer reset.
         """
         self.flush()
-        data = self.sock.recv(RECV_SIZE)
+        try:
+            data = self.sock.recv(RECV_SIZE, 0 if wait else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if wait:
+                raise TimeoutError("no data within the socket timeout") from None
+            raise
         self.h11.receive_data(data)
         if data:
             self.last_active = time.monotonic()
@@ -119,11 +149,23 @@ class Connection:
         for piece in pieces or ():
             if isinstance(piece, _FileSlice):
                 self.flush()
-                sent = self.sock.sendfile(piece.file, piece.offset, piece.count)
-                if sent != piece.count:
-                    raise ConnectionError("file shrank while it was being sent")
+                self._sendfile(piece)
             else:
                 self._write(piece)
+
+    def _sendfile(self, piece: _FileSlice) -> None:
+        # os.sendfile directly: socket.sendfile builds and polls a selector on every call.
+        out_fd, in_fd = self.sock.fileno(), piece.file.fileno()
+        offset, remaining = piece.offset, piece.count
+        while remaining:
+            try:
+                sent = os.sendfile(out_fd, in_fd, offset, min(remaining, SENDFILE_CHUNK))
+            except BlockingIOError:
+                raise TimeoutError("the client stopped reading") from None
+            if sent == 0:
+                raise ConnectionError("file shrank while it was being sent")
+            offset += sent
+            remaining -= sent
 
     def send_body(self, chunks: Iterable[bytes]) -> int:
         """Send each chunk as body data; returns the number of bytes."""

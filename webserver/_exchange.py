@@ -86,9 +86,10 @@ def serve_ready(
     """Answer every complete request the connection has; never raises."""
     exchange = _Exchange(conn, app, config, stopping)
     try:
-        conn.sock.settimeout(config.body_timeout)
-        conn.receive()
+        conn.receive(wait=False)
         return _loop(exchange)
+    except BlockingIOError:
+        return Outcome.PARK  # woken with nothing to read after all: wait again
     except (OSError, ClientDisconnected):
         return Outcome.CLOSE
     except Exception:

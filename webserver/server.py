@@ -26,8 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import queue
-import selectors
+import select
 import socket
 import threading
 import time
@@ -47,6 +46,9 @@ error_log = logging.getLogger("webserver.error")
 
 #: New connections taken per wake-up of the selector, so a flood cannot starve parked clients.
 ACCEPT_BATCH = 64
+#: With a listening socket shared by several processes, each takes few at a time, so that the
+#: connections of a burst spread over the processes instead of landing on the first one awake.
+SHARED_ACCEPT_BATCH = 4
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
@@ -70,6 +72,54 @@ def open_listener(config: ServerConfig) -> socket.socket:
         listener.close()
         raise
     return listener
+
+
+class _Poller:
+    """Readiness of parked connections (Linux epoll, one-shot).
+
+    A connection is armed once per park: when bytes arrive the kernel reports it once and
+    disarms it, the selector thread hands it to a worker, and the worker re-arms it itself when
+    it parks the connection again -- no hand-back queue, no wake-up of the selector thread.
+    ``epoll_ctl`` is safe to call from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        #: Every open connection by descriptor, parked or busy; written by the selector thread
+        #: (add) and by whichever thread closes a connection (forget).
+        self.connections: dict[int, Connection] = {}
+
+    def watch(self, sock: socket.socket, *, exclusive: bool = False) -> None:
+        flags = select.EPOLLIN | (select.EPOLLEXCLUSIVE if exclusive else 0)
+        self._epoll.register(sock.fileno(), flags)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(sock.fileno())
+
+    def add(self, conn: Connection) -> None:
+        fd = conn.sock.fileno()
+        self.connections[fd] = conn
+        self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def rearm(self, conn: Connection) -> None:
+        self._epoll.modify(conn.sock.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+
+    def forget(self, conn: Connection) -> None:
+        """Stop watching ``conn``; call before closing its socket (descriptors are reused)."""
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        if self.connections.get(fd) is conn:
+            del self.connections[fd]
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+
+    def wait(self, timeout: float) -> list[int]:
+        return [fd for fd, _ in self._epoll.poll(timeout)]
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 class Server:
@@ -97,8 +147,10 @@ class Server:
         self.router = Router()
         self._listener: socket.socket | None = None
         self._address: tuple[str, int] | None = None
+        #: A listening socket handed in is shared with other processes (see workers.py).
+        self._shared_listener = listener is not None
+        self._accept_batch = SHARED_ACCEPT_BATCH if self._shared_listener else ACCEPT_BATCH
         if listener is not None:
-            # A socket already listening, e.g. inherited from a parent that forks workers.
             listener.setblocking(False)
             self._listener = listener
             self._address = listener.getsockname()[:2]
@@ -108,7 +160,7 @@ class Server:
         self._stopped = threading.Event()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._handed_back: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._poller = _Poller()  # replaced by a live one in serve_forever
         self._busy: set[Connection] = set()
         self._queued = 0
         # Reentrant: _take_back runs under it during the stop and closes through _forget.
@@ -167,14 +219,17 @@ class Server:
         if self._stopping.is_set():  # shutdown() came before we had a wake-up socket
             self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
-        parked: dict[Connection, None] = {}
-        with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ, None)
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
+        poller = self._poller = _Poller()
+        try:
+            # A socket shared with other processes wakes one of them per connection, not all.
+            poller.watch(listener, exclusive=self._shared_listener)
+            poller.watch(self._wake_r)
             try:
-                self._select_loop(selector, listener, pool, parked)
+                self._select_loop(poller, listener, pool)
             finally:
-                self._drain(selector, listener, pool, parked)
+                self._drain(poller, listener, pool)
+        finally:
+            poller.close()
 
     def shutdown(self) -> None:
         """Ask :meth:`serve_forever` to stop; safe from any thread and from signal handlers."""
@@ -196,38 +251,46 @@ class Server:
                 wake_w.send(b"\0")
 
     def _select_loop(
-        self,
-        selector: selectors.BaseSelector,
-        listener: socket.socket,
-        pool: ThreadPoolExecutor,
-        parked: dict[Connection, None],
+        self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor
     ) -> None:
         config = self.config
         sweep_every = min(SWEEP_INTERVAL, config.keep_alive_timeout / 2, config.header_timeout / 2)
         next_sweep = time.monotonic() + sweep_every
         accepting = True
+        listener_fd = listener.fileno()
+        assert self._wake_r is not None
+        wake_fd = self._wake_r.fileno()
         while not self._stopping.is_set():
-            timeout = max(0.0, next_sweep - time.monotonic()) if parked or not accepting else None
-            for key, _ in selector.select(timeout):
-                fileobj = key.fileobj
-                if fileobj is listener:
-                    if not self._accept(selector, listener, parked):
+            timeout = (
+                max(0.0, next_sweep - time.monotonic())
+                if poller.connections or not accepting
+                else -1
+            )
+            for fd in poller.wait(timeout):
+                if fd == listener_fd:
+                    if not self._accept(poller, listener):
                         # Out of descriptors: stop listening for a sweep, rather than spin.
-                        selector.unregister(listener)
+                        poller.unwatch(listener)
                         accepting = False
-                elif fileobj is self._wake_r:
-                    self._take_back(selector, parked)
+                elif fd == wake_fd:
+                    with contextlib.suppress(BlockingIOError):
+                        while self._wake_r.recv(4096):
+                            pass
                 else:
-                    conn = key.data
-                    selector.unregister(conn.sock)
-                    del parked[conn]
+                    conn = poller.connections.get(fd)
+                    if conn is None:
+                        continue
+                    with conn.lock:
+                        if not conn.parked:
+                            continue
+                        conn.parked = False
                     self._dispatch(pool, conn)
             now = time.monotonic()
             if now >= next_sweep:
-                self._sweep(selector, parked, now)
+                self._sweep(now)
                 next_sweep = now + sweep_every
                 if not accepting:
-                    selector.register(listener, selectors.EVENT_READ, None)
+                    poller.watch(listener, exclusive=self._shared_listener)
                     accepting = True
 
     def _dispatch(self, pool: ThreadPoolExecutor, conn: Connection) -> None:
@@ -237,19 +300,15 @@ class Server:
                 self._busy.add(conn)
                 self._queued += 1
         if overloaded:
+            self._poller.forget(conn)
             answer_overload(conn, self.config, 503, "the server is overloaded; retry shortly")
             self._forget(conn)
             return
         pool.submit(self._work, conn)
 
-    def _accept(
-        self,
-        selector: selectors.BaseSelector,
-        listener: socket.socket,
-        parked: dict[Connection, None],
-    ) -> bool:
+    def _accept(self, poller: _Poller, listener: socket.socket) -> bool:
         """Take waiting connections; False when the process is out of descriptors."""
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(self._accept_batch):
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -270,40 +329,26 @@ class Server:
             if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
+            conn.set_timeouts(self.config.body_timeout)
             conn.deadline = conn.last_active + self.config.header_timeout
-            selector.register(sock, selectors.EVENT_READ, conn)
-            parked[conn] = None
+            conn.parked = True
+            poller.add(conn)
         return True
 
-    def _take_back(self, selector: selectors.BaseSelector, parked: dict[Connection, None]) -> None:
-        assert self._wake_r is not None
-        with contextlib.suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
-        while True:
-            try:
-                conn = self._handed_back.get_nowait()
-            except queue.Empty:
-                return
-            if self._stopping.is_set():
-                self._close(conn)
-                continue
-            selector.register(conn.sock, selectors.EVENT_READ, conn)
-            parked[conn] = None
-
-    def _sweep(
-        self, selector: selectors.BaseSelector, parked: dict[Connection, None], now: float
-    ) -> None:
+    def _sweep(self, now: float) -> None:
         """Close parked connections past their deadline; a half-sent head gets 408 first."""
-        expired = [conn for conn in parked if conn.deadline <= now]
-        for conn in expired:
-            del parked[conn]
-            selector.unregister(conn.sock)
+        for conn in list(self._poller.connections.values()):
+            with conn.lock:
+                if not conn.parked or conn.deadline > now:
+                    continue
+                conn.parked = False
+            self._poller.forget(conn)
             if conn.head_started is not None or (conn.requests == 0 and conn.h11.trailing_data[0]):
                 answer_overload(conn, self.config, 408, "the request head took too long")
                 self._forget(conn)
             else:
-                self._close(conn)
+                conn.close()
+                self._forget(conn)
 
     def _work(self, conn: Connection) -> None:
         """Run in a worker: answer what is buffered, then park or close the connection."""
@@ -314,17 +359,22 @@ class Server:
             self._busy.discard(conn)
             if not self._busy:
                 self._all_idle.notify_all()
-            # Checked under the lock: the stop takes back handed-back connections under it too,
-            # so none can slip into the queue after the stop has emptied it.
-            park = outcome is Outcome.PARK and not self._stopping.is_set()
-            if park:
-                self._handed_back.put(conn)
-        if park:
-            self._wake()
-        else:
-            self._close(conn)
+        if outcome is Outcome.PARK:
+            with conn.lock:
+                # Checked under the connection's lock: the stop closes parked connections under
+                # it too, so none is re-armed after the stop has passed it by.
+                if not self._stopping.is_set():
+                    conn.parked = True
+                    try:
+                        self._poller.rearm(conn)
+                    except OSError:
+                        conn.parked = False
+                    else:
+                        return
+        self._close(conn)
 
     def _close(self, conn: Connection) -> None:
+        self._poller.forget(conn)
         conn.close()
         self._forget(conn)
 
@@ -333,25 +383,23 @@ class Server:
         with self._busy_lock:
             self._open -= 1
 
-    def _drain(
-        self,
-        selector: selectors.BaseSelector,
-        listener: socket.socket,
-        pool: ThreadPoolExecutor,
-        parked: dict[Connection, None],
-    ) -> None:
+    def _close_parked(self) -> None:
+        for conn in list(self._poller.connections.values()):
+            with conn.lock:
+                if not conn.parked:
+                    continue
+                conn.parked = False
+            self._close(conn)
+
+    def _drain(self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor) -> None:
         """The graceful stop: no new connections, idle ones closed, busy ones given time."""
         try:
-            selector.unregister(listener)
+            poller.unwatch(listener)
             listener.close()
             self._listener = None
-            for conn in list(parked):
-                selector.unregister(conn.sock)
-                self._close(conn)
-            parked.clear()
-            with self._busy_lock:
-                self._take_back(selector, parked)  # idle ones on their way back: close them
-            # Workers see the stop flag: they answer what they hold with Connection: close.
+            self._close_parked()
+            # Workers see the stop flag: they answer what they hold with Connection: close,
+            # then close instead of parking.
             with self._all_idle:
                 self._all_idle.wait_for(lambda: not self._busy, self.config.grace_period)
                 late = list(self._busy)
@@ -360,7 +408,7 @@ class Server:
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
             pool.shutdown(wait=True, cancel_futures=True)
-            self._take_back(selector, parked)
+            self._close_parked()
         finally:
             self.close()
             self._stopped.set()
