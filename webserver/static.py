@@ -11,8 +11,9 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import threading
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Self
 from urllib.parse import quote
 
 from .conditional import make_etag, not_modified
@@ -24,6 +25,91 @@ from .paths import TEMP_PREFIX, file_segments, resolve_inside
 from .request import Request
 from .response import Response
 
+#: Largest file kept in memory by default: small files are most requests and little memory.
+CACHE_FILE_LIMIT = 64 * 1024
+#: Memory the cache of one StaticFiles handler may hold, bodies and metadata.
+CACHE_SIZE = 8 * 1024 * 1024
+#: Rough cost of an entry beyond its body, for the budget.
+_ENTRY_OVERHEAD = 512
+
+
+class _CachedFile:
+    """What serving one version of a file needs, computed once per version."""
+
+    __slots__ = ("body", "content_type", "etag", "identity", "last_modified")
+
+    def __init__(
+        self,
+        st: os.stat_result,
+        *,
+        content_type: str,
+        last_modified: str,
+        etag: str,
+        body: bytes | None,
+    ) -> None:
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self.content_type = content_type
+        self.last_modified = last_modified
+        self.etag = etag
+        self.body = body
+
+    def matches(self, st: os.stat_result) -> bool:
+        return self.identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    @property
+    def cost(self) -> int:
+        return _ENTRY_OVERHEAD + (len(self.body) if self.body is not None else 0)
+
+
+class _FileCache:
+    """Path → :class:`_CachedFile`, bounded in bytes; the oldest entries go first.
+
+    Reads take no lock (a dict lookup is atomic); writers serialise on one.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._entries: dict[str, _CachedFile] = {}
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _CachedFile | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, entry: _CachedFile) -> None:
+        if entry.cost > self.budget:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._used -= old.cost
+            while self._entries and self._used + entry.cost > self.budget:
+                oldest = next(iter(self._entries))
+                self._used -= self._entries.pop(oldest).cost
+            self._entries[key] = entry
+            self._used += entry.cost
+
+
+def _open_matching(path: str, cached: _CachedFile) -> BinaryIO | None:
+    """``path`` opened, if what opens is still the cached file (checked on the open descriptor,
+    so a swap between ``stat`` and ``open`` is caught)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if cached.matches(os.fstat(fd)):
+        return os.fdopen(fd, "rb")
+    os.close(fd)
+    return None
+
+
+def _read_small(file: BinaryIO, size: int, limit: int) -> bytes | None:
+    """The whole file if it is at most ``limit`` bytes and reads back at its stat size."""
+    if size > limit:
+        return None
+    data = file.read(size + 1)
+    return data if len(data) == size else None
+
 
 class StaticFiles(Handler):
     """GET and HEAD of the files under ``root``.
@@ -32,9 +118,21 @@ class StaticFiles(Handler):
     with each file.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, index: str = "index.html") -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        index: str = "index.html",
+        cache_file_limit: int = CACHE_FILE_LIMIT,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
         self.root = Path(os.path.realpath(root))
         self.index = index
+        #: Files up to this size are kept in memory and sent with their head in one write;
+        #: 0 turns the cache off. Larger files go by ``sendfile`` (their headers are cached).
+        self.cache_file_limit = cache_file_limit
+        self._cache = _FileCache(cache_size)
+        self._has_extra_headers = type(self).extra_headers is not StaticFiles.extra_headers
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
@@ -58,6 +156,25 @@ class StaticFiles(Handler):
         segments = file_segments(request.route_path)
         if any(s.startswith(TEMP_PREFIX) for s in segments):
             raise NotFound()
+        joined = os.path.join(self.root, *segments)
+        cached = self._cache.get(joined)
+        if cached is not None:
+            try:
+                st = os.stat(joined)
+            except OSError:
+                st = None
+            # Same device, inode, size and mtime: the very file read (and checked to lie inside
+            # the root) before. A path that now leads elsewhere, through a swapped folder or a
+            # new symlink, names another inode and takes the slow path below.
+            if st is not None and cached.matches(st):
+                if cached.body is not None:
+                    return self._respond(request, Path(joined), st, cached)
+                file = _open_matching(joined, cached)
+                if file is not None:
+                    return self._respond(request, Path(joined), st, cached, file)
+        return self._get_uncached(request, segments, joined)
+
+    def _get_uncached(self, request: Request, segments: list[str], joined: str) -> Response:
         path = resolve_inside(self.root, segments)
         try:
             # O_NONBLOCK: opening a FIFO someone left in the root must not hang a worker.
@@ -74,23 +191,49 @@ class StaticFiles(Handler):
                 return self._folder(request, path)
             if not stat.S_ISREG(st.st_mode):
                 raise NotFound()
-            etag = make_etag(st)
-            headers = [
-                ("Last-Modified", format_http_date(st.st_mtime)),
-                ("ETag", etag),
-                *self.extra_headers(path, st),
-            ]
-            if not_modified(request.headers, etag, st.st_mtime):
+            cached = _CachedFile(
+                st,
+                content_type=self.content_type(path),
+                last_modified=format_http_date(st.st_mtime),
+                etag=make_etag(st),
+                body=_read_small(file, st.st_size, self.cache_file_limit),
+            )
+            # Only a path that is its own real path is cached: no symlink, no '..' on the way.
+            if str(path) == joined and self.cache_file_limit:
+                self._cache.put(joined, cached)
+            if cached.body is not None:
                 file.close()
-                return Response(304, headers)
-            headers.insert(0, ("Content-Type", self.content_type(path)))
-            if request.method == "HEAD":
-                file.close()
-                return Response(200, [*headers, ("Content-Length", str(st.st_size))])
-            return Response(200, headers, file, st.st_size)
+                return self._respond(request, path, st, cached)
+            return self._respond(request, path, st, cached, file)
         except BaseException:
             file.close()
             raise
+
+    def _respond(
+        self,
+        request: Request,
+        path: Path,
+        st: os.stat_result,
+        cached: _CachedFile,
+        file: BinaryIO | None = None,
+    ) -> Response:
+        """The 200, 304 or HEAD answer for a regular file; ``file`` is sent unless cached."""
+        headers = [("Last-Modified", cached.last_modified), ("ETag", cached.etag)]
+        if self._has_extra_headers:
+            headers += self.extra_headers(path, st)
+        if not_modified(request.headers, cached.etag, st.st_mtime):
+            if file is not None:
+                file.close()
+            return Response(304, headers)
+        headers.insert(0, ("Content-Type", cached.content_type))
+        if request.method == "HEAD":
+            if file is not None:
+                file.close()
+            return Response(200, [*headers, ("Content-Length", str(st.st_size))])
+        if file is None:
+            assert cached.body is not None
+            return Response(200, headers, cached.body)
+        return Response(200, headers, file, st.st_size)
 
     def _folder(self, request: Request, path: Path) -> Response:
         if not request.path.endswith("/"):
