@@ -196,3 +196,73 @@ def test_fifo_is_404_without_hanging(server: Server, www: Path) -> None:
     os.mkfifo(www / "pipe")
     assert fetch(server, "/pipe")[0] == 404
     assert fetch(server, "/hello.txt")[0] == 200
+
+
+class TestFileCache:
+    """Small files are served from memory; every change on disk is seen at once."""
+
+    def test_rewritten_file_is_served_fresh(self, server: Server, www: Path) -> None:
+        """Rewriting a cached file (other size, then same size with a new mtime) is seen."""
+        assert fetch(server, "/hello.txt")[2] == b"hello, world\n"
+        (www / "hello.txt").write_bytes(b"short\n")
+        assert fetch(server, "/hello.txt")[2] == b"short\n"
+        path = www / "hello.txt"
+        before = path.stat()
+        path.write_bytes(b"SHORT\n")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+        assert fetch(server, "/hello.txt")[2] == b"SHORT\n"
+
+    def test_replaced_by_rename_is_served_fresh(self, server: Server, www: Path) -> None:
+        """A file replaced atomically (a new inode) is seen."""
+        assert fetch(server, "/hello.txt")[2] == b"hello, world\n"
+        (www / "new.tmp").write_bytes(b"replaced\n")
+        os.replace(www / "new.tmp", www / "hello.txt")
+        assert fetch(server, "/hello.txt")[2] == b"replaced\n"
+
+    def test_deleted_file_is_404(self, server: Server, www: Path) -> None:
+        """A cached file that is deleted is 404 at once."""
+        assert fetch(server, "/hello.txt")[0] == 200
+        (www / "hello.txt").unlink()
+        assert fetch(server, "/hello.txt")[0] == 404
+
+    def test_folder_swapped_for_symlink_out_is_404(self, server: Server, www: Path) -> None:
+        """A cached path whose folder is replaced by a symlink pointing outside the root serves
+        nothing from outside, although a file of the same name is there."""
+        (www / "sub").mkdir()
+        (www / "sub" / "f.txt").write_bytes(b"inside\n")
+        assert fetch(server, "/sub/f.txt")[2] == b"inside\n"
+        outside = www.parent / "elsewhere"
+        outside.mkdir()
+        (outside / "f.txt").write_bytes(b"SECRET\n")
+        os.rename(www / "sub", www / "old-sub")
+        os.symlink(outside, www / "sub")
+        status, _, body = fetch(server, "/sub/f.txt")
+        assert status == 404
+        assert b"SECRET" not in body
+
+    def test_large_file_served_by_sendfile_after_change(self, server: Server, www: Path) -> None:
+        """Files above the memory limit keep only headers cached; changes are still seen."""
+        big = www / "big.bin"
+        big.write_bytes(b"a" * 200_000)
+        assert fetch(server, "/big.bin")[2] == b"a" * 200_000
+        assert fetch(server, "/big.bin")[2] == b"a" * 200_000
+        (www / "big.tmp").write_bytes(b"b" * 150_000)
+        os.replace(www / "big.tmp", big)
+        status, headers, body = fetch(server, "/big.bin")
+        assert (status, body) == (200, b"b" * 150_000)
+        assert headers["Content-Length"] == "150000"
+
+    def test_pipelined_cached_responses_in_order(self, server: Server, www: Path) -> None:
+        """Pipelined GETs of cached files, answered from memory and written together, come
+        back complete and in order."""
+        (www / "other.txt").write_bytes(b"other\n")
+        fetch(server, "/other.txt")
+        fetch(server, "/hello.txt")
+        with connect(server) as sock:
+            sock.sendall(
+                b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /other.txt HTTP/1.1\r\nHost: x\r\n\r\n" * 10
+            )
+            reader = WireReader(sock)
+            bodies = [reader.read().body for _ in range(20)]
+        assert bodies == [b"hello, world\n", b"other\n"] * 10
