@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import select
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -45,6 +46,10 @@ error_log = logging.getLogger("webserver.error")
 
 App = Callable[[Request], Response]
 
+#: Milliseconds a worker waits for the next request on a connection before parking it (see
+#: ``_next_request_soon``); measured: 0.1 ms catches fewer, beyond 0.5 ms gains nothing, and poll
+#: counts whole milliseconds.
+NEXT_REQUEST_WAIT_MS = 1
 #: An unread request body up to this size is read and discarded so the connection stays usable;
 #: a larger one closes the connection instead of wasting time on bytes nobody wants.
 DRAIN_LIMIT = 64 * 1024
@@ -120,6 +125,8 @@ def _loop(ex: _Exchange) -> Outcome:
             if ex.stopping() and not partial_head:
                 return Outcome.CLOSE
             conn.flush()
+            if not partial_head and _next_request_soon(conn):
+                continue
             now = time.monotonic()
             if partial_head:
                 # The head deadline runs from the head's first byte and is never extended.
@@ -141,6 +148,25 @@ def _loop(ex: _Exchange) -> Outcome:
             conn.h11.start_next_cycle()
         else:
             return Outcome.CLOSE
+
+
+def _next_request_soon(conn: Connection) -> bool:
+    """Wait a moment for the client's next request before handing the connection back.
+
+    A keep-alive client usually sends its next request right after reading a response; catching
+    it here saves parking, a wake-up of the selector thread and a hand-over to a worker, which
+    cost more than the wait. The wait is bounded by ``NEXT_REQUEST_WAIT_MS``, so a quiet client
+    still holds no thread for longer than that.
+    """
+    poll = select.poll()  # not select.select: descriptors above 1023 are common here
+    poll.register(conn.sock, select.POLLIN)
+    if not poll.poll(NEXT_REQUEST_WAIT_MS):
+        return False
+    try:
+        conn.receive(wait=False)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _check_pending_head(pending: bytes, limits: HeadLimits) -> bool:
