@@ -68,15 +68,21 @@ class Outcome(enum.Enum):
 class _Exchange:
     """Per-connection context for one worker turn: the config, the app, and the stop signal."""
 
-    __slots__ = ("app", "config", "conn", "limits", "server_header", "stopping")
+    __slots__ = ("app", "config", "conn", "limits", "others_waiting", "server_header", "stopping")
 
     def __init__(
-        self, conn: Connection, app: App, config: ServerConfig, stopping: Callable[[], bool]
+        self,
+        conn: Connection,
+        app: App,
+        config: ServerConfig,
+        stopping: Callable[[], bool],
+        others_waiting: Callable[[], bool],
     ) -> None:
         self.conn = conn
         self.app = app
         self.config = config
         self.stopping = stopping
+        self.others_waiting = others_waiting
         self.server_header = config.server_name.encode("latin-1")
         self.limits = HeadLimits(
             max_request_line=config.max_request_line,
@@ -86,10 +92,18 @@ class _Exchange:
 
 
 def serve_ready(
-    conn: Connection, app: App, config: ServerConfig, stopping: Callable[[], bool]
+    conn: Connection,
+    app: App,
+    config: ServerConfig,
+    stopping: Callable[[], bool],
+    others_waiting: Callable[[], bool] = lambda: True,
 ) -> Outcome:
-    """Answer every complete request the connection has; never raises."""
-    exchange = _Exchange(conn, app, config, stopping)
+    """Answer every complete request the connection has; never raises.
+
+    ``stopping`` says the server is stopping; ``others_waiting`` that other connections wait
+    for a worker, in which case this one is parked as soon as it has nothing buffered.
+    """
+    exchange = _Exchange(conn, app, config, stopping, others_waiting)
     try:
         conn.receive(wait=False)
         return _loop(exchange)
@@ -125,7 +139,7 @@ def _loop(ex: _Exchange) -> Outcome:
             if ex.stopping() and not partial_head:
                 return Outcome.CLOSE
             conn.flush()
-            if not partial_head and _next_request_soon(conn):
+            if not partial_head and not ex.others_waiting() and _next_request_soon(conn):
                 continue
             now = time.monotonic()
             if partial_head:
@@ -155,8 +169,9 @@ def _next_request_soon(conn: Connection) -> bool:
 
     A keep-alive client usually sends its next request right after reading a response; catching
     it here saves parking, a wake-up of the selector thread and a hand-over to a worker, which
-    cost more than the wait. The wait is bounded by ``NEXT_REQUEST_WAIT_MS``, so a quiet client
-    still holds no thread for longer than that.
+    cost more than the wait. Only done while no other connection waits for a worker (so no
+    client can monopolise one), and bounded by ``NEXT_REQUEST_WAIT_MS``, so a quiet client holds
+    no thread for longer than that.
     """
     poll = select.poll()  # not select.select: descriptors above 1023 are common here
     poll.register(conn.sock, select.POLLIN)

@@ -354,7 +354,9 @@ class Server:
         """Run in a worker: answer what is buffered, then park or close the connection."""
         with self._busy_lock:
             self._queued -= 1
-        outcome = serve_ready(conn, self.app, self.config, self._stopping.is_set)
+        outcome = serve_ready(
+            conn, self.app, self.config, self._stopping.is_set, self._others_waiting
+        )
         with self._busy_lock:
             self._busy.discard(conn)
             if not self._busy:
@@ -372,6 +374,9 @@ class Server:
                     else:
                         return
         self._close(conn)
+
+    def _others_waiting(self) -> bool:
+        return self._queued > 0  # read without the lock: a hint, not a decision
 
     def _close(self, conn: Connection) -> None:
         self._poller.forget(conn)

@@ -348,3 +348,36 @@ def test_graceful_shutdown_under_load(www: Path) -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert truncated == []
     assert all(count >= 5 for count in completed)
+
+
+def test_busy_keep_alive_client_cannot_starve_others(www: Path) -> None:
+    """With one worker thread, a client sending requests back to back does not keep the worker
+    from answering another client: a worker only lingers on a connection nobody else waits for."""
+    with running_server(root=www, threads=1, access_log=False) as server:
+        stop = threading.Event()
+        served = [0]
+
+        def hammer() -> None:
+            with connect(server) as sock:
+                reader = WireReader(sock)
+                for _ in range(20_000):
+                    if stop.is_set():
+                        return
+                    sock.sendall(GET)
+                    reader.read()
+                    served[0] += 1
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            while served[0] < 50:  # the hammering client is in full swing
+                if not thread.is_alive():
+                    pytest.fail("the hammering client stopped early")
+                threading.Event().wait(0.001)
+            with connect(server) as other:
+                other.sendall(GET)
+                assert WireReader(other).read().status == 200
+            assert thread.is_alive(), "the other client was answered only after the first ended"
+        finally:
+            stop.set()
+            thread.join(NET_TIMEOUT)
