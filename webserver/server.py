@@ -3,22 +3,22 @@
 Call flow::
 
     serve_forever()                         the selector thread (the caller's)
-      ├── accept()  → Connection            new sockets are parked at once
-      ├── readable parked connection        unregister it, pool.submit(_work, conn)
+      ├── accept()  → Connection            new sockets are parked at once (epoll, one-shot)
+      ├── readable parked connection        the kernel disarms it; pool.submit(_work, conn)
       │     _work(conn)                     a worker thread
       │       └── exchange.serve_ready()    answer every buffered request, in order
-      │             ├── PARK  → hand back through a queue + wake-up byte
+      │             ├── PARK  → the worker re-arms it in epoll itself
       │             └── CLOSE → conn.close()
-      ├── wake-up byte                      re-register connections handed back
-      └── idle timeout                      close parked connections that stayed silent
+      ├── sweep, a few times a second       close parked connections past their deadline
+      └── wake-up byte                      only to notice shutdown()
 
     shutdown()   (any thread, or a signal handler)
       → stop accepting, close parked connections, let in-flight requests finish within the grace
         period (their responses say ``Connection: close``), then cut off what remains.
 
 Rules: an idle connection holds no thread; only the thread that owns a connection at a moment
-touches its socket (the selector while parked, one worker while served); the selector thread never
-blocks on a client.
+touches its socket (the selector while parked, one worker while served), and the hand-over
+between them happens under the connection's lock; the selector thread never blocks on a client.
 """
 
 from __future__ import annotations
