@@ -16,29 +16,86 @@ connection, pipelining, cache and batch machinery) are internal and may change a
 
 __version__ = "0.1.0"
 
-from ._cache import CacheStatus
-from ._storage import CacheInfo
-from .client import BodySink, Client, Request, Response
-from .commands import Command, parse_commands, read_command_file
-from .config import ClientConfig, default_cache_dir, parse_size
-from .errors import (
-    CacheError,
-    CommandFileError,
-    ConfigError,
-    ConnectionClosed,
-    ConnectionRefused,
-    ConnectTimeout,
-    InvalidURL,
-    LineError,
-    LocalFileError,
-    ProtocolError,
-    ReadTimeout,
-    ResolveError,
-    ResponseTooLarge,
-    TransportError,
-    UnsafePathError,
-    WebClientError,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._status import CacheStatus
+    from ._storage import CacheInfo
+    from .client import BodySink, Client, Request, Response
+    from .commands import Command, parse_commands, read_command_file
+    from .config import ClientConfig, default_cache_dir, parse_size
+    from .errors import (
+        CacheError,
+        CommandFileError,
+        ConfigError,
+        ConnectionClosed,
+        ConnectionRefused,
+        ConnectTimeout,
+        InvalidURL,
+        LineError,
+        LocalFileError,
+        ProtocolError,
+        ReadTimeout,
+        ResolveError,
+        ResponseTooLarge,
+        TransportError,
+        UnsafePathError,
+        WebClientError,
+    )
+
+#: Where each public name is defined: modules are imported when a name is first used, so that
+#: ``webclient batch --no-cache`` never loads the cache's SQLite and hashing code.
+_HOMES = {
+    "CacheStatus": "_status",
+    "CacheInfo": "_storage",
+    "BodySink": "client",
+    "Client": "client",
+    "Request": "client",
+    "Response": "client",
+    "Command": "commands",
+    "parse_commands": "commands",
+    "read_command_file": "commands",
+    "ClientConfig": "config",
+    "default_cache_dir": "config",
+    "parse_size": "config",
+    **dict.fromkeys(
+        (
+            "CacheError",
+            "CommandFileError",
+            "ConfigError",
+            "ConnectionClosed",
+            "ConnectionRefused",
+            "ConnectTimeout",
+            "InvalidURL",
+            "LineError",
+            "LocalFileError",
+            "ProtocolError",
+            "ReadTimeout",
+            "ResolveError",
+            "ResponseTooLarge",
+            "TransportError",
+            "UnsafePathError",
+            "WebClientError",
+        ),
+        "errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'webclient' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "BodySink",

@@ -11,19 +11,16 @@ stdout (binary bodies are not written to a terminal).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
-import click
-
-from ._cache import CacheStatus
+from ._status import CacheStatus
 from .client import Client, Request, Response, Result
 from .commands import Command
 from .config import human_size
@@ -47,45 +44,116 @@ def destination(out_dir: Path, name: str) -> Path:
     return target
 
 
-class OutputFile:
-    """A body sink writing beside ``path`` and renaming into place only when complete."""
+class Destinations:
+    """:func:`destination` for many names of one run, resolving each folder once.
 
-    def __init__(self, path: Path, on_write: Callable[[int], None] | None = None) -> None:
+    A name made of plain components (no empty, ``.`` or ``..`` part) whose last component is not
+    a symlink lands at its resolved folder joined with that component, which is what resolving
+    the whole path gives; any other name takes :func:`destination` itself.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self._root: str | None = None
+        #: Resolved folders (relative name -> real path), only those inside the root.
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, name: str) -> Path:
+        if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+            return destination(self.out_dir, name)
+        folder_name, _, last = name.rpartition("/")
+        if last in ("", ".", "..") or (
+            folder_name and any(p in ("", ".", "..") for p in folder_name.split("/"))
+        ):
+            return destination(self.out_dir, name)
+        if self._root is None:
+            self._root = os.fspath(self.out_dir.resolve())
+        root = self._root
+        folder = self._folders.get(folder_name)
+        if folder is None:
+            if not folder_name:
+                folder = root
+            else:
+                folder = os.path.realpath(os.path.join(root, folder_name))
+                if not folder.startswith(root.rstrip("/") + "/"):
+                    return destination(self.out_dir, name)
+            self._folders[folder_name] = folder
+        target = os.path.join(folder, last)
+        if os.path.islink(target):
+            return destination(self.out_dir, name)
+        return Path(target)
+
+
+#: Distinguishes the temporary files of this process from those of others.
+_TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
+_temp_numbers = itertools.count()
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_temp(folder: str, prefix: str) -> tuple[int, str]:
+    """A new file ``prefix<unique>.part`` in ``folder``, open for writing (mode 0600, O_EXCL)."""
+    for _ in range(100):
+        path = f"{folder}/{prefix}{_TEMP_TAG}{next(_temp_numbers):x}.part"
+        try:
+            return os.open(path, _O_CREATE, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name in {folder}")
+
+
+class OutputFile:
+    """A body sink writing beside ``path`` and renaming into place only when complete.
+
+    ``folders`` remembers the folders already created in this run, so that each is made once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on_write: Callable[[int], None] | None = None,
+        *,
+        folders: set[str] | None = None,
+    ) -> None:
         self.path = path
         self._on_write = on_write
+        folder = os.path.dirname(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(
-                prefix=f".{path.name[:50]}.", suffix=".part", dir=path.parent
-            )
+            if folders is None or folder not in folders:
+                os.makedirs(folder, exist_ok=True)
+                if folders is not None:
+                    folders.add(folder)
+            self._fd, self._temp = create_temp(folder, f".{path.name[:50]}.")
         except OSError as exc:
             raise LocalFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        self._temp = Path(temp)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+        self._open = True
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
+        assert self._open
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
         if self._on_write is not None:
             self._on_write(len(data))
 
     def close(self) -> None:
-        if self._file is None:
+        if not self._open:
             return
-        self._file.close()
-        self._file = None
+        self._open = False
         try:
+            os.close(self._fd)
             os.replace(self._temp, self.path)
         except OSError as exc:
-            self.abort()
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp)
             raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._open:
+            self._open = False
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
         with contextlib.suppress(OSError):
-            self._temp.unlink()
+            os.unlink(self._temp)
 
 
 def is_binary(content_type: str | None, sample: bytes) -> bool:
@@ -106,28 +174,42 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
     return False
 
 
-@dataclass
 class Outcome:
     """What happened to one command."""
 
-    command: Command
-    ok: bool
-    message: str
-    saved: Path | None = None
-    response: Response | None = None
+    __slots__ = ("command", "message", "ok", "response", "saved")
+
+    def __init__(
+        self,
+        command: Command,
+        ok: bool,
+        message: str,
+        saved: Path | None = None,
+        response: Response | None = None,
+    ) -> None:
+        self.command = command
+        self.ok = ok
+        self.message = message
+        self.saved = saved
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
 
 
-@dataclass
 class Summary:
-    ok: int = 0
-    failed: int = 0
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    hits: int = 0
-    revalidated: int = 0
-    misses: int = 0
-    elapsed: float = 0.0
-    outcomes: list[Outcome] = field(default_factory=list)
+    """The counts of a run, and every outcome in command-file order."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.hits = 0
+        self.revalidated = 0
+        self.misses = 0
+        self.elapsed = 0.0
+        self.outcomes: list[Outcome] = []
 
     def line(self) -> str:
         return (
@@ -155,6 +237,8 @@ class _Progress:
 
 class _Bar:
     def __init__(self, owner: _Progress, label: str, length: int) -> None:
+        import click
+
         self._owner = owner
         self._bar = click.progressbar(length=length, label=label, file=owner.stream)
         self._bar.__enter__()
@@ -232,9 +316,14 @@ class BatchRun:
         self._next = 0
         self._print_lock = threading.Lock()
         self._destinations: dict[int, Path] = {}
+        self._destination = Destinations(out_dir)
+        self._folders: set[str] = set()
+        self._cwd = ""
 
     def run(self) -> Summary:
         started = time.monotonic()
+        cwd = os.getcwd()
+        self._cwd = cwd if cwd.endswith("/") else cwd + "/"
         requests: list[Request] = []
         positions: list[int] = []
         for index, command in enumerate(self.commands):
@@ -267,7 +356,7 @@ class BatchRun:
             return Request(
                 "POST", command.url, body=local, on_sent=self._upload_progress(command, local)
             )
-        self._destinations[index] = destination(self.out_dir, command.local_name)
+        self._destinations[index] = self._destination(command.local_name)
         return Request("GET", command.url, sink=self._sink_factory(index, command))
 
     def _upload_progress(self, command: Command, local: Path) -> Callable[[int], None] | None:
@@ -291,16 +380,17 @@ class BatchRun:
 
     def _sink_factory(
         self, index: int, command: Command
-    ) -> Callable[[Response], _ProgressSink | None]:
-        def make(response: Response) -> _ProgressSink | None:
+    ) -> Callable[[Response], OutputFile | _ProgressSink | None]:
+        def make(response: Response) -> OutputFile | _ProgressSink | None:
             if not response.ok:
                 return None
+            file = OutputFile(self._destinations[index], folders=self._folders)
+            if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
+                return file
             length_text = response.header("content-length")
             length = int(length_text) if length_text and length_text.isdigit() else None
-            bar = None
-            if response.cache_status is not CacheStatus.HIT:
-                bar = self.progress.bar(f"GET {command.path}", length)
-            return _ProgressSink(OutputFile(self._destinations[index]), bar)
+            bar = self.progress.bar(f"GET {command.path}", length)
+            return file if bar is None else _ProgressSink(file, bar)
 
         return make
 
@@ -319,7 +409,8 @@ class BatchRun:
             message = f"{where}: {status}, sent {human_size(result.bytes_sent)}{stored}"
             return Outcome(command, True, message, response=result)
         saved = self._destinations[index]
-        shown = os.path.relpath(saved) if saved.is_relative_to(Path.cwd()) else str(saved)
+        text = str(saved)
+        shown = text[len(self._cwd) :] if text.startswith(self._cwd) else text
         message = (
             f"{where}: {status}, {human_size(result.body_size)} saved to {shown}"
             f" (cache {result.cache_status.value})"

@@ -11,43 +11,48 @@ applies them to :mod:`webclient._storage`.
 
 from __future__ import annotations
 
-import enum
+import contextlib
+import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _freshness as freshness
 from ._freshness import HeaderList
-from ._storage import BodyWriter, CacheInfo, Entry, Storage
+from ._status import CacheStatus
+
+if TYPE_CHECKING:
+    from ._storage import BodyWriter, CacheInfo, Entry
 
 Clock = Callable[[], float]
 
+__all__ = ["Cache", "CacheStatus", "Clock", "Lookup", "cache_key"]
 
-class CacheStatus(enum.Enum):
-    """Where a response came from."""
-
-    HIT = "hit"  #: fresh in the cache; the network was not used
-    REVALIDATED = "revalidated"  #: stale in the cache, confirmed by a 304; the body was not sent
-    MISS = "miss"  #: fetched from the server (and stored if allowed)
-    BYPASS = "bypass"  #: not a cacheable request, or the cache is off
+#: Stored bodies up to this size are read whole in one call when served.
+SMALL_BODY = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class Lookup:
     """A stored response selected for a request."""
 
-    entry: Entry
-    fresh: bool
-    age: float
+    __slots__ = ("age", "entry", "fresh")
+
+    def __init__(self, entry: Entry, fresh: bool, age: float) -> None:
+        self.entry = entry
+        self.fresh = fresh
+        self.age = age
+
+    def __repr__(self) -> str:
+        return f"Lookup({self.entry!r}, fresh={self.fresh!r}, age={self.age!r})"
 
     @property
     def revalidation_headers(self) -> list[tuple[str, str]]:
         return freshness.conditional_headers(self.entry.headers)
 
 
+@functools.lru_cache(maxsize=4096)
 def cache_key(url: str) -> str:
     """The URL in one spelling: lower-case scheme and host, explicit port, no fragment."""
     parts = urlsplit(url)
@@ -69,9 +74,18 @@ class Cache:
         clock: Clock = time.time,
         warn: Callable[[str], None] | None = None,
     ) -> None:
+        from ._storage import Storage
+
         self.max_size = max_size
         self.clock = clock
         self.storage = Storage(folder, warn=warn)
+
+    @contextlib.contextmanager
+    def batch(self, urls: Iterable[str] = ()) -> Iterator[None]:
+        """Many requests' cache writes in few transactions; the rows of ``urls`` read at once."""
+        with self.storage.batch():
+            self.storage.prefetch(cache_key(url) for url in urls)
+            yield
 
     @property
     def folder(self) -> Path:
@@ -106,10 +120,15 @@ class Cache:
         age = lookup.age if lookup.age != float("inf") else 0.0
         return [*headers, ("Age", str(int(age)))]
 
-    def use(self, lookup: Lookup) -> BinaryIO:
-        """Open the stored body of a response about to be served, and note the use."""
-        body = self.storage.open_body(lookup.entry)
-        self.storage.touch(lookup.entry.id, self.clock())
+    def use(self, lookup: Lookup) -> BinaryIO | bytes:
+        """The stored body of a response about to be served (bytes when small, else an open
+        file), and note the use."""
+        entry = lookup.entry
+        if entry.body_size <= SMALL_BODY:
+            body: BinaryIO | bytes = self.storage.read_body(entry)
+        else:
+            body = self.storage.open_body(entry)
+        self.storage.touch(entry.id, self.clock())
         return body
 
     def wants(
@@ -187,6 +206,8 @@ class Cache:
             response_time=response_time,
             now=self.clock(),
         )
+        from ._storage import Entry
+
         updated = Entry(
             id=entry.id,
             key=entry.key,

@@ -25,8 +25,9 @@ Rules kept (section numbers of RFC 9111):
 
 from __future__ import annotations
 
-import email.utils
+import functools
 import math
+import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
 
@@ -131,7 +132,14 @@ def parse_cache_control(values: Iterable[str]) -> Directives:
 
 
 def cache_control(headers: HeaderList) -> Directives:
-    return parse_cache_control(header_values(headers, "cache-control"))
+    """The response's or request's directives (read-only: the result may be shared)."""
+    values = header_values(headers, "cache-control")
+    return _cached_cache_control(tuple(values)) if values else {}
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_cache_control(values: tuple[str, ...]) -> Directives:
+    return parse_cache_control(values)
 
 
 def parse_delta_seconds(value: str | None) -> int | None:
@@ -153,10 +161,48 @@ def directive_seconds(directives: Directives, name: str) -> int | None:
     return seconds
 
 
+_IMF_FIXDATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-3][0-9]) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
+    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]) GMT"
+)
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (days may run past the month)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+@functools.lru_cache(maxsize=256)
 def parse_http_date(text: str | None) -> float | None:
-    """Seconds since the epoch for an HTTP-date (any of the three RFC 9110 forms), else None."""
-    if text is None or not text.strip():
+    """Seconds since the epoch for an HTTP-date (any of the three RFC 9110 forms), else None.
+
+    The preferred form (IMF-fixdate, what servers send) is read directly; the others, and
+    anything unusual, go through :func:`email.utils.parsedate_tz`, which gives the same result
+    for the preferred form.
+    """
+    if text is None:
         return None
+    match = _IMF_FIXDATE.fullmatch(text)
+    if match is not None:
+        day, month, year, hour, minute, second = match.groups()
+        days = _days_from_civil(int(year), _MONTHS[month], 1) + int(day) - 1
+        return float(((days * 24 + int(hour)) * 60 + int(minute)) * 60 + int(second))
+    if not text.strip():
+        return None
+    import email.utils
+
     try:
         parsed = email.utils.parsedate_tz(text)
     except (TypeError, ValueError, IndexError):
@@ -170,6 +216,8 @@ def parse_http_date(text: str | None) -> float | None:
 
 
 def format_http_date(when: float) -> str:
+    import email.utils
+
     return email.utils.formatdate(when, usegmt=True)
 
 

@@ -5,7 +5,8 @@ Rules (RFC 9112 §9.3):
 - Responses are read in the order the requests were sent; every response body is read to its end
   before the next response, so the connection can be reused.
 - At most ``depth`` GET/HEAD requests are in flight. A new connection carries one request until
-  its first response shows it persists; only then are requests written ahead.
+  its first response shows it persists; only then are requests written ahead. Every response
+  already received is read before more requests are written, so that they leave in batches.
 - Nothing is written behind a request that is not GET/HEAD (a POST waits for every earlier
   response, and the next request waits for the POST's response).
 - When a server closes a kept-alive connection without answering, the idempotent requests it left
@@ -95,6 +96,10 @@ class Lane:
                 self._send(self._queue.popleft())
             else:
                 self._read_one()
+                # Take every response already received before writing again, so that the next
+                # requests leave together in one write instead of one write per response.
+                while self._inflight and self._conn is not None and self._conn.has_buffered():
+                    self._read_one()
 
     def _can_send(self) -> bool:
         if not self._inflight:

@@ -12,6 +12,18 @@ the same write transaction that inserts its row, so no reader ever sees a half-w
 garbage collection (which also runs under the write lock) cannot delete a body a concurrent commit
 is about to reference. Only these names are ever deleted. An index that is not SQLite, belongs to
 another program, has another schema version or fails its integrity check is reported and rebuilt.
+
+Batches (:meth:`Storage.batch`, used for a whole run of requests): the writes of many entries
+share one transaction, each inside its own savepoint, so an entry is in the index whole or not at
+all; the transaction commits at the end of the batch (also when it ends with an error: what was
+complete is kept), when it holds :data:`BATCH_ENTRIES` writes, and at the latest
+:data:`BATCH_SECONDS` after it began (from a timer, so other processes never wait long for the
+write lock). Index rows for many keys can be read in one query beforehand (:meth:`prefetch`).
+
+Durability: bodies are not flushed to the disk one by one (no fsync) and the index runs with
+``synchronous=NORMAL``. After a power failure the latest entries may be lost, or point to a body
+that is missing or shorter than recorded; such an entry is found out by its size when next used,
+dropped, and fetched again: a cache miss, never a wrong answer from a half-written body.
 """
 
 from __future__ import annotations
@@ -20,11 +32,10 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,6 +56,12 @@ TAG_TEXT = (
 )
 #: Seconds SQLite waits for another process's write lock before reporting the cache busy.
 LOCK_TIMEOUT = 10.0
+#: A batch commits once it holds this many writes...
+BATCH_ENTRIES = 500
+#: ...or this many seconds after its first write, whichever comes first.
+BATCH_SECONDS = 0.25
+#: Keys per query when prefetching index rows (below SQLite's limit on parameters).
+_PREFETCH_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -66,20 +83,58 @@ CREATE INDEX IF NOT EXISTS entries_by_body ON entries (body_sha);
 """
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
     """One stored response."""
 
-    id: int
-    key: str
-    vary: VaryKey
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body_sha: str
-    body_size: int
-    request_time: float
-    response_time: float
+    __slots__ = (
+        "body_sha",
+        "body_size",
+        "headers",
+        "id",
+        "key",
+        "reason",
+        "request_time",
+        "response_time",
+        "status",
+        "vary",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: int,
+        key: str,
+        vary: VaryKey,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...],
+        body_sha: str,
+        body_size: int,
+        request_time: float,
+        response_time: float,
+    ) -> None:
+        self.id = id
+        self.key = key
+        self.vary = vary
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body_sha = body_sha
+        self.body_size = body_size
+        self.request_time = request_time
+        self.response_time = response_time
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Entry(id={self.id!r}, key={self.key!r}, status={self.status!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +143,12 @@ class CacheInfo:
     entries: int
     bodies: int
     size: int
+
+
+#: Distinguishes the temporary files of this process from those of others.
+_TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
+_temp_numbers = iter(range(1 << 62))
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class BodyWriter:
@@ -103,14 +164,22 @@ class BodyWriter:
         self.dropped = False
         self._hash = hashlib.sha256()
         try:
-            fd, name = tempfile.mkstemp(prefix="body-", dir=folder)
+            self._fd: int | None = None
+            for _ in range(100):
+                name = f"{folder}/body-{_TEMP_TAG}{next(_temp_numbers):x}"
+                try:
+                    self._fd = os.open(name, _O_CREATE, 0o600)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise FileExistsError(f"no unused temporary name in {folder}")
         except OSError as exc:
             raise CacheError(f"cannot write to the cache folder: {exc}") from exc
         self.path = Path(name)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
-        if self._file is None or self.dropped:
+        if self._fd is None or self.dropped:
             return
         self.size += len(data)
         if self.size > self.limit:
@@ -119,7 +188,9 @@ class BodyWriter:
             return
         self._hash.update(data)
         try:
-            self._file.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
         except OSError:
             # A full disk must not fail the download; the response just is not stored.
             self.discard()
@@ -130,19 +201,16 @@ class BodyWriter:
         return self._hash.hexdigest()
 
     def finish(self) -> None:
-        """Flush the bytes to disk so the rename that publishes them never exposes a hole."""
-        if self._file is not None:
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            finally:
-                self._file.close()
-                self._file = None
+        """Close the file; it is complete. (Not flushed to disk: see the module docstring.)"""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             self.path.unlink()
 
@@ -163,10 +231,12 @@ def _entry(row: tuple[object, ...]) -> Entry:
     )
 
 
-_SELECT_BY_KEY = (
+_COLUMNS = (
     "SELECT id, key, vary, status, reason, headers, body_sha, body_size, request_time,"
-    " response_time FROM entries WHERE key = ? ORDER BY response_time DESC, id DESC"
+    " response_time FROM entries"
 )
+_ORDER = " ORDER BY response_time DESC, id DESC"
+_SELECT_BY_KEY = _COLUMNS + " WHERE key = ?" + _ORDER
 
 
 class Storage:
@@ -177,9 +247,22 @@ class Storage:
 
     def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.folder = folder
+        self._bodies = os.path.join(folder, BODIES)
         self._warn = warn or (lambda message: None)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        #: Open batches (nested ``batch()`` calls); writes share a transaction while above 0.
+        self._batches = 0
+        #: Writes in the open batch transaction, when it began, and its commit timer.
+        self._batch_writes = 0
+        self._batch_started = 0.0
+        self._timer: threading.Timer | None = None
+        #: Total body size, known while a write transaction is open (None: ask the index).
+        self._size: int | None = None
+        #: Rows read ahead by ``prefetch``, by key; dropped for a key when it is written.
+        self._prefetched: dict[str, list[Entry]] = {}
+        #: last_used values not written yet (applied with the next write, or at the end).
+        self._touched: dict[int, float] = {}
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -266,6 +349,8 @@ class Storage:
         for name in [*index_files, BODIES, TMP]:
             path = self.folder / name
             if path.is_dir() and not path.is_symlink():
+                import shutil
+
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):
@@ -275,31 +360,150 @@ class Storage:
 
     @contextlib.contextmanager
     def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """A read or write transaction; inside a batch, a write is a savepoint of the batch's."""
         with self._lock:
             db = self._db
             if db is None:
                 raise CacheError("the cache is closed")
+            if self._batches and (write or db.in_transaction):
+                yield from self._in_batch(db, write)
+                return
             try:
                 db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
+                    if write:
+                        self._write_touched(db)
                     yield db
                 except BaseException:
+                    self._size = None
                     db.execute("ROLLBACK")
                     raise
+                self._size = None
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise CacheError(f"the cache index failed: {exc}") from exc
 
+    def _in_batch(self, db: sqlite3.Connection, write: bool) -> Iterator[sqlite3.Connection]:
+        if not write:
+            yield db
+            return
+        try:
+            if not db.in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+                self._size = None
+                self._batch_writes = 0
+                self._batch_started = time.monotonic()
+                self._start_timer()
+            db.execute("SAVEPOINT entry")
+            try:
+                yield db
+            except BaseException:
+                self._size = None
+                db.execute("ROLLBACK TO entry")
+                db.execute("RELEASE entry")
+                raise
+            db.execute("RELEASE entry")
+            self._batch_writes += 1
+            if (
+                self._batch_writes >= BATCH_ENTRIES
+                or time.monotonic() - self._batch_started >= BATCH_SECONDS
+            ):
+                self._commit_batch(db)
+        except sqlite3.Error as exc:
+            raise CacheError(f"the cache index failed: {exc}") from exc
+
+    def _start_timer(self) -> None:
+        timer = threading.Timer(BATCH_SECONDS, self._commit_from_timer)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _commit_from_timer(self) -> None:
+        with self._lock:
+            db = self._db
+            if db is None or not db.in_transaction or self._timer is None:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                self._commit_batch(db)
+
+    def _commit_batch(self, db: sqlite3.Connection) -> None:
+        """Commit the batch transaction (the caller holds the lock)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._size = None
+        if db.in_transaction:
+            self._write_touched(db)
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes share transactions until the end (see the module docstring).
+
+        Whatever happens inside, every write that completed is committed at the end; a failure
+        of the final commit is reported as a CacheError.
+        """
+        with self._lock:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batches -= 1
+                if self._batches == 0:
+                    self._prefetched.clear()
+                    self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        try:
+            if db.in_transaction:
+                self._commit_batch(db)
+            elif self._touched:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._write_touched(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            raise CacheError(f"the cache index failed: {exc}") from exc
+
+    def _write_touched(self, db: sqlite3.Connection) -> None:
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            db.executemany(
+                "UPDATE entries SET last_used = ? WHERE id = ?",
+                [(now, entry_id) for entry_id, now in touched.items()],
+            )
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                self._db.close()
-                self._db = None
+                try:
+                    self._flush_batch()
+                except CacheError:
+                    pass
+                finally:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                        self._timer = None
+                    self._db.close()
+                    self._db = None
 
     # -- bodies ----------------------------------------------------------------------------------
 
     def body_path(self, sha: str) -> Path:
-        return self.folder / BODIES / sha[:2] / sha
+        return Path(self._body_file(sha))
+
+    def _body_file(self, sha: str) -> str:
+        return f"{self._bodies}/{sha[:2]}/{sha}"
 
     def new_body(self, limit: int) -> BodyWriter:
         return BodyWriter(self.folder / TMP, limit)
@@ -316,9 +520,27 @@ class Storage:
             raise CacheError(f"a stored body has the wrong size: {path.name}")
         return file
 
+    def read_body(self, entry: Entry) -> bytes:
+        """The whole stored body (for small ones); CacheError when it is gone or not the size
+        recorded."""
+        sha = entry.body_sha
+        try:
+            fd = os.open(self._body_file(sha), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise CacheError(f"a stored body is missing: {sha}") from exc
+        try:
+            data = os.read(fd, entry.body_size + 1)
+        except OSError as exc:
+            raise CacheError(f"a stored body cannot be read: {sha}") from exc
+        finally:
+            os.close(fd)
+        if len(data) != entry.body_size:
+            raise CacheError(f"a stored body has the wrong size: {sha}")
+        return data
+
     def body_ok(self, entry: Entry) -> bool:
         try:
-            return self.body_path(entry.body_sha).stat().st_size == entry.body_size
+            return os.stat(self._body_file(entry.body_sha)).st_size == entry.body_size
         except OSError:
             return False
 
@@ -326,9 +548,36 @@ class Storage:
 
     def entries(self, key: str) -> list[Entry]:
         """Every stored response for a cache key, newest first."""
-        with self._transaction(write=False) as db:
-            rows = db.execute(_SELECT_BY_KEY, (key,)).fetchall()
+        with self._lock:
+            found = self._prefetched.get(key)
+            if found is not None:
+                return list(found)
+            with self._transaction(write=False) as db:
+                rows = db.execute(_SELECT_BY_KEY, (key,)).fetchall()
         return [_entry(row) for row in rows]
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the rows of many keys in a few queries; :meth:`entries` answers from them until
+        the batch ends or the key is written. Only inside :meth:`batch`."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        with self._lock:
+            if not self._batches:
+                return
+            found: dict[str, list[Entry]] = {key: [] for key in wanted}
+            with self._transaction(write=False) as db:
+                for start in range(0, len(wanted), _PREFETCH_CHUNK):
+                    chunk = wanted[start : start + _PREFETCH_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"{_COLUMNS} WHERE key IN ({marks}){_ORDER}"
+                    for row in db.execute(query, chunk):
+                        found[str(row[1])].append(_entry(row))
+            self._prefetched.update(found)
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._prefetched.pop(key, None)
 
     def insert(
         self,
@@ -348,11 +597,22 @@ class Storage:
         sha = body.sha256
         target = self.body_path(sha)
         with self._transaction(write=True) as db:
+            self._forget([key])
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(body.path, target)
+                try:
+                    os.replace(body.path, target)
+                except FileNotFoundError:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(body.path, target)
             except OSError as exc:
                 raise CacheError(f"cannot store a body in the cache: {exc.strerror}") from exc
+            if (
+                self._size is not None
+                and not db.execute(
+                    "SELECT 1 FROM entries WHERE body_sha = ? LIMIT 1", (sha,)
+                ).fetchone()
+            ):
+                self._size += body.size
             stale = self._delete_rows(db, replaces)
             db.execute(
                 "INSERT OR REPLACE INTO entries (key, vary, status, reason, headers, body_sha,"
@@ -371,7 +631,7 @@ class Storage:
                     now,
                 ),
             )
-            self._collect(db, stale - {sha})
+            self._collect(db, {k: v for k, v in stale.items() if k != sha})
 
     def update(
         self,
@@ -384,6 +644,7 @@ class Storage:
     ) -> None:
         """Freshen a stored response after a 304."""
         with self._transaction(write=True) as db:
+            self._prefetched.clear()
             db.execute(
                 "UPDATE entries SET headers = ?, request_time = ?, response_time = ?,"
                 " last_used = ? WHERE id = ?",
@@ -397,17 +658,24 @@ class Storage:
             )
 
     def touch(self, entry_id: int, now: float) -> None:
-        """Mark an entry used, for least-recently-used eviction."""
+        """Mark an entry used, for least-recently-used eviction (inside a batch, with the
+        batch's next write)."""
+        with self._lock:
+            if self._batches:
+                self._touched[entry_id] = now
+                return
         with self._transaction(write=True) as db:
             db.execute("UPDATE entries SET last_used = ? WHERE id = ?", (now, entry_id))
 
     def delete(self, ids: list[int]) -> None:
         with self._transaction(write=True) as db:
+            self._prefetched.clear()
             self._collect(db, self._delete_rows(db, ids))
 
     def delete_keys(self, keys: list[str]) -> int:
         """Drop every stored response for these keys; how many there were."""
         with self._transaction(write=True) as db:
+            self._forget(keys)
             ids = [
                 int(row[0])
                 for key in keys
@@ -419,24 +687,34 @@ class Storage:
     def evict(self, max_size: int) -> int:
         """Drop least recently used entries until the bodies fit in ``max_size``; how many."""
         dropped = 0
-        with self._transaction(write=True) as db:
-            total = self._total_size(db)
-            if total <= max_size:
+        with self._lock:
+            if self._size is not None and self._size <= max_size:
                 return 0
-            rows = db.execute("SELECT id FROM entries ORDER BY last_used, id").fetchall()
-            for (entry_id,) in rows:
-                self._collect(db, self._delete_rows(db, [int(entry_id)]))
-                dropped += 1
-                total = self._total_size(db)
-                if total <= max_size:
-                    break
+            with self._transaction(write=True) as db:
+                if self._size is None:
+                    self._size = self._total_size(db)
+                if self._size <= max_size:
+                    return 0
+                self._prefetched.clear()
+                self._write_touched(db)
+                rows = db.execute("SELECT id FROM entries ORDER BY last_used, id").fetchall()
+                for (entry_id,) in rows:
+                    self._collect(db, self._delete_rows(db, [int(entry_id)]))
+                    dropped += 1
+                    if self._size <= max_size:
+                        break
         return dropped
 
     def clear(self) -> int:
         """Drop everything; how many entries there were."""
+        import shutil
+
         with self._transaction(write=True) as db:
+            self._prefetched.clear()
+            self._touched.clear()
             count = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
             db.execute("DELETE FROM entries")
+            self._size = 0
             for name in (BODIES, TMP):
                 shutil.rmtree(self.folder / name, ignore_errors=True)
                 (self.folder / name).mkdir(exist_ok=True)
@@ -458,20 +736,25 @@ class Storage:
         return int(row[0])
 
     @staticmethod
-    def _delete_rows(db: sqlite3.Connection, ids: list[int]) -> set[str]:
-        """Delete rows; the bodies they referenced (maybe still used by other rows)."""
-        shas: set[str] = set()
+    def _delete_rows(db: sqlite3.Connection, ids: list[int]) -> dict[str, int]:
+        """Delete rows; the bodies they referenced (maybe still used by other rows), with their
+        sizes."""
+        shas: dict[str, int] = {}
         for entry_id in ids:
-            row = db.execute("SELECT body_sha FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            row = db.execute(
+                "SELECT body_sha, body_size FROM entries WHERE id = ?", (entry_id,)
+            ).fetchone()
             if row is not None:
-                shas.add(str(row[0]))
+                shas[str(row[0])] = int(row[1])
                 db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         return shas
 
-    def _collect(self, db: sqlite3.Connection, shas: set[str]) -> None:
+    def _collect(self, db: sqlite3.Connection, shas: dict[str, int]) -> None:
         """Delete the body files no row references any more (caller holds the write lock)."""
-        for sha in shas:
+        for sha, size in shas.items():
             if db.execute("SELECT 1 FROM entries WHERE body_sha = ? LIMIT 1", (sha,)).fetchone():
                 continue
+            if self._size is not None:
+                self._size -= size
             with contextlib.suppress(FileNotFoundError):
                 self.body_path(sha).unlink()

@@ -11,17 +11,16 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from ._batch import BatchRun
-from ._cache import Cache
-from .client import Client
-from .commands import read_command_file
 from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, CommandFileError, ConfigError
+
+if TYPE_CHECKING:
+    from ._cache import Cache
 
 
 class _OneLineError(click.ClickException):
@@ -163,6 +162,10 @@ def batch(
     timeout: float,
 ) -> None:
     """Run the GET and POST commands of COMMAND_FILE (see docs/client.md for the format)."""
+    from ._batch import BatchRun
+    from .client import Client
+    from .commands import read_command_file
+
     if no_cache and cache_dir is not None:
         raise InvalidSetting("--cache-dir and --no-cache cannot be used together")
     try:
@@ -208,6 +211,8 @@ def cache() -> None:
 @contextlib.contextmanager
 def _cache_at(cache_dir: Path | None) -> Iterator[Cache]:
     """The cache folder opened for a ``cache`` command; any failure is one line, status 1."""
+    from ._cache import Cache
+
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     try:
         store = Cache(folder, max_size=0, warn=_stderr_warn)

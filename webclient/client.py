@@ -9,28 +9,28 @@ the request goes on without it; everything raised is a :class:`~webclient.errors
 
 from __future__ import annotations
 
+import contextlib
 import io
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
-from ._cache import Cache, CacheStatus, Clock, Lookup, cache_key
+from ._cache import Cache, Clock, Lookup, cache_key
 from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
 from ._freshness import header_value
 from ._pipeline import Lane
 from ._pool import ConnectionPool
-from ._storage import CacheInfo
+from ._status import CacheStatus
 from .commands import encode_target
 from .config import ClientConfig
 from .errors import CacheError, InvalidURL, LocalFileError, WebClientError
 
-log = logging.getLogger("webclient")
+if TYPE_CHECKING:
+    from ._storage import CacheInfo
 
 
 class BodySink(Protocol):
@@ -163,7 +163,9 @@ class Client:
             if message in self.warnings:
                 return
             self.warnings.append(message)
-        log.warning("%s", message)
+        import logging
+
+        logging.getLogger("webclient").warning("%s", message)
         if self._warn_callback is not None:
             self._warn_callback(message)
 
@@ -240,15 +242,43 @@ class Client:
             lanes.setdefault((host, port), []).append((index, request, target))
 
         jobs = list(lanes.items())
-        if parallel <= 1 or len(jobs) <= 1:
-            for origin, items in jobs:
-                self._run_lane(origin, items, record)
-        else:
-            with ThreadPoolExecutor(min(parallel, len(jobs)), "webclient-lane") as executor:
-                futures = [executor.submit(self._run_lane, o, i, record) for o, i in jobs]
-                for future in futures:
-                    future.result()
+        with self._cache_batch(r.url for r in requests if r.method.upper() == "GET"):
+            if parallel <= 1 or len(jobs) <= 1:
+                for origin, items in jobs:
+                    self._run_lane(origin, items, record)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(min(parallel, len(jobs)), "webclient-lane") as executor:
+                    futures = [executor.submit(self._run_lane, o, i, record) for o, i in jobs]
+                    for future in futures:
+                        future.result()
         return [r if r is not None else WebClientError("no result") for r in results]
+
+    @contextlib.contextmanager
+    def _cache_batch(self, urls: Iterable[str]) -> Iterator[None]:
+        """The cache's writes for a run in few transactions (a failing cache is only a warning)."""
+        cache = self._cache
+        if cache is None:
+            yield
+            return
+        batch = cache.batch(urls)
+        try:
+            batch.__enter__()
+        except CacheError as exc:
+            self.warn(f"cache lookup failed, fetching instead: {exc}")
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            with contextlib.suppress(CacheError):
+                batch.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            batch.__exit__(None, None, None)
+        except CacheError as exc:
+            self.warn(f"cache update failed: {exc}")
 
     def _run_lane(
         self,
@@ -337,6 +367,8 @@ class Client:
             headers=tuple(self._cache.served_headers(lookup)),
             cache_status=status,
         )
+        if isinstance(file, bytes):
+            return _deliver(request, response, iter((file,)), received=False)
         with file:
             return _deliver(request, response, _file_chunks(file), received=False)
 
@@ -406,11 +438,17 @@ def _deliver(
             sink.close()
         except OSError as exc:
             raise LocalFileError(f"cannot write the body: {exc}") from exc
-    return replace(
-        response,
+    return Response(
+        method=response.method,
+        url=response.url,
+        status=response.status,
+        reason=response.reason,
+        headers=response.headers,
+        cache_status=response.cache_status,
         body=buffer.getvalue() if buffer is not None else None,
         body_size=size,
         bytes_received=size if received else 0,
+        bytes_sent=response.bytes_sent,
     )
 
 
@@ -476,7 +514,7 @@ class _Exchange:
         self.lookup = None
         names = {"if-none-match", "if-modified-since"}
         headers = [(n, v) for n, v in self.wire.headers if n.lower() not in names]
-        self.wire = replace(self.wire, headers=headers)
+        self.wire = self.wire.replace(headers=headers)
         return self.wire
 
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
