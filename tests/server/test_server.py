@@ -381,3 +381,20 @@ def test_busy_keep_alive_client_cannot_starve_others(www: Path) -> None:
         finally:
             stop.set()
             thread.join(NET_TIMEOUT)
+
+
+def test_ipv6_loopback(www: Path) -> None:
+    """The server listens on ::1 and its URL puts the address in brackets."""
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 support")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with running_server(root=www, host="::1", access_log=False) as server:
+        host, port = server.listen()
+        assert server.url == f"http://[::1]:{port}/"
+        with socket.create_connection((host, port), timeout=NET_TIMEOUT) as sock:
+            sock.sendall(GET)
+            assert WireReader(sock).read().body == b"hello, world\n"
