@@ -1,8 +1,8 @@
 """Tests of the fast paths: each one must give exactly what the general path gives.
 
-The direct response reader against h11, the direct request writer against h11, the run's
-destination resolver against :func:`destination`, the IMF-fixdate reader against
-:mod:`email.utils`, and batched cache writes against a crash or an error midway.
+Pipelined responses read from one buffer, the run's destination resolver against
+:func:`destination`, the IMF-fixdate reader against :mod:`email.utils`, and batched cache writes
+against a crash or an error midway.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webclient import Client, ClientConfig, Response, WebClientError
+from webclient import Client, ClientConfig, Response
 from webclient._batch import Destinations, destination
 from webclient._connection import Connection, WireRequest
 from webclient._freshness import parse_http_date
@@ -33,68 +32,12 @@ from .test_storage import put
 
 pytestmark = pytest.mark.timeout(60)
 
-# -- the direct response reader gives what h11 gives ---------------------------------------------
-
-_REPLIES = [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nabcde",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
-    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
-    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-    b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n",
-    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-    b"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 \xe9t\xe9 \x7f\r\nX:  spaced  value \t\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n  b\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
-    b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 999 Odd\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n" + b"y" * 2000,
-    b"HTTP/1.1 200 OK\r\nContent-Length: 123456789012345678901\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nX: " + b"v" * 70000 + b"\r\nContent-Length: 1\r\n\r\nx",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
-    b"SPDY/9 banana\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
-    b"",
-]
+# -- responses that arrive together -------------------------------------------------------------
 
 
-def _outcome(reply: bytes, method: str, direct: bool, monkeypatch: pytest.MonkeyPatch) -> object:
-    """What a client makes of ``reply`` (twice on one server), with or without the direct reader."""
-    with monkeypatch.context() as patch:
-        if not direct:
-            patch.setattr(WireRequest, "plain_head", lambda self: None)
-        config = ClientConfig(use_cache=False, max_body_size=3000, timeout=0.5)
-        seen: list[object] = []
-        with BadServer(reply) as server, Client(config) as client:
-            for _ in range(2):
-                try:
-                    r = client.request(method, server.url + "x")
-                except WebClientError as exc:
-                    seen.append((type(exc).__name__, str(exc).replace(str(server.port), "PORT")))
-                else:
-                    seen.append((r.status, r.reason, r.headers, r.body, r.body_size))
-        return seen
-
-
-@pytest.mark.parametrize("reply", _REPLIES)
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_direct_reader_agrees_with_h11(
-    reply: bytes, method: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every response, valid or not, gives the same result and error with or without it."""
-    assert _outcome(reply, method, True, monkeypatch) == _outcome(reply, method, False, monkeypatch)
-
-
-def test_direct_reader_reads_pipelined_responses_in_one_buffer() -> None:
-    """Several responses arriving in one read are split at their Content-Length."""
+def test_pipelined_responses_in_one_buffer() -> None:
+    """Several responses arriving in one read are split at their Content-Length, and the
+    connection tells that the next one is already there (so the lane reads it before writing)."""
     reply = b"".join(
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b) for b in (b"a", b"bc", b"")
     )
@@ -110,38 +53,11 @@ def test_direct_reader_reads_pipelined_responses_in_one_buffer() -> None:
                 assert head.status == 200
                 bodies.append(b"".join(conn.iter_body()))
                 assert conn.reusable
+                assert conn.has_buffered() is (len(bodies) < 3)
             assert bodies == [b"a", b"bc", b""]
             assert conn.answered == 3
         finally:
             conn.close()
-
-
-# -- the direct request writer writes what h11 writes ----------------------------------------------
-
-_NAMES = st.sampled_from(["Host", "Accept", "X-Test", "If-None-Match", "Connection", "Bad Name"])
-_VALUES = st.text(alphabet=st.sampled_from('ab \t"/é\x00\r\n'), max_size=6)
-
-
-@settings(max_examples=200)
-@given(
-    method=st.sampled_from(["GET", "HEAD", "POST", "G T"]),
-    target=st.sampled_from(["/", "/a?b=1", "/a b", "/é", ""]),
-    headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=4),
-    body=st.sampled_from([None, b"", b"xyz"]),
-)
-def test_direct_writer_agrees_with_h11(
-    method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
-) -> None:
-    """A request the direct writer takes is byte for byte what h11 writes."""
-    wire = WireRequest(method, target, headers, body, len(body or b""))
-    try:
-        direct = wire.plain_head()
-    except UnicodeEncodeError:
-        return
-    if direct is None:
-        return
-    expected = h11.Connection(h11.CLIENT).send(wire.h11_request())
-    assert direct == expected
 
 
 # -- the run's destinations are destination()'s ----------------------------------------------------
