@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
-from webclient._batch import BatchRun, destination, is_binary
+from webclient._batch import BatchRun, Destinations, destination, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import UnsafePathError
@@ -447,3 +447,50 @@ def test_destination_rules(tmp_path: Path) -> None:
 def test_is_binary(content_type: str | None, sample: bytes, binary: bool) -> None:
     """Binary detection trusts a clear Content-Type, else looks at the bytes."""
     assert is_binary(content_type, sample) is binary
+
+
+# -- the run's destinations are destination()'s ----------------------------------------------------
+
+
+def test_destinations_agree_with_destination(tmp_path: Path) -> None:
+    """Same path, or the same refusal, for plain names, odd names and names through symlinks."""
+    out = tmp_path / "out"
+    (out / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "link-out").symlink_to(tmp_path / "elsewhere")
+    (out / "link-in").symlink_to(out / "sub")
+    (out / "file-link").symlink_to(tmp_path / "secret")
+    (out / "sub" / "back").symlink_to(out)
+    names = [
+        "a.txt",
+        "sub/b.txt",
+        "sub/deeper/c.txt",
+        "new/dir/d.txt",
+        "link-out/x",
+        "link-in/x",
+        "file-link",
+        "sub/back/x",
+        "sub/back",
+        "../x",
+        "a/../../x",
+        "./a",
+        "a//b",
+        "sub/",
+        "/etc/passwd",
+        "",
+        "tab\there",
+        ".",
+        "..",
+        "sub/..",
+    ]
+    fast = Destinations(out)
+    for name in names * 2:
+        try:
+            expected: object = destination(out, name)
+        except UnsafePathError as exc:
+            expected = str(exc)
+        try:
+            got: object = fast(name)
+        except UnsafePathError as exc:
+            got = str(exc)
+        assert got == expected, name

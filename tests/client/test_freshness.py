@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webclient import _freshness as f
+from webclient._freshness import parse_http_date
 
 NOW = 1_700_000_000.0
 
@@ -276,3 +278,24 @@ def test_cache_control_parser_takes_any_value(values: list[str], status: int, la
 def test_rules_fuzz_long(headers: list[tuple[str, str]], status: int, later: float) -> None:
     """The same property over many more examples (slow)."""
     _no_crash(headers, status, later)
+
+
+# -- IMF-fixdate read directly gives email.utils' answer -------------------------------------------
+
+
+@settings(max_examples=300)
+@given(
+    day=st.integers(0, 39),
+    month=st.sampled_from(["Jan", "Feb", "Mar", "Apr", "Jun", "Sep", "Dec"]),
+    year=st.integers(1000, 9999),
+    hms=st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
+    weekday=st.sampled_from(["Mon", "Sun"]),
+)
+def test_fixdate_agrees_with_email_utils(
+    day: int, month: str, year: int, hms: tuple[int, int, int], weekday: str
+) -> None:
+    """The direct IMF-fixdate reader gives email.utils' answer for any such date."""
+    text = f"{weekday}, {day:02d} {month} {year} {hms[0]:02d}:{hms[1]:02d}:{hms[2]:02d} GMT"
+    parsed = email.utils.parsedate_tz(text)
+    assert parsed is not None
+    assert parse_http_date(text) == float(email.utils.mktime_tz(parsed))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from webclient._storage import BODIES, INDEX_NAME, TMP, Storage
+from webclient import Client, ClientConfig, Response
+from webclient._storage import BATCH_SECONDS, BODIES, INDEX_NAME, TMP, Storage
 from webclient.errors import CacheError
 
 pytestmark = pytest.mark.timeout(30)
@@ -143,3 +147,127 @@ def test_processes_share_one_cache(tmp_path: Path) -> None:
         (entry,) = storage.entries(f"{name}-7")
         with storage.open_body(entry) as body:
             assert body.read() == f"{name}7".encode() * 50
+
+
+# -- batched cache writes --------------------------------------------------------------------------
+
+
+def test_batch_keeps_entries_written_before_an_error(tmp_path: Path) -> None:
+    """An entry that fails midway leaves nothing; the ones before and after it are kept whole."""
+    folder = tmp_path / "c"
+    storage = Storage(folder)
+
+    def run_that_stops() -> None:
+        with storage.batch():
+            put(storage, "k1", b"one")
+            writer = storage.new_body(10**9)
+            writer.write(b"lost")
+            writer.finish()
+            os.unlink(writer.path)  # the rename into bodies/ fails: CacheError inside the entry
+            try:
+                storage.insert(
+                    key="k2",
+                    vary=(),
+                    status=200,
+                    reason="OK",
+                    headers=[],
+                    body=writer,
+                    request_time=1,
+                    response_time=1,
+                    now=1,
+                    replaces=[],
+                )
+            except CacheError:
+                pass
+            else:
+                raise AssertionError("the insert should have failed")
+            put(storage, "k3", b"three")
+            raise RuntimeError("the run stops")
+
+    with pytest.raises(RuntimeError, match="the run stops"):
+        run_that_stops()
+    storage.close()
+    again = Storage(folder)
+    assert again.info().entries == 2
+    assert again.entries("k2") == []
+    for key, body in (("k1", b"one"), ("k3", b"three")):
+        (entry,) = again.entries(key)
+        assert again.read_body(entry) == body
+
+
+def test_batch_is_visible_to_others_within_its_time_limit(tmp_path: Path) -> None:
+    """A batch left open (a slow server) still commits from its timer: others see its entries."""
+    folder = tmp_path / "c"
+    writer, reader = Storage(folder), Storage(folder)
+    with writer.batch():
+        put(writer, "k", b"body")
+        deadline = time.monotonic() + BATCH_SECONDS * 20
+        while not reader.entries("k") and time.monotonic() < deadline:
+            time.sleep(BATCH_SECONDS / 5)
+        assert len(reader.entries("k")) == 1
+        put(writer, "k2", b"body2")
+    assert len(reader.entries("k2")) == 1
+
+
+def test_crash_in_a_batch_leaves_only_whole_entries(tmp_path: Path) -> None:
+    """A process killed with a batch open leaves no entry, or only whole ones, never a partial."""
+    folder = tmp_path / "crash"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from tests.client.test_storage import put
+        from webclient._storage import Storage
+        storage = Storage(Path({str(folder)!r}))
+        with storage.batch():
+            for i in range(50):
+                put(storage, f"k{{i}}", f"body {{i}}".encode() * 20)
+            os._exit(3)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", script], cwd=root, check=False).returncode == 3
+    storage = Storage(folder)
+    for i in range(50):
+        for entry in storage.entries(f"k{i}"):
+            assert storage.read_body(entry) == f"body {i}".encode() * 20
+    put(storage, "after", b"still works")
+    assert len(storage.entries("after")) == 1
+
+
+def test_second_run_reads_from_prefetched_rows(tmp_path: Path) -> None:
+    """Rows read ahead answer lookups; a write to a key drops its read-ahead rows."""
+    storage = Storage(tmp_path / "c")
+    put(storage, "k", b"v1")
+    with storage.batch():
+        storage.prefetch(["k", "missing"])
+        assert storage.entries("missing") == []
+        (first,) = storage.entries("k")
+        put(storage, "k", b"v2", now=2)
+        (second,) = storage.entries("k")
+        assert storage.read_body(second) == b"v2"
+        assert second != first
+
+
+def test_many_requests_one_cache_batch(tmp_path: Path) -> None:
+    """A run's responses are all stored and all served from the cache on the next run."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(30):
+        (site / f"f{i}.txt").write_bytes(b"%d" % i * 10)
+    from webserver.testing import running_server
+
+    with running_server(root=site) as server, tempfile.TemporaryDirectory() as cache:
+        urls = [server.url + f"f{i}.txt" for i in range(30)]
+        from webclient import Request
+
+        for round_no in range(2):
+            with Client(ClientConfig(cache_dir=Path(cache), pipeline=4)) as client:
+                results = client.request_all([Request("GET", u) for u in urls])
+                assert all(isinstance(r, Response) for r in results)
+                bodies = [r.body for r in results if isinstance(r, Response)]
+                assert bodies == [b"%d" % i * 10 for i in range(30)]
+                received = sum(r.bytes_received for r in results if isinstance(r, Response))
+                assert (received == 0) is (round_no == 1)
+                info = client.cache_info()
+                assert info is not None and info.entries == 30
