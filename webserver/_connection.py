@@ -182,7 +182,11 @@ class Connection:
             data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()
             self._out_size = 0
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+            except BlockingIOError:
+                # The send timeout expired with part of the data unsent: the stream is broken.
+                raise TimeoutError("the client stopped reading") from None
 
     # -- closing --------------------------------------------------------------------------------
 

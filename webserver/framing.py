@@ -26,6 +26,7 @@ from .errors import HTTPError
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
 _DIGITS = re.compile(rb"[0-9]+")
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,11 @@ class HeadLimits:
 def find_head_end(data: bytes) -> int:
     """Index just past the blank line ending the first head in ``data``, or -1 if incomplete.
 
-    Bare ``\\n\\n`` counts too, so that a head using bare LF is found (and then refused).
+    The end is found by h11's own rule (a LF, an optional CR, a LF), so that every head h11
+    would parse is checked here first; one using bare LF anywhere is then refused.
     """
-    crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
-    return min(ends) if ends else -1
+    match = _HEAD_END.search(data)
+    return match.end() if match else -1
 
 
 def _bad(detail: str, status: int = 400) -> HTTPError:

@@ -413,7 +413,9 @@ class Server:
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
             pool.shutdown(wait=True, cancel_futures=True)
-            self._close_parked()
+            # No worker is left: close everything, parked or cancelled while queued.
+            for conn in list(poller.connections.values()):
+                self._close(conn)
         finally:
             self.close()
             self._stopped.set()

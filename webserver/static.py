@@ -237,7 +237,8 @@ class StaticFiles(Handler):
 
     def _folder(self, request: Request, path: Path) -> Response:
         if not request.path.endswith("/"):
-            location = quote(request.path + "/", safe="/")
+            # One leading slash only: "//host/.." would be a redirect to another site.
+            location = quote("/" + request.path.lstrip("/") + "/", safe="/")
             if request.query:
                 location += "?" + request.query
             return Response(301, [("Location", location), ("Content-Length", "0")], b"")

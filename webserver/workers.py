@@ -22,6 +22,12 @@ from .server import Server
 
 error_log = logging.getLogger("webserver.error")
 
+#: Seconds between checks on the workers: while serving (a crash is noticed this late), and
+#: while stopping.
+POLL_RUNNING = 0.2
+POLL_STOPPING = 0.05
+#: After the grace period, workers get this many more seconds before they are killed.
+STOP_MARGIN = 5.0
 #: A worker that dies this soon after starting is not restarted more than once a second, so a
 #: worker that cannot start (a broken handler) does not become a fork loop.
 RESTART_BACKOFF = 1.0
@@ -33,15 +39,15 @@ def _run_worker(
     blocked: set[signal.Signals],
 ) -> int:
     """Body of a forked worker: serve until SIGTERM/SIGINT, then stop gracefully."""
-    server = make_server(listener)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        server.shutdown()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
     try:
+        server = make_server(listener)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            server.shutdown()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         server.serve_forever()
     except BaseException:
         error_log.exception("worker %d failed", os.getpid())
@@ -59,6 +65,7 @@ class Supervisor:
         count: int,
         *,
         grace_period: float,
+        kill_after: float = STOP_MARGIN,
     ) -> None:
         if count < 1:
             raise ValueError(f"workers must be at least 1, not {count}")
@@ -66,6 +73,8 @@ class Supervisor:
         self.listener = listener
         self.count = count
         self.grace_period = grace_period
+        #: Seconds past the grace period after which a worker still running is killed.
+        self.kill_after = kill_after
         self.workers: set[int] = set()
         self._stopping = False
         self._last_start = 0.0
@@ -105,19 +114,19 @@ class Supervisor:
         deadline: float | None = None
         while self.workers:
             if self._stopping and deadline is None:
-                deadline = time.monotonic() + self.grace_period + 5.0
+                deadline = time.monotonic() + self.grace_period + self.kill_after
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG if deadline else 0)
+                # Never block in waitpid: a stop must be able to start its deadline, and a
+                # blocking waitpid resumes after the signal handler without returning.
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            except InterruptedError:
-                continue
-            if pid == 0:  # stopping: poll until every worker is gone or the deadline passes
+            if pid == 0:
                 if deadline is not None and time.monotonic() > deadline:
                     for worker in list(self.workers):
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(worker, signal.SIGKILL)
-                time.sleep(0.05)
+                time.sleep(POLL_STOPPING if deadline is not None else POLL_RUNNING)
                 continue
             self.workers.discard(pid)
             if self._stopping:

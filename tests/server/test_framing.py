@@ -185,3 +185,40 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     end = find_head_end(data)
     with contextlib.suppress(HTTPError):
         check_request_head(data[:end] if end > 0 else data, LIMITS)
+
+
+LF_CRLF = [
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\n\r\n",
+    b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX: a\r\n  folded\n\r\n",
+    b"GET /hello.txt HTTP/1.1\r\nHost: x\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", LF_CRLF)
+def test_head_ending_in_lf_crlf_is_checked(server: Server, head: bytes) -> None:
+    """A head ending in LF CRLF (which h11 accepts as an end) is checked like any other: 400."""
+    with connect(server) as sock:
+        sock.sendall(head)
+        response = WireReader(sock).read()
+    assert response.status == 400
+
+
+def test_cl_te_smuggling_through_lf_crlf(server: Server) -> None:
+    """The CL.TE smuggle with the head ended by LF CRLF is refused; the hidden GET never runs."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /up.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 48\r\n"
+            b"Transfer-Encoding: chunked\n\r\n"
+            b"0\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        reader = WireReader(sock)
+        assert reader.read().status == 400
+        with contextlib.suppress(ConnectionResetError):
+            assert reader.at_eof()
+
+
+def test_find_head_end_uses_h11s_rule() -> None:
+    """LF CR LF ends a head, as it does for h11."""
+    head = b"GET / HTTP/1.1\r\nHost: x\n\r\n"
+    assert find_head_end(head + b"rest") == len(head)

@@ -398,3 +398,41 @@ def test_ipv6_loopback(www: Path) -> None:
         with socket.create_connection((host, port), timeout=NET_TIMEOUT) as sock:
             sock.sendall(GET)
             assert WireReader(sock).read().body == b"hello, world\n"
+
+
+class SlowHandler(Handler):
+    """Takes a second to answer; tells the test when a request is inside."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+
+    def get(self, request: Request) -> Response:
+        self.entered.set()
+        threading.Event().wait(1.0)  # the slow work this handler stands for
+        return Response.text("slow\n")
+
+
+def test_connections_queued_at_stop_are_closed(www: Path) -> None:
+    """A connection still waiting for a worker when the grace period ends is closed, not
+    leaked."""
+    handler = SlowHandler()
+    before = open_fds()
+    with running_server(
+        root=www,
+        access_log=False,
+        threads=1,
+        grace_period=0.3,
+        setup=lambda srv: srv.route("/slow", handler),
+    ) as server:
+        busy = connect(server)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert handler.entered.wait(NET_TIMEOUT)
+        queued = connect(server)
+        queued.sendall(GET)
+        deadline = time.monotonic() + NET_TIMEOUT
+        while server._queued < 1:  # the second connection waits for the only worker
+            assert time.monotonic() < deadline, "the second request never reached the pool"
+            threading.Event().wait(0.005)
+    busy.close()
+    queued.close()
+    assert open_fds() == before

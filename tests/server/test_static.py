@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -266,3 +267,17 @@ class TestFileCache:
             reader = WireReader(sock)
             bodies = [reader.read().body for _ in range(20)]
         assert bodies == [b"hello, world\n", b"other\n"] * 10
+
+
+@pytest.mark.parametrize(
+    "target", [b"//evil.example/..", b"/%2Fevil.example/..", b"//evil.example/%2e%2e"]
+)
+def test_folder_redirect_stays_on_this_host(server: Server, target: bytes) -> None:
+    """A folder redirect never names another host (no '//host' Location: an open redirect)."""
+    with connect(server) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = WireReader(sock).read()
+    assert response.status == 301
+    location = response.header("Location")
+    assert location is not None
+    assert urljoin("http://x/", location).startswith("http://x/")

@@ -1,0 +1,67 @@
+"""The supervisor of worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from .conftest import NET_TIMEOUT
+
+STUCK_SERVER = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from webserver import Handler, Response, Server, ServerConfig, Supervisor
+    from webserver.server import open_listener
+
+    class Stuck(Handler):
+        def get(self, request):
+            print("entered", flush=True)
+            threading.Event().wait(120)  # a handler stuck on something that never comes
+            return Response.text("late")
+
+    config = ServerConfig(root=sys.argv[1], port=0, grace_period=0.3, access_log=False)
+    listener = open_listener(config)
+
+    def make(sock):
+        server = Server(config, listener=sock)
+        server.route("/stuck", Stuck)
+        return server
+
+    supervisor = Supervisor(make, listener, 1, grace_period=config.grace_period, kill_after=0.5)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    print(listener.getsockname()[1], flush=True)
+    sys.exit(supervisor.run())
+    """
+)
+
+
+def test_workers_overstaying_the_grace_period_are_killed(tmp_path: Path) -> None:
+    """SIGTERM to the parent ends it even when a worker's handler never returns: the worker is
+    killed once the grace period and the margin have passed."""
+    import socket
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_SERVER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=NET_TIMEOUT) as client:
+            client.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert proc.stdout.readline().strip() == "entered"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(NET_TIMEOUT) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(NET_TIMEOUT)
+        if proc.stdout is not None:
+            proc.stdout.close()
