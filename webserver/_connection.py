@@ -53,6 +53,7 @@ class Connection:
     """A server-side HTTP/1.x connection; see the module docstring for its rules."""
 
     __slots__ = (
+        "_max_head_size",
         "_out",
         "_out_size",
         "client",
@@ -72,6 +73,7 @@ class Connection:
     ) -> None:
         self.sock = sock
         self.client = client
+        self._max_head_size = max_head_size
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._out: list[bytes] = []
         self._out_size = 0
@@ -125,6 +127,18 @@ class Connection:
         if data:
             self.last_active = time.monotonic()
         return len(data)
+
+    def restart_h11(self, *, drop: int) -> bytes:
+        """A fresh h11 state machine fed what the old one held but its first ``drop`` bytes.
+
+        Only between requests, where the two are equivalent; returns the bytes now buffered.
+        """
+        data, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
+        self.h11.receive_data(data[drop:])
+        if closed:
+            self.h11.receive_data(b"")
+        return data[drop:]
 
     def next_event(self) -> Any:
         return self.h11.next_event()

@@ -123,6 +123,10 @@ def _loop(ex: _Exchange) -> Outcome:
         partial_head = False
         if conn.h11.their_state is h11.IDLE:
             pending = conn.h11.trailing_data[0]
+            if pending[:2] == b"\r\n" and conn.h11.our_state is h11.IDLE:
+                # RFC 9112 §2.2: ignore an empty line before a request line (some clients send
+                # one after a POST body); h11 would refuse it.
+                pending = conn.restart_h11(drop=2)
             if pending:
                 try:
                     partial_head = _check_pending_head(pending, ex.limits)

@@ -268,3 +268,19 @@ def test_handler_may_set_date_and_server(www: Path) -> None:
     servers = [v for n, v in response.headers if n.lower() == "server"]
     assert dates == ["Sun, 06 Nov 1994 08:49:37 GMT"]
     assert servers == ["origin"]
+
+
+def test_empty_line_before_a_request_is_ignored(server: Server) -> None:
+    """An extra CRLF after a POST body, or before the first request, is skipped (RFC 9112
+    §2.2), and the requests around it are answered."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"\r\n"
+            + get("/hello.txt")
+            + b"POST /crlf.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\r\n"
+            + get("/crlf.txt")
+        )
+        reader = WireReader(sock)
+        answers = [reader.read() for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert answers[2].body == b"ok"
