@@ -2,9 +2,9 @@
 
 Rules: the body streams into a temporary file beside its final name and is published only once it
 arrived whole, with a hard link that fails rather than replace anything -- so a client that
-disconnects leaves nothing, and an existing file is never overwritten (the upload takes the first
-free name ``name-1.txt``, ``name-2.txt``, ...; ``Location`` says which). Folders named in the path
-are created inside the root; a path escaping the root through a symlinked folder is refused.
+disconnects leaves nothing, and an existing file is never overwritten (the upload takes a fresh
+numbered name ``name-1.txt``, ``name-2.txt``, ...; ``Location`` says which). Folders named in the
+path are created inside the root; a path escaping the root through a symlinked folder is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ _log = logging.getLogger("webserver.error")
 
 #: Permissions of a stored upload: readable by all, like a file copied into the folder.
 UPLOAD_MODE = 0o644
+#: Requested names whose next number is remembered; the memory is dropped past this many.
+MAX_REMEMBERED_NAMES = 4096
 #: Give up finding a free numbered name after this many tries (a folder of 10,000 copies is a bug).
 MAX_NUMBERED_NAMES = 10_000
 
@@ -39,6 +41,9 @@ class Uploads(Handler):
     def __init__(self, root: str | os.PathLike[str], *, max_size: int) -> None:
         self.root = Path(os.path.realpath(root))
         self.max_size = max_size
+        #: Next number to try per requested path, so the thousandth upload of one name does not
+        #: try a thousand links first. Only a hint: os.link still refuses any taken name.
+        self._next_number: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
@@ -85,7 +90,12 @@ class Uploads(Handler):
                     if request.body.received > self.max_size:
                         raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
                     out.write(chunk)
-            return _publish(temp, folder, name)
+            key = str(folder / name)
+            target, number = _publish(temp, folder, name, self._next_number.get(key, 1))
+            if len(self._next_number) >= MAX_REMEMBERED_NAMES:
+                self._next_number.clear()
+            self._next_number[key] = number + 1
+            return target
         except OSError as exc:
             raise _storage_error(exc) from exc
         finally:
@@ -93,9 +103,13 @@ class Uploads(Handler):
                 os.unlink(temp)
 
 
-def _publish(temp: str, folder: Path, name: str) -> Path:
-    """Link ``temp`` at the first free numbered variant of ``name``; never replaces a file."""
-    for n in range(MAX_NUMBERED_NAMES):
+def _publish(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]:
+    """Link ``temp`` at ``name``, or else at a free numbered variant from ``start`` on.
+
+    Never replaces a file: ``os.link`` fails rather than overwrite. Returns the path and its
+    number (0 for the name itself).
+    """
+    for n in (0, *range(max(start, 1), max(start, 1) + MAX_NUMBERED_NAMES)):
         target = folder / numbered_name(name, n)
         try:
             os.link(temp, target)
@@ -105,7 +119,7 @@ def _publish(temp: str, folder: Path, name: str) -> Path:
             if exc.errno == errno.ENAMETOOLONG:
                 raise HTTPError("upload name too long", status=400) from None
             raise
-        return target
+        return target, n
     raise HTTPError("too many files with this name", status=409)
 
 

@@ -291,3 +291,17 @@ def test_stalled_body_gets_408(www: Path) -> None:
     assert response.header("Connection") == "close"
     assert not (www / "stall.txt").exists()
     assert leftovers(www) == []
+
+
+def test_many_uploads_of_one_name_get_fresh_numbers(server: Server, www: Path) -> None:
+    """Repeated uploads of one name each get a new number, even when some earlier numbered
+    files were deleted meanwhile; nothing is ever overwritten."""
+    locations = [post(server, "/many.txt", f"{i}".encode())[1]["Location"] for i in range(5)]
+    assert locations == ["/many.txt", "/many-1.txt", "/many-2.txt", "/many-3.txt", "/many-4.txt"]
+    (www / "many-4.txt").unlink()
+    (www / "many-9.txt").write_bytes(b"made by hand")
+    more = [post(server, "/many.txt", b"x")[1]["Location"] for _ in range(6)]
+    assert len(set(more)) == 6
+    assert "/many-9.txt" not in more
+    assert (www / "many-9.txt").read_bytes() == b"made by hand"
+    assert (www / "many.txt").read_bytes() == b"0"
