@@ -189,24 +189,7 @@ def main() -> None:
     help="Append the access log (Common Log Format) to this file instead of stderr.",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log requests.")
-def run(
-    host: str,
-    port: int,
-    root: Path,
-    threads: int,
-    workers: int,
-    max_upload: int,
-    keep_alive_timeout: float,
-    header_timeout: float,
-    body_timeout: float,
-    grace_period: float,
-    max_connections: int,
-    max_queue: int,
-    max_requests_per_connection: int,
-    max_head_size: int,
-    access_log: Path | None,
-    no_access_log: bool,
-) -> None:
+def run(workers: int, access_log: Path | None, no_access_log: bool, **settings: Any) -> None:
     """Serve the files under --root until Ctrl-C or SIGTERM.
 
     GET and HEAD return files (a folder serves its index.html), with ETag and Last-Modified for
@@ -215,22 +198,8 @@ def run(
     "Serving ROOT on http://HOST:PORT/".
     """
     try:
-        config = ServerConfig(
-            host=host,
-            port=port,
-            root=root,
-            threads=threads,
-            max_upload=max_upload,
-            keep_alive_timeout=keep_alive_timeout,
-            header_timeout=header_timeout,
-            body_timeout=body_timeout,
-            grace_period=grace_period,
-            max_connections=max_connections,
-            max_queue=max_queue,
-            max_requests_per_connection=max_requests_per_connection,
-            max_head_size=max_head_size,
-            access_log=not no_access_log,
-        )
+        # Every other option is named after the ServerConfig field it sets.
+        config = ServerConfig(access_log=not no_access_log, **settings)
         config.check_root()
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
@@ -238,6 +207,7 @@ def run(
     try:
         listener = open_listener(config)
     except OSError as exc:
+        host, port = config.host, config.port
         if exc.errno == errno.EADDRINUSE:
             raise UsageProblem(f"port {port} on {host} is already in use") from None
         if exc.errno == errno.EACCES:
