@@ -1,11 +1,16 @@
 """Running a parsed command file: requests through the client, bodies to files, a report.
 
 Rules: GET bodies are saved under the output folder at the command's file name, through a
-temporary file renamed into place once complete, and only for 2xx answers; a name that resolves
-outside the output folder is refused before anything is sent; POST bodies are read from the
-file-name relative to the current directory and streamed; one failed command never stops the
-others; reports go to stderr in command-file order whatever order the work finished in, bodies to
-stdout (binary bodies are not written to a terminal).
+temporary file renamed into place once complete, and only for 2xx answers; a failed download
+leaves neither its temporary file nor the folders created for it (when empty); a name that
+resolves outside the output folder is refused before anything is sent; POST bodies are read from
+the file-name relative to the current directory and streamed; a local name the system refuses is
+one error line; one failed command never stops the others; reports go to stderr in command-file
+order whatever order the work finished in, bodies to stdout (binary bodies are not written to a
+terminal). Commands saving to one file behave as if run one after the other in command-file
+order: their complete bodies wait in their temporary files and are renamed into place in that
+order, so each prints its own body and the last successful one is the file left. When stdout or
+stderr is closed by its reader, the run stops quietly (nothing more is sent or reported).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import itertools
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -101,10 +107,64 @@ def create_temp(folder: str, prefix: str) -> tuple[int, str]:
     raise FileExistsError(f"no unused temporary name in {folder}")
 
 
+class CreatedFolders:
+    """The folders a run created under its output folder, so that a download that fails can
+    remove those it leaves empty (shared by the run's threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+
+    def make(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents, remembering each one created here."""
+        missing: list[str] = []
+        current = folder
+        while not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+        with self._lock:
+            for name in reversed(missing):
+                try:
+                    os.mkdir(name)
+                except FileExistsError:
+                    continue  # made meanwhile by another download of the run
+                self._names.add(name)
+
+    def remove_empty(self, folder: str) -> None:
+        """Remove the folders this run created among ``folder`` and its parents, deepest first,
+        as long as they are empty."""
+        with self._lock:
+            if not self._names:
+                return
+            current = folder
+            while True:
+                if current in self._names:
+                    try:
+                        os.rmdir(current)
+                    except OSError:
+                        return  # not empty: another download uses it
+                    self._names.discard(current)
+                parent = os.path.dirname(current)
+                if parent == current:
+                    return
+                current = parent
+
+
+#: Attempts at creating a temporary file whose folder another failed download may remove.
+_TEMP_ATTEMPTS = 5
+
+
 class OutputFile:
     """A body sink writing beside ``path`` and renaming into place only when complete.
 
-    ``folders`` remembers the folders already created in this run, so that each is made once.
+    Missing folders on the way to ``path`` are created (and recorded in ``folders``, shared by a
+    run); a body that does not arrive whole leaves nothing behind: its temporary file is removed,
+    and so are the folders created for it, when empty, deepest first. With ``deferred``,
+    :meth:`close` keeps the complete body in its temporary file and :meth:`publish` renames it
+    into place later (a batch does that in command-file order).
     """
 
     def __init__(
@@ -112,20 +172,31 @@ class OutputFile:
         path: Path,
         on_write: Callable[[int], None] | None = None,
         *,
-        folders: set[str] | None = None,
+        folders: CreatedFolders | None = None,
+        deferred: bool = False,
     ) -> None:
         self.path = path
         self._on_write = on_write
-        folder = os.path.dirname(path)
+        self._folders = folders if folders is not None else CreatedFolders()
+        self._deferred = deferred
+        self._folder = os.path.dirname(path)
+        prefix = f".{path.name[:50]}."
         try:
-            if folders is None or folder not in folders:
-                os.makedirs(folder, exist_ok=True)
-                if folders is not None:
-                    folders.add(folder)
-            self._fd, self._temp = create_temp(folder, f".{path.name[:50]}.")
+            for attempt in range(_TEMP_ATTEMPTS):
+                try:
+                    self._fd, self._temp = create_temp(self._folder, prefix)
+                    break
+                except FileNotFoundError:
+                    if attempt == _TEMP_ATTEMPTS - 1:
+                        raise
+                    self._folders.make(self._folder)
         except OSError as exc:
+            self._folders.remove_empty(self._folder)
             raise LocalFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self._open = True
+        #: The body is complete in the temporary file, not yet renamed into place.
+        self._pending = False
+        self._published = False
 
     def write(self, data: bytes) -> None:
         assert self._open
@@ -141,19 +212,40 @@ class OutputFile:
         self._open = False
         try:
             os.close(self._fd)
+        except OSError as exc:
+            self._discard()
+            raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._pending = True
+        if not self._deferred:
+            self.publish()
+
+    def publish(self) -> None:
+        """Rename the complete body into place (once; :meth:`close` does it unless deferred)."""
+        if not self._pending:
+            return
+        self._pending = False
+        try:
             os.replace(self._temp, self.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(self._temp)
+            self._discard()
             raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._published = True
 
     def abort(self) -> None:
+        """Forget the body (unless already renamed into place): nothing is left behind."""
+        if self._published:
+            return
         if self._open:
             self._open = False
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+        self._pending = False
+        self._discard()
+
+    def _discard(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self._temp)
+        self._folders.remove_empty(self._folder)
 
 
 def is_binary(content_type: str | None, sample: bytes) -> bool:
@@ -317,8 +409,17 @@ class BatchRun:
         self._print_lock = threading.Lock()
         self._destinations: dict[int, Path] = {}
         self._destination = Destinations(out_dir)
-        self._folders: set[str] = set()
+        self._folders = CreatedFolders()
+        #: Destinations of more than one command: renamed into place in command-file order.
+        self._shared: set[Path] = set()
+        #: The complete bodies of those, waiting for their turn (by command index).
+        self._deferred: dict[int, OutputFile] = {}
+        self._files_lock = threading.Lock()
         self._cwd = ""
+        #: Set when stdout or stderr was closed by the reader (``| head``): the run stops.
+        self.stop = threading.Event()
+        self.stdout_closed = False
+        self.stderr_closed = False
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -326,24 +427,41 @@ class BatchRun:
         self._cwd = cwd if cwd.endswith("/") else cwd + "/"
         requests: list[Request] = []
         positions: list[int] = []
+        failed: list[tuple[int, Outcome]] = []
         for index, command in enumerate(self.commands):
             try:
                 request = self._request(index, command)
             except WebClientError as exc:
-                self._complete(index, Outcome(command, False, f"{_where(command)}: {exc}"))
+                failed.append((index, Outcome(command, False, f"{_where(command)}: {exc}")))
+                continue
+            except OSError as exc:  # a name the OS refuses (too long, a loop of symlinks)
+                message = f"{_where(command)}: {exc.strerror or exc}"
+                failed.append((index, Outcome(command, False, message)))
                 continue
             requests.append(request)
             positions.append(index)
+        counts = Counter(self._destinations.values())
+        self._shared = {path for path, count in counts.items() if count > 1}
+        for index, outcome in failed:
+            self._complete(index, outcome)
 
         def on_result(position: int, result: Result) -> None:
             index = positions[position]
             self._complete(index, self._outcome(index, self.commands[index], result))
 
-        self.client.request_all(requests, parallel=self.parallel, on_result=on_result)
+        try:
+            self.client.request_all(
+                requests, parallel=self.parallel, on_result=on_result, stop=self.stop
+            )
+        finally:
+            # Bodies still waiting for their turn (the run was interrupted) leave nothing behind.
+            with self._files_lock:
+                waiting, self._deferred = list(self._deferred.values()), {}
+            for file in waiting:
+                file.abort()
         self.summary.elapsed = time.monotonic() - started
-        if not self.quiet:
-            self.stderr.write(f"summary: {self.summary.line()}\n")
-            self.stderr.flush()
+        if not self.quiet and not self.stop.is_set():
+            self._write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
     # -- building requests -----------------------------------------------------------------------
@@ -351,7 +469,11 @@ class BatchRun:
     def _request(self, index: int, command: Command) -> Request:
         if command.method == "POST":
             local = Path(unquote(command.path.partition("?")[0]).lstrip("/"))
-            if not local.is_file():
+            try:
+                usable = local.is_file()
+            except OSError as exc:  # a name the OS refuses: too long, a loop of symlinks
+                raise LocalFileError(f"cannot read {local}: {exc.strerror or exc}") from exc
+            if not usable:
                 raise LocalFileError(f"no such file to upload: {local}")
             return Request(
                 "POST", command.url, body=local, on_sent=self._upload_progress(command, local)
@@ -384,7 +506,12 @@ class BatchRun:
         def make(response: Response) -> OutputFile | _ProgressSink | None:
             if not response.ok:
                 return None
-            file = OutputFile(self._destinations[index], folders=self._folders)
+            target = self._destinations[index]
+            deferred = target in self._shared
+            file = OutputFile(target, folders=self._folders, deferred=deferred)
+            if deferred:
+                with self._files_lock:
+                    self._deferred[index] = file
             if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
                 return file
             length_text = response.header("content-length")
@@ -418,14 +545,35 @@ class BatchRun:
         return Outcome(command, True, message, saved=saved, response=result)
 
     def _complete(self, index: int, outcome: Outcome) -> None:
-        """Record an outcome; print every outcome that is now next in command-file order."""
+        """Record an outcome; print every outcome that is now next in command-file order.
+
+        A body whose file name other commands share is renamed into place here, in command-file
+        order, so the file left is the last command's, and what is printed is each command's own.
+        """
         with self._print_lock:
             self._pending[index] = outcome
             while self._next in self._pending:
-                ready = self._pending.pop(self._next)
+                position = self._next
+                ready = self._publish(position, self._pending.pop(position))
                 self._next += 1
                 self._count(ready)
-                self._print(ready)
+                if not self.stop.is_set():
+                    self._print(ready)
+
+    def _publish(self, index: int, outcome: Outcome) -> Outcome:
+        with self._files_lock:
+            file = self._deferred.pop(index, None)
+        if file is None:
+            return outcome
+        if not outcome.ok:
+            file.abort()
+            return outcome
+        try:
+            file.publish()
+        except LocalFileError as exc:
+            message = f"{_where(outcome.command)}: {exc}"
+            return Outcome(outcome.command, False, message, response=outcome.response)
+        return outcome
 
     def _count(self, outcome: Outcome) -> None:
         summary = self.summary
@@ -449,10 +597,29 @@ class BatchRun:
 
     def _print(self, outcome: Outcome) -> None:
         if not outcome.ok or not self.quiet:
-            self.stderr.write(("" if outcome.ok else "error: ") + outcome.message + "\n")
-            self.stderr.flush()
-        if outcome.ok and outcome.saved is not None and self.print_bodies:
+            self._write_stderr(("" if outcome.ok else "error: ") + outcome.message + "\n")
+        if (
+            outcome.ok
+            and outcome.saved is not None
+            and self.print_bodies
+            and not self.stop.is_set()
+        ):
             self._print_body(outcome)
+
+    def _write_stderr(self, text: str) -> None:
+        if self.stderr_closed:
+            return
+        try:
+            self.stderr.write(text)
+            self.stderr.flush()
+        except BrokenPipeError:
+            self.stderr_closed = True
+            self.stop.set()
+
+    def _stdout_gone(self) -> None:
+        """The reader of stdout went away (``| head``): stop quietly, sending nothing more."""
+        self.stdout_closed = True
+        self.stop.set()
 
     def _print_body(self, outcome: Outcome) -> None:
         assert outcome.saved is not None
@@ -478,5 +645,7 @@ class BatchRun:
                 if self.stdout_is_tty and last not in (b"", b"\n"):
                     self.stdout.write(b"\n")
                 self.stdout.flush()
+        except BrokenPipeError:
+            self._stdout_gone()
         except OSError as exc:
-            self.stderr.write(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")
+            self._write_stderr(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")

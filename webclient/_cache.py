@@ -162,11 +162,6 @@ class Cache:
             body.discard()
             return False
         key = cache_key(url)
-        replaced = [
-            e.id
-            for e in self.storage.entries(key)
-            if freshness.vary_matches(e.vary, request_headers) or e.vary == vary
-        ]
         body.finish()
         try:
             self.storage.insert(
@@ -179,7 +174,9 @@ class Cache:
                 request_time=request_time,
                 response_time=response_time,
                 now=self.clock(),
-                replaces=replaced,
+                # Read inside the write transaction: another process may have stored rows of
+                # this key since this run looked.
+                replaces=lambda entry: freshness.vary_matches(entry.vary, request_headers),
             )
         finally:
             body.discard()

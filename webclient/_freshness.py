@@ -18,7 +18,8 @@ Rules kept (section numbers of RFC 9111):
   (§3). ``private`` is fine: this cache serves one user.
 - Vary: a stored response matches when every named request header has the same normalised value,
   absent matching absent; ``*`` matches nothing (§4.1).
-- A 304 replaces the stored header fields it carries, except framing fields (§3.2, §4.3.4).
+- A 304 replaces the stored header fields it carries, except framing fields (§3.2, §4.3.4); the
+  stored Age is always dropped, since the age then counts from the 304 (§4.2.3).
 - A 2xx/3xx answer to an unsafe method invalidates the target URI and same-origin
   Location/Content-Location (§4.4).
 """
@@ -385,24 +386,58 @@ def validator_matches(stored_headers: HeaderList, not_modified_headers: HeaderLi
 
 
 def updated_headers(stored: HeaderList, not_modified: HeaderList) -> list[tuple[str, str]]:
-    """Stored fields with every field the 304 carries replaced by the 304's values (§3.2)."""
+    """Stored fields with every field the 304 carries replaced by the 304's values (§3.2).
+
+    The stored Age goes in every case: once freshened, the entry's request and response times
+    are those of the 304, and the age counted from them (§4.2.3) must start from the 304's own
+    Age (none: it came from the origin with age 0), not again from the old response's.
+    """
     replaced = {n.lower() for n, _ in not_modified if n.lower() not in NOT_UPDATED_BY_304}
+    replaced.add("age")
     kept = [(n, v) for n, v in stored if n.lower() not in replaced]
     return kept + [(n, v) for n, v in not_modified if n.lower() in replaced]
 
 
+#: The port a URL without one means, by scheme.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def url_origin(url: str) -> tuple[str, str, int | None] | None:
+    """A URL's origin as compared (RFC 9110 §4.3.1): scheme and host in lower case, and the port
+    with the scheme's default filled in; None when the URL has no usable authority or port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if not scheme or not host:
+        return None
+    return scheme, host, port if port is not None else DEFAULT_PORTS.get(scheme)
+
+
 def invalidated_urls(method: str, url: str, status: int, response_headers: HeaderList) -> list[str]:
-    """URLs whose stored responses a completed request makes stale (§4.4)."""
+    """URLs whose stored responses a completed request makes stale (§4.4).
+
+    The Location and Content-Location targets count only when they have the request's origin,
+    compared as :func:`url_origin` spells it (so ``LOCALHOST`` is ``localhost`` and a missing
+    port is the scheme's default).
+    """
     if method.upper() in SAFE_METHODS or not 200 <= status < 400:
         return []
     urls = [url]
-    origin = urlsplit(url)[:2]
+    origin = url_origin(url)
+    if origin is None:
+        return urls
     for name in ("location", "content-location"):
         value = header_value(response_headers, name)
         if not value:
             continue
-        target = urljoin(url, value.strip())
-        parts = urlsplit(target)
-        if parts[:2] == origin and target not in urls:
-            urls.append(parts._replace(fragment="").geturl())
+        try:
+            target = urlsplit(urljoin(url, value.strip()))._replace(fragment="").geturl()
+        except ValueError:
+            continue
+        if url_origin(target) == origin and target not in urls:
+            urls.append(target)
     return urls

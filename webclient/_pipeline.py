@@ -9,6 +9,9 @@ Rules (RFC 9112 §9.3):
   already received is read before more requests are written, so that they leave in batches.
 - Nothing is written behind a request that is not GET/HEAD (a POST waits for every earlier
   response, and the next request waits for the POST's response).
+- A request written when nothing is in flight first checks that the server has not closed the
+  idle connection meanwhile; if it has, a new connection is opened (as the pool does for idle
+  connections it hands out).
 - When a server closes a kept-alive connection without answering, the idempotent requests it left
   unanswered are sent again, once, on a new connection; others fail. When a response announced
   the close, the requests behind it were never processed and are simply sent again.
@@ -111,6 +114,11 @@ class Lane:
         return confirmed and len(self._inflight) < self.depth
 
     def _connection(self) -> Connection:
+        if self._conn is not None and not self._inflight and self._conn.dropped():
+            # The server closed the idle kept-alive connection (its keep-alive timer) before
+            # this request was written: known now, so the request goes on a new connection
+            # instead of failing there (a POST would not be sent again).
+            self._drop_connection()
         if self._conn is None:
             self._conn = self.pool.acquire(self.host, self.port)
             self.connections_used += 1

@@ -591,10 +591,17 @@ class Storage:
         request_time: float,
         response_time: float,
         now: float,
-        replaces: list[int],
+        replaces: Callable[[Entry], bool] | None = None,
     ) -> None:
-        """Publish a completed body and its row in one transaction; ``replaces`` rows go away."""
+        """Publish a completed body and its row in one transaction.
+
+        The rows the new one replaces are read inside that write transaction, so rows another
+        process stored meanwhile are seen too: the row with the same key and Vary values, and
+        every row of the key for which ``replaces`` says yes. Their bodies are deleted when no
+        other row uses them.
+        """
         sha = body.sha256
+        vary_text = json.dumps([list(item) for item in vary])
         target = self.body_path(sha)
         with self._transaction(write=True) as db:
             self._forget([key])
@@ -613,14 +620,19 @@ class Storage:
                 ).fetchone()
             ):
                 self._size += body.size
-            stale = self._delete_rows(db, replaces)
+            replaced = [
+                int(row[0])
+                for row in db.execute(_SELECT_BY_KEY, (key,)).fetchall()
+                if row[2] == vary_text or (replaces is not None and replaces(_entry(row)))
+            ]
+            stale = self._delete_rows(db, replaced)
             db.execute(
-                "INSERT OR REPLACE INTO entries (key, vary, status, reason, headers, body_sha,"
+                "INSERT INTO entries (key, vary, status, reason, headers, body_sha,"
                 " body_size, request_time, response_time, last_used)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
-                    json.dumps([list(item) for item in vary]),
+                    vary_text,
                     status,
                     reason,
                     json.dumps([list(item) for item in headers]),

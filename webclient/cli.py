@@ -8,6 +8,7 @@ file or invalid options); settings are validated by :class:`~webclient.ClientCon
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,8 +200,29 @@ def batch(
             stdout_is_tty=stdout.isatty(),
         )
         summary = run.run()
+    if run.stdout_closed or run.stderr_closed:
+        # The reader went away (``| head``): end quietly, with nothing left to flush at exit.
+        _silence(stdout, run.stdout_closed)
+        _silence(sys.stderr, run.stderr_closed)
+        raise click.exceptions.Exit(1)
     if summary.failed:
         raise click.exceptions.Exit(1)
+
+
+def _silence(stream: Any, closed: bool) -> None:
+    """Point a stream whose reader has gone at the null device (the Python documentation's
+    advice for SIGPIPE), so that the final flush at exit raises nothing."""
+    if not closed:
+        return
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return  # not a real file (tests): nothing is flushed at exit
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 @main.group()

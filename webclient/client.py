@@ -214,12 +214,14 @@ class Client:
         *,
         parallel: int = 1,
         on_result: Callable[[int, Result], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Result]:
         """Every request's response or error, in the order given.
 
         Requests for one origin run in order on one connection; with ``parallel`` > 1 that many
         origins run at once. ``on_result(index, result)`` is called as each one completes (from
-        worker threads when parallel).
+        worker threads when parallel). Once ``stop`` is set, requests not yet started are not
+        sent: each one's result is a :class:`WebClientError` saying so.
         """
         results: list[Result | None] = [None] * len(requests)
         lock = threading.Lock()
@@ -245,12 +247,12 @@ class Client:
         with self._cache_batch(r.url for r in requests if r.method.upper() == "GET"):
             if parallel <= 1 or len(jobs) <= 1:
                 for origin, items in jobs:
-                    self._run_lane(origin, items, record)
+                    self._run_lane(origin, items, record, stop)
             else:
                 from concurrent.futures import ThreadPoolExecutor
 
                 with ThreadPoolExecutor(min(parallel, len(jobs)), "webclient-lane") as executor:
-                    futures = [executor.submit(self._run_lane, o, i, record) for o, i in jobs]
+                    futures = [executor.submit(self._run_lane, o, i, record, stop) for o, i in jobs]
                     for future in futures:
                         future.result()
         return [r if r is not None else WebClientError("no result") for r in results]
@@ -285,9 +287,10 @@ class Client:
         origin: tuple[str, int],
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
+        stop: threading.Event | None = None,
     ) -> None:
         lane = Lane(self._pool, origin[0], origin[1], depth=self.config.pipeline)
-        lane.run(self._exchanges(lane, origin, items, record))
+        lane.run(self._exchanges(lane, origin, items, record, stop))
 
     def _exchanges(
         self,
@@ -295,10 +298,14 @@ class Client:
         origin: tuple[str, int],
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
+        stop: threading.Event | None = None,
     ) -> Iterator[_Exchange]:
         """Plan each request when its turn comes, so it sees what earlier ones did to the cache."""
         outstanding: list[_Exchange] = []
         for index, request, target in items:
+            if stop is not None and stop.is_set():
+                record(index, WebClientError("not sent: the run was stopped"))
+                continue
             method = request.method.upper()
             key = cache_key(request.url)
             outstanding = [x for x in outstanding if not x.done]

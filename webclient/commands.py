@@ -1,6 +1,7 @@
 """Command files: one request per line, parsed whole before anything is sent.
 
-Grammar (one command per line; fields separated by spaces or tabs)::
+Grammar (one command per line; fields separated by spaces or tabs, and by nothing else: other
+Unicode spaces belong to the field; a UTF-8 byte order mark at the start of a file is ignored)::
 
     line      = method SP file-name SP host [SP port] | "#" comment | blank
     method    = "GET" | "POST"                  (any letter case)
@@ -39,6 +40,12 @@ _TARGET_SAFE = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: Fields are separated by spaces and tabs only: other Unicode spaces (NBSP, EM SPACE) are part of
+#: a field, so a file name may contain them.
+_FIELD_SEPARATOR = re.compile(r"[ \t]+")
+#: Stripped from both ends of a line: spaces, tabs, and the CR of CRLF endings (and FF/VT, so a
+#: line holding only those is blank, as in an editor).
+_LINE_ENDS = " \t\r\f\v"
 
 
 class _InvalidLine(ValueError):
@@ -149,7 +156,8 @@ def _parse_path(text: str) -> str:
 
 def _parse_line(text: str, line: int = 0) -> Command | None:
     """The command on a line; None for blank and comment lines; raises :class:`_InvalidLine`."""
-    fields = text.split()
+    stripped = text.strip(_LINE_ENDS)
+    fields = _FIELD_SEPARATOR.split(stripped) if stripped else []
     if not fields or fields[0].startswith("#"):
         return None
     method = fields[0].upper() if fields[0].isascii() else fields[0]
@@ -185,10 +193,12 @@ def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list
 
 
 def read_command_file(path: str | Path) -> list[Command]:
-    """Read and parse a command file (UTF-8); unreadable files are a :class:`CommandFileError`."""
+    """Read and parse a command file (UTF-8, with or without a BOM); unreadable files are a
+    :class:`CommandFileError`."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # "utf-8-sig" drops a byte order mark at the start, as Windows editors write one.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CommandFileError(name, message=f"{name}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,14 +15,22 @@ import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
-from webclient._batch import BatchRun, Destinations, destination, is_binary
+from webclient._batch import (
+    BatchRun,
+    CreatedFolders,
+    Destinations,
+    Outcome,
+    OutputFile,
+    destination,
+    is_binary,
+)
 from webclient.cli import main
 from webclient.commands import parse_commands
-from webclient.errors import UnsafePathError
+from webclient.errors import LocalFileError, UnsafePathError
 from webserver import Request, Response, Server, StaticFiles, Uploads
 from webserver.testing import running_server
 
-from .conftest import BROKEN, BROKEN_TIMEOUT, BadServer, Broken, Origin
+from .conftest import BROKEN, BROKEN_TIMEOUT, CLIENT_TIMEOUT, BadServer, Broken, Origin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -270,7 +281,8 @@ def test_broken_server_is_one_line_and_leaves_nothing(
     assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
     info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
     assert "responses: 1" in info.stdout  # hello.txt only
-    assert len(list((workdir / "cache" / "bodies").rglob("*.*"))) == 0
+    bodies = [p.name for p in (workdir / "cache" / "bodies").rglob("*") if p.is_file()]
+    assert bodies == [hashlib.sha256(b"hello, world\n").hexdigest()]
     assert list((workdir / "cache" / "tmp").iterdir()) == []
 
 
@@ -494,3 +506,224 @@ def test_destinations_agree_with_destination(tmp_path: Path) -> None:
         except UnsafePathError as exc:
             got = str(exc)
         assert got == expected, name
+
+
+# -- local names the OS refuses, folders left by failures ----------------------------------------
+
+
+def test_post_local_name_the_os_refuses_is_one_line(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """A POST whose local name is too long for the OS fails that command alone, in one line."""
+    server, handler = origin
+    handler.script("/ok.txt", (200, [], b"ok"))
+    port = port_of(server)
+    result = run(
+        workdir,
+        [f"POST {'a' * 300} 127.0.0.1 {port}", f"GET ok.txt 127.0.0.1 {port}"],
+        *("--out", "out", "--no-print"),
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: POST /aaa")
+    assert errors[0].endswith("File name too long")
+    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
+    assert handler.requests_to("/" + "a" * 300) == []
+
+
+def test_failed_nested_download_leaves_nothing_under_out(
+    bad_server: Callable[..., BadServer], origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """A failed download removes the folders it created (deepest first), not the others'."""
+    truncated = next(case for case in BROKEN if case.name == "truncated body")
+    bad = bad_server(truncated.reply)
+    server, handler = origin
+    handler.script("/deep/ok.txt", (200, [], b"ok"))
+    (workdir / "out" / "kept").mkdir(parents=True)
+    result = run(
+        workdir,
+        [
+            f"GET deep/er/a.txt 127.0.0.1 {bad.port}",
+            f"GET kept/new/b.txt 127.0.0.1 {bad.port}",
+            f"GET deep/ok.txt 127.0.0.1 {port_of(server)}",
+            f"GET gone/c.txt 127.0.0.1 {bad.port}",
+        ],
+        *("--out", "out", "--no-cache", "--timeout", "2", "--no-print"),
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("closed the connection mid-response") == 3
+    left = sorted(str(p.relative_to(workdir / "out")) for p in (workdir / "out").rglob("*"))
+    assert left == ["deep", "deep/ok.txt", "kept"]
+
+
+def test_output_file_abort_removes_only_the_folders_it_created(tmp_path: Path) -> None:
+    """Aborting removes the new empty folders, deepest first; existing or used ones stay."""
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    folders = CreatedFolders()
+    used = OutputFile(out / "old" / "new" / "used.txt", folders=folders)
+    failed = OutputFile(out / "old" / "new" / "deeper" / "f.txt", folders=folders)
+    lone = OutputFile(out / "a" / "b" / "c.txt", folders=folders)
+    used.write(b"kept")
+    used.close()
+    failed.abort()
+    lone.abort()
+    assert (out / "old" / "new" / "used.txt").read_bytes() == b"kept"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "old",
+        "old/new",
+        "old/new/used.txt",
+    ]
+    used.abort()  # after it was renamed into place: nothing happens
+    assert (out / "old" / "new" / "used.txt").exists()
+    # A folder name the system refuses: the folders made before it on the way go too.
+    with pytest.raises(LocalFileError, match="File name too long"):
+        OutputFile(out / "fresh" / ("x" * 300) / "f.txt", folders=folders)
+    assert not (out / "fresh").exists()
+
+
+def test_output_file_deferred_is_published_on_request(tmp_path: Path) -> None:
+    """A deferred file stays in its temporary file after close until published."""
+    target = tmp_path / "out" / "x.txt"
+    file = OutputFile(target, deferred=True)
+    file.write(b"body")
+    file.close()
+    assert not target.exists()
+    file.publish()
+    assert target.read_bytes() == b"body"
+    assert [p.name for p in target.parent.iterdir()] == ["x.txt"]
+    with pytest.raises(LocalFileError, match="cannot write"):
+        OutputFile(tmp_path / "out" / "x.txt" / "under-a-file")
+
+
+# -- several commands saving to one file -----------------------------------------------------------
+
+
+def test_parallel_commands_with_one_file_name_print_their_own_bodies(
+    origin: tuple[Server, Origin], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --parallel, each command prints its own body; the file left is the last command's."""
+    server, handler = origin
+    port = port_of(server)
+    second_done = threading.Event()
+    complete = BatchRun._complete
+
+    def spy(self: BatchRun, index: int, outcome: Outcome) -> None:
+        complete(self, index, outcome)
+        if index == 1:
+            second_done.set()
+
+    monkeypatch.setattr(BatchRun, "_complete", spy)
+
+    def answer(request: Request) -> Response:
+        if dict(request.headers).get("host", "").startswith("127.0.0.1"):
+            # Answer the first command only once the second one has completed.
+            assert second_done.wait(CLIENT_TIMEOUT)
+            return Response(200, [], b"from 127.0.0.1\n")
+        return Response(200, [], b"from localhost\n")
+
+    handler.script("/same.txt", answer)
+    result = run(
+        workdir,
+        [f"GET same.txt 127.0.0.1 {port}", f"GET same.txt localhost {port}"],
+        *("--out", "out", "--no-cache", "--parallel", "2"),
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "from 127.0.0.1\nfrom localhost\n"
+    assert (workdir / "out" / "same.txt").read_bytes() == b"from localhost\n"
+    assert [p.name for p in (workdir / "out").iterdir()] == ["same.txt"]
+
+
+def test_commands_sharing_a_file_name_across_hosts_print_their_own_bodies(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """Lanes run host by host, yet bodies print in command-file order and the last one stays."""
+    server, handler = origin
+    port = port_of(server)
+    bodies = {"127.0.0.1": [b"one\n", b"three\n"], "localhost": [b"two\n"]}
+
+    def answer(request: Request) -> Response:
+        host = dict(request.headers)["host"].rsplit(":", 1)[0]
+        return Response(200, [], bodies[host].pop(0))
+
+    handler.script("/same.txt", answer)
+    result = run(
+        workdir,
+        [
+            f"GET same.txt 127.0.0.1 {port}",
+            f"GET same.txt localhost {port}",
+            f"GET same.txt 127.0.0.1 {port}",
+        ],
+        *("--out", "out", "--no-cache"),
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "one\ntwo\nthree\n"
+    assert (workdir / "out" / "same.txt").read_bytes() == b"three\n"
+    assert [p.name for p in (workdir / "out").iterdir()] == ["same.txt"]
+
+
+def test_a_failed_command_does_not_replace_a_shared_file(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """The file left is the last successful command's: a failure replaces nothing."""
+    server, handler = origin
+    port = port_of(server)
+    handler.script("/same.txt", (200, [], b"first\n"), (404, [], b"missing\n"))
+    result = run(
+        workdir,
+        [f"GET same.txt 127.0.0.1 {port}", f"GET same.txt 127.0.0.1 {port}"],
+        *("--out", "out", "--no-cache"),
+    )
+    assert result.exit_code == 1
+    assert result.stdout == "first\n"
+    assert (workdir / "out" / "same.txt").read_bytes() == b"first\n"
+
+
+# -- a reader that goes away -----------------------------------------------------------------------
+
+
+def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], workdir: Path) -> None:
+    """Once stdout's reader is gone (``| head``) the run stops: no warning, no traceback, exit 1."""
+    server, handler = origin
+    port = port_of(server)
+    pipe_closed = threading.Event()
+
+    def after_close(_request: Request) -> Response:
+        assert pipe_closed.wait(CLIENT_TIMEOUT)
+        return Response(200, [], b"second\n")
+
+    handler.script("/first.txt", (200, [], b"first\n"))
+    handler.script("/second.txt", after_close)
+    handler.script("/later.txt", (200, [], b"later\n"))
+    names = ["first.txt", "second.txt", *(["later.txt"] * 8)]
+    (workdir / "commands.txt").write_text(
+        "".join(f"GET {name} 127.0.0.1 {port}\n" for name in names)
+    )
+    script = Path(sys.executable).parent / "webclient"
+    proc = subprocess.Popen(
+        [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"first\n"
+        proc.stdout.close()  # the reader is gone, as when head has its lines
+        pipe_closed.set()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(CLIENT_TIMEOUT) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    assert "warning" not in stderr and "summary" not in stderr
+    assert stderr.startswith("GET /first.txt")
+    # The run stopped: of the eight later commands, at most the one already queued was sent.
+    assert len(handler.requests_to("/later.txt")) <= 1

@@ -6,13 +6,16 @@ Each test scripts the origin, fetches through a real client and checks where the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from webclient import CacheStatus, Client, ClientConfig
+from webclient._cache import Cache
 from webclient._freshness import format_http_date
-from webserver import Response, Server
+from webserver import Request, Response, Server
 
 from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
 
@@ -371,3 +374,97 @@ def test_size_limit_evicts_least_recently_used(
         assert client.get(server.url + "huge").cache_status is CacheStatus.MISS
         info = client.cache_info()
         assert info is not None and info.size <= 1000
+
+
+def test_post_invalidates_location_with_other_host_case(
+    origin: tuple[Server, Origin], client: Client
+) -> None:
+    """Host names compare case-insensitively: a Location on LOCALHOST drops localhost's entry."""
+    server, handler = origin
+    port = server.listen()[1]
+    base = f"http://localhost:{port}/"
+    handler.script("/other", (200, [("Cache-Control", "max-age=3600")], b"other"))
+    client.get(base + "other")
+    assert client.get(base + "other").cache_status is CacheStatus.HIT
+    handler.script("/up", (201, [("Location", f"http://LOCALHOST:{port}/other")], b""))
+    assert client.post(base + "up", b"x").status == 201
+    assert client.get(base + "other").cache_status is CacheStatus.MISS
+
+
+def test_revalidation_restarts_the_age_from_the_304(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """After a 304 without Age, the entry is fresh for the full max-age again, not less."""
+    server, handler = origin
+
+    def dated(status: int, headers: Headers, body: bytes) -> Callable[[Request], Response]:
+        # The origin's clock is the test's: Date agrees with the moved clock.
+        return lambda _r: Response(status, [("Date", format_http_date(clock.now)), *headers], body)
+
+    etag = ("ETag", '"a"')
+    handler.script(
+        "/aged",
+        dated(200, [("Cache-Control", "max-age=600"), ("Age", "100"), etag], b"aged"),
+        dated(304, [etag], b""),
+    )
+    client.get(server.url + "aged")
+    clock.advance(510)  # age 610: stale
+    assert client.get(server.url + "aged").cache_status is CacheStatus.REVALIDATED
+    clock.advance(550)  # 550 s after the 304, which said nothing of an age: still fresh
+    hit = client.get(server.url + "aged")
+    assert (hit.cache_status, hit.body) == (CacheStatus.HIT, b"aged")
+    assert 550 <= int(hit.header("age") or "0") < 600
+    assert len(handler.requests_to("/aged")) == 2
+
+
+def _store(cache: Cache, url: str, body: bytes) -> None:
+    writer = cache.begin()
+    writer.write(body)
+    now = time.time()
+    headers = [("cache-control", "max-age=600"), ("content-length", str(len(body)))]
+    cache.store(url, [], 200, "OK", headers, writer, request_time=now, response_time=now)
+
+
+def _body_files(folder: Path) -> list[Path]:
+    return [p for p in (folder / "bodies").rglob("*") if p.is_file()]
+
+
+def test_concurrent_store_of_one_url_leaves_no_orphan_body(tmp_path: Path) -> None:
+    """Two processes store one URL with different bodies: one row and one body file are left."""
+    folder = tmp_path / "cache"
+    url = "http://example.org/r"
+    a = Cache(folder, max_size=10**6)
+    b = Cache(folder, max_size=10**6)
+    try:
+        with b.batch([url]):  # b's run starts: it has read the (no) rows of its URLs
+            _store(a, url, b"body from process A")  # another process stores meanwhile
+            _store(b, url, b"body from process B")
+        info = b.info()
+        assert info.entries == 1
+        assert len(_body_files(folder)) == info.bodies == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_concurrent_clients_leave_no_orphan_body(
+    origin: tuple[Server, Origin], cache_dir: Path, clock: FakeClock
+) -> None:
+    """The same through two clients sharing a cache folder (two ``webclient batch`` runs)."""
+    server, handler = origin
+    other = Client(ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT), clock=clock)
+
+    def first(_request: Request) -> Response:
+        # While this client's run is going on, the other one fetches and stores the same URL.
+        assert other.get(server.url + "r").body == b"second version"
+        return Response(200, [("Cache-Control", "max-age=600")], b"first version")
+
+    handler.script("/r", first, (200, [("Cache-Control", "max-age=600")], b"second version"))
+    try:
+        with Client(ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT), clock=clock) as c:
+            assert c.get(server.url + "r").body == b"first version"
+            info = c.cache_info()
+        assert info is not None and info.entries == 1
+        assert len(_body_files(cache_dir)) == info.bodies == 1
+    finally:
+        other.close()

@@ -159,3 +159,25 @@ def test_any_line_parses_and_prints_back_or_is_reported(line: str) -> None:
 def test_any_line_property_long_run(line: str) -> None:
     """The same property over many more examples (slow)."""
     _check_any_line(line)
+
+
+def test_fields_are_separated_by_spaces_and_tabs_only() -> None:
+    """Other Unicode spaces (NBSP, EM SPACE) belong to the field they are in."""
+    (command,) = parse_commands(["GET caf\u00e9\u00a0menu.html 127.0.0.1 8080"])
+    assert command.path == "/caf\u00e9\u00a0menu.html"
+    assert command.target == "/caf%C3%A9%C2%A0menu.html"
+    assert command.local_name == "caf\u00e9\u00a0menu.html"
+    # An EM SPACE does not start a new field: this line has a file name and no host.
+    with pytest.raises(CommandFileError, match="missing host name"):
+        parse_commands(["GET /x\u2003127.0.0.1"])
+    with pytest.raises(CommandFileError, match="unknown method"):
+        parse_commands(["\u3000GET /x host"])
+
+
+def test_command_file_with_utf8_bom(tmp_path: Path) -> None:
+    """A UTF-8 byte order mark at the start of the file is ignored: line 1 is a command."""
+    path = tmp_path / "commands.txt"
+    path.write_bytes(b"\xef\xbb\xbfGET a.txt 127.0.0.1 8080\r\nGET b.txt 127.0.0.1 8080\r\n")
+    first, second = read_command_file(path)
+    assert (first.method, first.path, first.line) == ("GET", "/a.txt", 1)
+    assert (second.path, second.line) == ("/b.txt", 2)

@@ -299,3 +299,31 @@ def test_fixdate_agrees_with_email_utils(
     parsed = email.utils.parsedate_tz(text)
     assert parsed is not None
     assert parse_http_date(text) == float(email.utils.mktime_tz(parsed))
+
+
+def test_invalidation_compares_origins_by_scheme_host_and_port() -> None:
+    """Same origin means same scheme, host in any case, and port with the default filled in."""
+    url = "http://example.org:80/up"
+    for location in ("http://example.org/b", "HTTP://EXAMPLE.ORG:80/b", "//Example.Org/b"):
+        urls = f.invalidated_urls("POST", url, 201, [("Location", location)])
+        assert len(urls) == 2 and f.url_origin(urls[1]) == ("http", "example.org", 80), location
+    for location in ("https://example.org/b", "http://example.org:8080/b", "http://other/b"):
+        assert f.invalidated_urls("POST", url, 201, [("Location", location)]) == [url]
+    secure = "https://example.org:443/up"
+    urls = f.invalidated_urls("POST", secure, 200, [("Content-Location", "https://EXAMPLE.org/c")])
+    assert urls == [secure, "https://EXAMPLE.org/c"]
+    assert f.invalidated_urls("POST", url, 200, [("Location", "http://example.org:x/b")]) == [url]
+
+
+def test_304_without_age_restarts_the_age() -> None:
+    """A 304 without Age drops the stored Age: the age counts from the 304, not twice."""
+    stored = [("Cache-Control", "max-age=600"), ("Age", "100"), ("ETag", '"e"')]
+    headers = f.updated_headers(stored, [("ETag", '"e"')])
+    assert f.header_values(headers, "age") == []
+    # Freshened at NOW (the 304's request and response times), 550 s later it is still fresh.
+    assert f.is_fresh(200, headers, NOW, NOW, NOW + 550)
+    assert not f.is_fresh(200, headers, NOW, NOW, NOW + 601)
+    # A 304 with its own Age (it came through another cache) replaces the stored one.
+    aged = f.updated_headers(stored, [("Age", "30")])
+    assert f.header_values(aged, "age") == ["30"]
+    assert f.current_age(aged, NOW, NOW, NOW + 10) == 40

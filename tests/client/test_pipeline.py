@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,3 +122,73 @@ def test_http10_server_closing_each_time_is_not_a_failure(http_server: int, tmp_
         )
     assert [r.status for r in results if isinstance(r, Response)] == [200, 200, 200, 200]
     assert client.connections_opened == 4
+
+
+class _WaitForServerClose:
+    """A body sink whose ``close`` returns only once the server has closed the connection."""
+
+    def __init__(self, closed: threading.Event) -> None:
+        self.closed = closed
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        assert self.closed.wait(CLIENT_TIMEOUT)
+
+    def abort(self) -> None:
+        pass
+
+
+def test_post_after_idle_close_goes_on_a_new_connection(tmp_path: Path) -> None:
+    """A POST is not written on a kept-alive connection the server has already closed."""
+    closed = threading.Event()
+    seen: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(CLIENT_TIMEOUT)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for number in range(2):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(CLIENT_TIMEOUT)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                seen.append(data.split(b"\r\n", 1)[0])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if number == 0:
+                    # The keep-alive timer fired: the server closes without announcing it.
+                    conn.shutdown(socket.SHUT_WR)
+                    closed.set()
+                    with contextlib.suppress(OSError):
+                        while conn.recv(65536):
+                            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    upload = tmp_path / "up.txt"
+    upload.write_bytes(b"payload")
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        with make_client(tmp_path, pipeline=1) as client:
+            results = client.request_all(
+                [
+                    Request("GET", base + "a", sink=lambda _r: _WaitForServerClose(closed)),
+                    Request("POST", base + "up", body=upload),
+                ]
+            )
+        assert [getattr(r, "status", r) for r in results] == [200, 200]
+        assert seen == [b"GET /a HTTP/1.1", b"POST /up HTTP/1.1"]
+    finally:
+        listener.close()
+        thread.join(5)

@@ -35,7 +35,6 @@ def put(storage: Storage, key: str, body: bytes, *, now: float = 1.0) -> None:
         request_time=now,
         response_time=now,
         now=now,
-        replaces=[],
     )
 
 
@@ -53,6 +52,25 @@ def test_bodies_are_content_addressed_and_shared(tmp_path: Path) -> None:
     storage.delete_keys(["k2"])
     assert not storage.body_path(sha).exists()
     assert list((tmp_path / "c" / TMP).iterdir()) == []
+
+
+def test_insert_replaces_the_row_another_process_stored_meanwhile(tmp_path: Path) -> None:
+    """A row another process stored after this one looked is replaced, and its body deleted."""
+    folder = tmp_path / "c"
+    mine, theirs = Storage(folder), Storage(folder)
+    with mine.batch():
+        mine.prefetch(["k"])
+        assert mine.entries("k") == []
+        put(theirs, "k", b"their body")
+        put(mine, "k", b"my body")
+    (entry,) = mine.entries("k")
+    assert mine.read_body(entry) == b"my body"
+    assert not theirs.body_path(hashlib.sha256(b"their body").hexdigest()).exists()
+    info = mine.info()
+    assert (info.entries, info.bodies, info.size) == (1, 1, len(b"my body"))
+    assert [p.name for p in (folder / BODIES).rglob("*") if p.is_file()] == [entry.body_sha]
+    mine.close()
+    theirs.close()
 
 
 def test_corrupt_index_is_reported_and_rebuilt(tmp_path: Path) -> None:
@@ -175,7 +193,6 @@ def test_batch_keeps_entries_written_before_an_error(tmp_path: Path) -> None:
                     request_time=1,
                     response_time=1,
                     now=1,
-                    replaces=[],
                 )
             except CacheError:
                 pass
