@@ -66,6 +66,7 @@ class Connection:
         "parked",
         "requests",
         "sock",
+        "turn_started",
     )
 
     def __init__(
@@ -91,6 +92,8 @@ class Connection:
         #: which makes the hand-over between a worker and the selector thread atomic.
         self.parked = False
         self.lock = threading.Lock()
+        #: ``time.monotonic()`` when a worker last took the connection (to spot stuck workers).
+        self.turn_started = 0.0
 
     def set_timeouts(self, seconds: float) -> None:
         """Kernel-side send and receive timeouts on a blocking socket.

@@ -4,8 +4,9 @@ Call flow::
 
     serve_forever()                         the selector thread (the caller's)
       ├── accept()  → Connection            new sockets are parked at once (epoll, one-shot)
-      ├── readable parked connection        the kernel disarms it; pool.submit(_work, conn)
-      │     _work(conn)                     a worker thread
+      ├── readable parked connection        the kernel disarms it; into the ready queue
+      │     _admit()                        pool.submit(_work_loop) while few loops run
+      │     _work_loop()                    a worker thread, taking ready connections in turn
       │       └── exchange.serve_ready()    answer every buffered request, in order
       │             ├── PARK  → the worker re-arms it in epoll itself
       │             └── CLOSE → conn.close()
@@ -23,6 +24,7 @@ between them happens under the connection's lock; the selector thread never bloc
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -49,6 +51,12 @@ ACCEPT_BATCH = 64
 #: With a listening socket shared by several processes, each takes few at a time, so that the
 #: connections of a burst spread over the processes instead of landing on the first one awake.
 SHARED_ACCEPT_BATCH = 4
+#: Worker loops that run at once while none is stuck (see ``Server._admit``); measured on
+#: 2 cores: 1 serves small requests fastest.
+RUNNING_WORKERS = 1
+#: A worker busy with one connection for longer than this is taken to be waiting on something
+#: (a slow client, a slow handler), and another worker may start.
+STUCK_AFTER = 0.01
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
@@ -161,8 +169,14 @@ class Server:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._poller = _Poller()  # replaced by a live one in serve_forever
+        #: Connections given to the pool and not yet finished: waiting in ``_ready`` or served.
         self._busy: set[Connection] = set()
-        self._queued = 0
+        #: Connections with bytes to read, waiting for a worker (the bounded work queue).
+        self._ready: collections.deque[Connection] = collections.deque()
+        #: Connections a worker is serving right now.
+        self._serving: set[Connection] = set()
+        #: Worker loops submitted to the pool and not yet returned.
+        self._running = 0
         # Reentrant: _take_back runs under it during the stop and closes through _forget.
         self._busy_lock = threading.RLock()
         self._all_idle = threading.Condition(self._busy_lock)
@@ -266,6 +280,8 @@ class Server:
                 if poller.connections or not accepting
                 else -1
             )
+            if self._ready:  # look again soon: a worker may get stuck and need relief
+                timeout = STUCK_AFTER if timeout < 0 else min(timeout, STUCK_AFTER)
             for fd in poller.wait(timeout):
                 if fd == listener_fd:
                     if not self._accept(poller, listener):
@@ -285,6 +301,8 @@ class Server:
                             continue
                         conn.parked = False
                     self._dispatch(pool, conn)
+            if self._ready:
+                self._admit(pool)
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
@@ -295,16 +313,36 @@ class Server:
 
     def _dispatch(self, pool: ThreadPoolExecutor, conn: Connection) -> None:
         with self._busy_lock:
-            overloaded = self._queued >= self.config.max_queue
+            overloaded = len(self._ready) >= self.config.max_queue
             if not overloaded:
                 self._busy.add(conn)
-                self._queued += 1
+                self._ready.append(conn)
         if overloaded:
             self._poller.forget(conn)
             answer_overload(conn, self.config, 503, "the server is overloaded; retry shortly")
             self._forget(conn)
             return
-        pool.submit(self._work, conn)
+        self._admit(pool)
+
+    def _admit(self, pool: ThreadPoolExecutor) -> None:
+        """Start worker loops for waiting connections, as many as may run Python at once.
+
+        Threads running Python take turns holding the GIL, and every system call hands it to
+        another: with many runnable workers, tiny requests spend more time in those hand-overs
+        than in HTTP. So only ``RUNNING_WORKERS`` loops run, plus one for each worker stuck for
+        longer than ``STUCK_AFTER`` (a slow upload, a handler waiting on something), up to
+        ``threads`` -- a slow client still cannot hold up the others.
+        """
+        now = time.monotonic()
+        with self._busy_lock:
+            stuck = sum(1 for c in self._serving if now - c.turn_started > STUCK_AFTER)
+            allowed = min(self.config.threads, RUNNING_WORKERS + stuck)
+            start = min(len(self._ready), allowed - self._running)
+            if start <= 0:
+                return
+            self._running += start
+        for _ in range(start):
+            pool.submit(self._work_loop)
 
     def _accept(self, poller: _Poller, listener: socket.socket) -> bool:
         """Take waiting connections; False when the process is out of descriptors."""
@@ -350,10 +388,24 @@ class Server:
                 conn.close()
                 self._forget(conn)
 
+    def _work_loop(self) -> None:
+        """Run in a worker: serve waiting connections one after another until none is left."""
+        while True:
+            with self._busy_lock:
+                if not self._ready:
+                    self._running -= 1
+                    return
+                conn = self._ready.popleft()
+                conn.turn_started = time.monotonic()
+                self._serving.add(conn)
+            try:
+                self._work(conn)
+            finally:
+                with self._busy_lock:
+                    self._serving.discard(conn)
+
     def _work(self, conn: Connection) -> None:
-        """Run in a worker: answer what is buffered, then park or close the connection."""
-        with self._busy_lock:
-            self._queued -= 1
+        """Answer what ``conn`` has buffered, then park or close it."""
         outcome = serve_ready(
             conn, self.app, self.config, self._stopping.is_set, self._others_waiting
         )
@@ -376,7 +428,7 @@ class Server:
         self._close(conn)
 
     def _others_waiting(self) -> bool:
-        return self._queued > 0  # read without the lock: a hint, not a decision
+        return bool(self._ready)  # read without the lock: a hint, not a decision
 
     def _close(self, conn: Connection) -> None:
         self._poller.forget(conn)
@@ -405,13 +457,18 @@ class Server:
             self._close_parked()
             # Workers see the stop flag: they answer what they hold with Connection: close,
             # then close instead of parking.
+            deadline = time.monotonic() + self.config.grace_period
             with self._all_idle:
-                self._all_idle.wait_for(lambda: not self._busy, self.config.grace_period)
+                while self._busy and time.monotonic() < deadline:
+                    self._admit(pool)  # requests that arrived before the stop are answered
+                    self._all_idle.wait(STUCK_AFTER)
                 late = list(self._busy)
             for conn in late:
                 # Unblock a worker stuck on a slow client; the worker then closes the socket.
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
+            with self._busy_lock:
+                self._ready.clear()  # never started: closed below with everything else
             pool.shutdown(wait=True, cancel_futures=True)
             # No worker is left: close everything, parked or cancelled while queued.
             for conn in list(poller.connections.values()):

@@ -430,9 +430,55 @@ def test_connections_queued_at_stop_are_closed(www: Path) -> None:
         queued = connect(server)
         queued.sendall(GET)
         deadline = time.monotonic() + NET_TIMEOUT
-        while server._queued < 1:  # the second connection waits for the only worker
+        while not server._ready:  # the second connection waits for the only worker
             assert time.monotonic() < deadline, "the second request never reached the pool"
             threading.Event().wait(0.005)
     busy.close()
     queued.close()
     assert open_fds() == before
+
+
+def test_stalled_upload_does_not_hold_up_others(www: Path) -> None:
+    """While one client's upload stalls mid-body (its worker blocked reading), other clients
+    are still answered: a stuck worker lets another one start."""
+    with (
+        running_server(root=www, threads=2, access_log=False) as server,
+        connect(server) as stalled,
+    ):
+        stalled.sendall(b"POST /slow.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        for _ in range(5):
+            with connect(server) as other:
+                other.sendall(GET)
+                assert WireReader(other).read().status == 200
+        stalled.sendall(b"c" * 98)
+        assert WireReader(stalled).read().status == 200
+    assert (www / "slow.bin").read_bytes() == b"ab" + b"c" * 98
+
+
+def test_blocking_handler_does_not_hold_up_others(www: Path) -> None:
+    """A handler that blocks for a while does not delay requests for other paths."""
+    release = threading.Event()
+    entered = threading.Event()
+    finished = threading.Event()
+
+    class Blocking(Handler):
+        def get(self, request: Request) -> Response:
+            entered.set()
+            release.wait(NET_TIMEOUT)
+            finished.set()
+            return Response.text("done\n")
+
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/block", Blocking())
+        ) as server,
+        connect(server) as blocked,
+    ):
+        blocked.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.wait(NET_TIMEOUT)
+        with connect(server) as other:
+            other.sendall(GET)
+            assert WireReader(other).read().status == 200
+        assert not release.is_set()  # answered while the handler was still blocked
+        release.set()
+        assert WireReader(blocked).read().body == b"done\n"
