@@ -110,7 +110,10 @@ def main() -> None:
     type=click.IntRange(1, 1024),
     default=DEFAULT_THREADS,
     show_default=True,
-    help="Worker threads: one serves at a time, more start while others wait on slow clients or handlers. Idle keep-alive connections hold none.",
+    help=(
+        "Worker threads: one serves at a time, more start while others wait on slow clients"
+        " or handlers. Idle keep-alive connections hold none."
+    ),
 )
 @click.option(
     "--workers",
