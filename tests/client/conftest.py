@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -474,3 +475,23 @@ BROKEN = [
 ]
 #: A complete response with the same cacheable fields: it is stored (the control case).
 COMPLETE = _head(b"Content-Length: 2") + b"\r\nok"
+
+
+@pytest.fixture(autouse=True)
+def _close_storages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every cache index a test opened, so no SQLite connection outlives its test
+    (Python 3.13 reports those as ResourceWarning, which this suite treats as an error)."""
+    from webclient._storage import Storage
+
+    opened: list[Storage] = []
+    original = Storage.__init__
+
+    def recording_init(self: Storage, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "__init__", recording_init)
+    yield
+    for storage in opened:
+        with contextlib.suppress(Exception):
+            storage.close()
