@@ -56,6 +56,8 @@ TAG_TEXT = (
 )
 #: Seconds SQLite waits for another process's write lock before reporting the cache busy.
 LOCK_TIMEOUT = 10.0
+#: Seconds to keep retrying the switch to WAL while another process opens a new index too.
+WAL_SWITCH_WAIT = 5.0
 #: A batch commits once it holds this many writes...
 BATCH_ENTRIES = 500
 #: ...or this many seconds after its first write, whichever comes first.
@@ -149,6 +151,23 @@ class CacheInfo:
 _TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
 _temp_numbers = iter(range(1 << 62))
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Turn on WAL, waiting out another process that has the new index open at that moment.
+
+    The switch needs the index to itself, and SQLite answers "locked" at once rather than
+    waiting when another connection reads it; retrying briefly is the documented remedy.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_WAIT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class BodyWriter:
@@ -304,9 +323,16 @@ class Storage:
         except sqlite3.Error as exc:
             return f"has an index that cannot be opened ({exc})"
         try:
-            app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One read transaction, so the three answers describe the same moment: read apart,
+            # another process creating the index in between looked like a foreign database
+            # (tables, but no application id yet) and was "rebuilt" under its feet.
+            db.execute("BEGIN")
+            try:
+                app_id = db.execute("PRAGMA application_id").fetchone()[0]
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            finally:
+                db.execute("COMMIT")
             if app_id == 0 and tables == 0:
                 self._create(db)
             elif app_id != APPLICATION_ID:
@@ -318,8 +344,14 @@ class Storage:
             elif db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 db.close()
                 return "has a damaged index"
-            db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                # Another process holds it: that is no damage, and rebuilding would wreck it.
+                raise CacheError(f"the cache index in {self.folder} is busy: {exc}") from exc
+            return f"has a damaged index ({exc})"
         except sqlite3.DatabaseError as exc:
             db.close()
             return f"has a damaged index ({exc})"

@@ -288,3 +288,35 @@ def test_many_requests_one_cache_batch(tmp_path: Path) -> None:
                 assert (received == 0) is (round_no == 1)
                 info = client.cache_info()
                 assert info is not None and info.entries == 30
+
+
+def test_two_opens_of_a_new_cache_at_once_rebuild_nothing(tmp_path: Path) -> None:
+    """Two processes (here threads) opening a cache folder that does not exist yet both end up
+    with the same index; neither takes the other's half-made index for a foreign or damaged one
+    and "rebuilds" it away."""
+    import threading
+
+    for attempt in range(50):
+        folder = tmp_path / f"new-{attempt}"
+        warnings: list[str] = []
+        start = threading.Barrier(2, timeout=10)
+        opened: list[Storage] = []
+
+        def open_it(
+            folder: Path = folder,
+            warnings: list[str] = warnings,
+            start: threading.Barrier = start,
+            opened: list[Storage] = opened,
+        ) -> None:
+            start.wait()
+            opened.append(Storage(folder, warn=warnings.append))
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        for storage in opened:
+            storage.close()
+        assert len(opened) == 2
+        assert warnings == []
