@@ -32,6 +32,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ._connection import Connection
@@ -375,18 +376,24 @@ class Server:
 
     def _sweep(self, now: float) -> None:
         """Close parked connections past their deadline; a half-sent head gets 408 first."""
-        for conn in list(self._poller.connections.values()):
-            with conn.lock:
-                if not conn.parked or conn.deadline > now:
-                    continue
-                conn.parked = False
-            self._poller.forget(conn)
+        for conn in self._claim_parked(lambda conn: conn.deadline <= now):
             if conn.head_started is not None or (conn.requests == 0 and conn.h11.trailing_data[0]):
+                self._poller.forget(conn)
                 answer_overload(conn, self.config, 408, "the request head took too long")
                 self._forget(conn)
             else:
-                conn.close()
-                self._forget(conn)
+                self._close(conn)
+
+    def _claim_parked(self, wanted: Callable[[Connection], bool]) -> list[Connection]:
+        """Take parked connections that ``wanted`` picks away from the poller, under their locks,
+        so no worker can re-arm them meanwhile."""
+        claimed = []
+        for conn in list(self._poller.connections.values()):
+            with conn.lock:
+                if conn.parked and wanted(conn):
+                    conn.parked = False
+                    claimed.append(conn)
+        return claimed
 
     def _work_loop(self) -> None:
         """Run in a worker: serve waiting connections one after another until none is left."""
@@ -441,11 +448,7 @@ class Server:
             self._open -= 1
 
     def _close_parked(self) -> None:
-        for conn in list(self._poller.connections.values()):
-            with conn.lock:
-                if not conn.parked:
-                    continue
-                conn.parked = False
+        for conn in self._claim_parked(lambda conn: True):
             self._close(conn)
 
     def _drain(self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor) -> None:
