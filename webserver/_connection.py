@@ -7,6 +7,9 @@ Rules this module keeps:
 * Output is gathered in a buffer and written with one ``send`` when the worker is about to wait
   for the client, so answers to pipelined requests leave in one write, in order.
 * It frames bytes and nothing else: it knows requests and responses, not files or routes.
+* Input gathers in ``inbuf`` while plain exchanges (:mod:`webserver._fastpath`) are framed
+  without h11; :meth:`engage_h11` hands it all to h11, which then reads the connection until it
+  is idle and empty again at a request boundary (:meth:`release_h11`).
 """
 
 from __future__ import annotations
@@ -58,8 +61,11 @@ class Connection:
         "_out_size",
         "client",
         "deadline",
+        "eof",
         "h11",
+        "h11_engaged",
         "head_started",
+        "inbuf",
         "last_active",
         "linger",
         "lock",
@@ -76,6 +82,12 @@ class Connection:
         self.client = client
         self._max_head_size = max_head_size
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        #: True while h11 holds the input; otherwise bytes gather in ``inbuf`` and h11 is idle
+        #: with nothing buffered, exactly as between two requests.
+        self.h11_engaged = False
+        self.inbuf = bytearray()
+        #: The client has closed its side (seen while ``inbuf`` collects the input).
+        self.eof = False
         self._out: list[bytes] = []
         self._out_size = 0
         #: ``time.monotonic()`` of the last bytes received; drives the idle timeout.
@@ -113,7 +125,7 @@ class Connection:
     # -- receiving ------------------------------------------------------------------------------
 
     def receive(self, *, wait: bool = True) -> int:
-        """Read what the socket has into h11; 0 means end of stream.
+        """Read what the socket has into ``inbuf`` or h11; 0 means end of stream.
 
         With ``wait`` it waits up to the socket's timeout and raises ``TimeoutError`` when
         nothing came; without, it raises ``BlockingIOError`` when nothing is there. ``OSError``
@@ -126,10 +138,42 @@ class Connection:
             if wait:
                 raise TimeoutError("no data within the socket timeout") from None
             raise
-        self.h11.receive_data(data)
+        if self.h11_engaged:
+            self.h11.receive_data(data)
+        elif data:
+            self.inbuf += data
+        else:
+            self.eof = True
         if data:
             self.last_active = time.monotonic()
         return len(data)
+
+    def engage_h11(self) -> None:
+        """Hand everything received so far (and an end of stream) to h11."""
+        if self.h11_engaged:
+            return
+        self.h11_engaged = True
+        if self.inbuf:
+            self.h11.receive_data(bytes(self.inbuf))
+            self.inbuf.clear()
+        if self.eof:
+            self.h11.receive_data(b"")
+
+    def release_h11(self) -> None:
+        """Take the input back from h11 if it sits idle with nothing buffered between requests."""
+        if (
+            self.h11_engaged
+            and self.h11.our_state is h11.IDLE
+            and self.h11.their_state is h11.IDLE
+            and self.h11.trailing_data == (b"", False)
+        ):
+            self.h11_engaged = False
+
+    def has_input(self) -> bool:
+        """True if part of a request has been received and not yet answered."""
+        if self.h11_engaged:
+            return bool(self.h11.trailing_data[0])
+        return bool(self.inbuf)
 
     def restart_h11(self, *, drop: int) -> bytes:
         """A fresh h11 state machine fed what the old one held but its first ``drop`` bytes.
@@ -148,7 +192,8 @@ class Connection:
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _write(self, data: bytes | None) -> None:
+    def write(self, data: bytes | None) -> None:
+        """Queue bytes framed elsewhere (the fast path); they leave with the next flush."""
         if data:
             self._out.append(data)
             self._out_size += len(data)
@@ -157,7 +202,7 @@ class Connection:
 
     def send(self, event: h11.Event) -> None:
         """Frame ``event`` into the output buffer."""
-        self._write(self.h11.send(event))
+        self.write(self.h11.send(event))
 
     def send_file(self, file: Any, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset`` as body data, zero-copy."""
@@ -168,7 +213,12 @@ class Connection:
                 self.flush()
                 self._sendfile(piece)
             else:
-                self._write(piece)
+                self.write(piece)
+
+    def write_file(self, file: Any, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset``, zero-copy, after what is queued."""
+        self.flush()
+        self._sendfile(_FileSlice(file, offset, count))
 
     def _sendfile(self, piece: _FileSlice) -> None:
         # os.sendfile directly: socket.sendfile builds and polls a selector on every call.

@@ -31,6 +31,7 @@ from typing import BinaryIO, cast
 import h11
 
 from ._connection import Connection
+from ._fastpath import PlainRequest, parse_plain_request, plain_response_head
 from .accesslog import format_access_line
 from .config import ServerConfig
 from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
@@ -54,8 +55,12 @@ NEXT_REQUEST_WAIT_MS = 1
 #: a larger one closes the connection instead of wasting time on bytes nobody wants.
 DRAIN_LIMIT = 64 * 1024
 
-_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+_REASON_TEXT = {status.value: status.phrase for status in HTTPStatus}
+_REASONS = {code: phrase.encode("ascii") for code, phrase in _REASON_TEXT.items()}
 _NO_BODY_STATUSES = frozenset({204, 304})
+#: A bytes body up to this size is joined to its head for one write; a larger one is queued as
+#: it is rather than copied.
+_JOIN_LIMIT = 16 * 1024
 
 
 class Outcome(enum.Enum):
@@ -68,7 +73,7 @@ class Outcome(enum.Enum):
 class _Exchange:
     """Per-connection context for one worker turn: the config, the app, and the stop signal."""
 
-    __slots__ = ("app", "config", "conn", "limits", "others_waiting", "server_header", "stopping")
+    __slots__ = ("app", "config", "conn", "limits", "others_waiting", "server_name", "stopping")
 
     def __init__(
         self,
@@ -83,7 +88,7 @@ class _Exchange:
         self.config = config
         self.stopping = stopping
         self.others_waiting = others_waiting
-        self.server_header = config.server_name.encode("latin-1")
+        self.server_name = config.server_name
         self.limits = HeadLimits(
             max_request_line=config.max_request_line,
             max_head_size=config.max_head_size,
@@ -118,14 +123,35 @@ def serve_ready(
 
 def _loop(ex: _Exchange) -> Outcome:
     conn = ex.conn
-    config = ex.config
     while True:
+        if not conn.h11_engaged:
+            # Plain mode: h11 is idle and empty, the input is in conn.inbuf.
+            inbuf = conn.inbuf
+            while inbuf[:2] == b"\r\n":
+                # RFC 9112 §2.2: ignore an empty line before a request line (some clients send
+                # one after a POST body).
+                del inbuf[:2]
+            end = find_head_end(inbuf)
+            if end >= 0:
+                plain = parse_plain_request(bytes(inbuf[:end]), ex.limits)
+                if plain is not None:
+                    conn.head_started = None
+                    if not _answer_plain(ex, plain, end):
+                        return Outcome.CLOSE
+                    conn.requests += 1
+                    continue
+                conn.engage_h11()
+            elif conn.eof or len(inbuf) > ex.limits.max_head_size:
+                conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
+            else:
+                outcome = _wait(ex, partial_head=bool(inbuf))
+                if outcome is None:
+                    continue
+                return outcome
         partial_head = False
         if conn.h11.their_state is h11.IDLE:
             pending = conn.h11.trailing_data[0]
             if pending[:2] == b"\r\n" and conn.h11.our_state is h11.IDLE:
-                # RFC 9112 §2.2: ignore an empty line before a request line (some clients send
-                # one after a POST body); h11 would refuse it.
                 pending = conn.restart_h11(drop=2)
             if pending:
                 try:
@@ -140,21 +166,13 @@ def _loop(ex: _Exchange) -> Outcome:
             _send_error(ex, exc.error_status_hint, str(exc))
             return Outcome.CLOSE
         if event is h11.NEED_DATA:
-            if ex.stopping() and not partial_head:
-                return Outcome.CLOSE
-            conn.flush()
-            if not partial_head and not ex.others_waiting() and _next_request_soon(conn):
+            conn.release_h11()
+            if not conn.h11_engaged:
                 continue
-            now = time.monotonic()
-            if partial_head:
-                # The head deadline runs from the head's first byte and is never extended.
-                if conn.head_started is None:
-                    conn.head_started = now
-                conn.deadline = conn.head_started + config.header_timeout
-            else:
-                conn.head_started = None
-                conn.deadline = now + config.keep_alive_timeout
-            return Outcome.PARK
+            outcome = _wait(ex, partial_head=partial_head)
+            if outcome is None:
+                continue
+            return outcome
         if type(event) is not h11.Request:
             # ConnectionClosed, or PAUSED after a close-delimited exchange.
             return Outcome.CLOSE
@@ -164,8 +182,29 @@ def _loop(ex: _Exchange) -> Outcome:
         conn.requests += 1
         if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
             conn.h11.start_next_cycle()
+            conn.release_h11()
         else:
             return Outcome.CLOSE
+
+
+def _wait(ex: _Exchange, *, partial_head: bool) -> Outcome | None:
+    """Nothing complete to answer: ``None`` if more bytes came at once, else park or close."""
+    conn = ex.conn
+    if ex.stopping() and not partial_head:
+        return Outcome.CLOSE
+    conn.flush()
+    if not partial_head and not ex.others_waiting() and _next_request_soon(conn):
+        return None
+    now = time.monotonic()
+    if partial_head:
+        # The head deadline runs from the head's first byte and is never extended.
+        if conn.head_started is None:
+            conn.head_started = now
+        conn.deadline = conn.head_started + ex.config.header_timeout
+    else:
+        conn.head_started = None
+        conn.deadline = now + ex.config.keep_alive_timeout
+    return Outcome.PARK
 
 
 def _next_request_soon(conn: Connection) -> bool:
@@ -210,7 +249,7 @@ def answer_overload(conn: Connection, config: ServerConfig, status: int, detail:
         conn.sock.setblocking(False)
         _send_response(
             conn,
-            config.server_name.encode("latin-1"),
+            config.server_name,
             Response.error(status, detail, headers=headers),
             close=True,
             head_only=False,
@@ -225,8 +264,8 @@ def _send_error(ex: _Exchange, status: int, detail: str) -> None:
     if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     response = Response.error(status, detail)
-    sent = _send_response(conn, ex.server_header, response, close=True, head_only=False)
-    _log_access(ex, None, response.status, sent)
+    sent = _send_response(conn, ex.server_name, response, close=True, head_only=False)
+    _log_access(ex, None, "", "", response.status, sent)
     conn.flush()
 
 
@@ -288,40 +327,128 @@ def _read_body_chunk(conn: Connection) -> bytes:
         raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
 
 
-def _answer(ex: _Exchange, event: h11.Request) -> bool:
-    """Answer one request; True when the connection may carry another."""
-    started = time.time()
-    close = False
-    body = RequestBody.empty()
+def _call_app(
+    ex: _Exchange, build: Callable[[], Request], target: str
+) -> tuple[Response, bool] | None:
+    """The handler's response and whether to close after it; ``None`` if the client left."""
     try:
+        return ex.app(build()), False
+    except HTTPError as exc:
+        return Response.error(exc.status, exc.detail, headers=exc.headers), exc.close
+    except ClientDisconnected:
+        return None
+    except Exception:
+        error_log.exception("handler failed for %r", target)
+        return Response.error(500), True
+
+
+def _answer(ex: _Exchange, event: h11.Request) -> bool:
+    """Answer one request h11 parsed; True when the connection may carry another."""
+    started = time.time()
+    body = RequestBody.empty()
+
+    def build() -> Request:
+        nonlocal body
         headers = Headers.from_raw(event.headers)
         body = _request_body(ex.conn, headers)
-        response = ex.app(_build_request(ex, event, headers, body))
-    except HTTPError as exc:
-        response = Response.error(exc.status, exc.detail, headers=exc.headers)
-        close = exc.close
-    except ClientDisconnected:
+        return _build_request(ex, event, headers, body)
+
+    target = event.target.decode("latin-1")
+    result = _call_app(ex, build, target)
+    if result is None:
         return False
-    except Exception:
-        error_log.exception("handler failed for %r", event.target.decode("latin-1", "replace"))
-        response = Response.error(500)
-        close = True
+    response, close = result
     if not close:
         close = not _finish_body(ex, body)
     if ex.stopping() or ex.conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
     head_only = event.method == b"HEAD" or response.status in _NO_BODY_STATUSES
     try:
-        sent = _send_response(ex.conn, ex.server_header, response, close=close, head_only=head_only)
+        sent = _send_response(ex.conn, ex.server_name, response, close=close, head_only=head_only)
     except (OSError, ClientDisconnected):
         return False
     except Exception:
-        error_log.exception("failed while sending the response to %r", event.target)
+        error_log.exception("failed while sending the response to %r", target)
         return False
     finally:
         response.close_body()
-    _log_access(ex, event, response.status, sent, started)
+    method = event.method.decode("latin-1")
+    _log_access(
+        ex, method, target, event.http_version.decode("latin-1"), response.status, sent, started
+    )
     return not close
+
+
+def _plain_request(ex: _Exchange, plain: PlainRequest) -> Request:
+    raw_path, query = split_target(plain.target)
+    return Request(
+        method=plain.method,
+        target=plain.target,
+        path=decode_path(raw_path),
+        query=query,
+        headers=Headers.from_normalized(plain.fields),
+        http_version=plain.http_version,
+        client=ex.conn.client,
+    )
+
+
+def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
+    """Answer a request parsed by the fast path (its head is ``inbuf[:head_size]``).
+
+    The response goes out the same way when it is plain too; otherwise h11 is handed the
+    request and frames the response, and keeps the connection until it is idle again.
+    """
+    started = time.time()
+    conn = ex.conn
+    result = _call_app(ex, lambda: _plain_request(ex, plain), plain.target)
+    if result is None:
+        return False
+    response, close = result
+    if plain.close or ex.stopping() or conn.requests + 1 >= ex.config.max_requests_per_connection:
+        close = True
+    status = response.status
+    head_only = plain.method == "HEAD" or status in _NO_BODY_STATUSES
+    body = response.body
+    try:
+        fields = _response_fields(response, ex.server_name)
+        head = None
+        if head_only:
+            head = plain_response_head(
+                status, _REASON_TEXT.get(status, ""), fields, body_length=None, close=close
+            )
+        elif isinstance(body, bytes) or response.file_length is not None:
+            length = len(body) if isinstance(body, bytes) else response.file_length
+            head = plain_response_head(
+                status, _REASON_TEXT.get(status, ""), fields, body_length=length, close=close
+            )
+        if head is not None:
+            del conn.inbuf[:head_size]
+            sent = _send_plain(conn, head, response, head_only=head_only)
+        else:
+            _hand_request_to_h11(conn)
+            sent = _send_h11(conn, response, fields, close=close, head_only=head_only)
+            if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
+                close = True
+            else:
+                conn.h11.start_next_cycle()
+                conn.release_h11()
+    except (OSError, ClientDisconnected):
+        return False
+    except Exception:
+        error_log.exception("failed while sending the response to %r", plain.target)
+        return False
+    finally:
+        response.close_body()
+    _log_access(ex, plain.method, plain.target, plain.http_version, status, sent, started)
+    return not close
+
+
+def _hand_request_to_h11(conn: Connection) -> None:
+    """Let h11 parse the plain request just answered, so it can frame the response."""
+    conn.engage_h11()
+    event = conn.next_event()
+    if type(event) is not h11.Request or type(conn.next_event()) is not h11.EndOfMessage:
+        raise RuntimeError(f"h11 disagrees with the fast path on a request head: {event!r}")
 
 
 def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
@@ -343,13 +470,11 @@ def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
     return False
 
 
-def _send_response(
-    conn: Connection, server_header: bytes, response: Response, *, close: bool, head_only: bool
-) -> int:
-    """Write the head and (unless ``head_only``) the body; returns body bytes sent."""
-    headers: list[tuple[bytes, bytes]] = []
+def _response_fields(response: Response, server_name: str) -> list[tuple[str, str]]:
+    """The response's fields plus ``Date``, ``Server`` and ``Content-Length`` where missing."""
+    fields = response.headers
     has_length = has_date = has_server = False
-    for name, value in response.headers:
+    for name, _ in fields:
         lowered = name.lower()
         if lowered == "content-length":
             has_length = True
@@ -357,20 +482,57 @@ def _send_response(
             has_date = True
         elif lowered == "server":
             has_server = True
-        headers.append((name.encode("latin-1"), value.encode("latin-1")))
     # A handler may set its own Date or Server (a proxy, a test origin); otherwise we do.
-    if not has_date:
-        headers.insert(0, (b"Date", http_date_now().encode("ascii")))
-    if not has_server:
-        headers.insert(1 if not has_date else 0, (b"Server", server_header))
+    if has_date:
+        fields = [("Server", server_name), *fields] if not has_server else list(fields)
+    elif has_server:
+        fields = [("Date", http_date_now()), *fields]
+    else:
+        fields = [("Date", http_date_now()), ("Server", server_name), *fields]
+    if not has_length and response.status not in _NO_BODY_STATUSES:
+        body = response.body
+        if isinstance(body, bytes):
+            fields.append(("Content-Length", str(len(body))))
+        elif response.file_length is not None:
+            fields.append(("Content-Length", str(response.file_length)))
+    return fields
+
+
+def _send_plain(conn: Connection, head: bytes, response: Response, *, head_only: bool) -> int:
+    """Write a head from the fast path and (unless ``head_only``) the body; returns body bytes."""
     body = response.body
-    length: int | None = None
+    if head_only:
+        conn.write(head)
+        return 0
     if isinstance(body, bytes):
-        length = len(body)
-    elif response.file_length is not None:
-        length = response.file_length
-    if not has_length and length is not None and response.status not in _NO_BODY_STATUSES:
-        headers.append((b"Content-Length", str(length).encode("ascii")))
+        conn.write(head + body if len(body) <= _JOIN_LIMIT else head)
+        if len(body) > _JOIN_LIMIT:
+            conn.write(body)
+        return len(body)
+    assert response.file_length is not None
+    file = cast(BinaryIO, body)
+    conn.write(head)
+    conn.write_file(file, file.tell(), response.file_length)
+    return response.file_length
+
+
+def _send_response(
+    conn: Connection, server_name: str, response: Response, *, close: bool, head_only: bool
+) -> int:
+    """Write the head and (unless ``head_only``) the body through h11; returns body bytes."""
+    fields = _response_fields(response, server_name)
+    return _send_h11(conn, response, fields, close=close, head_only=head_only)
+
+
+def _send_h11(
+    conn: Connection,
+    response: Response,
+    fields: list[tuple[str, str]],
+    *,
+    close: bool,
+    head_only: bool,
+) -> int:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
     if close:
         headers.append((b"Connection", b"close"))
     conn.send(
@@ -380,6 +542,7 @@ def _send_response(
             reason=_REASONS.get(response.status, b""),
         )
     )
+    body = response.body
     sent = 0
     if not head_only:
         if isinstance(body, bytes):
@@ -401,15 +564,15 @@ def _send_response(
 
 
 def _log_access(
-    ex: _Exchange, event: h11.Request | None, status: int, size: int, started: float = 0.0
+    ex: _Exchange,
+    method: str | None,
+    target: str,
+    version: str,
+    status: int,
+    size: int,
+    started: float = 0.0,
 ) -> None:
     if not ex.config.access_log or not access_log.isEnabledFor(logging.INFO):
         return
-    if event is None:
-        request_line = "-"
-    else:
-        request_line = (
-            f"{event.method.decode('latin-1')} {event.target.decode('latin-1')} "
-            f"HTTP/{event.http_version.decode('latin-1')}"
-        )
+    request_line = "-" if method is None else f"{method} {target} HTTP/{version}"
     access_log.info(format_access_line(ex.conn.client[0], request_line, status, size, started))

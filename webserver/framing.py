@@ -38,7 +38,7 @@ class HeadLimits:
     max_header_count: int
 
 
-def find_head_end(data: bytes) -> int:
+def find_head_end(data: bytes | bytearray) -> int:
     """Index just past the blank line ending the first head in ``data``, or -1 if incomplete.
 
     The end is found by h11's own rule (a LF, an optional CR, a LF), so that every head h11

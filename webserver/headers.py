@@ -24,6 +24,13 @@ class Headers(Sequence[tuple[str, str]]):
         headers._fields = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
         return headers
 
+    @classmethod
+    def from_normalized(cls, fields: tuple[tuple[str, str], ...]) -> Headers:
+        """Wrap fields whose names are already lower-case, without copying them."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The field's value; repeated fields are joined with ``, `` (RFC 9110 §5.3)."""
         values = self.get_all(name)

@@ -377,7 +377,7 @@ class Server:
     def _sweep(self, now: float) -> None:
         """Close parked connections past their deadline; a half-sent head gets 408 first."""
         for conn in self._claim_parked(lambda conn: conn.deadline <= now):
-            if conn.head_started is not None or (conn.requests == 0 and conn.h11.trailing_data[0]):
+            if conn.head_started is not None or (conn.requests == 0 and conn.has_input()):
                 self._poller.forget(conn)
                 answer_overload(conn, self.config, 408, "the request head took too long")
                 self._forget(conn)
