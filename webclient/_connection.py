@@ -29,6 +29,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ._fastpath import HEAD_END, parse_plain_response_head, plain_request_head
 from .config import DEFAULT_MAX_BODY_SIZE, human_size
 from .errors import (
     ConnectionClosed,
@@ -56,6 +57,8 @@ _REASON_MAX = 200
 _NO_BODY_STATUSES = frozenset({204, 304})
 #: Header fields that describe a request's body; the reading state machine must not see them.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
+#: Request fields after which the response is read by h11 (they change how it is framed).
+_H11_ONLY_FIELDS = frozenset({*_FRAMING, "connection", "upgrade", "expect", "te"})
 
 _h11: Any = None
 #: ``h11.EndOfMessage()``, made once: events are immutable, so one serves every request.
@@ -122,6 +125,16 @@ class WireRequest:
         return self.method in ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
 
     @property
+    def plain(self) -> bool:
+        """A bodiless GET or HEAD without framing or hop-by-hop fields: its response may be
+        read by the fast path."""
+        return (
+            self.method in ("GET", "HEAD")
+            and self.body is None
+            and not any(n.lower() in _H11_ONLY_FIELDS for n, _ in self.headers)
+        )
+
+    @property
     def pipelinable(self) -> bool:
         """Safe methods may be written ahead of earlier responses (RFC 9112 §9.3.2)."""
         return self.method in ("GET", "HEAD")
@@ -137,9 +150,12 @@ class WireRequest:
         """
         head = self._head
         if head is None:
-            h11 = _h11_module()
-            head = h11.Connection(h11.CLIENT).send(self.h11_request())
-            assert head is not None
+            if self.body is None and self.method != "POST":
+                head = plain_request_head(self.method, self.target, self.headers)
+            if head is None:
+                h11 = _h11_module()
+                head = h11.Connection(h11.CLIENT).send(self.h11_request())
+                assert head is not None
             self._head = head
         return head
 
@@ -218,11 +234,17 @@ class Connection:
         self.timeout = timeout
         self.max_body_size = max_body_size
         self.sock = open_socket(host, port, timeout)
-        module = _h11_module()
-        #: The one state machine that reads every response of this connection.
-        self._reader: h11.Connection = module.Connection(
-            module.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE
-        )
+        #: The one state machine that reads every response h11 frames on this connection, made
+        #: the first time one needs it; between such responses it is idle and empty.
+        self._reader_machine: h11.Connection | None = None
+        #: True while h11 holds the input; otherwise received bytes gather in ``_inbuf`` and the
+        #: fast path reads plain responses from it.
+        self._engaged = False
+        self._inbuf = bytearray()
+        #: Body bytes still to come of the plain response being read, else None.
+        self._plain_remaining: int | None = None
+        #: The server announced it closes after the response being read (fast path).
+        self._closing = False
         #: Request heads not yet written (flushed before any read).
         self._unsent: list[bytes] = []
         #: Responses completely read on this connection.
@@ -237,10 +259,21 @@ class Connection:
         return _describe(self.host, self.port)
 
     @property
+    def _reader(self) -> h11.Connection:
+        reader = self._reader_machine
+        if reader is None:
+            module = _h11_module()
+            reader = module.Connection(module.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
+            self._reader_machine = reader
+        return reader
+
+    @property
     def reusable(self) -> bool:
         """Whether another request may be sent: alive, between responses, not closing."""
-        if self._broken:
+        if self._broken or self._closing:
             return False
+        if not self._engaged:
+            return self._plain_remaining is None
         h11 = _h11
         reader = self._reader
         return reader.our_state is h11.IDLE and reader.their_state is h11.IDLE
@@ -270,11 +303,13 @@ class Connection:
         A request without a body may wait in memory until :meth:`flush` (called before every
         read), so that pipelined requests leave together.
         """
-        h11 = _h11_module()
         try:
             head = request.wire_head()
-        except h11.LocalProtocolError as exc:
-            raise ProtocolError(f"cannot send this request to {self.where}: {exc}") from exc
+        except Exception as exc:
+            # Only h11 refuses requests, so it is loaded if this is one of its errors.
+            if _h11 is not None and isinstance(exc, _h11.LocalProtocolError):
+                raise ProtocolError(f"cannot send this request to {self.where}: {exc}") from exc
+            raise
         if request.body is None:
             self._unsent.append(head)
             return
@@ -402,10 +437,15 @@ class Connection:
         """The status line and header fields of the response to ``request`` (the next one)."""
         if self._unsent:
             self.flush()
+        if not self._engaged:
+            plain = self._plain_head(request)
+            if plain is not None:
+                return plain
+        else:
+            self._reader.send(request._for_reader or request.h11_request(framing=False))
+            self._reader.send(_END)
         h11 = _h11
         reader = self._reader
-        reader.send(request._for_reader or request.h11_request(framing=False))
-        reader.send(_END)
         # h11 stops an incomplete head at MAX_HEAD_SIZE, but takes a longer one that arrives whole
         # in one read; counting what it consumed makes the limit exact. It consumed at most what
         # it held plus what arrived since, so the exact count is needed only above the limit.
@@ -442,9 +482,80 @@ class Connection:
                 raise ConnectionClosed(f"{self.where} closed the connection without answering")
             raise ProtocolError(f"{self.where} sent something other than a response")
 
+    def _plain_head(self, request: WireRequest) -> ResponseHead | None:
+        """The next response head read by the fast path, or ``None`` after handing the input
+        (with the request it answers) to h11 because the response is not plain."""
+        inbuf = self._inbuf
+        if request.plain:
+            while True:
+                match = HEAD_END.search(inbuf)
+                if match is not None:
+                    end = match.end()
+                    if end > MAX_HEAD_SIZE:
+                        self._broken = True
+                        raise self._head_too_large()
+                    plain = parse_plain_response_head(
+                        bytes(inbuf[:end]), head_request=request.method == "HEAD"
+                    )
+                    if plain is None:
+                        break
+                    del inbuf[:end]
+                    head = ResponseHead(plain.status, plain.reason, plain.fields, "1.1")
+                    if plain.body_length:
+                        self._check_announced_size(head)
+                    self._plain_remaining = plain.body_length
+                    self._closing = plain.close
+                    return head
+                if len(inbuf) > MAX_HEAD_SIZE:
+                    self._broken = True
+                    raise self._head_too_large()
+                if self._eof:
+                    break
+                data = self._recv(started=False)
+                if not data and not inbuf:
+                    self._broken = True
+                    raise ConnectionClosed(f"{self.where} closed the connection without answering")
+                inbuf += data
+        # h11 reads this response: it learns the request, then takes everything received.
+        self._engaged = True
+        reader = self._reader
+        reader.send(request._for_reader or request.h11_request(framing=False))
+        reader.send(_END)
+        if inbuf:
+            reader.receive_data(bytes(inbuf))
+            inbuf.clear()
+        if self._eof:
+            reader.receive_data(b"")
+        return None
+
+    def _plain_body(self) -> Iterator[bytes]:
+        """The body of the plain response whose head was just read."""
+        length = self._plain_remaining
+        assert length is not None
+        remaining = length
+        inbuf = self._inbuf
+        while remaining:
+            if not inbuf:
+                data = self._recv(started=True)
+                if not data:
+                    self._broken = True
+                    raise ConnectionClosed(
+                        f"{self.where} closed the connection mid-response"
+                        f" (received {length - remaining} bytes, expected {length})"
+                    )
+                inbuf += data
+            chunk = bytes(inbuf[:remaining])
+            del inbuf[: len(chunk)]
+            remaining -= len(chunk)
+            yield chunk
+        self._plain_remaining = None
+        self.answered += 1
+
     def has_buffered(self) -> bool:
         """Whether bytes of the next response were already received (reading them will not wait
         for the server to start answering)."""
+        if not self._engaged:
+            return bool(self._inbuf)
         return bool(self._reader.trailing_data[0])
 
     def _head_too_large(self) -> ProtocolError:
@@ -467,6 +578,9 @@ class Connection:
 
     def iter_body(self) -> Iterator[bytes]:
         """The body of the response whose head was just read; readies the next response."""
+        if self._plain_remaining is not None:
+            yield from self._plain_body()
+            return
         h11 = _h11
         data_event, end_event = h11.Data, h11.EndOfMessage
         reader = self._reader
@@ -492,6 +606,8 @@ class Connection:
         self.answered += 1
         if reader.our_state is h11.DONE and reader.their_state is h11.DONE:
             reader.start_next_cycle()
+            if reader.trailing_data == (b"", False):
+                self._engaged = False  # idle and empty: the fast path reads what comes next
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -1,0 +1,236 @@
+"""The client's fast path writes and reads exactly what h11 would: differential tests against h11,
+and the hand-over between the two on one connection."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from webclient import ConnectionClosed, ProtocolError
+from webclient._connection import Connection, WireRequest
+from webclient._fastpath import parse_plain_response_head, plain_request_head
+
+from .conftest import BadServer
+
+_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=260), max_size=10)
+_NAMES = st.one_of(
+    st.sampled_from(
+        [
+            "Host",
+            "host",
+            "Accept",
+            "If-None-Match",
+            "Connection",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Bad Name",
+            "",
+        ]
+    ),
+    st.text(alphabet="abcXYZ-_!~:\t ", max_size=6),
+)
+_VALUES = st.one_of(
+    st.sampled_from(["h", "*/*", '"e"', "", "a b", " a", "a ", "0", "close"]), _TEXT
+)
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "get", "G T"]),
+    target=st.one_of(st.sampled_from(["/", "/a?b", "*", "/a b", "", "/\x80"]), _TEXT),
+    headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=5),
+    host=st.booleans(),
+)
+@example(method="GET", target="/a", headers=[("Accept", "*/*")], host=True)
+def test_plain_request_heads_are_h11s(
+    method: str, target: str, headers: list[tuple[str, str]], host: bool
+) -> None:
+    if host:
+        headers = [*headers, ("Host", "example:80")]
+    head = plain_request_head(method, target, headers)
+    if head is None:
+        return
+    request = h11.Request(
+        method=method,
+        target=target.encode("latin-1"),
+        headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+    )
+    assert head == h11.Connection(h11.CLIENT).send(request)
+
+
+def test_requests_that_need_h11_are_left_to_it() -> None:
+    host = [("Host", "h")]
+    assert plain_request_head("GET", "/", host) is not None
+    assert plain_request_head("GET", "/", []) is None  # h11 refuses: no Host
+    assert plain_request_head("GET", "/", host * 2) is None
+    assert plain_request_head("POST", "/", host) is None
+    assert plain_request_head("GET", "/a b", host) is None
+    for name in ("Content-Length", "Connection", "Upgrade", "Expect", "TE"):
+        assert plain_request_head("GET", "/", [*host, (name, "x")]) is None
+
+
+# -- responses -------------------------------------------------------------------------------
+
+_STATUS_LINES = st.sampled_from(
+    [
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 200",
+        "HTTP/1.1 200 ",
+        "HTTP/1.1 404 Not  Found",
+        "HTTP/1.1 304 Not Modified",
+        "HTTP/1.1 204 No Content",
+        "HTTP/1.1 100 Continue",
+        "HTTP/1.1 101 Switching",
+        "HTTP/1.0 200 OK",
+        "HTTP/1.1 600 X",
+        "HTTP/1.1 200 caf\xe9",
+        "HTTP/1.1 200 a\x01b",
+        "HTTP/1.1 2000 OK",
+        "HTTP/2 200 OK",
+    ]
+)
+_RESPONSE_NAMES = st.one_of(
+    st.sampled_from(
+        ["Content-Length", "content-length", "Transfer-Encoding", "Connection", "ETag", "X"]
+    ),
+    _NAMES,
+)
+_RESPONSE_VALUES = st.one_of(
+    st.sampled_from(["0", "3", "03", "3, 3", "-1", " 3 ", "chunked", "close", "keep-alive"]),
+    _VALUES,
+)
+
+
+@st.composite
+def response_heads(draw: st.DrawFn) -> bytes:
+    newline = draw(st.sampled_from(["\r\n", "\r\n", "\n"]))
+    lines = [draw(_STATUS_LINES)]
+    lines += [
+        f"{draw(_RESPONSE_NAMES)}{draw(st.sampled_from([': ', ':', ' :']))}{draw(_RESPONSE_VALUES)}"
+        for _ in range(draw(st.integers(0, 5)))
+    ]
+    return (newline.join(lines) + newline + newline).encode("utf-8")
+
+
+@given(head=response_heads(), head_request=st.booleans())
+@example(head=b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", head_request=False)
+@example(
+    head=b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", head_request=False
+)
+def test_plain_response_heads_parse_as_h11_parses_them(head: bytes, head_request: bool) -> None:
+    plain = parse_plain_response_head(head, head_request=head_request)
+    if plain is None:
+        return
+    reader = h11.Connection(h11.CLIENT)
+    reader.send(
+        h11.Request(method="HEAD" if head_request else "GET", target="/", headers=[("Host", "h")])
+    )
+    reader.send(h11.EndOfMessage())
+    reader.receive_data(head + b"x" * plain.body_length)
+    response = reader.next_event()
+    assert type(response) is h11.Response
+    assert plain.status == response.status_code
+    assert plain.reason == response.reason.decode("latin-1")
+    assert plain.fields == [
+        (n.lower().decode("latin-1"), v.decode("latin-1")) for n, v in response.headers.raw_items()
+    ]
+    if plain.body_length:
+        data = reader.next_event()
+        assert type(data) is h11.Data and len(data.data) == plain.body_length
+    assert type(reader.next_event()) is h11.EndOfMessage
+    assert (reader.their_state is h11.MUST_CLOSE) is plain.close
+
+
+def test_responses_that_need_h11_are_left_to_it() -> None:
+    def parse(head: bytes) -> object:
+        return parse_plain_response_head(head, head_request=False)
+
+    assert parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n") is not None
+    assert parse(b"HTTP/1.1 200 OK\r\n\r\n") is None  # body runs to the close
+    assert parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") is None
+    assert parse(b"HTTP/1.1 100 Continue\r\n\r\n") is None
+    assert parse(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n") is None
+    assert parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n") is None
+    assert parse(b"HTTP/1.1 200 OK\nContent-Length: 3\n\n") is None
+    assert parse_plain_response_head(b"HTTP/1.1 200 OK\r\n\r\n", head_request=True) is not None
+
+
+# -- one connection, both paths --------------------------------------------------------------
+
+
+def _response(body: bytes, *fields: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + body
+
+
+def test_plain_and_h11_responses_alternate_on_one_connection() -> None:
+    replies = [
+        (_response(b"one", b"Content-Length: 3"), b"one"),
+        (_response(b"3\r\ntwo\r\n0\r\n\r\n", b"Transfer-Encoding: chunked"), b"two"),  # h11
+        (_response(b"three", b"Content-Length: 5"), b"three"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + _response(b"four", b"Content-Length: 4"), b"four"),
+        (_response(b"", b"Content-Length: 0"), b""),
+        (_response(b"six", b"X-Odd: a\x01b", b"Content-Length: 3"), b"six"),  # h11
+        (_response(b"seven", b"Content-Length: 5"), b"seven"),
+    ]
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(b"".join(raw for raw, _ in replies), hang=True) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            for _ in replies:
+                conn.send(request)
+            for _, body in replies:
+                head = conn.receive_head(request)
+                assert head.status == 200
+                assert b"".join(conn.iter_body()) == body
+                assert conn.reusable
+            assert conn.answered == len(replies)
+            assert not conn.has_buffered()
+        finally:
+            conn.close()
+
+
+def test_connection_close_ends_reuse() -> None:
+    reply = _response(b"ok", b"Content-Length: 2", b"Connection: close")
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            conn.send(request)
+            conn.receive_head(request)
+            assert b"".join(conn.iter_body()) == b"ok"
+            assert not conn.reusable
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "message"),
+    [
+        (b"", ConnectionClosed, "closed the connection without answering"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", ProtocolError, "unexpectedly closed"),
+        (_response(b"ab", b"Content-Length: 5"), ConnectionClosed, "received 2 bytes, expected 5"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", ProtocolError, "larger than"),
+        (b"NOT HTTP\r\n\r\n", ProtocolError, "invalid response"),
+    ],
+)
+def test_broken_responses_fail_as_before(reply: bytes, error: type, message: str) -> None:
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            conn.send(request)
+
+            def read() -> bytes:
+                conn.receive_head(request)
+                return b"".join(conn.iter_body())
+
+            with pytest.raises(error, match=message):
+                read()
+            assert not conn.reusable
+        finally:
+            conn.close()
