@@ -4,12 +4,17 @@ Call flow, for one turn of a worker::
 
     serve_ready(conn)
       ├── conn.receive()                 bytes the selector saw arrive
-      └── loop while h11 has a complete request buffered
+      └── loop while a complete request is buffered
+            plain mode (h11 idle and empty, input in conn.inbuf):
+            ├── parse_plain_request()    a bodiless GET/HEAD, or hand every byte to h11
+            └── _answer_plain()          app(request); a known-length response is written as
+                                         it is, any other is framed by h11 (late hand-over)
+            h11 mode:
             ├── _build_request()         target → path/query; body as a pull stream
             ├── app(request)             the router → a handler method → Response
             ├── _finish_body()           drain a small unread body, or decide to close
             ├── _send_response()         head + body into the output buffer (file: sendfile)
-            └── start_next_cycle()       keep-alive: on to the next pipelined request
+            └── start_next_cycle()       keep-alive; back to plain mode once h11 is empty
     → PARK (flushed; back to the selector) or CLOSE
 
 Rules: every request gets exactly one response, in order; an error the client caused is a 4xx
