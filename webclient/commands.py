@@ -40,6 +40,10 @@ _TARGET_SAFE = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: A path that needs no change: only safe characters and complete escapes.
+_ENCODED = re.compile(
+    "(?:[" + re.escape("".join(sorted(_TARGET_SAFE - {"%"}))) + "]|%[0-9A-Fa-f]{2})*"
+)
 #: Fields are separated by spaces and tabs only: other Unicode spaces (NBSP, EM SPACE) are part of
 #: a field, so a file name may contain them.
 _FIELD_SEPARATOR = re.compile(r"[ \t]+")
@@ -96,6 +100,12 @@ class Command:
 
 def encode_target(path: str) -> str:
     """Percent-encode what may not appear raw in a request target; keep existing escapes."""
+    if _ENCODED.fullmatch(path):
+        return path  # the common case, without the loop of _encode_each
+    return _encode_each(path)
+
+
+def _encode_each(path: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(path):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from webclient.commands import (
     Command,
+    _encode_each,
     _InvalidLine,
     _parse_line,
     encode_target,
@@ -109,6 +110,11 @@ def test_command_urls_targets_and_local_names() -> None:
     index = _parse_line("GET /docs/ host")
     assert index is not None
     assert index.local_name == "docs/index.html"
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-._~!$&'()*+,;=:@/?%2fFgG é\x00\x7f#[]"), max_size=20))
+def test_encode_target_shortcut_agrees_with_the_full_loop(path: str) -> None:
+    assert encode_target(path) == _encode_each(path)
 
 
 def test_encode_target_keeps_escapes_and_encodes_lone_percent() -> None:
