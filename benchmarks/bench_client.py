@@ -300,6 +300,30 @@ def default_webclient() -> list[str]:
     return [found] if found else [sys.executable, "-m", "webclient.cli"]
 
 
+def interpreter_of(command: list[str]) -> str:
+    """The Python that runs ``command``: its script's ``#!`` line, else this one."""
+    try:
+        with open(command[0], "rb") as script:
+            first = script.readline().decode("utf-8", "replace").strip()
+    except OSError:
+        return sys.executable
+    return first[2:].split()[0] if first.startswith("#!") and "python" in first else sys.executable
+
+
+def compile_package(python: str) -> None:
+    """Write the bytecode of our packages, as installing them does.
+
+    An editable install run with ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile every
+    module from source on each start, a cost no installed copy pays (about 15 ms here).
+    """
+    code = (
+        "import compileall, os, webclient, webserver\n"
+        "for p in (webclient, webserver):\n"
+        "    compileall.compile_dir(os.path.dirname(p.__file__), quiet=1)\n"
+    )
+    subprocess.run([python, "-c", code], check=False, timeout=60, env=child_env())
+
+
 def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -323,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.repeat <= 20 or not 1 <= args.files <= 10000:
         parser.error("--repeat must be 1..20 and --files 1..10000")
     webclient = [args.webclient] if args.webclient else default_webclient()
+    compile_package(interpreter_of(webclient))
     signal.signal(signal.SIGTERM, _stop_on_signal)
     meter = CpuMeter()
     for line in host_description():
