@@ -182,7 +182,8 @@ class Connection:
         """
         data, closed = self.h11.trailing_data
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
-        self.h11.receive_data(data[drop:])
+        if data[drop:]:
+            self.h11.receive_data(data[drop:])  # (b"" would tell h11 the stream ended)
         if closed:
             self.h11.receive_data(b"")
         return data[drop:]

@@ -132,12 +132,19 @@ def _loop(ex: _Exchange) -> Outcome:
         if not conn.h11_engaged:
             # Plain mode: h11 is idle and empty, the input is in conn.inbuf.
             inbuf = conn.inbuf
+            blank = False
             while inbuf[:2] == b"\r\n":
-                # RFC 9112 §2.2: ignore an empty line before a request line (some clients send
-                # one after a POST body).
+                # RFC 9112 §2.2: ignore empty lines before a request line (some clients send one
+                # after a POST body); they start the head deadline like any byte of a head, so
+                # a trickle of them cannot hold the connection open forever.
                 del inbuf[:2]
+                blank = True
             end = find_head_end(inbuf)
-            if end >= 0:
+            if inbuf[:1] and inbuf[0] < 0x21 and inbuf != b"\r":
+                # h11 refuses at once what cannot start a request line (a TLS handshake sent to
+                # a plain-HTTP port), without waiting for a whole head.
+                conn.engage_h11()
+            elif end >= 0:
                 plain = parse_plain_request(bytes(inbuf[:end]), ex.limits)
                 if plain is not None:
                     conn.head_started = None
@@ -149,7 +156,8 @@ def _loop(ex: _Exchange) -> Outcome:
             elif conn.eof or len(inbuf) > ex.limits.max_head_size:
                 conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
             else:
-                outcome = _wait(ex, partial_head=bool(inbuf))
+                started = bool(inbuf) or blank or conn.head_started is not None
+                outcome = _wait(ex, partial_head=started)
                 if outcome is None:
                     continue
                 return outcome
@@ -157,7 +165,11 @@ def _loop(ex: _Exchange) -> Outcome:
         if conn.h11.their_state is h11.IDLE:
             pending = conn.h11.trailing_data[0]
             if pending[:2] == b"\r\n" and conn.h11.our_state is h11.IDLE:
-                pending = conn.restart_h11(drop=2)
+                # Empty lines before a request line, as in plain mode; h11 would refuse them.
+                blank = 2
+                while pending[blank : blank + 2] == b"\r\n":
+                    blank += 2
+                pending = conn.restart_h11(drop=blank)
             if pending:
                 try:
                     partial_head = _check_pending_head(pending, ex.limits)

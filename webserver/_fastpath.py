@@ -41,8 +41,9 @@ _FIELD_NAME = re.compile(_NAME)
 _FIELD_VALUE = re.compile(_VALUE)
 _DIGITS = re.compile(r"[0-9]+")
 
-#: Request fields whose presence needs h11: message bodies, 100-continue.
-_H11_REQUEST_FIELDS = frozenset({"content-length", "transfer-encoding", "expect"})
+#: Request fields whose presence needs h11: message bodies, 100-continue, and ``Upgrade``
+#: (h11 takes any as a proposal to switch protocols).
+_H11_REQUEST_FIELDS = frozenset({"content-length", "transfer-encoding", "expect", "upgrade"})
 #: Response fields a handler may set that change framing or that h11 reorders.
 _H11_RESPONSE_FIELDS = frozenset({"transfer-encoding", "connection", "host"})
 

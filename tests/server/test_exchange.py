@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,3 +286,73 @@ def test_empty_line_before_a_request_is_ignored(server: Server) -> None:
         answers = [reader.read() for _ in range(3)]
     assert [a.status for a in answers] == [200, 200, 200]
     assert answers[2].body == b"ok"
+
+
+@pytest.mark.parametrize("blank", [b"\r\n", b"\r\n\r\n\r\n"], ids=["one", "three"])
+@pytest.mark.parametrize(
+    "before",
+    [
+        get("/hello.txt"),
+        b"POST /crlf2.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok",  # via h11
+    ],
+    ids=["after-get", "after-post"],
+)
+def test_empty_lines_after_a_request_keep_the_connection(
+    server: Server, before: bytes, blank: bytes
+) -> None:
+    """Empty lines right after a request, with nothing behind them yet, are skipped whichever
+    path answered the request, and the next request on the connection is answered."""
+    with connect(server) as sock:
+        reader = WireReader(sock)
+        sock.sendall(before + blank)
+        assert reader.read().status == 200
+        sock.sendall(get("/hello.txt"))
+        answer = reader.read()
+    assert answer.status == 200
+    assert answer.body == b"hello, world\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes.fromhex("160301020001000001fc0303") + b"\x00" * 20,  # a TLS ClientHello's start
+        b" GET / HTTP/1.1\r\n",
+        b"\x00\x00",
+        b"\r\n\x01",
+    ],
+    ids=["tls", "leading-space", "nul", "crlf-then-control"],
+)
+def test_what_cannot_start_a_request_is_refused_at_once(www: Path, raw: bytes) -> None:
+    """No waiting for a whole head (and the head timeout) when the first byte already rules a
+    request out: a client speaking TLS to the plain port learns at once."""
+    with (
+        running_server(root=www, access_log=False, header_timeout=30) as srv,
+        connect(srv) as sock,
+    ):
+        sock.settimeout(5)  # far below header_timeout: a 408 would come too late
+        sock.sendall(raw)
+        assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_trickle_of_empty_lines_does_not_hold_the_connection(www: Path) -> None:
+    """Empty lines start the head deadline like any other byte of a head."""
+    with (
+        running_server(
+            root=www, access_log=False, header_timeout=0.5, keep_alive_timeout=30
+        ) as srv,
+        connect(srv) as sock,
+    ):
+        started = time.monotonic()
+        received = b""
+        for _ in range(50):  # at most 5 s
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                break
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                received = recv_until_closed(sock)
+                break
+        elapsed = time.monotonic() - started
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert elapsed < 3

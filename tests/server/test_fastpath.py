@@ -106,6 +106,7 @@ def _h11_parse(head: bytes) -> tuple[h11.Request, bool]:
     request = conn.next_event()
     assert type(request) is h11.Request, request
     assert type(conn.next_event()) is h11.EndOfMessage  # no body
+    assert conn.their_state in (h11.DONE, h11.MUST_CLOSE)  # not MIGHT_SWITCH_PROTOCOL
     conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
     conn.send(h11.EndOfMessage())
     return request, conn.our_state is h11.DONE
@@ -137,6 +138,7 @@ def test_common_heads_take_the_fast_path(head: bytes) -> None:
         b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",  # h11: a switch proposal
         b"GET / HTTP/1.1\r\n\r\n",  # no Host: h11 answers 400
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET / HTTP/1.1\nHost: h\n\n",  # bare LF: the strict checks answer 400
