@@ -166,10 +166,10 @@ def _loop(ex: _Exchange) -> Outcome:
             pending = conn.h11.trailing_data[0]
             if pending[:2] == b"\r\n" and conn.h11.our_state is h11.IDLE:
                 # Empty lines before a request line, as in plain mode; h11 would refuse them.
-                blank = 2
-                while pending[blank : blank + 2] == b"\r\n":
-                    blank += 2
-                pending = conn.restart_h11(drop=blank)
+                drop = 2
+                while pending[drop : drop + 2] == b"\r\n":
+                    drop += 2
+                pending = conn.restart_h11(drop=drop)
             if pending:
                 try:
                     partial_head = _check_pending_head(pending, ex.limits)
