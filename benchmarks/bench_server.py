@@ -584,17 +584,20 @@ def targets(results: dict[str, ServerResult]) -> list[str]:
         return ["Targets: not checked, our server did not run."]
     lines = ["Targets:"]
 
-    def ratio_line(label: str, workload: str, peer: str, want: float, mib: bool = False) -> None:
-        other = results.get(peer)
-        if workload not in ours.wrk or other is None or workload not in other.wrk:
+    def ratio_line(
+        label: str, workload: str, peer: str, want: float, mib: bool = False, us: str = "ours"
+    ) -> None:
+        mine, other = results.get(us), results.get(peer)
+        if mine is None or workload not in mine.wrk or other is None or workload not in other.wrk:
             lines.append(f"- {label}: not measured")
             return
-        a, b = ours.wrk[workload], other.wrk[workload]
+        a, b = mine.wrk[workload], other.wrk[workload]
         got = (a.mibps / b.mibps) if mib else (a.rps / b.rps)
         verdict = "met" if got >= want else "MISSED"
         lines.append(f"- {label} >= {want:g}x {peer}: {got:.2f}x ({verdict})")
 
     ratio_line("1 KiB keep-alive", "keepalive", "uvicorn", 2.0)
+    ratio_line("1 KiB keep-alive, ours-w2", "keepalive", "gunicorn-2", 2.0, us="ours-w2")
     ratio_line(f"pipelined {PIPELINE_DEPTH} deep", "pipeline", "uvicorn", 3.0)
     ratio_line("16 MiB file", "bigfile", "nginx", 1.0, mib=True)
     ratio_line("Connection: close", "close", "uvicorn", 1.5)
