@@ -1,15 +1,19 @@
-"""One client connection: a socket, requests written as bytes, responses read by h11.
+"""One client connection: a socket, requests written as bytes, responses read in order.
 
-h11 cannot pipeline as a client, so the two directions are split. Each request is serialised by a
-throwaway h11 client (which checks it); the bytes are kept with the request, so a request sent
-again goes out exactly as h11 wrote it. One long-lived h11 client per connection reads every
-response, in order: before each, it is given the matching request (so it knows, e.g., that a HEAD
-response has no body) and its output is thrown away; after each complete response,
-``start_next_cycle`` readies it for the next. There is no other parser of responses.
+h11 cannot pipeline as a client, so the two directions are split. Each request is serialised once
+and the bytes are kept with it, so a request sent again goes out exactly the same: a plain GET or
+HEAD by the fast path (:mod:`webclient._fastpath`, byte for byte what h11 writes), any other by a
+throwaway h11 client (which checks it). Responses are read in order from the connection's input
+buffer: a plain one (HTTP/1.1, ``Content-Length`` or no body) by the fast path, any other by one
+long-lived h11 client per connection, made when first needed. Before each response it reads, h11
+is given the matching request (so it knows, e.g., that a HEAD response has no body) and its output
+is thrown away; it is handed every byte received from then on, and after a complete response,
+``start_next_cycle`` readies it for the next; once it is idle with nothing buffered, the fast path
+reads again. There is no third parser of responses.
 
 Requests without a body are collected and written together just before the next read, so a
 pipelined window goes out in one system call; the socket is read in large chunks, so the responses
-to such a window usually arrive in one read and h11 takes them from its buffer one after the other.
+to such a window usually arrive in one read and are taken from the buffer one after the other.
 
 Rules: socket, timeout and h11 errors leave as :mod:`webclient.errors` exceptions; a server that
 closes before sending a byte of a response raises :class:`ConnectionClosed` (the caller may retry
@@ -487,8 +491,11 @@ class Connection:
         (with the request it answers) to h11 because the response is not plain."""
         inbuf = self._inbuf
         if request.plain:
+            scanned = 0  # the blank line is not in inbuf[:scanned]: a trickled head costs O(n)
             while True:
-                match = HEAD_END.search(inbuf)
+                if inbuf and inbuf[0] < 0x21:
+                    break  # h11 refuses at once what cannot start a status line
+                match = HEAD_END.search(inbuf, scanned)
                 if match is not None:
                     end = match.end()
                     if end > MAX_HEAD_SIZE:
@@ -511,6 +518,7 @@ class Connection:
                     raise self._head_too_large()
                 if self._eof:
                     break
+                scanned = max(0, len(inbuf) - 2)  # the end is at most 3 bytes: LF CR LF
                 data = self._recv(started=False)
                 if not data and not inbuf:
                     self._broken = True
@@ -539,9 +547,11 @@ class Connection:
                 data = self._recv(started=True)
                 if not data:
                     self._broken = True
+                    # In h11's words, as when h11 reads the response.
                     raise ConnectionClosed(
-                        f"{self.where} closed the connection mid-response"
-                        f" (received {length - remaining} bytes, expected {length})"
+                        f"{self.where} closed the connection mid-response (peer closed"
+                        " connection without sending complete message body (received"
+                        f" {length - remaining} bytes, expected {length}))"
                     )
                 inbuf += data
             chunk = bytes(inbuf[:remaining])

@@ -33,6 +33,8 @@ _RESPONSE_HEAD = re.compile(
 )
 _FIELDS = re.compile(rf"({_NAME}):[ \t]*({_VALUE})[ \t]*\r\n")
 _DIGITS = re.compile(r"[0-9]+")
+#: h11 refuses a Content-Length of more digits (its CONTENT_LENGTH_MAX_DIGITS).
+_MAX_LENGTH_DIGITS = 20
 #: The end of a head by h11's rule (a LF, an optional CR, a LF).
 HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -89,14 +91,18 @@ def parse_plain_response_head(head: bytes, *, head_request: bool) -> PlainRespon
     close = False
     for name, value in fields:
         if name == "content-length":
-            if length is not None or not _DIGITS.fullmatch(value):
-                return None  # repeated or listed lengths: h11 checks that they agree
+            if (
+                length is not None
+                or len(value) > _MAX_LENGTH_DIGITS
+                or not _DIGITS.fullmatch(value)
+            ):
+                return None  # repeated, listed or absurd lengths: h11 checks or refuses them
             length = value
         elif name == "transfer-encoding":
             return None
         elif name == "connection":
             tokens = {token.strip(" \t").lower() for token in value.split(",")}
-            close = "close" in tokens
+            close = close or "close" in tokens  # h11 reads the tokens of every Connection field
     if head_request or status in (204, 304):
         body_length = 0
     elif length is None:

@@ -66,6 +66,7 @@ class Connection:
         "h11_engaged",
         "head_started",
         "inbuf",
+        "inbuf_scanned",
         "last_active",
         "linger",
         "lock",
@@ -86,6 +87,8 @@ class Connection:
         #: with nothing buffered, exactly as between two requests.
         self.h11_engaged = False
         self.inbuf = bytearray()
+        #: No head ends in ``inbuf[:inbuf_scanned]``: a head trickling in is searched once.
+        self.inbuf_scanned = 0
         #: The client has closed its side (seen while ``inbuf`` collects the input).
         self.eof = False
         self._out: list[bytes] = []
@@ -156,6 +159,7 @@ class Connection:
         if self.inbuf:
             self.h11.receive_data(bytes(self.inbuf))
             self.inbuf.clear()
+        self.inbuf_scanned = 0
         if self.eof:
             self.h11.receive_data(b"")
 

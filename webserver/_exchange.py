@@ -139,7 +139,8 @@ def _loop(ex: _Exchange) -> Outcome:
                 # a trickle of them cannot hold the connection open forever.
                 del inbuf[:2]
                 blank = True
-            end = find_head_end(inbuf)
+                conn.inbuf_scanned = 0
+            end = find_head_end(inbuf, conn.inbuf_scanned)
             if inbuf[:1] and inbuf[0] < 0x21 and inbuf != b"\r":
                 # h11 refuses at once what cannot start a request line (a TLS handshake sent to
                 # a plain-HTTP port), without waiting for a whole head.
@@ -156,6 +157,7 @@ def _loop(ex: _Exchange) -> Outcome:
             elif conn.eof or len(inbuf) > ex.limits.max_head_size:
                 conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
             else:
+                conn.inbuf_scanned = max(0, len(inbuf) - 2)
                 started = bool(inbuf) or blank or conn.head_started is not None
                 outcome = _wait(ex, partial_head=started)
                 if outcome is None:
@@ -440,6 +442,7 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
             )
         if head is not None:
             del conn.inbuf[:head_size]
+            conn.inbuf_scanned = 0
             sent = _send_plain(conn, head, response, head_only=head_only)
         else:
             _hand_request_to_h11(conn)

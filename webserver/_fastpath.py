@@ -40,6 +40,8 @@ _FIELDS = re.compile(_FIELD)
 _FIELD_NAME = re.compile(_NAME)
 _FIELD_VALUE = re.compile(_VALUE)
 _DIGITS = re.compile(r"[0-9]+")
+#: h11 refuses a Content-Length of more digits (its CONTENT_LENGTH_MAX_DIGITS).
+_MAX_LENGTH_DIGITS = 20
 
 #: Request fields whose presence needs h11: message bodies, 100-continue, and ``Upgrade``
 #: (h11 takes any as a proposal to switch protocols).
@@ -116,7 +118,11 @@ def plain_response_head(
             return None
         lowered = name.lower()
         if lowered == "content-length":
-            if length is not None or not _DIGITS.fullmatch(value):
+            if (
+                length is not None
+                or len(value) > _MAX_LENGTH_DIGITS
+                or not _DIGITS.fullmatch(value)
+            ):
                 return None
             length = value
         elif lowered in _H11_RESPONSE_FIELDS:

@@ -38,13 +38,15 @@ class HeadLimits:
     max_header_count: int
 
 
-def find_head_end(data: bytes | bytearray) -> int:
+def find_head_end(data: bytes | bytearray, start: int = 0) -> int:
     """Index just past the blank line ending the first head in ``data``, or -1 if incomplete.
 
     The end is found by h11's own rule (a LF, an optional CR, a LF), so that every head h11
-    would parse is checked here first; one using bare LF anywhere is then refused.
+    would parse is checked here first; one using bare LF anywhere is then refused. ``start``
+    skips bytes already searched (the end is at most 3 bytes long, so start 2 before the end
+    of what was searched).
     """
-    match = _HEAD_END.search(data)
+    match = _HEAD_END.search(data, start)
     return match.end() if match else -1
 
 

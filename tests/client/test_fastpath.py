@@ -3,6 +3,8 @@ and the hand-over between the two on one connection."""
 
 from __future__ import annotations
 
+import time
+
 import h11
 import pytest
 from hypothesis import example, given
@@ -122,6 +124,16 @@ def response_heads(draw: st.DrawFn) -> bytes:
 @example(
     head=b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", head_request=False
 )
+@example(
+    head=b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    head_request=False,
+)
+@example(
+    head=b"HTTP/1.1 304 Not Modified\r\nContent-Length: " + b"9" * 21 + b"\r\n\r\n",
+    head_request=False,
+)
+@example(head=b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 21 + b"\r\n\r\n", head_request=False)
 def test_plain_response_heads_parse_as_h11_parses_them(head: bytes, head_request: bool) -> None:
     plain = parse_plain_response_head(head, head_request=head_request)
     if plain is None:
@@ -213,7 +225,14 @@ def test_connection_close_ends_reuse() -> None:
     [
         (b"", ConnectionClosed, "closed the connection without answering"),
         (b"HTTP/1.1 200 OK\r\nContent-Le", ProtocolError, "unexpectedly closed"),
-        (_response(b"ab", b"Content-Length: 5"), ConnectionClosed, "received 2 bytes, expected 5"),
+        (
+            _response(b"ab", b"Content-Length: 5"),
+            ConnectionClosed,
+            r"mid-response \(peer closed connection without sending complete message body"
+            r" \(received 2 bytes, expected 5\)\)",
+        ),
+        (_response(b"", b"Content-Length: " + b"1" * 5000), ProtocolError, "bad Content-Length"),
+        (_response(b"", b"Content-Length: " + b"1" * 21), ProtocolError, "bad Content-Length"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", ProtocolError, "larger than"),
         (b"NOT HTTP\r\n\r\n", ProtocolError, "invalid response"),
     ],
@@ -231,6 +250,37 @@ def test_broken_responses_fail_as_before(reply: bytes, error: type, message: str
 
             with pytest.raises(error, match=message):
                 read()
+            assert not conn.reusable
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("reply", [b"\r\n", b"\n", b"\x15\x03\x03\x00\x02\x02\x46"])
+def test_what_cannot_start_a_response_fails_at_once(reply: bytes) -> None:
+    """No waiting for a blank line (and the read timeout) when the first byte already rules a
+    status line out, as h11 decides."""
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply, hang=True) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=5)
+        try:
+            conn.send(request)
+            started = time.monotonic()
+            with pytest.raises(ProtocolError):
+                conn.receive_head(request)
+            assert time.monotonic() - started < 2.5
+        finally:
+            conn.close()
+
+
+def test_duplicate_connection_fields_close_as_h11_says() -> None:
+    reply = _response(b"ok", b"Content-Length: 2", b"Connection: close", b"Connection: keep-alive")
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            conn.send(request)
+            conn.receive_head(request)
+            assert b"".join(conn.iter_body()) == b"ok"
             assert not conn.reusable
         finally:
             conn.close()

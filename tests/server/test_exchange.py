@@ -356,3 +356,18 @@ def test_a_trickle_of_empty_lines_does_not_hold_the_connection(www: Path) -> Non
         elapsed = time.monotonic() - started
     assert received.startswith(b"HTTP/1.1 408 ")
     assert elapsed < 3
+
+
+@pytest.mark.parametrize("end", [b"\r\n\r\n", b"\n\r\n", b"\n\n"], ids=["crlf", "lf-crlf", "lf"])
+def test_a_head_arriving_a_byte_at_a_time_is_answered_as_a_whole(
+    server: Server, end: bytes
+) -> None:
+    """The search for the end of a head resumes where it stopped, and still finds an end split
+    across reads in any of h11's forms (bare LF ends are then refused by the strict checks)."""
+    head = b"GET /hello.txt HTTP/1.1\r\nHost: x" + end
+    with connect(server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in head:
+            sock.sendall(bytes([byte]))
+        answer = WireReader(sock).read()
+    assert answer.status == (200 if end == b"\r\n\r\n" else 400)

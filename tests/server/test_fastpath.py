@@ -234,6 +234,7 @@ def _h11_response_head(
 )
 @example(status=200, fields=[("Content-Length", "3")], body=b"abc", close=False)
 @example(status=304, fields=[("ETag", '"x"')], body=None, close=True)
+@example(status=304, fields=[("Content-Length", "9" * 21)], body=None, close=False)
 def test_plain_response_heads_are_h11s(
     status: int, fields: list[tuple[str, str]], body: bytes | None, close: bool
 ) -> None:
@@ -265,6 +266,8 @@ def test_unknown_length_and_framing_fields_are_left_to_h11() -> None:
     for extra in [("Transfer-Encoding", "chunked"), ("Connection", "x"), ("Host", "h")]:
         assert plain_response_head(200, "OK", [*ok, extra], body_length=3, close=False) is None
     assert plain_response_head(101, "", ok, body_length=3, close=False) is None
+    long = [("Content-Length", "0" * 21)]  # h11 refuses more than 20 digits
+    assert plain_response_head(200, "OK", long, body_length=0, close=False) is None
 
 
 # -- over a socket: both paths on one connection -----------------------------------------------
