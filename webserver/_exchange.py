@@ -383,7 +383,16 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
         close = True
     head_only = event.method == b"HEAD" or response.status in _NO_BODY_STATUSES
     try:
-        sent = _send_response(ex.conn, ex.server_name, response, close=close, head_only=head_only)
+        try:
+            sent = _send_response(
+                ex.conn, ex.server_name, response, close=close, head_only=head_only
+            )
+        except _InvalidResponse as exc:
+            response = _instead_of_invalid(response, exc, target)
+            close = True
+            sent = _send_response(
+                ex.conn, ex.server_name, response, close=True, head_only=event.method == b"HEAD"
+            )
     except (OSError, ClientDisconnected):
         return False
     except Exception:
@@ -425,33 +434,15 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
     response, close = result
     if plain.close or ex.stopping() or conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
-    status = response.status
-    head_only = plain.method == "HEAD" or status in _NO_BODY_STATUSES
-    body = response.body
+    head_only = plain.method == "HEAD" or response.status in _NO_BODY_STATUSES
     try:
-        fields = _response_fields(response, ex.server_name)
-        head = None
-        if head_only:
-            head = plain_response_head(
-                status, _REASON_TEXT.get(status, ""), fields, body_length=None, close=close
+        try:
+            sent, close = _deliver_plain(ex, response, head_size, close=close, head_only=head_only)
+        except _InvalidResponse as exc:
+            response = _instead_of_invalid(response, exc, plain.target)
+            sent, close = _deliver_plain(
+                ex, response, head_size, close=True, head_only=plain.method == "HEAD"
             )
-        elif isinstance(body, bytes) or response.file_length is not None:
-            length = len(body) if isinstance(body, bytes) else response.file_length
-            head = plain_response_head(
-                status, _REASON_TEXT.get(status, ""), fields, body_length=length, close=close
-            )
-        if head is not None:
-            del conn.inbuf[:head_size]
-            conn.inbuf_scanned = 0
-            sent = _send_plain(conn, head, response, head_only=head_only)
-        else:
-            _hand_request_to_h11(conn)
-            sent = _send_h11(conn, response, fields, close=close, head_only=head_only)
-            if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
-                close = True
-            else:
-                conn.h11.start_next_cycle()
-                conn.release_h11()
     except (OSError, ClientDisconnected):
         return False
     except Exception:
@@ -459,8 +450,54 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
         return False
     finally:
         response.close_body()
-    _log_access(ex, plain.method, plain.target, plain.http_version, status, sent, started)
+    _log_access(ex, plain.method, plain.target, plain.http_version, response.status, sent, started)
     return not close
+
+
+def _deliver_plain(
+    ex: _Exchange, response: Response, head_size: int, *, close: bool, head_only: bool
+) -> tuple[int, bool]:
+    """Send the response to a plain request: body bytes sent, and whether to close after.
+
+    Written as it is when its head is plain too; otherwise h11 is handed the request (whose head
+    is ``inbuf[:head_size]``) and frames the response.
+    """
+    conn = ex.conn
+    fields = _response_fields(response, ex.server_name)
+    status = response.status
+    body = response.body
+    head = None
+    if not conn.h11_engaged:
+        reason = _REASON_TEXT.get(status, "")
+        if head_only:
+            head = plain_response_head(status, reason, fields, body_length=None, close=close)
+        elif isinstance(body, bytes) or response.file_length is not None:
+            length = len(body) if isinstance(body, bytes) else response.file_length
+            head = plain_response_head(status, reason, fields, body_length=length, close=close)
+    if head is not None:
+        del conn.inbuf[:head_size]
+        conn.inbuf_scanned = 0
+        return _send_plain(conn, head, response, head_only=head_only), close
+    if not conn.h11_engaged:
+        _hand_request_to_h11(conn)
+    sent = _send_h11(conn, response, fields, close=close, head_only=head_only)
+    if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
+        return sent, True
+    conn.h11.start_next_cycle()
+    conn.release_h11()
+    return sent, close
+
+
+class _InvalidResponse(Exception):
+    """A handler's response that cannot be written: a field that is not ISO-8859-1 text, a CR
+    or LF inside a value, an impossible status. Raised before any of it is written."""
+
+
+def _instead_of_invalid(response: Response, exc: _InvalidResponse, target: str) -> Response:
+    """The 500 sent in place of a handler's response that cannot be written."""
+    error_log.error("the response to %r cannot be sent (%s); answering 500 instead", target, exc)
+    response.close_body()
+    return Response.error(500)
 
 
 def _hand_request_to_h11(conn: Connection) -> None:
@@ -494,7 +531,9 @@ def _response_fields(response: Response, server_name: str) -> list[tuple[str, st
     """The response's fields plus ``Date``, ``Server`` and ``Content-Length`` where missing."""
     fields = response.headers
     has_length = has_date = has_server = False
-    for name, _ in fields:
+    for name, value in fields:
+        if type(name) is not str or type(value) is not str:
+            raise _InvalidResponse(f"header field {name!r}: {value!r} is not text")
         lowered = name.lower()
         if lowered == "content-length":
             has_length = True
@@ -552,16 +591,19 @@ def _send_h11(
     close: bool,
     head_only: bool,
 ) -> int:
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-    if close:
-        headers.append((b"Connection", b"close"))
-    conn.send(
-        h11.Response(
+    try:
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+        if close:
+            headers.append((b"Connection", b"close"))
+        # h11 validates the event as it is built, before its state changes.
+        head = h11.Response(
             status_code=response.status,
             headers=headers,
             reason=_REASONS.get(response.status, b""),
         )
-    )
+    except (UnicodeEncodeError, TypeError, h11.LocalProtocolError) as exc:
+        raise _InvalidResponse(str(exc)) from None
+    conn.send(head)
     body = response.body
     sent = 0
     if not head_only:

@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -371,3 +372,45 @@ def test_a_head_arriving_a_byte_at_a_time_is_answered_as_a_whole(
             sock.sendall(bytes([byte]))
         answer = WireReader(sock).read()
     assert answer.status == (200 if end == b"\r\n\r\n" else 400)
+
+
+class _InvalidResponses(Handler):
+    """Responses h11 cannot write, chosen by the last path segment."""
+
+    CASES: ClassVar[dict[str, Response]] = {
+        "crlf": Response(200, [("X-A", "a\r\nX-Injected: 1")], b"body"),
+        "snowman": Response(200, [("X-A", "snow \u2603")], b"body"),
+        "not-text": Response(200, [("X-A", 5)], b"body"),  # type: ignore[list-item]
+        "status": Response(42, [], b"body"),
+        "stream-crlf": Response(200, [("X-A", "a\rb")], iter([b"body"])),
+    }
+
+    def get(self, request: Request) -> Response:
+        case = self.CASES[request.route_path.rsplit("/", 1)[-1]]
+        return Response(case.status, list(case.headers), case.body)
+
+
+@pytest.mark.parametrize("case", list(_InvalidResponses.CASES))
+@pytest.mark.parametrize("framing", [b"", b"Content-Length: 0\r\n"], ids=["plain", "h11"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_response_that_cannot_be_written_becomes_a_500(
+    www: Path, caplog: pytest.LogCaptureFixture, case: str, framing: bytes, method: str
+) -> None:
+    """The client gets a 500 and a closed connection, not a silent close; the log says why."""
+
+    def setup(srv: Server) -> None:
+        srv.route("/bad", _InvalidResponses(), prefix=True)
+
+    with running_server(root=www, access_log=False, setup=setup) as srv:
+        with connect(srv) as sock:
+            head = f"{method} /bad/{case} HTTP/1.1\r\nHost: x\r\n".encode()
+            sock.sendall(head + framing + b"\r\n" + get("/hello.txt"))
+            raw = recv_until_closed(sock)
+        with connect(srv) as sock:  # and the server goes on serving
+            sock.sendall(get("/hello.txt"))
+            assert WireReader(sock).read().status == 200
+    assert raw.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Connection: close\r\n" in raw
+    assert b"Injected" not in raw
+    assert raw.count(b"HTTP/1.1 ") == 1  # the pipelined GET behind it is not answered
+    assert "cannot be sent" in caplog.text
