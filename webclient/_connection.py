@@ -561,6 +561,17 @@ class Connection:
         self._plain_remaining = None
         self.answered += 1
 
+    def response_complete(self) -> bool:
+        """Whether the rest of the plain response whose head was just read has already been
+        received, and the server keeps the connection open after it."""
+        remaining = self._plain_remaining
+        return (
+            remaining is not None
+            and not self._closing
+            and not self._engaged
+            and len(self._inbuf) >= remaining
+        )
+
     def has_buffered(self) -> bool:
         """Whether bytes of the next response were already received (reading them will not wait
         for the server to start answering)."""

@@ -9,6 +9,9 @@ Rules (RFC 9112 §9.3):
   already received is read before more requests are written, so that they leave in batches.
 - Nothing is written behind a request that is not GET/HEAD (a POST waits for every earlier
   response, and the next request waits for the POST's response).
+- Once a response to a GET/HEAD has fully arrived, and the server keeps the connection, the next
+  GET/HEAD is written before the response is handled (written to its file), so the two overlap;
+  that is still one request in flight at a time.
 - A request written when nothing is in flight first checks that the server has not closed the
   idle connection meanwhile; if it has, a new connection is opened (as the pool does for idle
   connections it hands out).
@@ -166,6 +169,16 @@ class Lane:
             self._connection_lost(conn, exc)
             return
         self._inflight.popleft()
+        if (
+            head.status != 304  # (a 304 may be followed by a request made from its answer)
+            and self._queue
+            and not self._inflight
+            and item.wire.pipelinable
+            and self._queue[0].wire.pipelinable
+            and self._failure is None
+            and conn.response_complete()
+        ):
+            self._send_ahead(conn)
         body = conn.iter_body()
         try:
             follow_up = item.exchange.handle(head, body)
@@ -182,6 +195,22 @@ class Lane:
             self._requeue(list(self._inflight), count_retry=False)
             self._inflight.clear()
             self._drop_connection()
+
+    def _send_ahead(self, conn: Connection) -> None:
+        """Write the next request while the response that has fully arrived is handled.
+
+        Only one request is ever in flight, so this is not pipelining: the server sees the next
+        request after the whole previous response has left it, and the client writes its output
+        file while the request travels.
+        """
+        item = self._queue.popleft()
+        try:
+            conn.send(item.wire)
+        except WebClientError as exc:
+            item.exchange.fail(exc)  # it could not be serialised: nothing was written
+            return
+        self._inflight.append(item)
+        conn.flush()
 
     def _connection_lost(self, conn: Connection, error: WebClientError) -> None:
         """The connection died with requests unanswered: retry or fail them (module rules)."""

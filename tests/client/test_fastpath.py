@@ -284,3 +284,27 @@ def test_duplicate_connection_fields_close_as_h11_says() -> None:
             assert not conn.reusable
         finally:
             conn.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "complete"),
+    [
+        (_response(b"ok", b"Content-Length: 2"), True),
+        (_response(b"ok", b"Content-Length: 2", b"Connection: close"), False),  # closing
+        (_response(b"o", b"Content-Length: 2"), False),  # the rest has not arrived
+        (_response(b"2\r\nok\r\n0\r\n\r\n", b"Transfer-Encoding: chunked"), False),  # h11 reads it
+    ],
+)
+def test_response_complete_only_for_a_whole_plain_response_on_a_kept_connection(
+    reply: bytes, complete: bool
+) -> None:
+    """What lets the lane write the next request before handling this response."""
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply, hang=True) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            conn.send(request)
+            conn.receive_head(request)
+            assert conn.response_complete() is complete
+        finally:
+            conn.close()

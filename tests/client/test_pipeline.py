@@ -192,3 +192,50 @@ def test_post_after_idle_close_goes_on_a_new_connection(tmp_path: Path) -> None:
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_next_request_travels_while_a_complete_response_is_handled(
+    www: Path, tmp_path: Path
+) -> None:
+    """Without pipelining, the next GET is written as soon as the previous response has fully
+    arrived, before it is handled: the server sees /b while the client still writes /a's body."""
+    from webserver import Handler
+    from webserver import Request as ServerRequest
+    from webserver import Response as ServerResponse
+    from webserver.testing import running_server
+
+    b_arrived = threading.Event()
+
+    class Recorder(Handler):
+        def get(self, request: ServerRequest) -> ServerResponse:
+            if request.path == "/rec/b":
+                b_arrived.set()
+            return ServerResponse.text(request.path)
+
+    seen_while_handling_a: list[bool] = []
+
+    class SlowSink:
+        def write(self, data: bytes) -> None:
+            seen_while_handling_a.append(b_arrived.wait(CLIENT_TIMEOUT))
+
+        def close(self) -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+    def setup(server: object) -> None:
+        server.route("/rec", Recorder(), prefix=True)  # type: ignore[attr-defined]
+
+    with (
+        running_server(root=www, access_log=False, setup=setup) as server,
+        make_client(tmp_path, pipeline=1) as client,
+    ):
+        results = client.request_all(
+            [
+                Request("GET", server.url + "rec/a", sink=lambda r: SlowSink()),
+                Request("GET", server.url + "rec/b"),
+            ]
+        )
+    assert seen_while_handling_a == [True]
+    assert [r.status for r in results if isinstance(r, Response)] == [200, 200]
