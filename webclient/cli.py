@@ -94,7 +94,7 @@ def _stderr_warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webclient")
 def main() -> None:
     """Fetch and upload files in batches over HTTP/1.x, with a persistent cache."""
@@ -184,6 +184,8 @@ def batch(
         )
     except ConfigError as exc:
         raise InvalidSetting(str(exc)) from None
+    if not commands:
+        _stderr_warn(f"{command_file} has no commands (lines are: GET|POST file host [port])")
     stdout = sys.stdout.buffer
     stderr = sys.stderr
     with Client(config, warn=_stderr_warn) as client:

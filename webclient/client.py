@@ -165,7 +165,12 @@ class Client:
             self.warnings.append(message)
         import logging
 
-        logging.getLogger("webclient").warning("%s", message)
+        logger = logging.getLogger("webclient")
+        if not logger.handlers:
+            # A library leaves output to the program: without this, logging's last-resort
+            # handler would print the message a second time beside the callback's.
+            logger.addHandler(logging.NullHandler())
+        logger.warning("%s", message)
         if self._warn_callback is not None:
             self._warn_callback(message)
 

@@ -135,6 +135,13 @@ def _parse_host(text: str) -> str:
             raise _InvalidLine(f"not an IPv6 address: {text!r}") from None
         return inner.lower()
     if ":" in text:
+        if "://" in text:
+            raise _InvalidLine(f"a URL is not a host name: {text!r} (write: GET file host port)")
+        host, _, port = text.rpartition(":")
+        if ":" not in host and port.isdigit():
+            raise _InvalidLine(
+                f"the port goes after the host, separated by a space: {host} {port}, not {text!r}"
+            )
         raise _InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
     if len(text) > 253 or not _HOSTNAME.match(text):
         raise _InvalidLine(f"not a host name: {text!r}")
@@ -175,6 +182,10 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
         raise _InvalidLine(f"unknown method {fields[0]!r} (expected GET or POST)")
     if len(fields) < 2:
         raise _InvalidLine(f"missing file name after {method}")
+    if "://" in fields[1]:
+        raise _InvalidLine(
+            f"a URL is not a file name: {fields[1]!r} (write: {method} file host port)"
+        )
     if len(fields) < 3:
         raise _InvalidLine("missing host name")
     if len(fields) > 4:

@@ -122,3 +122,34 @@ def test_installed_script_runs(tmp_path: Path) -> None:
     result = subprocess.run([script, "batch", str(bad)], capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert result.stderr.strip() == f"{bad}:1: missing file name after GET"
+
+
+def test_short_help_option() -> None:
+    result = CliRunner().invoke(main, ["-h"])
+    assert result.exit_code == 0
+    assert "batch" in result.output
+
+
+def test_a_file_without_commands_is_said_once(tmp_path: Path) -> None:
+    commands = tmp_path / "c.txt"
+    commands.write_text("# nothing yet\n\n")
+    result = CliRunner().invoke(main, ["batch", str(commands), "--no-cache", "--quiet"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        f"warning: {commands} has no commands (lines are: GET|POST file host [port])"
+    ]
+
+
+def test_a_warning_is_printed_once(tmp_path: Path) -> None:
+    """The client's warnings reach stderr through the CLI only, not also through logging's
+    last-resort handler (a real process: pytest's own log handler would hide that)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    commands = tmp_path / "c.txt"
+    commands.write_text("# none\n")
+    script = Path(sys.executable).parent / "webclient"
+    args = ["batch", str(commands), "--cache-dir", str(blocker / "sub"), "--quiet"]
+    result = subprocess.run([script, *args], capture_output=True, text=True, timeout=20)
+    lines = [line for line in result.stderr.splitlines() if "without the cache" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("warning: ")

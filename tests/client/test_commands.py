@@ -56,6 +56,13 @@ def test_blank_and_comment_lines_are_skipped(line: str) -> None:
         ("GET /a host eighty", "not a port number"),
         ("GET /a host 80 more", "unexpected text"),
         ("GET /a ::1 80", "IPv6 addresses go in brackets"),
+        (
+            "GET /a 127.0.0.1:8080",
+            "the port goes after the host, separated by a space: 127.0.0.1 8080",
+        ),
+        ("GET /a localhost:8080 80", "the port goes after the host"),
+        ("GET /a http://127.0.0.1:8080/ 80", "a URL is not a host name"),
+        ("GET http://127.0.0.1:8080/a", "a URL is not a file name"),
         ("GET /a [::1 80", "unclosed '['"),
         ("GET /a [nope] 80", "not an IPv6 address"),
         ("GET /a bad_host!name 80", "not a host name"),
