@@ -162,7 +162,14 @@ def batch(
     no_print: bool,
     timeout: float,
 ) -> None:
-    """Run the GET and POST commands of COMMAND_FILE (see docs/client.md for the format)."""
+    """Run the GET and POST commands of COMMAND_FILE.
+
+    Each line is GET or POST, a file name, a host and an optional port (80 by default; it may
+    be written in brackets), separated by spaces, e.g. "GET index.html 127.0.0.1 8080". GET
+    prints the file and saves it under --out; POST uploads the local file of that name. Blank
+    lines and lines starting with # are skipped. Exit status: 0 when every command succeeded, 1
+    when one failed, 2 when nothing was sent (an invalid line, a bad option).
+    """
     from ._batch import BatchRun
     from .client import Client
     from .commands import read_command_file
@@ -261,6 +268,14 @@ _cache_dir_option = click.option(
 @_cache_dir_option
 def cache_info(cache_dir: Path | None) -> None:
     """Where the cache is and how much it holds."""
+    folder = cache_dir if cache_dir is not None else default_cache_dir()
+    if not folder.exists():
+        # Looking must not create it.
+        click.echo(f"folder: {folder} (not created yet)")
+        click.echo("responses: 0")
+        click.echo("bodies: 0")
+        click.echo(f"size: {human_size(0)} (0 bytes)")
+        return
     with _cache_at(cache_dir) as store:
         info = store.info()
     click.echo(f"folder: {info.folder}")

@@ -153,3 +153,12 @@ def test_a_warning_is_printed_once(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if "without the cache" in line]
     assert len(lines) == 1
     assert lines[0].startswith("warning: ")
+
+
+def test_cache_info_does_not_create_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "never"
+    result = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(folder)])
+    assert result.exit_code == 0
+    assert f"folder: {folder} (not created yet)" in result.output
+    assert "responses: 0" in result.output
+    assert not folder.exists()
