@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,40 @@ def recv_until_closed(sock: socket.socket) -> bytes:
 def open_fds() -> int:
     """Descriptors this process holds (Linux), to prove a test leaked none."""
     return len(os.listdir("/proc/self/fd"))
+
+
+SERVING = re.compile(r"^Serving (?P<root>.+) on http://(?P<host>[^/]+):(?P<port>\d+)/$")
+
+
+@contextmanager
+def webserver_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+    """Start ``python -m webserver run ARGS`` and wait for its readiness line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "webserver", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().rstrip("\n")
+        match = SERVING.match(line)
+        assert match, (
+            f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+        )
+        yield proc, match
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(NET_TIMEOUT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The peak resident memory (VmHWM) of a process so far, in KiB (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, "no VmHWM in /proc/PID/status"
+    return int(match.group(1))

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,35 +18,7 @@ from click.testing import CliRunner
 
 from webserver.cli import main
 
-from .conftest import NET_TIMEOUT
-
-SERVING = re.compile(r"^Serving (?P<root>.+) on http://(?P<host>[^/]+):(?P<port>\d+)/$")
-
-
-@contextmanager
-def webserver_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
-    """Start ``python -m webserver run ARGS`` and wait for its readiness line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "webserver", "run", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().rstrip("\n")
-        match = SERVING.match(line)
-        assert match, (
-            f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
-        )
-        yield proc, match
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(NET_TIMEOUT)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+from .conftest import NET_TIMEOUT, webserver_process
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -13,7 +13,7 @@ from webserver import Server
 from webserver.httpdate import format_http_date, parse_http_date
 from webserver.paths import TEMP_PREFIX
 
-from .conftest import NET_TIMEOUT, connect
+from .conftest import NET_TIMEOUT, connect, peak_rss_kib, webserver_process
 from .wire import WireReader
 
 
@@ -281,3 +281,29 @@ def test_folder_redirect_stays_on_this_host(server: Server, target: bytes) -> No
     location = response.header("Location")
     assert location is not None
     assert urljoin("http://x/", location).startswith("http://x/")
+
+
+def test_a_large_file_does_not_grow_memory_by_its_size(tmp_path: Path) -> None:
+    """A file above the in-memory limit goes out by sendfile: serving 64 MiB raises the server
+    process's peak memory by far less than its size (the limit here is 8 MiB)."""
+    size = 64 << 20
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.bin").open("wb") as handle:
+        for _ in range(size >> 20):
+            handle.write(os.urandom(1 << 20))
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
+        conn = http.client.HTTPConnection("127.0.0.1", int(m["port"]), timeout=NET_TIMEOUT)
+        conn.request("GET", "/warm-up")
+        conn.getresponse().read()
+        before = peak_rss_kib(proc.pid)
+        conn.request("GET", "/big.bin")
+        response = conn.getresponse()
+        received = 0
+        while chunk := response.read(1 << 20):
+            received += len(chunk)
+        conn.close()
+        after = peak_rss_kib(proc.pid)
+    assert response.status == 200
+    assert received == size
+    assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"

@@ -13,7 +13,7 @@ from webserver import Server
 from webserver.paths import TEMP_PREFIX
 from webserver.testing import running_server
 
-from .conftest import NET_TIMEOUT, connect, open_fds
+from .conftest import NET_TIMEOUT, connect, open_fds, peak_rss_kib, webserver_process
 from .wire import WireReader
 
 
@@ -305,3 +305,30 @@ def test_many_uploads_of_one_name_get_fresh_numbers(server: Server, www: Path) -
     assert "/many-9.txt" not in more
     assert (www / "many-9.txt").read_bytes() == b"made by hand"
     assert (www / "many.txt").read_bytes() == b"0"
+
+
+def test_a_large_upload_does_not_grow_memory_by_its_size(tmp_path: Path) -> None:
+    """The body streams from the socket to the file: a 256 MiB upload raises the server
+    process's peak memory by far less than its size (the limit here is 32 MiB)."""
+    size = 256 << 20
+    root = tmp_path / "root"
+    root.mkdir()
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
+        port = int(m["port"])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+        conn.request("GET", "/warm-up")  # loads what a request needs before the baseline
+        conn.getresponse().read()
+        before = peak_rss_kib(proc.pid)
+        block = os.urandom(1 << 20)
+        conn.putrequest("POST", "/big.bin")
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        for _ in range(size // len(block)):
+            conn.send(block)
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        after = peak_rss_kib(proc.pid)
+    assert response.status == 200
+    assert (root / "big.bin").stat().st_size == size
+    assert after - before < 32 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
