@@ -26,7 +26,8 @@ of gunicorn with 2 workers; every ratio is against ``ours``, the single process.
 
 Peers: ``python -m http.server`` (ThreadingHTTPServer, HTTP/1.1 so keep-alive works), waitress,
 cheroot, gunicorn gthread with 1 and 2 workers (the WSGI app in wsgi_static.py), uvicorn with h11
-and the asyncio loop (the ASGI app in asgi_static.py), and nginx with one worker. A peer that is
+and the asyncio loop and hypercorn with one asyncio worker (the ASGI app in asgi_static.py), and
+nginx with one worker. A peer that is
 not installed is skipped with the reason. One Markdown table is printed at the end, with absolute
 figures and the ratio ours / peer in brackets.
 
@@ -89,6 +90,7 @@ SERVERS = (
     "gunicorn-1",
     "gunicorn-2",
     "uvicorn",
+    "hypercorn",
     "nginx",
 )
 #: Threads given to the thread-pool peers, the same as our server's default worker count.
@@ -229,6 +231,10 @@ def build_service(name: str, ctx: Context) -> tuple[Service, str]:
         argv = [py, "-m", "uvicorn", "--http", "h11", "--loop", "asyncio", "--host", HOST]
         argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
         argv += ["asgi_static:app"]
+    elif name == "hypercorn":
+        # Another h11-based ASGI server, one process on the asyncio loop, as uvicorn runs.
+        argv = [py, "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1"]
+        argv += ["--worker-class", "asyncio", "--log-level", "warning", "asgi_static:app"]
     else:
         raise BenchError(f"unknown server {name}")
     return Service(name, argv, ctx.tmp, port=port, env=env, cwd=BENCH_DIR), version
