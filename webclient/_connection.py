@@ -291,6 +291,10 @@ class Connection:
         is unusable because the server sent bytes nobody asked for."""
         if self._broken or self.has_buffered():
             return True
+        return self._readable()
+
+    def _readable(self) -> bool:
+        """Whether the socket has bytes or an end of stream waiting (or cannot be polled)."""
         import select
 
         try:
@@ -569,7 +573,10 @@ class Connection:
             remaining is not None
             and not self._closing
             and not self._engaged
-            and len(self._inbuf) >= remaining
+            # More than the response was sent unasked (nothing else is in flight), and a
+            # readable socket means the server closed or sent more: dropped() refuses both.
+            and len(self._inbuf) == remaining
+            and not self._readable()
         )
 
     def has_buffered(self) -> bool:

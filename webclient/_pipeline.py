@@ -24,6 +24,7 @@ Rules (RFC 9112 §9.3):
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ class Lane:
             and self._failure is None
             and conn.response_complete()
         ):
-            self._send_ahead(conn)
+            sent_ahead = self._send_ahead(conn)
+        else:
+            sent_ahead = False
         body = conn.iter_body()
         try:
             follow_up = item.exchange.handle(head, body)
@@ -186,7 +189,18 @@ class Lane:
                 pass
         except WebClientError as exc:
             item.exchange.fail(exc)
-            self._connection_lost(conn, exc)
+            if not sent_ahead:
+                self._connection_lost(conn, exc)
+                return
+            # Only the handling failed: the response was whole in the buffer, so neither the
+            # connection nor the request sent ahead on it is at fault.
+            with contextlib.suppress(WebClientError):
+                for _ in body:
+                    pass
+            if not conn.reusable:
+                self._requeue(list(self._inflight), count_retry=False)
+                self._inflight.clear()
+                self._drop_connection()
             return
         if follow_up is not None:
             self._queue.appendleft(_Item(item.exchange, follow_up, item.retries))
@@ -196,21 +210,22 @@ class Lane:
             self._inflight.clear()
             self._drop_connection()
 
-    def _send_ahead(self, conn: Connection) -> None:
+    def _send_ahead(self, conn: Connection) -> bool:
         """Write the next request while the response that has fully arrived is handled.
 
         Only one request is ever in flight, so this is not pipelining: the server sees the next
         request after the whole previous response has left it, and the client writes its output
-        file while the request travels.
+        file while the request travels. False if the request could not even be serialised.
         """
         item = self._queue.popleft()
         try:
             conn.send(item.wire)
         except WebClientError as exc:
             item.exchange.fail(exc)  # it could not be serialised: nothing was written
-            return
+            return False
         self._inflight.append(item)
         conn.flush()
+        return True
 
     def _connection_lost(self, conn: Connection, error: WebClientError) -> None:
         """The connection died with requests unanswered: retry or fail them (module rules)."""

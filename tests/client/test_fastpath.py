@@ -3,6 +3,7 @@ and the hand-over between the two on one connection."""
 
 from __future__ import annotations
 
+import select
 import time
 
 import h11
@@ -306,5 +307,20 @@ def test_response_complete_only_for_a_whole_plain_response_on_a_kept_connection(
             conn.send(request)
             conn.receive_head(request)
             assert conn.response_complete() is complete
+        finally:
+            conn.close()
+
+
+def test_response_complete_is_false_once_the_server_has_closed() -> None:
+    """A server that closes right after the response gets no request sent ahead on it."""
+    reply = _response(b"ok", b"Content-Length: 2")
+    request = WireRequest("GET", "/x", [("Host", "h")])
+    with BadServer(reply) as server:  # closes its side after the reply
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            conn.send(request)
+            conn.receive_head(request)
+            assert select.select([conn.sock], [], [], 2)[0]  # the end of stream has arrived
+            assert not conn.response_complete()
         finally:
             conn.close()

@@ -239,3 +239,60 @@ def test_next_request_travels_while_a_complete_response_is_handled(
         )
     assert seen_while_handling_a == [True]
     assert [r.status for r in results if isinstance(r, Response)] == [200, 200]
+
+
+def test_bytes_beyond_a_complete_response_are_not_read_as_the_next_one(tmp_path: Path) -> None:
+    """A server that sends more than the response (here: stray bytes after the body) gets the
+    next request on a new connection, as before; nothing is sent ahead on the old one."""
+    from .conftest import BadServer
+
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\naaaSTRAY"
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbbb"
+    with BadServer(first, second, hang=True) as server, make_client(tmp_path, 1) as client:
+        results = client.request_all(gets(server.url, "a", "b"))
+    assert [r.body for r in results if isinstance(r, Response)] == [b"aaa", b"bbb"]
+    assert len(server.requests) == 2  # one per connection
+
+
+def test_a_failure_handling_a_response_is_not_the_next_requests(www: Path, tmp_path: Path) -> None:
+    """When the sink of a complete response fails, the request sent ahead meanwhile is answered
+    on the same connection, once."""
+    from webclient import ResponseTooLarge
+    from webserver import Handler
+    from webserver import Request as ServerRequest
+    from webserver import Response as ServerResponse
+    from webserver.testing import running_server
+
+    seen: list[str] = []
+
+    class Recorder(Handler):
+        def get(self, request: ServerRequest) -> ServerResponse:
+            seen.append(request.path)
+            return ServerResponse.text(request.path)
+
+    class FailingSink:
+        def write(self, data: bytes) -> None:
+            raise ResponseTooLarge("refused by the sink")
+
+        def close(self) -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+    def setup(server: object) -> None:
+        server.route("/rec", Recorder(), prefix=True)  # type: ignore[attr-defined]
+
+    with (
+        running_server(root=www, access_log=False, setup=setup) as server,
+        make_client(tmp_path, pipeline=1) as client,
+    ):
+        results = client.request_all(
+            [
+                Request("GET", server.url + "rec/a", sink=lambda r: FailingSink()),
+                Request("GET", server.url + "rec/b"),
+            ]
+        )
+    assert isinstance(results[0], ResponseTooLarge)
+    assert isinstance(results[1], Response) and results[1].body == b"/rec/b"
+    assert seen == ["/rec/a", "/rec/b"]
