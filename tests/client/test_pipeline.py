@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from webclient import Client, ClientConfig, ConnectionClosed, Request, Response
+from webclient import Client, ClientConfig, ConnectionClosed, Request, Response, ResponseTooLarge
+from webserver import Response as ServerResponse
+from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, Origin
+from .conftest import CLIENT_TIMEOUT, BadServer, Origin
 from .probe import Probe
 
 pytestmark = pytest.mark.timeout(20)
@@ -194,47 +197,38 @@ def test_post_after_idle_close_goes_on_a_new_connection(tmp_path: Path) -> None:
         thread.join(5)
 
 
+class _Sink:
+    """A body sink that runs ``on_write`` for each piece of the body."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self.write = on_write
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 def test_next_request_travels_while_a_complete_response_is_handled(
-    www: Path, tmp_path: Path
+    origin: tuple[Server, Origin], tmp_path: Path
 ) -> None:
     """Without pipelining, the next GET is written as soon as the previous response has fully
     arrived, before it is handled: the server sees /b while the client still writes /a's body."""
-    from webserver import Handler
-    from webserver import Request as ServerRequest
-    from webserver import Response as ServerResponse
-    from webserver.testing import running_server
-
+    server, handler = origin
     b_arrived = threading.Event()
-
-    class Recorder(Handler):
-        def get(self, request: ServerRequest) -> ServerResponse:
-            if request.path == "/rec/b":
-                b_arrived.set()
-            return ServerResponse.text(request.path)
-
+    handler.script("/a", (200, [], b"a"))
+    handler.script("/b", lambda r: (b_arrived.set(), ServerResponse(200, [], b"b"))[1])
     seen_while_handling_a: list[bool] = []
 
-    class SlowSink:
-        def write(self, data: bytes) -> None:
-            seen_while_handling_a.append(b_arrived.wait(CLIENT_TIMEOUT))
+    def wait_for_b(data: bytes) -> None:
+        seen_while_handling_a.append(b_arrived.wait(CLIENT_TIMEOUT))
 
-        def close(self) -> None:
-            pass
-
-        def abort(self) -> None:
-            pass
-
-    def setup(server: object) -> None:
-        server.route("/rec", Recorder(), prefix=True)  # type: ignore[attr-defined]
-
-    with (
-        running_server(root=www, access_log=False, setup=setup) as server,
-        make_client(tmp_path, pipeline=1) as client,
-    ):
+    with make_client(tmp_path, pipeline=1) as client:
         results = client.request_all(
             [
-                Request("GET", server.url + "rec/a", sink=lambda r: SlowSink()),
-                Request("GET", server.url + "rec/b"),
+                Request("GET", server.url + "a", sink=lambda r: _Sink(wait_for_b)),
+                Request("GET", server.url + "b"),
             ]
         )
     assert seen_while_handling_a == [True]
@@ -244,8 +238,6 @@ def test_next_request_travels_while_a_complete_response_is_handled(
 def test_bytes_beyond_a_complete_response_are_not_read_as_the_next_one(tmp_path: Path) -> None:
     """A server that sends more than the response (here: stray bytes after the body) gets the
     next request on a new connection, as before; nothing is sent ahead on the old one."""
-    from .conftest import BadServer
-
     first = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\naaaSTRAY"
     second = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbbb"
     with BadServer(first, second, hang=True) as server, make_client(tmp_path, 1) as client:
@@ -254,45 +246,26 @@ def test_bytes_beyond_a_complete_response_are_not_read_as_the_next_one(tmp_path:
     assert len(server.requests) == 2  # one per connection
 
 
-def test_a_failure_handling_a_response_is_not_the_next_requests(www: Path, tmp_path: Path) -> None:
+def test_a_failure_handling_a_response_is_not_the_next_requests(
+    origin: tuple[Server, Origin], tmp_path: Path
+) -> None:
     """When the sink of a complete response fails, the request sent ahead meanwhile is answered
     on the same connection, once."""
-    from webclient import ResponseTooLarge
-    from webserver import Handler
-    from webserver import Request as ServerRequest
-    from webserver import Response as ServerResponse
-    from webserver.testing import running_server
+    server, handler = origin
+    handler.script("/a", (200, [], b"a"))
+    handler.script("/b", (200, [], b"b"))
 
-    seen: list[str] = []
+    def refuse(data: bytes) -> None:
+        raise ResponseTooLarge("refused by the sink")
 
-    class Recorder(Handler):
-        def get(self, request: ServerRequest) -> ServerResponse:
-            seen.append(request.path)
-            return ServerResponse.text(request.path)
-
-    class FailingSink:
-        def write(self, data: bytes) -> None:
-            raise ResponseTooLarge("refused by the sink")
-
-        def close(self) -> None:
-            pass
-
-        def abort(self) -> None:
-            pass
-
-    def setup(server: object) -> None:
-        server.route("/rec", Recorder(), prefix=True)  # type: ignore[attr-defined]
-
-    with (
-        running_server(root=www, access_log=False, setup=setup) as server,
-        make_client(tmp_path, pipeline=1) as client,
-    ):
+    with make_client(tmp_path, pipeline=1) as client:
         results = client.request_all(
             [
-                Request("GET", server.url + "rec/a", sink=lambda r: FailingSink()),
-                Request("GET", server.url + "rec/b"),
+                Request("GET", server.url + "a", sink=lambda r: _Sink(refuse)),
+                Request("GET", server.url + "b"),
             ]
         )
     assert isinstance(results[0], ResponseTooLarge)
-    assert isinstance(results[1], Response) and results[1].body == b"/rec/b"
-    assert seen == ["/rec/a", "/rec/b"]
+    assert isinstance(results[1], Response)
+    assert results[1].body == b"b"
+    assert [seen.path for seen in handler.seen] == ["/a", "/b"]
