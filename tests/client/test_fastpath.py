@@ -3,8 +3,10 @@ and the hand-over between the two on one connection."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
+from collections.abc import Iterator
 
 import h11
 import pytest
@@ -176,6 +178,17 @@ def test_responses_that_need_h11_are_left_to_it() -> None:
 # -- one connection, both paths --------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _connected(*replies: bytes, hang: bool = False, timeout: float = 2) -> Iterator[Connection]:
+    """A client connection to a server that answers with ``replies``; closed afterwards."""
+    with BadServer(*replies, hang=hang) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=timeout)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
 def _response(body: bytes, *fields: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + body
 
@@ -191,34 +204,26 @@ def test_plain_and_h11_responses_alternate_on_one_connection() -> None:
         (_response(b"seven", b"Content-Length: 5"), b"seven"),
     ]
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(b"".join(raw for raw, _ in replies), hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            for _ in replies:
-                conn.send(request)
-            for _, body in replies:
-                head = conn.receive_head(request)
-                assert head.status == 200
-                assert b"".join(conn.iter_body()) == body
-                assert conn.reusable
-            assert conn.answered == len(replies)
-            assert not conn.has_buffered()
-        finally:
-            conn.close()
+    with _connected(b"".join(raw for raw, _ in replies), hang=True) as conn:
+        for _ in replies:
+            conn.send(request)
+        for _, body in replies:
+            head = conn.receive_head(request)
+            assert head.status == 200
+            assert b"".join(conn.iter_body()) == body
+            assert conn.reusable
+        assert conn.answered == len(replies)
+        assert not conn.has_buffered()
 
 
 def test_connection_close_ends_reuse() -> None:
     reply = _response(b"ok", b"Content-Length: 2", b"Connection: close")
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            conn.send(request)
-            conn.receive_head(request)
-            assert b"".join(conn.iter_body()) == b"ok"
-            assert not conn.reusable
-        finally:
-            conn.close()
+    with _connected(reply) as conn:
+        conn.send(request)
+        conn.receive_head(request)
+        assert b"".join(conn.iter_body()) == b"ok"
+        assert not conn.reusable
 
 
 @pytest.mark.parametrize(
@@ -240,20 +245,16 @@ def test_connection_close_ends_reuse() -> None:
 )
 def test_broken_responses_fail_as_before(reply: bytes, error: type, message: str) -> None:
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            conn.send(request)
+    with _connected(reply) as conn:
+        conn.send(request)
 
-            def read() -> bytes:
-                conn.receive_head(request)
-                return b"".join(conn.iter_body())
+        def read() -> bytes:
+            conn.receive_head(request)
+            return b"".join(conn.iter_body())
 
-            with pytest.raises(error, match=message):
-                read()
-            assert not conn.reusable
-        finally:
-            conn.close()
+        with pytest.raises(error, match=message):
+            read()
+        assert not conn.reusable
 
 
 @pytest.mark.parametrize("reply", [b"\r\n", b"\n", b"\x15\x03\x03\x00\x02\x02\x46"])
@@ -261,30 +262,22 @@ def test_what_cannot_start_a_response_fails_at_once(reply: bytes) -> None:
     """No waiting for a blank line (and the read timeout) when the first byte already rules a
     status line out, as h11 decides."""
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply, hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=5)
-        try:
-            conn.send(request)
-            started = time.monotonic()
-            with pytest.raises(ProtocolError):
-                conn.receive_head(request)
-            assert time.monotonic() - started < 2.5
-        finally:
-            conn.close()
+    with _connected(reply, hang=True, timeout=5) as conn:
+        conn.send(request)
+        started = time.monotonic()
+        with pytest.raises(ProtocolError):
+            conn.receive_head(request)
+        assert time.monotonic() - started < 2.5
 
 
 def test_duplicate_connection_fields_close_as_h11_says() -> None:
     reply = _response(b"ok", b"Content-Length: 2", b"Connection: close", b"Connection: keep-alive")
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            conn.send(request)
-            conn.receive_head(request)
-            assert b"".join(conn.iter_body()) == b"ok"
-            assert not conn.reusable
-        finally:
-            conn.close()
+    with _connected(reply) as conn:
+        conn.send(request)
+        conn.receive_head(request)
+        assert b"".join(conn.iter_body()) == b"ok"
+        assert not conn.reusable
 
 
 @pytest.mark.parametrize(
@@ -301,26 +294,18 @@ def test_response_complete_only_for_a_whole_plain_response_on_a_kept_connection(
 ) -> None:
     """What lets the lane write the next request before handling this response."""
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply, hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            conn.send(request)
-            conn.receive_head(request)
-            assert conn.response_complete() is complete
-        finally:
-            conn.close()
+    with _connected(reply, hang=True) as conn:
+        conn.send(request)
+        conn.receive_head(request)
+        assert conn.response_complete() is complete
 
 
 def test_response_complete_is_false_once_the_server_has_closed() -> None:
     """A server that closes right after the response gets no request sent ahead on it."""
     reply = _response(b"ok", b"Content-Length: 2")
     request = WireRequest("GET", "/x", [("Host", "h")])
-    with BadServer(reply) as server:  # closes its side after the reply
-        conn = Connection("127.0.0.1", server.port, timeout=2)
-        try:
-            conn.send(request)
-            conn.receive_head(request)
-            assert select.select([conn.sock], [], [], 2)[0]  # the end of stream has arrived
-            assert not conn.response_complete()
-        finally:
-            conn.close()
+    with _connected(reply) as conn:  # closes its side after the reply
+        conn.send(request)
+        conn.receive_head(request)
+        assert select.select([conn.sock], [], [], 2)[0]  # the end of stream has arrived
+        assert not conn.response_complete()
