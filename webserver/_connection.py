@@ -65,6 +65,7 @@ class Connection:
         "h11",
         "h11_engaged",
         "head_started",
+        "idle_since",
         "inbuf",
         "inbuf_scanned",
         "last_active",
@@ -97,6 +98,9 @@ class Connection:
         self.last_active = time.monotonic()
         #: Requests answered on this connection so far.
         self.requests = 0
+        #: ``time.monotonic()`` when the last request was answered (or the connection opened):
+        #: the keep-alive timeout runs from here, so empty lines sent since do not extend it.
+        self.idle_since = self.last_active
         #: While parked: when the selector gives up on it (idle or head timeout).
         self.deadline = self.last_active
         #: ``time.monotonic()`` of the first byte of a request head still incomplete, else None.

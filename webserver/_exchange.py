@@ -135,8 +135,8 @@ def _loop(ex: _Exchange) -> Outcome:
             blank = False
             while inbuf[:2] == b"\r\n":
                 # RFC 9112 §2.2: ignore empty lines before a request line (some clients send one
-                # after a POST body); they start the head deadline like any byte of a head, so
-                # a trickle of them cannot hold the connection open forever.
+                # after a POST body). They do not extend the keep-alive deadline (see _wait), so
+                # a trickle of them cannot hold the connection open.
                 del inbuf[:2]
                 blank = True
                 conn.inbuf_scanned = 0
@@ -152,14 +152,16 @@ def _loop(ex: _Exchange) -> Outcome:
                     if not _answer_plain(ex, plain, end):
                         return Outcome.CLOSE
                     conn.requests += 1
+                    conn.idle_since = time.monotonic()
                     continue
                 conn.engage_h11()
             elif conn.eof or len(inbuf) > ex.limits.max_head_size:
                 conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
             else:
                 conn.inbuf_scanned = max(0, len(inbuf) - 2)
-                started = bool(inbuf) or blank or conn.head_started is not None
-                outcome = _wait(ex, partial_head=started)
+                lone_cr = inbuf == b"\r"  # perhaps the start of another empty line
+                partial = bool(inbuf) and not lone_cr
+                outcome = _wait(ex, partial_head=partial, blank_only=blank or lone_cr)
                 if outcome is None:
                     continue
                 return outcome
@@ -172,6 +174,12 @@ def _loop(ex: _Exchange) -> Outcome:
                 while pending[drop : drop + 2] == b"\r\n":
                     drop += 2
                 pending = conn.restart_h11(drop=drop)
+            if pending == b"\r" and conn.h11.our_state is h11.IDLE:
+                # The start of another empty line, its LF still on the way: h11 would refuse it.
+                outcome = _wait(ex, partial_head=False, blank_only=True)
+                if outcome is None:
+                    continue
+                return outcome
             if pending:
                 try:
                     partial_head = _check_pending_head(pending, ex.limits)
@@ -199,6 +207,7 @@ def _loop(ex: _Exchange) -> Outcome:
         if not _answer(ex, event):
             return Outcome.CLOSE
         conn.requests += 1
+        conn.idle_since = time.monotonic()
         if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
             conn.h11.start_next_cycle()
             conn.release_h11()
@@ -206,23 +215,27 @@ def _loop(ex: _Exchange) -> Outcome:
             return Outcome.CLOSE
 
 
-def _wait(ex: _Exchange, *, partial_head: bool) -> Outcome | None:
-    """Nothing complete to answer: ``None`` if more bytes came at once, else park or close."""
+def _wait(ex: _Exchange, *, partial_head: bool, blank_only: bool = False) -> Outcome | None:
+    """Nothing complete to answer: ``None`` if more bytes came at once, else park or close.
+
+    ``blank_only``: only empty lines came since the last wait. They are not waited for (a
+    stream of them must not keep a worker busy) and, like silence, leave the keep-alive
+    deadline where it was: it runs from the last answered request.
+    """
     conn = ex.conn
     if ex.stopping() and not partial_head:
         return Outcome.CLOSE
     conn.flush()
-    if not partial_head and not ex.others_waiting() and _next_request_soon(conn):
+    if not partial_head and not blank_only and not ex.others_waiting() and _next_request_soon(conn):
         return None
-    now = time.monotonic()
     if partial_head:
         # The head deadline runs from the head's first byte and is never extended.
         if conn.head_started is None:
-            conn.head_started = now
+            conn.head_started = time.monotonic()
         conn.deadline = conn.head_started + ex.config.header_timeout
     else:
         conn.head_started = None
-        conn.deadline = now + ex.config.keep_alive_timeout
+        conn.deadline = conn.idle_since + ex.config.keep_alive_timeout
     return Outcome.PARK
 
 
@@ -264,7 +277,7 @@ def answer_overload(conn: Connection, config: ServerConfig, status: int, detail:
     the kernel's buffer is dropped; the client learns why through the status and ``Retry-After``.
     """
     headers = [("Retry-After", "1")] if status == 503 else []
-    with contextlib.suppress(OSError, h11.LocalProtocolError):
+    with contextlib.suppress(OSError, h11.LocalProtocolError, _InvalidResponse):
         conn.sock.setblocking(False)
         _send_response(
             conn,
@@ -351,7 +364,13 @@ def _call_app(
 ) -> tuple[Response, bool] | None:
     """The handler's response and whether to close after it; ``None`` if the client left."""
     try:
-        return ex.app(build()), False
+        response = ex.app(build())
+        if not isinstance(response, Response) or isinstance(response.body, str):
+            raise TypeError(
+                f"a handler must return a Response with a bytes, file or iterable body,"
+                f" not {response!r:.200}"
+            )
+        return response, False
     except HTTPError as exc:
         return Response.error(exc.status, exc.detail, headers=exc.headers), exc.close
     except ClientDisconnected:
@@ -464,7 +483,7 @@ def _deliver_plain(
     """
     conn = ex.conn
     fields = _response_fields(response, ex.server_name)
-    status = response.status
+    status = _status(response)
     body = response.body
     head = None
     if not conn.h11_engaged:
@@ -530,10 +549,13 @@ def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
 def _response_fields(response: Response, server_name: str) -> list[tuple[str, str]]:
     """The response's fields plus ``Date``, ``Server`` and ``Content-Length`` where missing."""
     fields = response.headers
+    try:
+        if any(type(name) is not str or type(value) is not str for name, value in fields):
+            fields = [(_text(name), _text(value)) for name, value in fields]
+    except (TypeError, ValueError) as exc:
+        raise _InvalidResponse(f"header fields {fields!r:.200}: {exc}") from None
     has_length = has_date = has_server = False
-    for name, value in fields:
-        if type(name) is not str or type(value) is not str:
-            raise _InvalidResponse(f"header field {name!r}: {value!r} is not text")
+    for name, _ in fields:
         lowered = name.lower()
         if lowered == "content-length":
             has_length = True
@@ -555,6 +577,23 @@ def _response_fields(response: Response, server_name: str) -> list[tuple[str, st
         elif response.file_length is not None:
             fields.append(("Content-Length", str(response.file_length)))
     return fields
+
+
+def _text(value: object) -> str:
+    """A header name or value as plain ``str`` (a ``StrEnum`` member is written as its value)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"{value!r} is not text")
+
+
+def _status(response: Response) -> int:
+    """The response's status as a plain ``int`` (an ``HTTPStatus`` is fine; 200.0 is not)."""
+    status = response.status
+    if type(status) is int:
+        return status
+    if isinstance(status, int) and not isinstance(status, bool):
+        return int(status)
+    raise _InvalidResponse(f"status {status!r} is not a whole number")
 
 
 def _send_plain(conn: Connection, head: bytes, response: Response, *, head_only: bool) -> int:
@@ -591,20 +630,19 @@ def _send_h11(
     close: bool,
     head_only: bool,
 ) -> int:
+    status = _status(response)
+    body = response.body
+    if not head_only and status not in _NO_BODY_STATUSES:
+        _check_declared_length(response, fields)
     try:
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
         if close:
             headers.append((b"Connection", b"close"))
         # h11 validates the event as it is built, before its state changes.
-        head = h11.Response(
-            status_code=response.status,
-            headers=headers,
-            reason=_REASONS.get(response.status, b""),
-        )
+        head = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
     except (UnicodeEncodeError, TypeError, h11.LocalProtocolError) as exc:
         raise _InvalidResponse(str(exc)) from None
     conn.send(head)
-    body = response.body
     sent = 0
     if not head_only:
         if isinstance(body, bytes):
@@ -623,6 +661,22 @@ def _send_h11(
                 raise
     conn.send(h11.EndOfMessage())
     return sent
+
+
+def _check_declared_length(response: Response, fields: list[tuple[str, str]]) -> None:
+    """Refuse, before anything is written, a body that contradicts its own Content-Length
+    (h11 would notice only after the head had gone out)."""
+    body = response.body
+    length = len(body) if isinstance(body, bytes) else response.file_length
+    if length is None:
+        return
+    for name, value in fields:
+        if name.lower() == "content-length" and value.strip().isdigit():
+            if int(value) != length:
+                raise _InvalidResponse(
+                    f"Content-Length {value.strip()} but a body of {length} bytes"
+                )
+            return
 
 
 def _log_access(

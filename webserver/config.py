@@ -46,6 +46,8 @@ DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 DEFAULT_BACKLOG = 1024
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+#: What a Server header may say: visible ASCII words separated by single spaces.
+_SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
@@ -105,6 +107,11 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not _SERVER_NAME.fullmatch(self.server_name):
+            raise ConfigError(
+                f"server_name must be visible ASCII words separated by spaces,"
+                f" not {self.server_name!r}"
+            )
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

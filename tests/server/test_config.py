@@ -65,3 +65,15 @@ def test_keyword_only() -> None:
     """Positional construction is refused, so settings cannot be swapped by accident."""
     with pytest.raises(TypeError):
         ServerConfig("127.0.0.1")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["webserver ", " webserver", "web\u2603", "a\r\nX: y", "", "a  b"])
+def test_a_server_name_that_cannot_be_a_header_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="server_name"):
+        ServerConfig(root=tmp_path, server_name=name)
+
+
+def test_a_server_name_of_words_is_accepted(tmp_path: Path) -> None:
+    assert ServerConfig(root=tmp_path, server_name="shop/2.1 (internal)").server_name == (
+        "shop/2.1 (internal)"
+    )
