@@ -8,8 +8,8 @@ Rules this module keeps:
   for the client, so answers to pipelined requests leave in one write, in order.
 * It frames bytes and nothing else: it knows requests and responses, not files or routes.
 * Input gathers in ``inbuf`` while plain exchanges (:mod:`webserver._fastpath`) are framed
-  without h11; :meth:`engage_h11` hands it all to h11, which then reads the connection until it
-  is idle and empty again at a request boundary (:meth:`release_h11`).
+  without h11; :meth:`engage_h11` hands it all to h11, which then reads the connection until the
+  next request boundary (:meth:`release_h11`).
 """
 
 from __future__ import annotations
@@ -168,33 +168,29 @@ class Connection:
             self.h11.receive_data(b"")
 
     def release_h11(self) -> None:
-        """Take the input back from h11 if it sits idle with nothing buffered between requests."""
-        if (
-            self.h11_engaged
-            and self.h11.our_state is h11.IDLE
-            and self.h11.their_state is h11.IDLE
-            and self.h11.trailing_data == (b"", False)
+        """Between requests (h11 idle on both sides), go back to plain mode: whatever h11 holds
+        of what follows returns to ``inbuf``, for the fast path or for h11 again.
+
+        h11 is replaced by a fresh one when it holds anything: between requests the two are
+        equivalent, and a fresh one keeps the rule that h11 is empty in plain mode.
+        """
+        if not (
+            self.h11_engaged and self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE
         ):
-            self.h11_engaged = False
+            return
+        data, closed = self.h11.trailing_data
+        if data or closed:
+            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
+            self.inbuf += data
+            self.eof = self.eof or closed
+        self.inbuf_scanned = 0
+        self.h11_engaged = False
 
     def has_input(self) -> bool:
         """True if part of a request has been received and not yet answered."""
         if self.h11_engaged:
             return bool(self.h11.trailing_data[0])
         return bool(self.inbuf)
-
-    def restart_h11(self, *, drop: int) -> bytes:
-        """A fresh h11 state machine fed what the old one held but its first ``drop`` bytes.
-
-        Only between requests, where the two are equivalent; returns the bytes now buffered.
-        """
-        data, closed = self.h11.trailing_data
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_size)
-        if data[drop:]:
-            self.h11.receive_data(data[drop:])  # (b"" would tell h11 the stream ended)
-        if closed:
-            self.h11.receive_data(b"")
-        return data[drop:]
 
     def next_event(self) -> Any:
         return self.h11.next_event()

@@ -165,21 +165,11 @@ def _loop(ex: _Exchange) -> Outcome:
                 if outcome is None:
                     continue
                 return outcome
+        # h11 mode. It only ever starts a request from what plain mode handed it (empty lines
+        # already skipped), and hands what follows back at the end of the exchange.
         partial_head = False
         if conn.h11.their_state is h11.IDLE:
             pending = conn.h11.trailing_data[0]
-            if pending[:2] == b"\r\n" and conn.h11.our_state is h11.IDLE:
-                # Empty lines before a request line, as in plain mode; h11 would refuse them.
-                drop = 2
-                while pending[drop : drop + 2] == b"\r\n":
-                    drop += 2
-                pending = conn.restart_h11(drop=drop)
-            if pending == b"\r" and conn.h11.our_state is h11.IDLE:
-                # The start of another empty line, its LF still on the way: h11 would refuse it.
-                outcome = _wait(ex, partial_head=False, blank_only=True)
-                if outcome is None:
-                    continue
-                return outcome
             if pending:
                 try:
                     partial_head = _check_pending_head(pending, ex.limits)
@@ -193,7 +183,8 @@ def _loop(ex: _Exchange) -> Outcome:
             _send_error(ex, exc.error_status_hint, str(exc))
             return Outcome.CLOSE
         if event is h11.NEED_DATA:
-            conn.release_h11()
+            if not conn.has_input():
+                conn.release_h11()  # (with a partial head held, h11 keeps it)
             if not conn.h11_engaged:
                 continue
             outcome = _wait(ex, partial_head=partial_head)
@@ -400,30 +391,14 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
         close = not _finish_body(ex, body)
     if ex.stopping() or ex.conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
-    head_only = event.method == b"HEAD" or response.status in _NO_BODY_STATUSES
-    try:
-        try:
-            sent = _send_response(
-                ex.conn, ex.server_name, response, close=close, head_only=head_only
-            )
-        except _InvalidResponse as exc:
-            response = _instead_of_invalid(response, exc, target)
-            close = True
-            sent = _send_response(
-                ex.conn, ex.server_name, response, close=True, head_only=event.method == b"HEAD"
-            )
-    except (OSError, ClientDisconnected):
-        return False
-    except Exception:
-        error_log.exception("failed while sending the response to %r", target)
-        return False
-    finally:
-        response.close_body()
+
+    def deliver(response: Response, close: bool, head_only: bool) -> tuple[int, bool]:
+        sent = _send_response(ex.conn, ex.server_name, response, close=close, head_only=head_only)
+        return sent, close
+
     method = event.method.decode("latin-1")
-    _log_access(
-        ex, method, target, event.http_version.decode("latin-1"), response.status, sent, started
-    )
-    return not close
+    version = event.http_version.decode("latin-1")
+    return _respond(ex, response, close, method, target, version, started, deliver)
 
 
 def _plain_request(ex: _Exchange, plain: PlainRequest) -> Request:
@@ -443,7 +418,7 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
     """Answer a request parsed by the fast path (its head is ``inbuf[:head_size]``).
 
     The response goes out the same way when it is plain too; otherwise h11 is handed the
-    request and frames the response, and keeps the connection until it is idle again.
+    request and frames the response, then hands what follows back to plain mode.
     """
     started = time.time()
     conn = ex.conn
@@ -453,23 +428,46 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
     response, close = result
     if plain.close or ex.stopping() or conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
-    head_only = plain.method == "HEAD" or response.status in _NO_BODY_STATUSES
+
+    def deliver(response: Response, close: bool, head_only: bool) -> tuple[int, bool]:
+        return _deliver_plain(ex, response, head_size, close=close, head_only=head_only)
+
+    return _respond(
+        ex, response, close, plain.method, plain.target, plain.http_version, started, deliver
+    )
+
+
+#: Sends a response (``close``, ``head_only``): body bytes sent, and whether to close after.
+_Deliver = Callable[[Response, bool, bool], tuple[int, bool]]
+
+
+def _respond(
+    ex: _Exchange,
+    response: Response,
+    close: bool,
+    method: str,
+    target: str,
+    version: str,
+    started: float,
+    deliver: _Deliver,
+) -> bool:
+    """Send a handler's response (a 500 instead if it cannot be written) and log it; True
+    when the connection may carry another request."""
     try:
         try:
-            sent, close = _deliver_plain(ex, response, head_size, close=close, head_only=head_only)
+            head_only = method == "HEAD" or response.status in _NO_BODY_STATUSES
+            sent, close = deliver(response, close, head_only)
         except _InvalidResponse as exc:
-            response = _instead_of_invalid(response, exc, plain.target)
-            sent, close = _deliver_plain(
-                ex, response, head_size, close=True, head_only=plain.method == "HEAD"
-            )
+            response = _instead_of_invalid(response, exc, target)
+            sent, close = deliver(response, True, method == "HEAD")
     except (OSError, ClientDisconnected):
         return False
     except Exception:
-        error_log.exception("failed while sending the response to %r", plain.target)
+        error_log.exception("failed while sending the response to %r", target)
         return False
     finally:
         response.close_body()
-    _log_access(ex, plain.method, plain.target, plain.http_version, response.status, sent, started)
+    _log_access(ex, method, target, version, response.status, sent, started)
     return not close
 
 

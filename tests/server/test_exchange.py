@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import re
 import select
 import socket
 import time
@@ -500,3 +501,25 @@ def test_str_and_int_subclasses_in_a_response_are_written_as_their_values(
     assert answer.status == 200
     assert answer.header("Content-Type") == "application/json"
     assert answer.body == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("before", "statuses"),
+    [
+        (b"", [b"400"]),
+        (b"POST /eof.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", [b"200", b"400"]),
+        (get("/hello.txt", extra=b"Content-Length: 0\r\n"), [b"200", b"400"]),  # via h11
+    ],
+    ids=["alone", "after-post", "after-h11-get"],
+)
+def test_a_cr_then_end_of_stream_is_answered_at_once(
+    server: Server, before: bytes, statuses: list[bytes]
+) -> None:
+    """A CR with no LF to come (the client closed) is a bad request line, not an empty line to
+    wait for: answered and closed at once, not at the keep-alive timeout."""
+    with connect(server) as sock:
+        sock.settimeout(3)  # far below the keep-alive timeout
+        sock.sendall(before + b"\r")
+        sock.shutdown(socket.SHUT_WR)
+        raw = recv_until_closed(sock)
+    assert re.findall(rb"^HTTP/1\.1 (\d{3}) ", raw, re.MULTILINE) == statuses
