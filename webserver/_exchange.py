@@ -40,7 +40,7 @@ from ._fastpath import PlainRequest, parse_plain_request, plain_response_head
 from .accesslog import format_access_line
 from .config import ServerConfig
 from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
-from .framing import HeadLimits, check_request_head, find_head_end
+from .framing import HeadLimits, check_head_prefix, check_request_head, find_head_end
 from .headers import Headers
 from .httpdate import http_date_now
 from .paths import decode_path, split_target
@@ -157,6 +157,8 @@ def _loop(ex: _Exchange) -> Outcome:
                 conn.engage_h11()
             elif conn.eof or len(inbuf) > ex.limits.max_head_size:
                 conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
+            elif _head_prefix_refused(inbuf, conn.inbuf_scanned, ex.limits):
+                conn.engage_h11()  # framing hook: h11 mode answers it (_check_pending_head)
             else:
                 conn.inbuf_scanned = max(0, len(inbuf) - 2)
                 lone_cr = inbuf == b"\r"  # perhaps the start of another empty line
@@ -254,10 +256,18 @@ def _check_pending_head(pending: bytes, limits: HeadLimits) -> bool:
     """Check the next request head in ``pending``; True if it has not fully arrived yet."""
     end = find_head_end(pending)
     if end < 0:
-        if len(pending) > limits.max_head_size:
-            raise HTTPError("request head too large", status=431, close=True)
+        check_head_prefix(pending, 0, limits)  # framing hook: refused at its first bad byte
         return True
     check_request_head(pending[:end], limits)
+    return False
+
+
+def _head_prefix_refused(inbuf: bytearray, checked: int, limits: HeadLimits) -> bool:
+    """True if the head arriving in ``inbuf`` is already invalid (framing hook)."""
+    try:
+        check_head_prefix(inbuf, checked, limits)
+    except HTTPError:
+        return True
     return False
 
 

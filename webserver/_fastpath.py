@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._authority import valid_host
 from .framing import HeadLimits
 
 _NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
@@ -81,6 +82,8 @@ def parse_plain_request(head: bytes, limits: HeadLimits) -> PlainRequest | None:
     for name, value in fields:
         if name == "host":
             hosts += 1
+            if not valid_host(value):
+                return None  # the strict checks answer 400
         elif name == "connection":
             tokens = {token.strip(" \t").lower() for token in value.split(",")}
             if "upgrade" in tokens:
