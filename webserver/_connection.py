@@ -25,6 +25,8 @@ from typing import Any, cast
 
 import h11
 
+from ._chunked import ChunkedBodyCheck, feed_body_check
+
 #: Bytes asked of the kernel per ``recv``: large enough for a pipelined burst of small requests.
 RECV_SIZE = 64 * 1024
 #: Largest piece handed to one ``sendfile`` call (the kernel caps a call near 2 GiB anyway).
@@ -59,6 +61,7 @@ class Connection:
         "_max_head_size",
         "_out",
         "_out_size",
+        "body_check",
         "client",
         "deadline",
         "eof",
@@ -113,6 +116,8 @@ class Connection:
         self.lock = threading.Lock()
         #: ``time.monotonic()`` when a worker last took the connection (to spot stuck workers).
         self.turn_started = 0.0
+        #: The framing check of a chunked request body being received (see _chunked.py).
+        self.body_check: ChunkedBodyCheck | None = None
 
     def set_timeouts(self, seconds: float) -> None:
         """Kernel-side send and receive timeouts on a blocking socket.
@@ -146,6 +151,8 @@ class Connection:
                 raise TimeoutError("no data within the socket timeout") from None
             raise
         if self.h11_engaged:
+            if self.body_check is not None:  # framing hook: h11 reads only checked chunk lines
+                self.body_check = feed_body_check(self.body_check, data)
             self.h11.receive_data(data)
         elif data:
             self.inbuf += data

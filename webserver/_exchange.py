@@ -35,6 +35,7 @@ from typing import BinaryIO, cast
 
 import h11
 
+from ._chunked import BodyFramingError, start_body_check
 from ._connection import Connection
 from ._fastpath import PlainRequest, parse_plain_request, plain_response_head
 from .accesslog import format_access_line
@@ -197,6 +198,12 @@ def _loop(ex: _Exchange) -> Outcome:
             # ConnectionClosed, or PAUSED after a close-delimited exchange.
             return Outcome.CLOSE
         conn.head_started = None
+        try:  # framing hook: a chunked body is checked before h11 reads any of it
+            conn.body_check = start_body_check(event.headers, conn.h11.trailing_data[0], ex.limits)
+        except BodyFramingError as exc:
+            conn.linger = True
+            _send_error(ex, exc.status, exc.detail)
+            return Outcome.CLOSE
         if not _answer(ex, event):
             return Outcome.CLOSE
         conn.requests += 1
@@ -398,7 +405,11 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
         return False
     response, close = result
     if not close:
-        close = not _finish_body(ex, body)
+        try:
+            close = not _finish_body(ex, body)
+        except BodyFramingError as exc:  # framing hook: a bad unread body is a 400, as in nginx
+            response.close_body()
+            response, close = Response.error(exc.status, exc.detail), True
     if ex.stopping() or ex.conn.requests + 1 >= ex.config.max_requests_per_connection:
         close = True
 
@@ -549,6 +560,8 @@ def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
         while body.received <= DRAIN_LIMIT:
             if not body.read_chunk():
                 return True
+    except BodyFramingError:
+        raise
     except (HTTPError, ClientDisconnected):
         return False
     return False
