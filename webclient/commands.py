@@ -7,6 +7,7 @@ Unicode spaces belong to the field; a UTF-8 byte order mark at the start of a fi
     method    = "GET" | "POST"                  (any letter case)
     file-name = path with or without a leading "/", optionally "?query"
     host      = DNS name | IPv4 address | "[" IPv6 address "]"
+                (not all digits; IPv4 only as a dotted quad, e.g. not "127.1" or "0x7f.0.0.1")
     port      = 1*5DIGIT | "(" 1*5DIGIT ")"     (1..65535, default 80)
 
 Rules: every invalid line is reported with its line number, not just the first, and a file with any
@@ -32,6 +33,8 @@ INDEX_NAME = "index.html"
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+#: A last label that makes resolvers read the host as a number (decimal, octal or hex).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _PORT = re.compile(r"^\(?([0-9]+)\)?$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 #: Characters a request target may carry as they are (RFC 3986 pchar, "/" and "?"); the rest are
@@ -145,6 +148,15 @@ def _parse_host(text: str) -> str:
         raise _InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
     if len(text) > 253 or not _HOSTNAME.match(text):
         raise _InvalidLine(f"not a host name: {text!r}")
+    if _NUMERIC_LABEL.fullmatch(text.rstrip(".").rpartition(".")[2]):
+        # Resolvers read "2130706433", "0x7f.1" or "127.1" as IPv4 addresses (inet_aton): only
+        # the dotted quad, which means the same to every program, is taken as one.
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise _InvalidLine(
+                f"not an IPv4 address: {text!r} (write four numbers 0-255, like 127.0.0.1)"
+            ) from None
     return text.lower()
 
 
@@ -191,6 +203,11 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
     if len(fields) > 4:
         raise _InvalidLine(f"unexpected text after the port: {' '.join(fields[4:])!r}")
     path = _parse_path(fields[1])
+    if fields[2].isdigit():
+        raise _InvalidLine(
+            f"{fields[2]!r} is a number, not a host: is the host missing?"
+            f" (write: {method} {fields[1]} HOST {fields[2]})"
+        )
     host = _parse_host(fields[2])
     port = _parse_port(fields[3]) if len(fields) == 4 else DEFAULT_PORT
     return Command(method, path, host, port, line)

@@ -67,11 +67,23 @@ def test_blank_and_comment_lines_are_skipped(line: str) -> None:
         ("GET /a [nope] 80", "not an IPv6 address"),
         ("GET /a bad_host!name 80", "not a host name"),
         ("GET //evil.example/x host", "starts with '//'"),
+        (
+            "GET index.html 8080",
+            r"'8080' is a number, not a host: is the host missing\? "
+            r"\(write: GET index.html HOST 8080\)",
+        ),
+        ("GET /a 2130706433 80", "is a number, not a host"),
+        ("GET /a 0x7f.1 80", "not an IPv4 address: '0x7f.1' .write four numbers"),
+        ("GET /a 127.1 80", "not an IPv4 address"),
+        ("GET /a 127.0.0.010 80", "not an IPv4 address"),
+        ("GET /a 0x7f000001 80", "not an IPv4 address"),
+        ("GET /a example.0x1f 80", "not an IPv4 address"),
     ],
 )
 def test_invalid_lines_say_why(line: str, message: str) -> None:
     """Each kind of mistake is reported with a sentence naming it."""
-    with pytest.raises(_InvalidLine, match=message.replace("(", r"\(").replace("[", r"\[")):
+    pattern = message if "\\" in message else message.replace("(", r"\(").replace("[", r"\[")
+    with pytest.raises(_InvalidLine, match=pattern):
         _parse_line(line)
 
 
