@@ -586,7 +586,9 @@ class BatchRun:
         if response is None:
             return
         summary.bytes_received += response.bytes_received
-        summary.bytes_sent += response.bytes_sent
+        if outcome.ok:
+            # A refused upload sent nothing the server kept, whatever reached its socket.
+            summary.bytes_sent += response.bytes_sent
         if response.method == "GET":
             if response.cache_status is CacheStatus.HIT:
                 summary.hits += 1

@@ -91,6 +91,7 @@ class WireRequest:
         "_request",
         "body",
         "body_length",
+        "body_sent",
         "headers",
         "method",
         "on_sent",
@@ -111,6 +112,9 @@ class WireRequest:
         self.headers = headers
         self.body = body
         self.body_length = body_length
+        #: Body bytes written to the socket so far (fewer than ``body_length`` when the server
+        #: answered and closed before taking the whole body).
+        self.body_sent = 0
         #: Called with the number of body bytes just sent (for progress display).
         self.on_sent = on_sent
         #: What h11 made of this request, once asked (the fields above are not changed after).
@@ -374,6 +378,7 @@ class Connection:
 
     def _sent(self, request: WireRequest, count: int) -> None:
         self.bytes_sent += count
+        request.body_sent += count
         if request.on_sent is not None:
             request.on_sent(count)
 

@@ -75,7 +75,8 @@ class Response:
     body_size: int = 0
     #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
     bytes_received: int = 0
-    #: Body bytes uploaded.
+    #: Body bytes uploaded: those written before the response came (a server that refuses an
+    #: upload and closes stops it short).
     bytes_sent: int = 0
 
     @property
@@ -564,7 +565,7 @@ class _Exchange:
             reason=head.reason,
             headers=tuple(head.headers),
             cache_status=CacheStatus.MISS if uses_cache else CacheStatus.BYPASS,
-            bytes_sent=self.wire.body_length,
+            bytes_sent=self.wire.body_sent,
         )
         writer = None
         if cache is not None and cache.wants(method, head.status, head.headers, self.headers):

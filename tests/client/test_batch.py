@@ -171,6 +171,28 @@ def test_post_uploads_and_reports_location(
     assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
 
 
+def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, workdir: Path) -> None:
+    """An upload the server refuses before reading it (413, then close) adds nothing to the
+    summary's bytes sent; an accepted one adds its size."""
+    root = tmp_path / "uploads"
+    root.mkdir()
+    (workdir / "big.bin").write_bytes(b"x" * (2 * 1024 * 1024))
+    (workdir / "small.txt").write_bytes(b"a" * 100)
+
+    def setup(server: Server) -> None:
+        server.route("/", Uploads(root, max_size=1000), prefix=True)
+
+    server = Server(root=root, port=0, access_log=False, default_routes=False)
+    with running_server(server=server, setup=setup):
+        port = port_of(server)
+        result = run(
+            workdir, [f"POST big.bin 127.0.0.1 {port}", f"POST small.txt 127.0.0.1 {port}"]
+        )
+    assert result.exit_code == 1
+    assert "413" in result.stderr
+    assert re.search(r"1 ok, 1 failed; \d+ bytes received, 100 bytes sent", result.stderr)
+
+
 def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], workdir: Path) -> None:
     """In one file, GET, POST, GET: the second GET is not served from the cache."""
     server, handler = origin
