@@ -1,16 +1,17 @@
 """Running a parsed command file: requests through the client, bodies to files, a report.
 
-Rules: GET bodies are saved under the output folder at the command's file name, through a
-temporary file renamed into place once complete, and only for 2xx answers; a failed download
-leaves neither its temporary file nor the folders created for it (when empty); a name that
-resolves outside the output folder is refused before anything is sent; POST bodies are read from
-the file-name relative to the current directory and streamed; a local name the system refuses is
-one error line; one failed command never stops the others; reports go to stderr in command-file
+Rules: GET bodies are saved under the output folder at the command's file name, through a temporary
+file renamed into place once complete, and only for 2xx answers; a failed download leaves neither
+its temporary file nor the folders created for it (when empty); a name that resolves outside the
+output folder is refused before anything is sent; POST bodies are read from the file-name relative
+to the current directory and streamed, and only from inside the upload root (the command file's
+folder unless ``--upload-root`` names another), symlinks resolved; a local name the system refuses
+is one error line; one failed command never stops the others; reports go to stderr in command-file
 order whatever order the work finished in, bodies to stdout (binary bodies are not written to a
-terminal). Commands saving to one file behave as if run one after the other in command-file
-order: their complete bodies wait in their temporary files and are renamed into place in that
-order, so each prints its own body and the last successful one is the file left. When stdout or
-stderr is closed by its reader, the run stops quietly (nothing more is sent or reported).
+terminal). Commands saving to one file behave as if run one after the other in command-file order:
+their complete bodies wait in their temporary files and are renamed into place in that order, so
+each prints its own body and the last successful one is the file left. When stdout or stderr is
+closed by its reader, the run stops quietly (nothing more is sent or reported).
 """
 
 from __future__ import annotations
@@ -392,8 +393,12 @@ class BatchRun:
         parallel: int = 1,
         progress: bool = False,
         stdout_is_tty: bool = False,
+        upload_root: Path | None = None,
     ) -> None:
         self.client = client
+        #: POST reads only files inside this folder (symlinks resolved); None: anywhere.
+        self.upload_root = upload_root
+        self._upload_real: Path | None = None
         self.commands = list(commands)
         self.out_dir = out_dir
         self.stdout = stdout
@@ -475,11 +480,30 @@ class BatchRun:
                 raise LocalFileError(f"cannot read {local}: {exc.strerror or exc}") from exc
             if not usable:
                 raise LocalFileError(f"no such file to upload: {local}")
+            body = self._uploadable(local)
             return Request(
-                "POST", command.url, body=local, on_sent=self._upload_progress(command, local)
+                "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
         self._destinations[index] = self._destination(command.local_name)
         return Request("GET", command.url, sink=self._sink_factory(index, command))
+
+    def _uploadable(self, local: Path) -> Path:
+        """The real path of a file to upload; UnsafePathError when it is outside the upload
+        root. The real path is what is read, so a symlink changed later is not followed."""
+        if self.upload_root is None:
+            return local
+        try:
+            if self._upload_real is None:
+                self._upload_real = self.upload_root.resolve()
+            real = local.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symlinks (3.11)
+            raise LocalFileError(f"cannot read {local}: {exc}") from exc
+        if not real.is_relative_to(self._upload_real):
+            raise UnsafePathError(
+                f"refusing to upload {local}: it is outside {self.upload_root}"
+                " (allow its folder with --upload-root)"
+            )
+        return real
 
     def _upload_progress(self, command: Command, local: Path) -> Callable[[int], None] | None:
         try:

@@ -171,6 +171,35 @@ def test_post_uploads_and_reports_location(
     assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
 
 
+def test_uploads_from_outside_the_command_files_folder_are_refused(
+    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+) -> None:
+    """POST reads only files inside the command file's folder (symlinks resolved): "../x" and a
+    link pointing out are refused before anything is sent; --upload-root allows another folder."""
+    server, handler = origin
+    handler.script("/secret.txt", (201, [], b""))
+    handler.script("/link.txt", (201, [], b""))
+    handler.script("/mine.txt", (201, [], b""))
+    port = port_of(server)
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    (workdir / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (workdir / "mine.txt").write_bytes(b"mine")
+    lines = [
+        f"POST ../secret.txt 127.0.0.1 {port}",
+        f"POST link.txt 127.0.0.1 {port}",
+        f"POST mine.txt 127.0.0.1 {port}",
+    ]
+    result = run(workdir, lines)
+    assert result.exit_code == 1
+    assert result.stderr.count("refusing to upload") == 2
+    assert "it is outside . (allow its folder with --upload-root)" in result.stderr
+    assert [(s.path, s.body) for s in handler.seen] == [("/mine.txt", b"mine")]
+    handler.seen.clear()
+    result = run(workdir, lines[1:], "--upload-root", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [s.body for s in handler.seen] == [b"secret", b"mine"]
+
+
 def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, workdir: Path) -> None:
     """An upload the server refuses before reading it (413, then close) adds nothing to the
     summary's bytes sent; an accepted one adds its size."""
