@@ -191,15 +191,45 @@ class CreatedFolders:
     ``root`` are opened for writing: component by component, never through a symbolic link.
 
     ``root`` is the resolved output folder (``None``: the file system root). Names were checked
-    against it before the request was sent; opening each folder with ``O_NOFOLLOW`` relative to
-    its parent makes sure that a folder swapped for a symlink since then is refused rather than
-    followed out of ``root``.
+    against it before the request was sent; ``root`` is opened once and held until
+    :meth:`close`, and each folder under it is opened with ``O_NOFOLLOW`` relative to its
+    parent, so a folder swapped for a symlink since then is refused rather than followed out of
+    ``root``. ``root`` itself is not removed while held: when this run created it, :meth:`close`
+    removes it if it is still empty.
     """
 
     def __init__(self, root: str | None = None) -> None:
         self._lock = threading.Lock()
         self._names: set[str] = set()
         self.root = (root or "/").rstrip("/") or "/"
+        self._root_fd: int | None = None
+
+    def close(self) -> None:
+        """Let go of ``root``; remove it (and its parents) if this run created them and they
+        are empty."""
+        with self._lock:
+            fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)
+        self._remove_created(self.root, stop=None)
+
+    def hold(self) -> None:
+        """Open ``root`` now if it exists, so that what later happens to its path (renamed,
+        replaced by a symlink) does not change where bodies go."""
+        with self._lock:
+            if self._root_fd is None:
+                with contextlib.suppress(OSError):
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+
+    def _root(self) -> int:
+        with self._lock:
+            if self._root_fd is None:
+                try:
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+                except FileNotFoundError:
+                    self._make(self.root)
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+            return self._root_fd
 
     def open(self, folder: str) -> int:
         """A descriptor of ``folder`` (absolute, under :attr:`root`), creating missing folders.
@@ -214,11 +244,7 @@ class CreatedFolders:
             parts = folder[len(root) :].strip("/").split("/")
         else:
             raise UnsafePathError(f"refusing to write in {folder}: it is outside {root}")
-        try:
-            fd = os.open(root, _O_FOLDER)
-        except FileNotFoundError:
-            self.make(root)
-            fd = os.open(root, _O_FOLDER)
+        fd = os.dup(self._root())  # (closed by the caller, like the folders below)
         current = root.rstrip("/")
         try:
             for part in parts:
@@ -251,8 +277,9 @@ class CreatedFolders:
                 raise
         raise FileNotFoundError(errno.ENOENT, "removed while being created", path)
 
-    def make(self, folder: str) -> None:
-        """Create ``folder`` and its missing parents, remembering each one created here."""
+    def _make(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents, remembering each one created here (the
+        caller holds the lock)."""
         missing: list[str] = []
         current = folder
         while not os.path.isdir(current):
@@ -261,22 +288,24 @@ class CreatedFolders:
             if parent == current:
                 break
             current = parent
-        with self._lock:
-            for name in reversed(missing):
-                try:
-                    os.mkdir(name)
-                except FileExistsError:
-                    continue  # made meanwhile by another download of the run
-                self._names.add(name)
+        for name in reversed(missing):
+            try:
+                os.mkdir(name)
+            except FileExistsError:
+                continue  # made meanwhile by another process
+            self._names.add(name)
 
     def remove_empty(self, folder: str) -> None:
-        """Remove the folders this run created among ``folder`` and its parents, deepest first,
-        as long as they are empty."""
+        """Remove the folders this run created among ``folder`` and its parents below ``root``,
+        deepest first, as long as they are empty."""
+        self._remove_created(folder, stop=self.root)
+
+    def _remove_created(self, folder: str, *, stop: str | None) -> None:
         with self._lock:
             if not self._names:
                 return
             current = folder
-            while True:
+            while current != stop:
                 if current in self._names:
                     try:
                         os.rmdir(current)
@@ -316,6 +345,8 @@ class OutputFile:
     ) -> None:
         self.path = path
         self._on_write = on_write
+        #: Folders of this file alone (none given): let go of when the file is done.
+        self._own_folders = folders is None
         self._folders = folders if folders is not None else CreatedFolders()
         self._deferred = deferred
         self._folder = os.path.dirname(path)
@@ -337,6 +368,8 @@ class OutputFile:
             if self._folder_fd >= 0:
                 os.close(self._folder_fd)
             self._folders.remove_empty(self._folder)
+            if self._own_folders:
+                self._folders.close()
             if isinstance(exc, UnsafePathError):
                 raise UnsafePathError(f"cannot write {path}: {exc}") from exc
             raise LocalFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -396,13 +429,15 @@ class OutputFile:
             return
         with contextlib.suppress(OSError):
             os.unlink(self._temp, dir_fd=self._folder_fd)
-        self._release_folder()
         self._folders.remove_empty(self._folder)
+        self._release_folder()
 
     def _release_folder(self) -> None:
         fd, self._folder_fd = self._folder_fd, -1
         if fd >= 0:
             os.close(fd)
+        if self._own_folders:
+            self._folders.close()
 
 
 def is_binary(content_type: str | None, sample: bytes) -> bool:
@@ -604,6 +639,8 @@ class BatchRun:
         counts = Counter(self._destinations.values())
         self._shared = {path for path, count in counts.items() if count > 1}
         self._folders = CreatedFolders(self._destination.root)
+        if self._destinations:
+            self._folders.hold()
         self._remove_stale_temps({os.path.dirname(path) for path in counts})
         for index, outcome in failed:
             self._complete(index, outcome)
@@ -622,6 +659,7 @@ class BatchRun:
                 waiting, self._deferred = list(self._deferred.values()), {}
             for file in waiting:
                 file.abort()
+            self._folders.close()
         self.summary.elapsed = time.monotonic() - started
         if not self.quiet and not self.stop.is_set():
             self._write_stderr(f"summary: {self.summary.line()}\n")

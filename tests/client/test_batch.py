@@ -669,8 +669,7 @@ def test_folder_swapped_for_a_symlink_mid_run_is_not_followed(
     elsewhere.mkdir()
 
     def swap_then_answer(request: Request) -> Response:
-        (out / "sub").rename(out / "sub-moved")
-        (out / "sub").symlink_to(elsewhere)
+        _swap_for_symlink(out / "sub", elsewhere)
         return Response(200, [], b"payload")
 
     handler.script("/sub/x.txt", swap_then_answer)
@@ -686,6 +685,52 @@ def test_folder_swapped_for_a_symlink_mid_run_is_not_followed(
     assert list(elsewhere.iterdir()) == []
     assert list((out / "sub-moved").iterdir()) == []
     assert (out / "ok.txt").read_bytes() == b"ok"
+
+
+def _swap_for_symlink(folder: Path, target: Path) -> None:
+    folder.rename(folder.with_name(folder.name + "-moved"))
+    folder.symlink_to(target)
+
+
+def test_out_swapped_for_a_symlink_mid_run_is_not_followed(
+    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+) -> None:
+    """--out itself is held open from the start of the run: replaced by a symlink while a
+    response is in flight, the body still goes into the folder it was (now renamed)."""
+    server, handler = origin
+    out = workdir / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def swap_then_answer(request: Request) -> Response:
+        _swap_for_symlink(out, elsewhere)
+        return Response(200, [], b"payload")
+
+    handler.script("/x.txt", swap_then_answer)
+    result = run(
+        workdir,
+        [f"GET x.txt 127.0.0.1 {port_of(server)}"],
+        *("--out", "out", "--no-print", "--no-cache"),
+    )
+    assert result.exit_code == 0, result.output
+    assert list(elsewhere.iterdir()) == []
+    assert (workdir / "out-moved" / "x.txt").read_bytes() == b"payload"
+
+
+def test_out_created_by_a_failed_run_is_removed(
+    bad_server: Callable[..., BadServer], workdir: Path
+) -> None:
+    """An output folder the run created for downloads that all failed is not left behind."""
+    truncated = next(case for case in BROKEN if case.name == "truncated body")
+    bad = bad_server(truncated.reply)
+    result = run(
+        workdir,
+        [f"GET a/b.txt 127.0.0.1 {bad.port}"],
+        *("--out", "new/out", "--no-cache", "--timeout", "2"),
+    )
+    assert result.exit_code == 1
+    assert not (workdir / "new").exists()
 
 
 def test_symlink_loops_fail_their_command_only(
