@@ -536,17 +536,21 @@ class Connection:
                     self._broken = True
                     raise ConnectionClosed(f"{self.where} closed the connection without answering")
                 inbuf += data
-        # h11 reads this response: it learns the request, then takes everything received.
+        self._hand_to_h11(request)
+        return None
+
+    def _hand_to_h11(self, request: WireRequest) -> None:
+        """h11 reads the next response: it learns the request, then takes everything received."""
         self._engaged = True
         reader = self._reader
         reader.send(request._for_reader or request.h11_request(framing=False))
         reader.send(_END)
+        inbuf = self._inbuf
         if inbuf:
             reader.receive_data(bytes(inbuf))
             inbuf.clear()
         if self._eof:
             reader.receive_data(b"")
-        return None
 
     def _plain_body(self) -> Iterator[bytes]:
         """The body of the plain response whose head was just read."""
