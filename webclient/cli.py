@@ -149,6 +149,11 @@ def main() -> None:
     show_default=True,
     help="Seconds to wait for a connection or for the server.",
 )
+@click.option(
+    "--upload-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder POST may read files from (default: the command file's folder).",
+)
 def batch(
     command_file: Path,
     out_dir: Path,
@@ -161,6 +166,7 @@ def batch(
     quiet: bool,
     no_print: bool,
     timeout: float,
+    upload_root: Path | None,
 ) -> None:
     """Run the GET and POST commands of COMMAND_FILE.
 
@@ -207,6 +213,7 @@ def batch(
             parallel=parallel,
             progress=stderr.isatty(),
             stdout_is_tty=stdout.isatty(),
+            upload_root=upload_root if upload_root is not None else command_file.parent,
         )
         summary = run.run()
     if run.stdout_closed or run.stderr_closed:

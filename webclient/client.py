@@ -75,7 +75,8 @@ class Response:
     body_size: int = 0
     #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
     bytes_received: int = 0
-    #: Body bytes uploaded.
+    #: Body bytes uploaded: those written before the response came (a server that refuses an
+    #: upload and closes stops it short).
     bytes_sent: int = 0
 
     @property
@@ -530,32 +531,42 @@ class _Exchange:
         self.wire = self.wire.replace(headers=headers)
         return self.wire
 
+    def _revalidated(
+        self,
+        cache: Cache,
+        lookup: Lookup,
+        head: ResponseHead,
+        body: Iterator[bytes],
+        response_time: float,
+    ) -> WireRequest | None:
+        """Serve the stored body a 304 confirmed; the request again unconditionally when the
+        304 cannot be applied."""
+        client = self.client
+        for _ in body:
+            pass
+        try:
+            fresh = cache.freshen(
+                lookup, head.headers, request_time=self.request_time, response_time=response_time
+            )
+        except CacheError as exc:
+            client.warn(f"cache update failed: {exc}")
+            fresh = None
+        served = (
+            client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
+            if fresh is not None
+            else None
+        )
+        if served is None:
+            return self._unconditional()
+        self._finish(served)
+        return None
+
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
         client, cache = self.client, self.client._cache
         response_time = client.clock()
         method = self.wire.method
         if head.status == 304 and self.lookup is not None and cache is not None:
-            for _ in body:
-                pass
-            try:
-                fresh = cache.freshen(
-                    self.lookup,
-                    head.headers,
-                    request_time=self.request_time,
-                    response_time=response_time,
-                )
-            except CacheError as exc:
-                client.warn(f"cache update failed: {exc}")
-                fresh = None
-            served = (
-                client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
-                if fresh is not None
-                else None
-            )
-            if served is None:
-                return self._unconditional()
-            self._finish(served)
-            return None
+            return self._revalidated(cache, self.lookup, head, body, response_time)
         uses_cache = cache is not None and method in ("GET", "HEAD")
         response = Response(
             method=method,
@@ -564,7 +575,7 @@ class _Exchange:
             reason=head.reason,
             headers=tuple(head.headers),
             cache_status=CacheStatus.MISS if uses_cache else CacheStatus.BYPASS,
-            bytes_sent=self.wire.body_length,
+            bytes_sent=self.wire.body_sent,
         )
         writer = None
         if cache is not None and cache.wants(method, head.status, head.headers, self.headers):
