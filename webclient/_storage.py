@@ -117,15 +117,23 @@ _SQLITE_FAULTS = {
 }
 
 
+_SQLITE_CANTOPEN = 14
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 def _fault(exc: BaseException) -> _Fault:
     """Classify an error, so that only real damage leads to a rebuild."""
     if isinstance(exc, OSError):
         if exc.errno in _FULL_ERRNOS:
             return _Fault.FULL
         return _Fault.READ_ONLY if exc.errno in _READ_ONLY_ERRNOS else _Fault.OTHER
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return _SQLITE_FAULTS.get(code & 0xFF, _Fault.OTHER)
+    code = _sqlite_code(exc)
+    if code is not None:
+        return _SQLITE_FAULTS.get(code, _Fault.OTHER)
     text = str(exc)
     if "locked" in text or "busy" in text:
         return _Fault.BUSY
@@ -543,7 +551,10 @@ class Storage:
         if fault is _Fault.BUSY:
             # Another process holds it: that is no damage, and rebuilding would wreck it.
             raise CacheError(f"the cache index in {self.folder} is busy: {exc}") from exc
-        if fault in (_Fault.READ_ONLY, _Fault.FULL):
+        if fault in (_Fault.READ_ONLY, _Fault.FULL) or (
+            # An index in a folder where its journal or shared-memory file cannot be created.
+            _sqlite_code(exc) == _SQLITE_CANTOPEN and (self.folder / INDEX_NAME).is_file()
+        ):
             return self._connect_read_only(exc)
         raise CacheError(f"cannot open the cache index in {self.folder}: {exc}") from exc
 

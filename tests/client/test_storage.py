@@ -444,7 +444,7 @@ def test_full_index_stores_nothing_and_keeps_entries(tmp_path: Path) -> None:
         (13, "read-only"),  # SQLITE_FULL
         (8, "read-only"),  # SQLITE_READONLY
         (10, "unavailable"),  # SQLITE_IOERR
-        (14, "unavailable"),  # SQLITE_CANTOPEN
+        (14, "read-only"),  # SQLITE_CANTOPEN: its journal cannot be made beside it
         (26, "rebuilt"),  # SQLITE_NOTADB
         (11, "rebuilt"),  # SQLITE_CORRUPT
     ],
@@ -453,8 +453,9 @@ def test_only_damage_rebuilds_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, outcome: str
 ) -> None:
     """An index that cannot be opened for writing is rebuilt only when SQLite says it is
-    damaged; a full or read-only disk keeps every entry (used read-only), another failure
-    leaves the files alone and works without the cache."""
+    damaged; a full or read-only disk, or a folder where SQLite cannot make its journal,
+    keeps every entry (used read-only); another failure leaves the files alone and works
+    without the cache."""
     folder = tmp_path / "c"
     storage = Storage(folder)
     put(storage, "k", b"body")
