@@ -117,7 +117,8 @@ _SQLITE_FAULTS = {
 }
 
 
-_SQLITE_CANTOPEN = 14
+#: SQLITE_IOERR, SQLITE_CANTOPEN.
+_SQLITE_TRY_READING = frozenset({10, 14})
 
 
 def _sqlite_code(exc: BaseException) -> int | None:
@@ -263,6 +264,14 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has no block left (for a clearer warning)."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _remove_if_abandoned(item: os.DirEntry[str], now: float) -> None:
@@ -552,8 +561,9 @@ class Storage:
             # Another process holds it: that is no damage, and rebuilding would wreck it.
             raise CacheError(f"the cache index in {self.folder} is busy: {exc}") from exc
         if fault in (_Fault.READ_ONLY, _Fault.FULL) or (
-            # An index in a folder where its journal or shared-memory file cannot be created.
-            _sqlite_code(exc) == _SQLITE_CANTOPEN and (self.folder / INDEX_NAME).is_file()
+            # An existing index whose journal or shared-memory file cannot be created or grown
+            # (an unwritable folder, a full disk): reading it may still work.
+            _sqlite_code(exc) in _SQLITE_TRY_READING and (self.folder / INDEX_NAME).is_file()
         ):
             return self._connect_read_only(exc)
         raise CacheError(f"cannot open the cache index in {self.folder}: {exc}") from exc
@@ -601,7 +611,9 @@ class Storage:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:
-            db.execute("COMMIT")
+            # A failed read may have ended the transaction already; the error says why.
+            if db.in_transaction:
+                db.execute("COMMIT")
         if app_id == 0 and tables == 0:
             if not write:
                 return "has no index yet"
@@ -647,7 +659,7 @@ class Storage:
 
     def _become_read_only(self, cause: BaseException) -> None:
         self.read_only = True
-        if _fault(cause) is _Fault.FULL:
+        if _fault(cause) is _Fault.FULL or _disk_full(self.folder):
             reason = "its disk is full"
         else:
             reason = f"it cannot be written: {getattr(cause, 'strerror', None) or cause}"

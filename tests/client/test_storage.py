@@ -443,8 +443,9 @@ def test_full_index_stores_nothing_and_keeps_entries(tmp_path: Path) -> None:
     [
         (13, "read-only"),  # SQLITE_FULL
         (8, "read-only"),  # SQLITE_READONLY
-        (10, "unavailable"),  # SQLITE_IOERR
+        (10, "read-only"),  # SQLITE_IOERR: its shared-memory file cannot grow (a full disk)
         (14, "read-only"),  # SQLITE_CANTOPEN: its journal cannot be made beside it
+        (7, "unavailable"),  # SQLITE_NOMEM
         (26, "rebuilt"),  # SQLITE_NOTADB
         (11, "rebuilt"),  # SQLITE_CORRUPT
     ],
@@ -453,7 +454,7 @@ def test_only_damage_rebuilds_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, outcome: str
 ) -> None:
     """An index that cannot be opened for writing is rebuilt only when SQLite says it is
-    damaged; a full or read-only disk, or a folder where SQLite cannot make its journal,
+    damaged; a full or read-only disk, or an index whose journal cannot be made or grown,
     keeps every entry (used read-only); another failure leaves the files alone and works
     without the cache."""
     folder = tmp_path / "c"
