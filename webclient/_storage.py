@@ -325,7 +325,7 @@ class BodyWriter:
                     os.unlink(name)
             raise CacheError(f"cannot write to the cache folder: {exc}") from exc
         self.path = Path(name)
-        self._open = True
+        self._named = True
 
     @classmethod
     def refused(cls, fault: OSError) -> BodyWriter:
@@ -338,7 +338,7 @@ class BodyWriter:
         writer._hash = hashlib.sha256()
         writer._fd = None
         writer.path = Path(os.devnull)
-        writer._open = False
+        writer._named = False
         return writer
 
     def write(self, data: bytes) -> None:
@@ -376,9 +376,9 @@ class BodyWriter:
                 os.close(fd)
 
     def discard(self) -> None:
-        if self._open:
+        if self._named:
             # Unlinked before the lock goes, so no cleaner ever sees it unlocked.
-            self._open = False
+            self._named = False
             with contextlib.suppress(OSError):
                 self.path.unlink()
         self.release()
