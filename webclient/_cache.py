@@ -5,14 +5,17 @@ kept apart by their Vary request headers; a fresh response is served without the
 one only after a 304 for it, never otherwise (a private batch client has no reason to serve stale
 content); a 304 freshens the stored header fields; a successful unsafe request drops what is
 stored for its URL; bodies above the size limit are not kept and the least recently used entries
-are evicted to stay under it. The rules themselves are in :mod:`webclient._freshness`; this module
-applies them to :mod:`webclient._storage`.
+are evicted to stay under it. A stored body is served only when its file is the size recorded
+(and, with ``verify``, has the SHA-256 it is named by); otherwise its entry is dropped with a
+warning and the request is a miss. The rules themselves are in :mod:`webclient._freshness`;
+this module applies them to :mod:`webclient._storage`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,9 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _freshness as freshness
 from ._freshness import HeaderList
 from ._status import CacheStatus
+from .errors import CacheError
 
 if TYPE_CHECKING:
-    from ._storage import BodyWriter, CacheInfo, Entry
+    from ._storage import BodyWriter, CacheInfo, CheckReport, Entry
 
 Clock = Callable[[], float]
 
@@ -73,11 +77,14 @@ class Cache:
         max_size: int,
         clock: Clock = time.time,
         warn: Callable[[str], None] | None = None,
+        verify: bool = False,
     ) -> None:
         from ._storage import Storage
 
         self.max_size = max_size
         self.clock = clock
+        #: Hash every stored body before serving it, not only check its size.
+        self.verify = verify
         self.storage = Storage(folder, warn=warn)
 
     @contextlib.contextmanager
@@ -102,8 +109,9 @@ class Cache:
         for entry in self.storage.entries(cache_key(url)):
             if not freshness.vary_matches(entry.vary, request_headers):
                 continue
-            if not self.storage.body_ok(entry):
-                self.storage.delete([entry.id])
+            problem = self.storage.body_problem(entry, verify=self.verify)
+            if problem is not None:
+                self.storage.drop_damaged(entry, problem)
                 continue
             age = freshness.current_age(entry.headers, entry.request_time, entry.response_time, now)
             fresh = freshness.is_fresh(
@@ -125,7 +133,13 @@ class Cache:
         file), and note the use."""
         entry = lookup.entry
         if entry.body_size <= SMALL_BODY:
-            body: BinaryIO | bytes = self.storage.read_body(entry)
+            data = self.storage.read_body(entry)
+            # Hashed again as read: the file may have changed since the lookup checked it.
+            if self.verify and hashlib.sha256(data).hexdigest() != entry.body_sha:
+                problem = "does not match its SHA-256 (it was changed on disk)"
+                self.storage.drop_damaged(entry, problem)
+                raise CacheError(f"a stored body {problem}")
+            body: BinaryIO | bytes = data
         else:
             body = self.storage.open_body(entry)
         self.storage.touch(entry.id, self.clock())
@@ -134,8 +148,11 @@ class Cache:
     def wants(
         self, method: str, status: int, headers: HeaderList, request_headers: HeaderList
     ) -> bool:
-        """Whether a response is worth storing: the RFC allows it and it can be reused."""
-        return freshness.is_storable(method, status, headers, request_headers)
+        """Whether a response is worth storing: the RFC allows it, it can be reused, and the
+        cache can be written."""
+        return not self.storage.read_only and freshness.is_storable(
+            method, status, headers, request_headers
+        )
 
     def begin(self) -> BodyWriter:
         """A writer for a body that will be stored once complete."""
@@ -153,8 +170,11 @@ class Cache:
         request_time: float,
         response_time: float,
     ) -> bool:
-        """Publish a complete response; False when it was not kept (too large)."""
+        """Publish a complete response; False when it was not kept (too large, or the disk
+        refused it: reported once by the storage)."""
         if body.dropped:
+            if body.fault is not None:
+                self.storage.write_failed(body.fault)
             body.discard()
             return False
         vary = freshness.vary_key(headers, request_headers)
@@ -164,7 +184,7 @@ class Cache:
         key = cache_key(url)
         body.finish()
         try:
-            self.storage.insert(
+            stored = self.storage.insert(
                 key=key,
                 vary=vary,
                 status=status,
@@ -180,8 +200,9 @@ class Cache:
             )
         finally:
             body.discard()
-        self.storage.evict(self.max_size)
-        return True
+        if stored:
+            self.storage.evict(self.max_size)
+        return stored
 
     def freshen(
         self,
@@ -230,6 +251,10 @@ class Cache:
 
     def clear(self) -> int:
         return self.storage.clear()
+
+    def check(self, *, verify: bool = True) -> CheckReport:
+        """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
+        return self.storage.check(verify=verify)
 
 
 #: Hop-by-hop and framing fields describe one transfer, not the stored response.

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from webclient import CacheStatus, Client, ClientConfig
-from webclient._cache import Cache
+from webclient._cache import SMALL_BODY, Cache
 from webclient._freshness import format_http_date
+from webclient.errors import CacheError
 from webserver import Request, Response, Server
 
 from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
@@ -468,3 +469,71 @@ def test_concurrent_clients_leave_no_orphan_body(
         assert len(_body_files(cache_dir)) == info.bodies == 1
     finally:
         other.close()
+
+
+# -- stored bodies are checked against their content address --------------------------------------
+
+
+@pytest.mark.parametrize("size", [100, SMALL_BODY + 1], ids=["small", "large"])
+@pytest.mark.parametrize(
+    ("damage", "verify", "served"),
+    [
+        ("truncated", False, False),
+        ("replaced", False, True),  # same size: found out only by its hash
+        ("replaced", True, False),
+        (None, True, True),
+    ],
+)
+def test_a_damaged_body_is_a_miss(
+    origin: tuple[Server, Origin],
+    cache_dir: Path,
+    clock: FakeClock,
+    size: int,
+    damage: str | None,
+    verify: bool,
+    served: bool,
+) -> None:
+    """A stored body is checked before it is served: by its size always, by its SHA-256 with
+    ``verify_cache``; one that fails is dropped with a warning and fetched again, never served."""
+    server, handler = origin
+    original, fresh = b"a" * size, b"b" * size
+    handler.script("/r", (200, [("Cache-Control", "max-age=600")], original))
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, verify_cache=verify)
+    with Client(config, clock=clock) as first:
+        assert first.get(server.url + "r").cache_status is CacheStatus.MISS
+    (body,) = _body_files(cache_dir)
+    if damage == "truncated":
+        body.write_bytes(original[:-1])
+    elif damage == "replaced":
+        body.write_bytes(b"X" + original[1:])
+    handler.script("/r", (200, [("Cache-Control", "max-age=600")], fresh))
+    with Client(config, clock=clock) as second:
+        again = second.get(server.url + "r")
+        warnings = second.warnings
+    if served:
+        assert again.cache_status is CacheStatus.HIT
+        assert len(handler.requests_to("/r")) == 1 and warnings == []
+        return
+    assert (again.cache_status, again.body) == (CacheStatus.MISS, fresh)
+    assert len(handler.requests_to("/r")) == 2
+    assert len(warnings) == 1 and "dropped its entry" in warnings[0]
+
+
+def test_a_body_changed_after_its_lookup_is_not_served(tmp_path: Path) -> None:
+    """With ``verify``, a small body is hashed again as it is read for serving: changed between
+    the lookup and the use, it is a CacheError (the client fetches instead) and its entry goes."""
+    warnings: list[str] = []
+    cache = Cache(tmp_path / "c", max_size=10**6, warn=warnings.append, verify=True)
+    try:
+        _store(cache, "http://example.org/r", b"stored body")
+        lookup = cache.lookup("http://example.org/r", [])
+        assert lookup is not None
+        (body,) = _body_files(tmp_path / "c")
+        body.write_bytes(b"STORED BODY")
+        with pytest.raises(CacheError, match="SHA-256"):
+            cache.use(lookup)
+        assert cache.lookup("http://example.org/r", []) is None
+        assert cache.info().entries == 0
+        assert len(warnings) == 1
+    finally:
+        cache.close()
