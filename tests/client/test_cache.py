@@ -519,12 +519,17 @@ def test_fields_named_in_connection_are_not_stored(
         ("max-age=1, no-cache", False),
     ],
 )
+@pytest.mark.parametrize("validator", [[("ETag", '"s"')], []], ids=["etag", "no-validator"])
 def test_stale_served_when_the_server_is_stopped(
-    cache_dir: Path, clock: FakeClock, cache_control: str, served: bool
+    cache_dir: Path,
+    clock: FakeClock,
+    cache_control: str,
+    served: bool,
+    validator: Headers,
 ) -> None:
     """A run after the server stopped gets the stored copy with a warning, unless forbidden."""
     handler = Origin()
-    handler.script("/s", (200, [("Cache-Control", cache_control), ("ETag", '"s"')], b"kept"))
+    handler.script("/s", (200, [("Cache-Control", cache_control), *validator], b"kept"))
     config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT)
     server = Server(root=cache_dir.parent, port=0, access_log=False, default_routes=False)
     with running_server(server=server, setup=lambda s: s.route("/", handler, prefix=True)) as srv:
