@@ -2,8 +2,9 @@
 
 Rules: only GET responses are stored, keyed by the full URL including the query, with variants
 kept apart by their Vary request headers; a fresh response is served without the network, a stale
-one only after a 304 for it, never otherwise (a private batch client has no reason to serve stale
-content); a 304 freshens the stored header fields; a successful unsafe request drops what is
+one after a 304 for it, or, with a warning, when the origin cannot be reached and no directive
+forbids it (RFC 9111 §4.2.4); a 304 freshens the stored header fields, or removes the entry when
+it brings ``no-store`` or ``Vary: *``; a successful unsafe request drops what is
 stored for its URL; bodies above the size limit are not kept and the least recently used entries
 are evicted to stay under it. A stored body is served only when its file is the size recorded
 (and, with ``verify``, has the SHA-256 it is named by); otherwise its entry is dropped with a
@@ -102,7 +103,8 @@ class Cache:
         self.storage.close()
 
     def lookup(self, url: str, request_headers: HeaderList) -> Lookup | None:
-        """The stored response that may answer this GET, if any; fresh or in need of a 304."""
+        """The stored response that may answer this GET, if any: fresh, in need of a 304, or
+        only usable if the origin cannot be reached."""
         if "no-store" in freshness.cache_control(request_headers):
             return None
         now = self.clock()
@@ -117,7 +119,15 @@ class Cache:
             fresh = freshness.is_fresh(
                 entry.status, entry.headers, entry.request_time, entry.response_time, now
             ) and freshness.request_allows_stored(request_headers, age)
-            if not fresh and not freshness.has_validator(entry.headers):
+            if not (fresh or freshness.has_validator(entry.headers)) and not (
+                freshness.may_serve_stale_on_error(  # kept for an unreachable origin (§4.2.4)
+                    entry.headers,
+                    request_headers,
+                    age,
+                    status=entry.status,
+                    response_time=entry.response_time,
+                )
+            ):
                 return None
             return Lookup(entry, fresh, age)
         return None
@@ -189,7 +199,7 @@ class Cache:
                 vary=vary,
                 status=status,
                 reason=reason,
-                headers=[(n, v) for n, v in headers if n.lower() not in _NOT_STORED],
+                headers=freshness.stored_fields(headers),  # RFC 9111 §3.1: no hop-by-hop fields
                 body=body,
                 request_time=request_time,
                 response_time=response_time,
@@ -212,9 +222,13 @@ class Cache:
         request_time: float,
         response_time: float,
     ) -> Lookup | None:
-        """Apply a 304 to the stored response; None when the 304 is about another one."""
+        """Apply a 304 to the stored response; None when the 304 is about another one, or when
+        it removed the stored response (RFC 9111 §4.3.4: it brought ``no-store`` or ``Vary: *``)."""
         entry = lookup.entry
         if not freshness.validator_matches(entry.headers, not_modified):
+            return None
+        if freshness.not_modified_evicts(not_modified):  # RFC 9111 §4.3.4
+            self.storage.delete([entry.id])
             return None
         headers = freshness.updated_headers(entry.headers, not_modified)
         self.storage.update(
@@ -256,6 +270,3 @@ class Cache:
         """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
         return self.storage.check(verify=verify)
 
-
-#: Hop-by-hop and framing fields describe one transfer, not the stored response.
-_NOT_STORED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})

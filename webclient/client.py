@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 
 from ._cache import Cache, Clock, Lookup, cache_key
 from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
-from ._freshness import header_value
+from ._freshness import HeaderList, current_age, header_value, may_serve_stale_on_error
 from ._pipeline import Lane
 from ._pool import ConnectionPool
 from ._status import CacheStatus
 from .commands import encode_target
 from .config import ClientConfig
-from .errors import CacheError, InvalidURL, LocalFileError, WebClientError
+from .errors import CacheError, InvalidURL, LocalFileError, TransportError, WebClientError
 
 if TYPE_CHECKING:
     from ._storage import CacheInfo
@@ -363,6 +363,27 @@ class Client:
             self.warn(f"cache lookup failed, fetching instead: {exc}")
             return None
 
+    def _stale_on_error(
+        self, request: Request, headers: HeaderList, lookup: Lookup | None, error: WebClientError
+    ) -> Result | None:
+        """The stored response, stale, for a request whose server could not be reached, when
+        RFC 9111 §4.2.4 allows it (said in a warning); None when it does not."""
+        if self._cache is None or lookup is None or not isinstance(error, TransportError):
+            return None
+        entry = lookup.entry
+        age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
+        if not may_serve_stale_on_error(
+            entry.headers, headers, age, status=entry.status, response_time=entry.response_time
+        ):
+            return None
+        try:
+            served = self._serve_stored(request, Lookup(entry, False, age), CacheStatus.STALE)
+        except WebClientError as exc:
+            return exc
+        if served is not None:
+            self.warn(f"{request.url}: {error}; served the stored copy ({int(age)} s old)")
+        return served
+
     def _serve_stored(
         self, request: Request, lookup: Lookup, status: CacheStatus
     ) -> Response | None:
@@ -522,7 +543,9 @@ class _Exchange:
         self.record(self.index, result)
 
     def fail(self, error: WebClientError) -> None:
-        self._finish(error)
+        # RFC 9111 §4.2.4: a stored response may answer, stale, when the server is unreachable.
+        stale = self.client._stale_on_error(self.request, self.headers, self.lookup, error)
+        self._finish(error if stale is None else stale)
 
     def _unconditional(self) -> WireRequest:
         """The request again without validators, when the 304 cannot be used."""
