@@ -83,6 +83,10 @@ class ServerConfig:
     #: Log one Common Log Format line per response to the ``webserver.access`` logger.
     access_log: bool = True
     server_name: str = "webserver"
+    #: A folder without index.html is answered with a listing of its entries (else 404).
+    listing: bool = True
+    #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
+    show_hidden: bool = False
 
     def __post_init__(self) -> None:
         root = Path(os.fspath(self.root)).expanduser()
