@@ -162,3 +162,15 @@ def test_cache_info_does_not_create_the_folder(tmp_path: Path) -> None:
     assert f"folder: {folder} (not created yet)" in result.output
     assert "responses: 0" in result.output
     assert not folder.exists()
+
+
+def test_python_m_webclient() -> None:
+    """`python -m webclient` runs the webclient command, like `python -m webserver`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "webclient", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 0 and "webclient, version" in result.stdout
