@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .accesslog import ACCESS_LOG_FORMATS
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRACE_PERIOD,
@@ -218,7 +219,14 @@ def main() -> None:
     "--access-log",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Append the access log (Common Log Format) to this file instead of stderr.",
+    help="Append the access log to this file instead of stderr.",
+)
+@click.option(
+    "--access-log-format",
+    type=click.Choice(ACCESS_LOG_FORMATS),
+    default="common",
+    show_default=True,
+    help="common (CLF), combined (adds Referer and User-Agent) or json (one object a line).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log requests.")
 def run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -259,3 +260,28 @@ def test_show_hidden_option(www: Path) -> None:
         "--port", "0", "--root", str(www), "--no-access-log", "--show-hidden"
     ) as (_, match):
         assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_access_log_format(www: Path, tmp_path: Path, fmt: str) -> None:
+    """--access-log-format combined/json logs the Referer and User-Agent of each request,
+    from plain GETs and from requests h11 parses alike."""
+    log = tmp_path / "access.log"
+    args = ["--port", "0", "--root", str(www), "--access-log", str(log)]
+    with webserver_process(*args, "--access-log-format", fmt) as (proc, match):
+        for method in ("GET", "POST"):
+            conn = http.client.HTTPConnection("127.0.0.1", int(match["port"]), timeout=NET_TIMEOUT)
+            headers = {"Referer": "http://r/", "User-Agent": "agent/1"}
+            conn.request(method, "/up.txt" if method == "POST" else "/hello.txt", b"x", headers)
+            conn.getresponse().read()
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(NET_TIMEOUT)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        if fmt == "json":
+            data = json.loads(line)
+            assert (data["referer"], data["user_agent"]) == ("http://r/", "agent/1")
+        else:
+            assert line.endswith('"http://r/" "agent/1"')
