@@ -517,3 +517,32 @@ class TestHidden:
             assert fetch(srv, "/.git/config")[0] == 200
             assert b'href=".git/"' in fetch(srv, "/")[2]
             assert fetch(srv, "/" + TEMP_PREFIX + "x")[0] == 404
+
+
+def test_ranged_responses_do_not_grow_memory_by_their_size(tmp_path: Path) -> None:
+    """A 48 MiB single range (sendfile from the offset) and a multipart response of two 24 MiB
+    ranges (read 64 KiB at a time) raise the server's peak memory by far less than their size."""
+    size = 64 << 20
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.bin").open("wb") as handle:
+        for _ in range(size >> 20):
+            handle.write(os.urandom(1 << 20))
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
+        conn = http.client.HTTPConnection("127.0.0.1", int(m["port"]), timeout=NET_TIMEOUT)
+        conn.request("GET", "/warm-up")
+        conn.getresponse().read()
+        before = peak_rss_kib(proc.pid)
+        received = []
+        for spec in (f"bytes={8 << 20}-{(56 << 20) - 1}", f"bytes=0-{(24 << 20) - 1},-{24 << 20}"):
+            conn.request("GET", "/big.bin", headers={"Range": spec})
+            response = conn.getresponse()
+            total = 0
+            while chunk := response.read(1 << 20):
+                total += len(chunk)
+            received.append((response.status, total))
+        conn.close()
+        after = peak_rss_kib(proc.pid)
+    assert received[0] == (206, 48 << 20)
+    assert received[1][0] == 206 and received[1][1] > 48 << 20
+    assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
