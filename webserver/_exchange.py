@@ -29,7 +29,7 @@ import enum
 import logging
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import BinaryIO, cast
 
@@ -392,9 +392,10 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
     """Answer one request h11 parsed; True when the connection may carry another."""
     started = time.time()
     body = RequestBody.empty()
+    headers = Headers()
 
     def build() -> Request:
-        nonlocal body
+        nonlocal body, headers
         headers = Headers.from_raw(event.headers)
         body = _request_body(ex.conn, headers)
         return _build_request(ex, event, headers, body)
@@ -419,7 +420,7 @@ def _answer(ex: _Exchange, event: h11.Request) -> bool:
 
     method = event.method.decode("latin-1")
     version = event.http_version.decode("latin-1")
-    return _respond(ex, response, close, method, target, version, started, deliver)
+    return _respond(ex, response, close, method, target, version, started, deliver, headers)
 
 
 def _plain_request(ex: _Exchange, plain: PlainRequest) -> Request:
@@ -454,7 +455,15 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
         return _deliver_plain(ex, response, head_size, close=close, head_only=head_only)
 
     return _respond(
-        ex, response, close, plain.method, plain.target, plain.http_version, started, deliver
+        ex,
+        response,
+        close,
+        plain.method,
+        plain.target,
+        plain.http_version,
+        started,
+        deliver,
+        plain.fields,
     )
 
 
@@ -471,6 +480,7 @@ def _respond(
     version: str,
     started: float,
     deliver: _Deliver,
+    fields: Iterable[tuple[str, str]] = (),
 ) -> bool:
     """Send a handler's response (a 500 instead if it cannot be written) and log it; True
     when the connection may carry another request."""
@@ -488,7 +498,7 @@ def _respond(
         return False
     finally:
         response.close_body()
-    _log_access(ex, method, target, version, response.status, sent, started)
+    _log_access(ex, method, target, version, response.status, sent, started, fields)
     return not close
 
 
@@ -708,8 +718,20 @@ def _log_access(
     status: int,
     size: int,
     started: float = 0.0,
+    fields: Iterable[tuple[str, str]] = (),
 ) -> None:
     if not ex.config.access_log or not access_log.isEnabledFor(logging.INFO):
         return
     request_line = "-" if method is None else f"{method} {target} HTTP/{version}"
-    access_log.info(format_access_line(ex.conn.client[0], request_line, status, size, started))
+    # The request's fields (lower-case names) give the combined and json formats their
+    # Referer and User-Agent.
+    line = format_access_line(
+        ex.conn.client[0],
+        request_line,
+        status,
+        size,
+        started,
+        fmt=ex.config.access_log_format,
+        fields=fields,
+    )
+    access_log.info(line)
