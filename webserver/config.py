@@ -6,6 +6,7 @@ frozen dataclass, so a setting can never change under a running server.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,6 +84,15 @@ class ServerConfig:
     #: Log one Common Log Format line per response to the ``webserver.access`` logger.
     access_log: bool = True
     server_name: str = "webserver"
+    #: Answer ``GET`` here with a cheap 200 for load balancers, and leave it out of the access log.
+    health: str | None = None
+    #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` or
+    #: ``Forwarded`` field names the client; from anyone else those fields are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    #: ``trusted_proxies`` parsed once, for the per-request check.
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         root = Path(os.fspath(self.root)).expanduser()
@@ -112,6 +122,20 @@ class ServerConfig:
                 f"server_name must be visible ASCII words separated by spaces,"
                 f" not {self.server_name!r}"
             )
+        if self.health is not None and not (
+            self.health.startswith("/") and _SERVER_NAME.fullmatch(self.health)
+        ):
+            raise ConfigError(f"health must be a path like /healthz, not {self.health!r}")
+        networks = []
+        for proxy in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(proxy, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"trusted proxy must be an IP address or network, not {proxy!r}"
+                ) from None
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        object.__setattr__(self, "trusted_networks", tuple(networks))
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""
