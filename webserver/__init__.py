@@ -34,6 +34,7 @@ from .server import Server
 from .static import StaticFiles
 from .uploads import Uploads
 from .workers import Supervisor
+from .wsgi import WSGIHandler
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "StaticFiles",
     "Supervisor",
     "Uploads",
+    "WSGIHandler",
     "WebServerError",
     "__version__",
     "parse_size",

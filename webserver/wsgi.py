@@ -192,6 +192,9 @@ class _Body:
     """A streamed response body: the bytes already produced, then the rest of the iterable;
     ``close()`` (called by the connection when done) closes the application's iterable."""
 
+    #: PEP 3333: a server must not delay any block; the connection flushes after each one.
+    flush_each_chunk = True
+
     def __init__(self, first: bytes, rest: Iterator[bytes], result: Iterable[bytes]) -> None:
         self._first = first
         self._rest = rest
@@ -326,6 +329,8 @@ class WSGIHandler(Handler):
             raise
 
     def _response(self, result: Iterable[bytes], start: _Start, stream: _Input) -> Response:
+        if stream.exceeded:
+            raise PayloadTooLarge(f"the body exceeds {self.max_upload} bytes", close=True)
         if isinstance(result, FileWrapper) and start.status is not None and not start.written:
             length = _file_length(result, start.headers)
             if length is not None:
@@ -333,6 +338,12 @@ class WSGIHandler(Handler):
                 return Response(start.status, start.headers, result.filelike, length)
         if isinstance(result, (bytes, str)):
             raise TypeError("a WSGI application returns an iterable of bytes, not one string")
+        if type(result) in (list, tuple) and start.status is not None:
+            # The common whole-body answer: one write, with Content-Length instead of chunks.
+            parts = [*start.written, *result]
+            if all(type(part) is bytes for part in parts):
+                start.committed = True
+                return Response(start.status, start.headers, b"".join(parts))
         chunks = iter(result)
         first = b""
         finished = True
