@@ -27,14 +27,16 @@ from .errors import (
 from .framing import HeadLimits
 from .handler import Handler
 from .headers import Headers
+from .mounting import Mount, MountError
 from .request import Request, RequestBody
+from .proxy import Health
 from .response import Response
 from .router import Router
 from .server import Server
 from .static import StaticFiles
 from .uploads import Uploads
 from .workers import Supervisor
-from .wsgi import WSGIHandler
+from .wsgi import FileWrapper, WSGIHandler
 
 __version__ = "0.1.0"
 
@@ -43,9 +45,13 @@ __all__ = [
     "ClientDisconnected",
     "ConfigError",
     "HTTPError",
+    "FileWrapper",
     "Handler",
     "HeadLimits",
     "Headers",
+    "Health",
+    "Mount",
+    "MountError",
     "NotFound",
     "PayloadTooLarge",
     "Request",

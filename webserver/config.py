@@ -49,6 +49,8 @@ DEFAULT_BACKLOG = 1024
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 #: What a Server header may say: visible ASCII words separated by single spaces.
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+#: A health-check path: visible ASCII after the slash, no query or fragment.
+_HEALTH_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 _UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
@@ -122,9 +124,7 @@ class ServerConfig:
                 f"server_name must be visible ASCII words separated by spaces,"
                 f" not {self.server_name!r}"
             )
-        if self.health is not None and not (
-            self.health.startswith("/") and _SERVER_NAME.fullmatch(self.health)
-        ):
+        if self.health is not None and not _HEALTH_PATH.fullmatch(self.health):
             raise ConfigError(f"health must be a path like /healthz, not {self.health!r}")
         networks = []
         for proxy in self.trusted_proxies:
