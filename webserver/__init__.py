@@ -28,8 +28,8 @@ from .framing import HeadLimits
 from .handler import Handler
 from .headers import Headers
 from .mounting import Mount, MountError
-from .request import Request, RequestBody
 from .proxy import Health
+from .request import Request, RequestBody
 from .response import Response
 from .router import Router
 from .server import Server
@@ -44,8 +44,8 @@ __all__ = [
     "BadRequest",
     "ClientDisconnected",
     "ConfigError",
-    "HTTPError",
     "FileWrapper",
+    "HTTPError",
     "Handler",
     "HeadLimits",
     "Headers",
