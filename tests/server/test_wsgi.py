@@ -419,3 +419,34 @@ def test_app_errors_are_logged_not_leaked(caplog: pytest.LogCaptureFixture) -> N
         status, _, body = request(server, "GET", "/app/")
     assert status == 500 and b"secret" not in body
     assert "secret detail" in caplog.text
+
+
+def test_exc_info_after_the_body_started_reraises_and_cuts_the_response() -> None:
+    """Once body bytes went out, start_response(..., exc_info) re-raises: the response is cut
+    off (no second head), and the iterable is still closed."""
+    closed = threading.Event()
+
+    class Late:
+        def __init__(self, start_response: StartResponse) -> None:
+            self.start_response = start_response
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"partial"
+            try:
+                raise ValueError("late failure")
+            except ValueError:
+                self.start_response("500 Internal Server Error", [], sys.exc_info())
+            yield b"never"
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Late(start_response)
+
+    with mounted(app) as server:
+        with pytest.raises(http.client.IncompleteRead) as caught:
+            request(server, "GET", "/app/")
+        assert caught.value.partial == b"partial"
+        assert closed.wait(NET_TIMEOUT)
