@@ -240,6 +240,24 @@ def _file_length(wrapper: FileWrapper, headers: list[tuple[str, str]]) -> int | 
     return length
 
 
+def _whole_response(result: Iterable[bytes], start: _Start) -> Response | None:
+    """A response needing no iteration: a wrapped regular file (sent with ``sendfile``) or a
+    list of bytes (one write, with Content-Length instead of chunks); else ``None``."""
+    if start.status is None:
+        return None
+    if isinstance(result, FileWrapper) and not start.written:
+        length = _file_length(result, start.headers)
+        if length is not None:
+            start.committed = True
+            return Response(start.status, start.headers, result.filelike, length)
+    if type(result) in (list, tuple):
+        parts = [*start.written, *result]
+        if all(type(part) is bytes for part in parts):
+            start.committed = True
+            return Response(start.status, start.headers, b"".join(parts))
+    return None
+
+
 class WSGIHandler(Handler):
     """Serve a WSGI application under ``prefix`` (``SCRIPT_NAME``), for every method.
 
@@ -331,19 +349,11 @@ class WSGIHandler(Handler):
     def _response(self, result: Iterable[bytes], start: _Start, stream: _Input) -> Response:
         if stream.exceeded:
             raise PayloadTooLarge(f"the body exceeds {self.max_upload} bytes", close=True)
-        if isinstance(result, FileWrapper) and start.status is not None and not start.written:
-            length = _file_length(result, start.headers)
-            if length is not None:
-                start.committed = True
-                return Response(start.status, start.headers, result.filelike, length)
         if isinstance(result, (bytes, str)):
             raise TypeError("a WSGI application returns an iterable of bytes, not one string")
-        if type(result) in (list, tuple) and start.status is not None:
-            # The common whole-body answer: one write, with Content-Length instead of chunks.
-            parts = [*start.written, *result]
-            if all(type(part) is bytes for part in parts):
-                start.committed = True
-                return Response(start.status, start.headers, b"".join(parts))
+        whole = _whole_response(result, start)
+        if whole is not None:
+            return whole
         chunks = iter(result)
         first = b""
         finished = True
