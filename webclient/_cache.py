@@ -269,4 +269,3 @@ class Cache:
     def check(self, *, verify: bool = True) -> CheckReport:
         """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
         return self.storage.check(verify=verify)
-

@@ -29,6 +29,8 @@ from .framing import HeadLimits
 from .handler import Handler
 from .headers import Headers
 from .listing import ListingEntry
+from .mounting import Mount, MountError
+from .proxy import Health
 from .request import Request, RequestBody
 from .response import Response
 from .router import Router
@@ -36,6 +38,7 @@ from .server import Server
 from .static import StaticFiles
 from .uploads import Uploads
 from .workers import Supervisor
+from .wsgi import FileWrapper, WSGIHandler
 
 __version__ = "0.1.0"
 
@@ -43,11 +46,15 @@ __all__ = [
     "BadRequest",
     "ClientDisconnected",
     "ConfigError",
+    "FileWrapper",
     "HTTPError",
     "Handler",
     "HeadLimits",
     "Headers",
+    "Health",
     "ListingEntry",
+    "Mount",
+    "MountError",
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
@@ -61,6 +68,7 @@ __all__ = [
     "StaticFiles",
     "Supervisor",
     "Uploads",
+    "WSGIHandler",
     "WebServerError",
     "__version__",
     "parse_size",

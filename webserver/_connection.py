@@ -249,10 +249,15 @@ class Connection:
     def send_body(self, chunks: Iterable[bytes]) -> int:
         """Send each chunk as body data; returns the number of bytes."""
         total = 0
+        # A body that asks for it (a WSGI response: PEP 3333 forbids delaying any block) goes
+        # out chunk by chunk rather than FLUSH_THRESHOLD at a time.
+        each = getattr(chunks, "flush_each_chunk", False) is True
         for chunk in chunks:
             if chunk:
                 total += len(chunk)
                 self.send(h11.Data(data=chunk))
+                if each:
+                    self.flush()
         return total
 
     def flush(self) -> None:

@@ -45,6 +45,7 @@ from .framing import HeadLimits, check_head_prefix, check_request_head, find_hea
 from .headers import Headers
 from .httpdate import http_date_now
 from .paths import decode_path, split_target
+from .proxy import client_address
 from .request import Request, RequestBody
 from .response import Response
 
@@ -79,7 +80,16 @@ class Outcome(enum.Enum):
 class _Exchange:
     """Per-connection context for one worker turn: the config, the app, and the stop signal."""
 
-    __slots__ = ("app", "config", "conn", "limits", "others_waiting", "server_name", "stopping")
+    __slots__ = (
+        "app",
+        "config",
+        "conn",
+        "limits",
+        "others_waiting",
+        "request",
+        "server_name",
+        "stopping",
+    )
 
     def __init__(
         self,
@@ -95,6 +105,8 @@ class _Exchange:
         self.stopping = stopping
         self.others_waiting = others_waiting
         self.server_name = config.server_name
+        #: The request being answered, for its access line (its client may be a forwarded one).
+        self.request: Request | None = None
         self.limits = HeadLimits(
             max_request_line=config.max_request_line,
             max_head_size=config.max_head_size,
@@ -371,8 +383,15 @@ def _call_app(
     ex: _Exchange, build: Callable[[], Request], target: str
 ) -> tuple[Response, bool] | None:
     """The handler's response and whether to close after it; ``None`` if the client left."""
+    ex.request = None
     try:
-        response = ex.app(build())
+        request = ex.request = build()
+        if ex.config.trusted_networks:  # behind a trusted reverse proxy: the real client
+            request.client = (
+                client_address(request.client[0], request.headers, ex.config.trusted_networks),
+                request.client[1],
+            )
+        response = ex.app(request)
         if not isinstance(response, Response) or isinstance(response.body, str):
             raise TypeError(
                 f"a handler must return a Response with a bytes, file or iterable body,"
@@ -722,11 +741,15 @@ def _log_access(
 ) -> None:
     if not ex.config.access_log or not access_log.isEnabledFor(logging.INFO):
         return
+    request = ex.request if method is not None else None
+    if request is not None and request.path == ex.config.health:
+        return  # a load balancer's checks every few seconds would drown the log
     request_line = "-" if method is None else f"{method} {target} HTTP/{version}"
+    client = (request or ex.conn).client[0]
     # The request's fields (lower-case names) give the combined and json formats their
     # Referer and User-Agent.
     line = format_access_line(
-        ex.conn.client[0],
+        client,
         request_line,
         status,
         size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -32,6 +33,16 @@ from .config import (
     parse_size,
 )
 from .errors import ConfigError
+from .mounting import (
+    ENTRY_POINT_GROUP,
+    Mount,
+    apply_mounts,
+    check_mounts,
+    handler_plugins,
+    load_app,
+    load_handler,
+    replaces_defaults,
+)
 from .server import Server, format_url, open_listener
 from .workers import Supervisor
 
@@ -229,11 +240,46 @@ def main() -> None:
     help="common (CLF), combined (adds Referer and User-Agent) or json (one object a line).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log requests.")
+@click.option(
+    "--handler",
+    "handlers",
+    multiple=True,
+    metavar="[/PREFIX=]MODULE:CLASS|PLUGIN",
+    help=(
+        "Serve PREFIX and below with a webserver.Handler subclass, or with an installed plugin"
+        " by name (see `webserver handlers`). Repeatable."
+    ),
+)
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="[/PREFIX=]MODULE:CALLABLE",
+    help="Serve PREFIX (default /) and below with a WSGI application (Flask...). Repeatable.",
+)
+@click.option(
+    "--health",
+    metavar="PATH",
+    default=None,
+    help="Answer GET PATH (e.g. /healthz) with 200 for load balancers; not logged.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDR",
+    help=(
+        "A reverse proxy (address or CIDR network) whose X-Forwarded-For/Forwarded names the"
+        " client in the access log and request.client. Repeatable."
+    ),
+)
 def run(
     port_argument: int | None,
     workers: int,
     access_log: Path | None,
     no_access_log: bool,
+    handlers: tuple[str, ...],
+    apps: tuple[str, ...],
     **settings: Any,
 ) -> None:
     """Serve the files under --root until Ctrl-C or SIGTERM.
@@ -252,6 +298,7 @@ def run(
         # Every other option is named after the ServerConfig field it sets.
         config = ServerConfig(access_log=not no_access_log, **settings)
         config.check_root()
+        mounts = _load_mounts(config, handlers, apps, multiprocess=workers > 1)
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
     _configure_logging(access_log, not no_access_log)
@@ -270,7 +317,7 @@ def run(
     url = format_url(*listener.getsockname()[:2])
     if workers > 1:
         supervisor = Supervisor(
-            lambda sock: Server(config, listener=sock),
+            lambda sock: _build_server(config, mounts, sock),
             listener,
             workers,
             grace_period=config.grace_period,
@@ -282,7 +329,7 @@ def run(
         sys.stdout.flush()
         click.echo(f"{workers} worker processes share the port", err=True)
         sys.exit(supervisor.run())
-    server = Server(config, listener=listener)
+    server = _build_server(config, mounts, listener)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.shutdown()
@@ -293,3 +340,33 @@ def run(
     _hint(config)
     sys.stdout.flush()
     server.serve_forever()
+
+
+def _load_mounts(
+    config: ServerConfig, handlers: tuple[str, ...], apps: tuple[str, ...], *, multiprocess: bool
+) -> list[Mount]:
+    mounts = [load_handler(spec, config) for spec in handlers]
+    mounts += [load_app(spec, config, multiprocess=multiprocess) for spec in apps]
+    check_mounts(mounts)
+    return mounts
+
+
+def _build_server(config: ServerConfig, mounts: list[Mount], listener: socket.socket) -> Server:
+    server = Server(config, listener=listener, default_routes=not replaces_defaults(mounts))
+    apply_mounts(server, mounts)
+    return server
+
+
+@main.command()
+def handlers() -> None:
+    """List the handler plugins installed under the webserver.handlers entry-point group.
+
+    One line each: the name to give --handler (``--handler /prefix=NAME``), then what it loads.
+    """
+    plugins = handler_plugins()
+    if not plugins:
+        click.echo(
+            f"no handler plugins installed (entry-point group {ENTRY_POINT_GROUP})", err=True
+        )
+    for name, entry in plugins.items():
+        click.echo(f"{name}\t{entry.value}")

@@ -6,6 +6,7 @@ frozen dataclass, so a setting can never change under a running server.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ DEFAULT_BACKLOG = 1024
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 #: What a Server header may say: visible ASCII words separated by single spaces.
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+#: A health-check path: visible ASCII after the slash, no query or fragment.
+_HEALTH_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 _UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
@@ -90,6 +93,15 @@ class ServerConfig:
     listing: bool = True
     #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
     show_hidden: bool = False
+    #: Answer ``GET`` here with a cheap 200 for load balancers, and leave it out of the access log.
+    health: str | None = None
+    #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` or
+    #: ``Forwarded`` field names the client; from anyone else those fields are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    #: ``trusted_proxies`` parsed once, for the per-request check.
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         root = Path(os.fspath(self.root)).expanduser()
@@ -124,6 +136,18 @@ class ServerConfig:
                 f"server_name must be visible ASCII words separated by spaces,"
                 f" not {self.server_name!r}"
             )
+        if self.health is not None and not _HEALTH_PATH.fullmatch(self.health):
+            raise ConfigError(f"health must be a path like /healthz, not {self.health!r}")
+        networks = []
+        for proxy in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(proxy, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"trusted proxy must be an IP address or network, not {proxy!r}"
+                ) from None
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        object.__setattr__(self, "trusted_networks", tuple(networks))
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

@@ -39,6 +39,7 @@ from ._connection import Connection
 from ._exchange import Outcome, answer_overload, serve_ready
 from .config import ServerConfig
 from .handler import Handler
+from .proxy import Health
 from .request import Request
 from .response import Response
 from .router import Router
@@ -181,6 +182,8 @@ class Server:
         # Reentrant: _take_back runs under it during the stop and closes through _forget.
         self._busy_lock = threading.RLock()
         self._all_idle = threading.Condition(self._busy_lock)
+        if config.health is not None:
+            self.route(config.health, Health)
         if default_routes:
             self.route("/", StaticFiles, prefix=True)
             self.route("/", Uploads, prefix=True)

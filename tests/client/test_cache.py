@@ -543,6 +543,8 @@ def test_a_body_changed_after_its_lookup_is_not_served(tmp_path: Path) -> None:
         assert len(warnings) == 1
     finally:
         cache.close()
+
+
 @pytest.mark.parametrize("evicting", [("Cache-Control", "no-store"), ("Vary", "*")])
 def test_304_with_no_store_or_vary_star_evicts(
     origin: tuple[Server, Origin], client: Client, clock: FakeClock, evicting: tuple[str, str]

@@ -267,6 +267,8 @@ def test_verify_cache_refetches_a_tampered_body(
     (line,) = [line for line in again.stderr.splitlines() if line.startswith("GET /data.bin")]
     assert "200 OK" in line and line.endswith("(cache miss)")
     assert sum("SHA-256" in line for line in again.stderr.splitlines()) == 1
+
+
 def test_python_m_webclient() -> None:
     """`python -m webclient` runs the webclient command, like `python -m webserver`."""
     result = subprocess.run(

@@ -64,10 +64,13 @@ SERVING = re.compile(r"^Serving (?P<root>.+) on http://(?P<host>[^/]+):(?P<port>
 
 
 @contextmanager
-def webserver_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
-    """Start ``python -m webserver run ARGS`` and wait for its readiness line."""
+def webserver_process(
+    *args: str, cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+    """Start ``python -m webserver run ARGS`` (in ``cwd``) and wait for its readiness line."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "webserver", "run", *args],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
