@@ -122,6 +122,8 @@ def _check_field_lines(
     """Check the field lines in ``data[first:limit]`` from ``checked`` on (where a line may have
     been cut); a line is judged by its bytes, never by looking ahead."""
     start = data.rfind(b"\n", first - 1, checked) + 1  # the line holding ``checked``
+    if start - 2 >= first and data[start - 3 : start] == b"\n\r\n":
+        return  # the blank line ending the head came before ``checked``
     count = data.count(b"\n", first, start)
     while start < limit:
         end = data.find(b"\n", start, limit)
@@ -130,6 +132,8 @@ def _check_field_lines(
         count += 1
         if count > limits.max_header_count and data[start] != 0x0D:
             raise _bad("too many header fields", 431)
+        if end == start + 1 and data[start] == 0x0D:
+            return  # the blank line ending the head, or its start (however it was split)
         if checked > start:
             in_value = data.find(b":", start, checked) >= 0
             pattern = _FIELD_FROM_VALUE if in_value else _FIELD_FROM_NAME
@@ -138,8 +142,6 @@ def _check_field_lines(
             if data[start] in b" \t":
                 raise _bad("obsolete line folding in request head")
             pattern, piece = _FIELD_FROM_START, data[start:end]
-            if piece == b"\r":
-                return  # the blank line ending the head, or its start
         if pattern.fullmatch(piece) is None:
             raise _bad("malformed header field line")
         if complete:
