@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from webserver import Handler, Request, Response, Server
+from webserver._connection import Owner
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, open_fds
@@ -120,29 +121,24 @@ def test_graceful_shutdown_finishes_in_flight(www: Path) -> None:
     assert not thread.is_alive()
 
 
-class SlowReader(Handler):
-    """Reads the request body, which the test never finishes sending."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-
-    def post(self, request: Request) -> Response:
-        self.entered.set()
-        return Response.text(f"{len(request.body.read())}\n")
+def wait_for_owner(server: Server, owner: Owner) -> None:
+    """Wait until some connection of ``server`` is in state ``owner``."""
+    deadline = time.monotonic() + NET_TIMEOUT
+    while not any(c.owner is owner for c in list(server._poller.connections.values())):
+        assert time.monotonic() < deadline, f"no connection reached {owner}"
+        threading.Event().wait(0.005)
 
 
-def test_stuck_request_is_cut_off_after_grace(www: Path) -> None:
-    """A request still running after the grace period does not keep the server from stopping."""
-    handler = SlowReader()
+def test_stalled_upload_is_cut_off_after_grace(www: Path) -> None:
+    """A request whose body stalls does not keep the server from stopping past the grace period."""
     server = Server(root=www, port=0, grace_period=0.2, access_log=False)
-    server.route("/slow", handler)
     server.listen()
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
         with connect(server) as sock:
             sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
-            assert handler.entered.wait(NET_TIMEOUT)
+            wait_for_owner(server, Owner.BODY)
             server.shutdown()
             assert server.wait_stopped(NET_TIMEOUT)
             # The stalled client finds its connection closed, with no response.
