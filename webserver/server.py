@@ -28,6 +28,7 @@ import collections
 import contextlib
 import errno
 import logging
+import resource
 import select
 import socket
 import threading
@@ -62,6 +63,30 @@ RUNNING_WORKERS = 1
 STUCK_AFTER = 0.01
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
+
+
+#: Descriptors kept for everything but client sockets: the listener, epoll, log files, files
+#: being sent and spooled bodies.
+RESERVED_DESCRIPTORS = 64
+
+
+def raise_open_files_limit(connections: int) -> str | None:
+    """Raise this process's soft limit on open files to its hard limit (as nginx's
+    ``worker_rlimit_nofile``): each connection costs a descriptor, and the usual soft limit of
+    1,024 would refuse clients long before ``max_connections``. Returns a sentence when even the
+    hard limit is below what ``connections`` need, else None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY or connections + RESERVED_DESCRIPTORS <= soft:
+        return None
+    return (
+        f"warning: the open-files limit is {soft} (raised to the hard limit), below the"
+        f" {connections} connections allowed; past about {max(soft - RESERVED_DESCRIPTORS, 1)}"
+        f" new clients wait until others close (raise it with ulimit -Hn)"
+    )
 
 
 def format_url(host: str, port: int) -> str:

@@ -14,6 +14,7 @@ import pytest
 from webserver import Handler, Request, Response, Server
 from webserver._connection import Owner
 from webserver.framing import HeadLimits
+from webserver.server import raise_open_files_limit
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, open_fds, wait_for_owner
@@ -531,6 +532,27 @@ def _cut_within(sock: socket.socket, seconds: float) -> bytes:
             return bytes(received)
         received += chunk
     pytest.fail(f"the connection was not cut within {seconds} s")
+
+
+def test_open_files_soft_limit_is_raised_to_the_hard_one(restore_nofile: None) -> None:
+    """At start the soft open-files limit goes up to the hard one; a count of connections the
+    hard limit cannot hold is reported in a sentence."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    assert raise_open_files_limit(10) is None
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    if hard != resource.RLIM_INFINITY:
+        notice = raise_open_files_limit(hard * 2)
+        assert notice is not None and f"limit is {hard}" in notice
+
+
+@pytest.fixture
+def restore_nofile() -> Iterator[None]:
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def test_trickled_head_is_cut_at_the_header_timeout(www: Path) -> None:
