@@ -127,6 +127,7 @@ class Connection:
         "_mode",
         "_out",
         "_out_bytes",
+        "_out_files",
         "_owner",
         "_plain_head",
         "_scanned",
@@ -171,6 +172,8 @@ class Connection:
         self.eof = False
         self._out: collections.deque[bytes | memoryview | _FileSlice] = collections.deque()
         self._out_bytes = 0
+        #: File slices in ``_out``.
+        self._out_files = 0
         now = time.monotonic()
         #: ``time.monotonic()`` of the last bytes received.
         self.last_active = now
@@ -427,6 +430,7 @@ class Connection:
         if not self._out:
             self._started_waiting()
         self._out.append(_FileSlice(file, offset, count))
+        self._out_files += 1
 
     @property
     def queued(self) -> int:
@@ -439,7 +443,7 @@ class Connection:
 
     @property
     def holds_file(self) -> bool:
-        return any(isinstance(item, _FileSlice) for item in self._out)
+        return self._out_files > 0
 
     def _started_waiting(self) -> None:
         self.send_since = self.send_progress = time.monotonic()
@@ -454,6 +458,7 @@ class Connection:
                 if not self._sendfile(item):
                     return False
                 out.popleft()
+                self._out_files -= 1
                 continue
             if len(out) > 1 and not isinstance(out[1], _FileSlice) and len(item) < JOIN_SIZE:
                 item = self._join_head()
@@ -536,7 +541,7 @@ class Connection:
             if isinstance(item, _FileSlice):
                 with contextlib.suppress(OSError):
                     item.file.close()
-        self._out_bytes = 0
+        self._out_bytes = self._out_files = 0
         with contextlib.suppress(OSError):
             self.sock.close()
 

@@ -179,7 +179,7 @@ def _next_request(ex: _Exchange) -> Turn | None:
         case Refuse(status=status, detail=detail):
             _send_error(ex, status, detail)
         case Ended():
-            return CLOSE
+            return _close(ex)  # answers to what came before the end still go out
     return None
 
 

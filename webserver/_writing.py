@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 import h11
 
@@ -46,8 +45,7 @@ class InvalidResponse(Exception):
     or LF inside a value, an impossible status. Raised before any of it is written."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """One response as it will be written: ``fields`` include ``Date``, ``Server`` and
     ``Content-Length`` where known; ``length`` is the body's size when known."""
 
