@@ -5,14 +5,18 @@ Why: a handler reading ``request.body`` must never wait on the client, or a slow
 worker for as long as it likes. The connection receives the body while it is parked in the
 selector, a piece at a time, into a :class:`Spool`; the handler then reads the spool.
 
-Rules: at most ``MEMORY_LIMIT`` bytes of a body are held in memory; beyond, the file is unnamed
-or private (0600) and removed when the spool closes, so a client that disconnects leaves
-nothing. A full disk is :class:`~webserver.HTTPError` 507.
+Rules: at most ``MEMORY_LIMIT`` bytes of a body are held in memory; beyond, the file is private
+(0600): unnamed in the system's temporary folder, or, in a folder a handler named (so that it
+can link the file into place instead of copying it), named and locked (``flock``) while in use;
+either way it is removed when the spool closes, so a client that disconnects leaves nothing. A
+full disk is :class:`~webserver.HTTPError` 507.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import tempfile
@@ -24,6 +28,8 @@ error_log = logging.getLogger("webserver.error")
 #: Bytes of a body kept in memory before it moves to a temporary file: a form or a small JSON
 #: body never touches the disk, and a thousand slow uploaders hold at most 64 MiB between them.
 MEMORY_LIMIT = 64 * 1024
+#: Name prefix of a spooled body's file.
+TEMP_PREFIX = ".webserver-body-"
 #: Bytes handed to a handler per read of the spooled body.
 READ_SIZE = 256 * 1024
 
@@ -31,13 +37,15 @@ READ_SIZE = 256 * 1024
 class Spool:
     """The body of one request, written as it arrives and read once by the handler."""
 
-    __slots__ = ("_fd", "_folder", "_memory", "_read_at", "size")
+    __slots__ = ("_fd", "_folder", "_memory", "_read_at", "path", "size")
 
     def __init__(self, folder: str | None = None) -> None:
         #: Where the temporary file goes (the system's temporary folder when None).
         self._folder = folder
         self._memory = bytearray()
         self._fd = -1
+        #: The file's name, when it has one (spooled in a handler's folder).
+        self.path: str | None = None
         self._read_at = 0
         #: Bytes written so far.
         self.size = 0
@@ -46,7 +54,7 @@ class Spool:
         """Add ``data``; HTTPError 507 when the disk is full."""
         try:
             if self._fd < 0 and len(self._memory) + len(data) > MEMORY_LIMIT:
-                self._fd = _private_file(self._folder)
+                self._fd, self.path = _private_file(self._folder)
                 self._write_all(self._memory)
                 self._memory = bytearray()
             if self._fd < 0:
@@ -77,23 +85,33 @@ class Spool:
         return chunk
 
     def close(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         self._memory = bytearray()
 
 
-def _private_file(folder: str | None) -> int:
-    """A descriptor of a new file no other process can open, gone when it is closed."""
-    directory = folder if folder is not None else tempfile.gettempdir()
-    try:
-        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise
-    fd, path = tempfile.mkstemp(prefix=".webserver-body-", dir=directory)
-    os.unlink(path)
-    return fd
+def _private_file(folder: str | None) -> tuple[int, str | None]:
+    """A new file only this process can open: unnamed in the system's temporary folder, or
+    named and locked in ``folder``; its descriptor and name."""
+    if folder is None:
+        directory = tempfile.gettempdir()
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600), None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        os.unlink(path)
+        return fd, None
+    fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    # A lock says a live process holds it, so a cleanup of leftovers at start skips it.
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, path
 
 
 def _storage_error(exc: OSError) -> HTTPError:

@@ -41,7 +41,9 @@ from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._exchange import Outcome, Turn, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig
+from .errors import HTTPError
 from .handler import Handler
+from .paths import decode_path, split_target
 from .request import Request
 from .response import Response
 from .router import Router
@@ -255,6 +257,20 @@ class Server:
     def url(self) -> str:
         """``http://host:port/`` of the listening socket (IPv6 hosts in brackets)."""
         return format_url(*self.listen())
+
+    def spool_folder(self, method: str, target: str) -> str | None:
+        """Where the body of a request for ``target`` is spooled: the folder the handler that
+        will answer it asks for (see :meth:`Handler.spool_folder`), else None."""
+        try:
+            found = self.router.match(decode_path(split_target(target)[0]))
+        except HTTPError:
+            return None
+        if found is None:
+            return None
+        for handler in found[0]:
+            if handler.method(method) is not None:
+                return handler.spool_folder()
+        return None
 
     def app(self, request: Request) -> Response:
         """Answer one request; the router by default. Override to wrap every request."""
@@ -480,7 +496,14 @@ class Server:
 
     def _work(self, conn: Connection) -> None:
         """Carry ``conn`` as far as the network allows, then park or close it."""
-        turn = serve_ready(conn, self.app, self.config, self._stopping.is_set, self._others_waiting)
+        turn = serve_ready(
+            conn,
+            self.app,
+            self.config,
+            self._stopping.is_set,
+            self._others_waiting,
+            spool_folder=self.spool_folder,
+        )
         if self._park(conn, turn):
             return
         self._close(conn)

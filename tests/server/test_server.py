@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import threading
@@ -674,3 +675,39 @@ def test_the_body_arrives_whole_before_the_handler_runs(www: Path) -> None:
         sock.sendall(b"def")
         assert WireReader(sock).read().status == 200
     assert calls == [b"abcdef"]
+
+
+def test_a_large_body_is_spooled_where_its_handler_asks_and_can_be_linked(
+    www: Path, tmp_path: Path
+) -> None:
+    """A body too large for memory is spooled in the folder its handler names, as a private
+    file the handler can link into place without copying it; the spool's own name is removed
+    after the response."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    seen: list[str] = []
+
+    class Keeper(Handler):
+        def spool_folder(self) -> str | None:
+            return str(spool)
+
+        def post(self, request: Request) -> Response:
+            path = request.body.spooled_path
+            assert path is not None
+            seen.append(path)
+            os.link(path, spool / "kept.bin")
+            return Response.text("kept\n")
+
+    body = os.urandom(300_000)
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/keep", Keeper())
+        ) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /keep HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + body)
+        assert WireReader(sock).read().status == 200
+    assert seen and seen[0].startswith(str(spool))
+    assert (spool / "kept.bin").read_bytes() == body
+    assert oct((spool / "kept.bin").stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(p.name for p in spool.iterdir()) == ["kept.bin"]
