@@ -108,10 +108,21 @@ def _private_file(folder: str | None) -> tuple[int, str | None]:
         fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
         os.unlink(path)
         return fd, None
-    fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
-    # A lock says a live process holds it, so a cleanup of leftovers at start skips it.
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd, path
+    for _ in range(3):
+        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        try:
+            # A lock says a live process holds it, so a clean-up of leftovers at start (in a
+            # sibling process) skips it; one may have removed it before the lock was taken.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd, path
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "temporary files keep vanishing", folder)
 
 
 def _storage_error(exc: OSError) -> HTTPError:
