@@ -174,7 +174,10 @@ def serve_ready(
 def _loop(ex: _Exchange) -> Turn:
     conn = ex.conn
     while True:
-        if conn.outgoing is not None or conn.has_output:
+        if conn.outgoing is not None or (
+            conn.has_output
+            and (conn.closing or conn.queued >= FLUSH_THRESHOLD or conn.holds_file)
+        ):
             turn = _send(ex)
             if turn is not None:
                 return turn
