@@ -430,8 +430,8 @@ def test_connections_queued_at_stop_are_closed(www: Path) -> None:
 
 
 def test_stalled_upload_does_not_hold_up_others(www: Path) -> None:
-    """While one client's upload stalls mid-body (its worker blocked reading), other clients
-    are still answered: a stuck worker lets another one start."""
+    """While one client's upload stalls mid-body (parked in the selector, no worker held), other
+    clients are still answered, and the upload completes when the rest arrives."""
     with (
         running_server(root=www, threads=2, access_log=False) as server,
         connect(server) as stalled,
