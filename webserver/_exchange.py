@@ -175,8 +175,7 @@ def _loop(ex: _Exchange) -> Turn:
     conn = ex.conn
     while True:
         if conn.outgoing is not None or (
-            conn.has_output
-            and (conn.closing or conn.queued >= FLUSH_THRESHOLD or conn.holds_file)
+            conn.has_output and (conn.closing or conn.queued >= FLUSH_THRESHOLD or conn.holds_file)
         ):
             turn = _send(ex)
             if turn is not None:
