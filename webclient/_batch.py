@@ -1,23 +1,27 @@
 """Running a parsed command file: requests through the client, bodies to files, a report.
 
-Rules: GET bodies are saved under the output folder at the command's file name, through a
-temporary file renamed into place once complete, and only for 2xx answers; a failed download
-leaves neither its temporary file nor the folders created for it (when empty); a name that
-resolves outside the output folder is refused before anything is sent; POST bodies are read from
-the file-name relative to the current directory and streamed; a local name the system refuses is
-one error line; one failed command never stops the others; reports go to stderr in command-file
+Rules: GET bodies are saved under the output folder at the command's file name, through a temporary
+file renamed into place once complete, and only for 2xx answers; a failed download leaves neither
+its temporary file nor the folders created for it (when empty); a name that resolves outside the
+output folder is refused before anything is sent; POST bodies are read from the file-name relative
+to the current directory and streamed, and only from inside the upload root (the command file's
+folder unless ``--upload-root`` names another), symlinks resolved; a local name the system refuses
+is one error line; one failed command never stops the others; reports go to stderr in command-file
 order whatever order the work finished in, bodies to stdout (binary bodies are not written to a
-terminal). Commands saving to one file behave as if run one after the other in command-file
-order: their complete bodies wait in their temporary files and are renamed into place in that
-order, so each prints its own body and the last successful one is the file left. When stdout or
-stderr is closed by its reader, the run stops quietly (nothing more is sent or reported).
+terminal). Commands saving to one file behave as if run one after the other in command-file order:
+their complete bodies wait in their temporary files and are renamed into place in that order, so
+each prints its own body and the last successful one is the file left. When stdout or stderr is
+closed by its reader, the run stops quietly (nothing more is sent or reported).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import itertools
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -43,8 +47,11 @@ def destination(out_dir: Path, name: str) -> Path:
     """Where a body named ``name`` is saved; UnsafePathError when that is outside ``out_dir``."""
     if any(ord(c) < 0x20 or c == "\x7f" for c in name) or not name:
         raise UnsafePathError(f"refusing to write {name!r}: not a usable file name")
-    root = out_dir.resolve()
-    target = (root / name).resolve()
+    try:
+        root = out_dir.resolve()
+        target = (root / name).resolve()
+    except RuntimeError as exc:  # Python 3.11 reports a loop of symlinks this way
+        raise UnsafePathError(f"refusing to write {name!r}: {exc}") from exc
     if target == root or not target.is_relative_to(root):
         raise UnsafePathError(f"refusing to write {name!r}: it is outside {out_dir}")
     return target
@@ -64,6 +71,16 @@ class Destinations:
         #: Resolved folders (relative name -> real path), only those inside the root.
         self._folders: dict[str, str] = {}
 
+    @property
+    def root(self) -> str | None:
+        """The output folder, resolved (once); None when it cannot be (a loop of symlinks)."""
+        if self._root is None:
+            try:
+                self._root = os.fspath(self.out_dir.resolve())
+            except RuntimeError:  # Python 3.11 reports a loop of symlinks this way
+                return None
+        return self._root
+
     def __call__(self, name: str) -> Path:
         if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
             return destination(self.out_dir, name)
@@ -72,16 +89,17 @@ class Destinations:
             folder_name and any(p in ("", ".", "..") for p in folder_name.split("/"))
         ):
             return destination(self.out_dir, name)
-        if self._root is None:
-            self._root = os.fspath(self.out_dir.resolve())
-        root = self._root
+        root = self.root
+        if root is None:
+            return destination(self.out_dir, name)  # (which says why)
         folder = self._folders.get(folder_name)
         if folder is None:
             if not folder_name:
                 folder = root
             else:
                 folder = os.path.realpath(os.path.join(root, folder_name))
-                if not folder.startswith(root.rstrip("/") + "/"):
+                if not folder.startswith(root.rstrip("/") + "/") or os.path.islink(folder):
+                    # (still a link once resolved: a loop, which destination() reports)
                     return destination(self.out_dir, name)
             self._folders[folder_name] = folder
         target = os.path.join(folder, last)
@@ -96,27 +114,172 @@ _temp_numbers = itertools.count()
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-def create_temp(folder: str, prefix: str) -> tuple[int, str]:
-    """A new file ``prefix<unique>.part`` in ``folder``, open for writing (mode 0600, O_EXCL)."""
+#: Opens one folder of a path, never through a symbolic link.
+_O_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: The names :func:`create_temp` gives (``.<name>.<tag><number>.part``).
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{7,}\.part")
+#: A temporary file older than this, and not locked, was left by a run that was killed: a live
+#: run holds the lock of each file it writes, and writes it within its read timeout.
+STALE_TEMP_AGE = 10 * 60
+
+
+def create_temp(folder_fd: int, prefix: str) -> tuple[int, str]:
+    """A new file ``prefix<unique>.part`` in the folder open as ``folder_fd``, open for writing
+    (mode 0600, O_EXCL) and locked until closed, so no other run takes it for a leftover."""
     for _ in range(100):
-        path = f"{folder}/{prefix}{_TEMP_TAG}{next(_temp_numbers):x}.part"
+        name = f"{prefix}{_TEMP_TAG}{next(_temp_numbers):x}.part"
         try:
-            return os.open(path, _O_CREATE, 0o600), path
+            fd = os.open(name, _O_CREATE, 0o600, dir_fd=folder_fd)
         except FileExistsError:
             continue
-    raise FileExistsError(f"no unused temporary name in {folder}")
+        with contextlib.suppress(OSError):  # a file system without locks: the age still protects
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, name
+    raise FileExistsError("no unused temporary name")
+
+
+def remove_stale_temps(folder: str, *, now: float | None = None) -> int:
+    """Remove the temporary files of killed runs from ``folder`` (see :data:`STALE_TEMP_AGE`);
+    how many were removed. Files another process holds locked are left alone."""
+    limit = (time.time() if now is None else now) - STALE_TEMP_AGE
+    try:
+        folder_fd = os.open(folder, _O_FOLDER)
+    except OSError:
+        return 0  # not there (yet), or not a folder: nothing to clean
+    removed = 0
+    try:
+        with os.scandir(folder_fd) as entries:
+            names = [
+                e.name
+                for e in entries
+                if _TEMP_NAME.fullmatch(e.name)
+                and e.is_file(follow_symlinks=False)
+                and e.stat(follow_symlinks=False).st_mtime < limit
+            ]
+        for name in names:
+            removed += _remove_unlocked(folder_fd, name)
+    except OSError:
+        pass  # an unreadable folder: the downloads into it report their own errors
+    finally:
+        os.close(folder_fd)
+    return removed
+
+
+def _remove_unlocked(folder_fd: int, name: str) -> int:
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=folder_fd
+        )
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # a live run is writing it
+        os.unlink(name, dir_fd=folder_fd)
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 class CreatedFolders:
     """The folders a run created under its output folder, so that a download that fails can
-    remove those it leaves empty (shared by the run's threads)."""
+    remove those it leaves empty (shared by the run's threads); and the one way folders under
+    ``root`` are opened for writing: component by component, never through a symbolic link.
 
-    def __init__(self) -> None:
+    ``root`` is the resolved output folder (``None``: the file system root). Names were checked
+    against it before the request was sent; ``root`` is opened once and held until
+    :meth:`close`, and each folder under it is opened with ``O_NOFOLLOW`` relative to its
+    parent, so a folder swapped for a symlink since then is refused rather than followed out of
+    ``root``. ``root`` itself is not removed while held: when this run created it, :meth:`close`
+    removes it if it is still empty.
+    """
+
+    def __init__(self, root: str | None = None) -> None:
         self._lock = threading.Lock()
         self._names: set[str] = set()
+        self.root = (root or "/").rstrip("/") or "/"
+        self._root_fd: int | None = None
 
-    def make(self, folder: str) -> None:
-        """Create ``folder`` and its missing parents, remembering each one created here."""
+    def close(self) -> None:
+        """Let go of ``root``; remove it (and its parents) if this run created them and they
+        are empty."""
+        with self._lock:
+            fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)
+        self._remove_created(self.root, stop=None)
+
+    def hold(self) -> None:
+        """Open ``root`` now if it exists, so that what later happens to its path (renamed,
+        replaced by a symlink) does not change where bodies go."""
+        with self._lock:
+            if self._root_fd is None:
+                with contextlib.suppress(OSError):
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+
+    def _root(self) -> int:
+        with self._lock:
+            if self._root_fd is None:
+                try:
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+                except FileNotFoundError:
+                    self._make(self.root)
+                    self._root_fd = os.open(self.root, _O_FOLDER)
+            return self._root_fd
+
+    def open(self, folder: str) -> int:
+        """A descriptor of ``folder`` (absolute, under :attr:`root`), creating missing folders.
+
+        Raises :class:`UnsafePathError` when a folder on the way is now a symlink or not a
+        folder, and ``OSError`` for what the system refuses.
+        """
+        root = self.root
+        if folder == root:
+            parts: list[str] = []
+        elif folder.startswith(root if root == "/" else root + "/"):
+            parts = folder[len(root) :].strip("/").split("/")
+        else:
+            raise UnsafePathError(f"refusing to write in {folder}: it is outside {root}")
+        fd = os.dup(self._root())  # (closed by the caller, like the folders below)
+        current = root.rstrip("/")
+        try:
+            for part in parts:
+                current = f"{current}/{part}"
+                child = self._open_child(fd, part, current)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_child(self, parent_fd: int, name: str, path: str) -> int:
+        for _ in range(_TEMP_ATTEMPTS):
+            try:
+                return os.open(name, _O_FOLDER, dir_fd=parent_fd)
+            except FileNotFoundError:
+                with self._lock:
+                    try:
+                        os.mkdir(name, dir_fd=parent_fd)
+                        self._names.add(path)
+                    except FileExistsError:
+                        pass  # made meanwhile by another download of the run
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePathError(
+                        f"refusing to write under {path}: it is no longer a folder"
+                        " (a symbolic link or a file took its place)"
+                    ) from exc
+                raise
+        raise FileNotFoundError(errno.ENOENT, "removed while being created", path)
+
+    def _make(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents, remembering each one created here (the
+        caller holds the lock)."""
         missing: list[str] = []
         current = folder
         while not os.path.isdir(current):
@@ -125,22 +288,24 @@ class CreatedFolders:
             if parent == current:
                 break
             current = parent
-        with self._lock:
-            for name in reversed(missing):
-                try:
-                    os.mkdir(name)
-                except FileExistsError:
-                    continue  # made meanwhile by another download of the run
-                self._names.add(name)
+        for name in reversed(missing):
+            try:
+                os.mkdir(name)
+            except FileExistsError:
+                continue  # made meanwhile by another process
+            self._names.add(name)
 
     def remove_empty(self, folder: str) -> None:
-        """Remove the folders this run created among ``folder`` and its parents, deepest first,
-        as long as they are empty."""
+        """Remove the folders this run created among ``folder`` and its parents below ``root``,
+        deepest first, as long as they are empty."""
+        self._remove_created(folder, stop=self.root)
+
+    def _remove_created(self, folder: str, *, stop: str | None) -> None:
         with self._lock:
             if not self._names:
                 return
             current = folder
-            while True:
+            while current != stop:
                 if current in self._names:
                     try:
                         os.rmdir(current)
@@ -161,10 +326,13 @@ class OutputFile:
     """A body sink writing beside ``path`` and renaming into place only when complete.
 
     Missing folders on the way to ``path`` are created (and recorded in ``folders``, shared by a
-    run); a body that does not arrive whole leaves nothing behind: its temporary file is removed,
-    and so are the folders created for it, when empty, deepest first. With ``deferred``,
-    :meth:`close` keeps the complete body in its temporary file and :meth:`publish` renames it
-    into place later (a batch does that in command-file order).
+    run); the folder is opened once, component by component without following symlinks (see
+    :class:`CreatedFolders`), and the temporary file is created and renamed relative to that
+    descriptor, so a folder swapped for a symlink meanwhile cannot redirect the body. A body
+    that does not arrive whole leaves nothing behind: its temporary file is removed, and so are
+    the folders created for it, when empty, deepest first. With ``deferred``, :meth:`close`
+    keeps the complete body in its temporary file and :meth:`publish` renames it into place
+    later (a batch does that in command-file order).
     """
 
     def __init__(
@@ -177,21 +345,33 @@ class OutputFile:
     ) -> None:
         self.path = path
         self._on_write = on_write
+        #: Folders of this file alone (none given): let go of when the file is done.
+        self._own_folders = folders is None
         self._folders = folders if folders is not None else CreatedFolders()
         self._deferred = deferred
         self._folder = os.path.dirname(path)
+        self._folder_fd = -1
         prefix = f".{path.name[:50]}."
         try:
             for attempt in range(_TEMP_ATTEMPTS):
+                self._folder_fd = self._folders.open(self._folder)
                 try:
-                    self._fd, self._temp = create_temp(self._folder, prefix)
+                    self._fd, self._temp = create_temp(self._folder_fd, prefix)
                     break
                 except FileNotFoundError:
+                    # Another failed download of the run removed the folder it had created.
+                    os.close(self._folder_fd)
+                    self._folder_fd = -1
                     if attempt == _TEMP_ATTEMPTS - 1:
                         raise
-                    self._folders.make(self._folder)
-        except OSError as exc:
+        except (OSError, UnsafePathError) as exc:
+            if self._folder_fd >= 0:
+                os.close(self._folder_fd)
             self._folders.remove_empty(self._folder)
+            if self._own_folders:
+                self._folders.close()
+            if isinstance(exc, UnsafePathError):
+                raise UnsafePathError(f"cannot write {path}: {exc}") from exc
             raise LocalFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self._open = True
         #: The body is complete in the temporary file, not yet renamed into place.
@@ -224,12 +404,14 @@ class OutputFile:
         if not self._pending:
             return
         self._pending = False
+        fd = self._folder_fd
         try:
-            os.replace(self._temp, self.path)
+            os.replace(self._temp, self.path.name, src_dir_fd=fd, dst_dir_fd=fd)
         except OSError as exc:
             self._discard()
             raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._published = True
+        self._release_folder()
 
     def abort(self) -> None:
         """Forget the body (unless already renamed into place): nothing is left behind."""
@@ -243,9 +425,19 @@ class OutputFile:
         self._discard()
 
     def _discard(self) -> None:
+        if self._folder_fd < 0:
+            return
         with contextlib.suppress(OSError):
-            os.unlink(self._temp)
+            os.unlink(self._temp, dir_fd=self._folder_fd)
         self._folders.remove_empty(self._folder)
+        self._release_folder()
+
+    def _release_folder(self) -> None:
+        fd, self._folder_fd = self._folder_fd, -1
+        if fd >= 0:
+            os.close(fd)
+        if self._own_folders:
+            self._folders.close()
 
 
 def is_binary(content_type: str | None, sample: bytes) -> bool:
@@ -392,8 +584,12 @@ class BatchRun:
         parallel: int = 1,
         progress: bool = False,
         stdout_is_tty: bool = False,
+        upload_root: Path | None = None,
     ) -> None:
         self.client = client
+        #: POST reads only files inside this folder (symlinks resolved); None: anywhere.
+        self.upload_root = upload_root
+        self._upload_real: Path | None = None
         self.commands = list(commands)
         self.out_dir = out_dir
         self.stdout = stdout
@@ -442,6 +638,10 @@ class BatchRun:
             positions.append(index)
         counts = Counter(self._destinations.values())
         self._shared = {path for path, count in counts.items() if count > 1}
+        self._folders = CreatedFolders(self._destination.root)
+        if self._destinations:
+            self._folders.hold()
+        self._remove_stale_temps({os.path.dirname(path) for path in counts})
         for index, outcome in failed:
             self._complete(index, outcome)
 
@@ -459,10 +659,24 @@ class BatchRun:
                 waiting, self._deferred = list(self._deferred.values()), {}
             for file in waiting:
                 file.abort()
+            self._folders.close()
         self.summary.elapsed = time.monotonic() - started
         if not self.quiet and not self.stop.is_set():
             self._write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
+
+    def _remove_stale_temps(self, folders: set[str]) -> None:
+        """Clean the temporary files killed runs left where this one writes, and say so."""
+        for folder in sorted(folders):
+            removed = remove_stale_temps(folder)
+            if removed and not self.quiet:
+                inside = (folder + "/").startswith(self._cwd)
+                shown = (folder + "/")[len(self._cwd) :].rstrip("/") if inside else folder
+                plural = "s" if removed > 1 else ""
+                self._write_stderr(
+                    f"removed {removed} unfinished download{plural} (.part) of an interrupted"
+                    f" run from {shown or '.'}\n"
+                )
 
     # -- building requests -----------------------------------------------------------------------
 
@@ -475,11 +689,30 @@ class BatchRun:
                 raise LocalFileError(f"cannot read {local}: {exc.strerror or exc}") from exc
             if not usable:
                 raise LocalFileError(f"no such file to upload: {local}")
+            body = self._uploadable(local)
             return Request(
-                "POST", command.url, body=local, on_sent=self._upload_progress(command, local)
+                "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
         self._destinations[index] = self._destination(command.local_name)
         return Request("GET", command.url, sink=self._sink_factory(index, command))
+
+    def _uploadable(self, local: Path) -> Path:
+        """The real path of a file to upload; UnsafePathError when it is outside the upload
+        root. The real path is what is read, so a symlink changed later is not followed."""
+        if self.upload_root is None:
+            return local
+        try:
+            if self._upload_real is None:
+                self._upload_real = self.upload_root.resolve()
+            real = local.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symlinks (3.11)
+            raise LocalFileError(f"cannot read {local}: {exc}") from exc
+        if not real.is_relative_to(self._upload_real):
+            raise UnsafePathError(
+                f"refusing to upload {local}: it is outside {self.upload_root}"
+                " (allow its folder with --upload-root)"
+            )
+        return real
 
     def _upload_progress(self, command: Command, local: Path) -> Callable[[int], None] | None:
         try:
@@ -586,7 +819,9 @@ class BatchRun:
         if response is None:
             return
         summary.bytes_received += response.bytes_received
-        summary.bytes_sent += response.bytes_sent
+        if outcome.ok:
+            # A refused upload sent nothing the server kept, whatever reached its socket.
+            summary.bytes_sent += response.bytes_sent
         if response.method == "GET":
             if response.cache_status is CacheStatus.HIT:
                 summary.hits += 1

@@ -2,17 +2,21 @@
 
 Rules: only GET responses are stored, keyed by the full URL including the query, with variants
 kept apart by their Vary request headers; a fresh response is served without the network, a stale
-one only after a 304 for it, never otherwise (a private batch client has no reason to serve stale
-content); a 304 freshens the stored header fields; a successful unsafe request drops what is
+one after a 304 for it, or, with a warning, when the origin cannot be reached and no directive
+forbids it (RFC 9111 §4.2.4); a 304 freshens the stored header fields, or removes the entry when
+it brings ``no-store`` or ``Vary: *``; a successful unsafe request drops what is
 stored for its URL; bodies above the size limit are not kept and the least recently used entries
-are evicted to stay under it. The rules themselves are in :mod:`webclient._freshness`; this module
-applies them to :mod:`webclient._storage`.
+are evicted to stay under it. A stored body is served only when its file is the size recorded
+(and, with ``verify``, has the SHA-256 it is named by); otherwise its entry is dropped with a
+warning and the request is a miss. The rules themselves are in :mod:`webclient._freshness`;
+this module applies them to :mod:`webclient._storage`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,9 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _freshness as freshness
 from ._freshness import HeaderList
 from ._status import CacheStatus
+from .errors import CacheError
 
 if TYPE_CHECKING:
-    from ._storage import BodyWriter, CacheInfo, Entry
+    from ._storage import BodyWriter, CacheInfo, CheckReport, Entry
 
 Clock = Callable[[], float]
 
@@ -73,11 +78,14 @@ class Cache:
         max_size: int,
         clock: Clock = time.time,
         warn: Callable[[str], None] | None = None,
+        verify: bool = False,
     ) -> None:
         from ._storage import Storage
 
         self.max_size = max_size
         self.clock = clock
+        #: Hash every stored body before serving it, not only check its size.
+        self.verify = verify
         self.storage = Storage(folder, warn=warn)
 
     @contextlib.contextmanager
@@ -95,21 +103,31 @@ class Cache:
         self.storage.close()
 
     def lookup(self, url: str, request_headers: HeaderList) -> Lookup | None:
-        """The stored response that may answer this GET, if any; fresh or in need of a 304."""
+        """The stored response that may answer this GET, if any: fresh, in need of a 304, or
+        only usable if the origin cannot be reached."""
         if "no-store" in freshness.cache_control(request_headers):
             return None
         now = self.clock()
         for entry in self.storage.entries(cache_key(url)):
             if not freshness.vary_matches(entry.vary, request_headers):
                 continue
-            if not self.storage.body_ok(entry):
-                self.storage.delete([entry.id])
+            problem = self.storage.body_problem(entry, verify=self.verify)
+            if problem is not None:
+                self.storage.drop_damaged(entry, problem)
                 continue
             age = freshness.current_age(entry.headers, entry.request_time, entry.response_time, now)
             fresh = freshness.is_fresh(
                 entry.status, entry.headers, entry.request_time, entry.response_time, now
             ) and freshness.request_allows_stored(request_headers, age)
-            if not fresh and not freshness.has_validator(entry.headers):
+            if not (fresh or freshness.has_validator(entry.headers)) and not (
+                freshness.may_serve_stale_on_error(  # kept for an unreachable origin (§4.2.4)
+                    entry.headers,
+                    request_headers,
+                    age,
+                    status=entry.status,
+                    response_time=entry.response_time,
+                )
+            ):
                 return None
             return Lookup(entry, fresh, age)
         return None
@@ -125,7 +143,13 @@ class Cache:
         file), and note the use."""
         entry = lookup.entry
         if entry.body_size <= SMALL_BODY:
-            body: BinaryIO | bytes = self.storage.read_body(entry)
+            data = self.storage.read_body(entry)
+            # Hashed again as read: the file may have changed since the lookup checked it.
+            if self.verify and hashlib.sha256(data).hexdigest() != entry.body_sha:
+                problem = "does not match its SHA-256 (it was changed on disk)"
+                self.storage.drop_damaged(entry, problem)
+                raise CacheError(f"a stored body {problem}")
+            body: BinaryIO | bytes = data
         else:
             body = self.storage.open_body(entry)
         self.storage.touch(entry.id, self.clock())
@@ -134,8 +158,11 @@ class Cache:
     def wants(
         self, method: str, status: int, headers: HeaderList, request_headers: HeaderList
     ) -> bool:
-        """Whether a response is worth storing: the RFC allows it and it can be reused."""
-        return freshness.is_storable(method, status, headers, request_headers)
+        """Whether a response is worth storing: the RFC allows it, it can be reused, and the
+        cache can be written."""
+        return not self.storage.read_only and freshness.is_storable(
+            method, status, headers, request_headers
+        )
 
     def begin(self) -> BodyWriter:
         """A writer for a body that will be stored once complete."""
@@ -153,8 +180,11 @@ class Cache:
         request_time: float,
         response_time: float,
     ) -> bool:
-        """Publish a complete response; False when it was not kept (too large)."""
+        """Publish a complete response; False when it was not kept (too large, or the disk
+        refused it: reported once by the storage)."""
         if body.dropped:
+            if body.fault is not None:
+                self.storage.write_failed(body.fault)
             body.discard()
             return False
         vary = freshness.vary_key(headers, request_headers)
@@ -164,12 +194,12 @@ class Cache:
         key = cache_key(url)
         body.finish()
         try:
-            self.storage.insert(
+            stored = self.storage.insert(
                 key=key,
                 vary=vary,
                 status=status,
                 reason=reason,
-                headers=[(n, v) for n, v in headers if n.lower() not in _NOT_STORED],
+                headers=freshness.stored_fields(headers),  # RFC 9111 §3.1: no hop-by-hop fields
                 body=body,
                 request_time=request_time,
                 response_time=response_time,
@@ -180,8 +210,9 @@ class Cache:
             )
         finally:
             body.discard()
-        self.storage.evict(self.max_size)
-        return True
+        if stored:
+            self.storage.evict(self.max_size)
+        return stored
 
     def freshen(
         self,
@@ -191,9 +222,13 @@ class Cache:
         request_time: float,
         response_time: float,
     ) -> Lookup | None:
-        """Apply a 304 to the stored response; None when the 304 is about another one."""
+        """Apply a 304 to the stored response; None when the 304 is about another one, or when
+        it removed the stored response (RFC 9111 §4.3.4: it brought ``no-store`` or ``Vary: *``)."""
         entry = lookup.entry
         if not freshness.validator_matches(entry.headers, not_modified):
+            return None
+        if freshness.not_modified_evicts(not_modified):  # RFC 9111 §4.3.4
+            self.storage.delete([entry.id])
             return None
         headers = freshness.updated_headers(entry.headers, not_modified)
         self.storage.update(
@@ -231,6 +266,7 @@ class Cache:
     def clear(self) -> int:
         return self.storage.clear()
 
+    def check(self, *, verify: bool = True) -> CheckReport:
+        """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
+        return self.storage.check(verify=verify)
 
-#: Hop-by-hop and framing fields describe one transfer, not the stored response.
-_NOT_STORED = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})

@@ -21,7 +21,9 @@ an idempotent request), anything later is a failure of that response; a response
 :data:`MAX_HEAD_SIZE` is a :class:`ProtocolError`, and a body larger than ``max_body_size`` is a
 :class:`ResponseTooLarge`, raised before reading the body when its Content-Length says so, else as
 soon as it grows past the limit, so a hostile server cannot fill memory or disk; after a response
-that announced a close, or any failure, the connection is not reused.
+that announced a close, one framed by both Transfer-Encoding and Content-Length, or any failure,
+the connection is not reused; Transfer-Encoding in an HTTP/1.0 response is refused (RFC 9112
+§6.1: faulty framing).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class WireRequest:
         "_request",
         "body",
         "body_length",
+        "body_sent",
         "headers",
         "method",
         "on_sent",
@@ -109,6 +112,9 @@ class WireRequest:
         self.headers = headers
         self.body = body
         self.body_length = body_length
+        #: Body bytes written to the socket so far (fewer than ``body_length`` when the server
+        #: answered and closed before taking the whole body).
+        self.body_sent = 0
         #: Called with the number of body bytes just sent (for progress display).
         self.on_sent = on_sent
         #: What h11 made of this request, once asked (the fields above are not changed after).
@@ -372,6 +378,7 @@ class Connection:
 
     def _sent(self, request: WireRequest, count: int) -> None:
         self.bytes_sent += count
+        request.body_sent += count
         if request.on_sent is not None:
             request.on_sent(count)
 
@@ -482,6 +489,7 @@ class Connection:
                     ],
                     event.http_version.decode("ascii"),
                 )
+                self._check_framing(head)
                 if request.method != "HEAD" and head.status not in _NO_BODY_STATUSES:
                     self._check_announced_size(head)
                 return head
@@ -528,17 +536,21 @@ class Connection:
                     self._broken = True
                     raise ConnectionClosed(f"{self.where} closed the connection without answering")
                 inbuf += data
-        # h11 reads this response: it learns the request, then takes everything received.
+        self._hand_to_h11(request)
+        return None
+
+    def _hand_to_h11(self, request: WireRequest) -> None:
+        """h11 reads the next response: it learns the request, then takes everything received."""
         self._engaged = True
         reader = self._reader
         reader.send(request._for_reader or request.h11_request(framing=False))
         reader.send(_END)
+        inbuf = self._inbuf
         if inbuf:
             reader.receive_data(bytes(inbuf))
             inbuf.clear()
         if self._eof:
             reader.receive_data(b"")
-        return None
 
     def _plain_body(self) -> Iterator[bytes]:
         """The body of the plain response whose head was just read."""
@@ -591,8 +603,29 @@ class Connection:
             f"{self.where} sent a response head larger than {human_size(MAX_HEAD_SIZE)}"
         )
 
+    def _check_framing(self, head: ResponseHead) -> None:
+        """Framing another reader could take differently ends the connection (RFC 9112 §6.1).
+
+        With both Transfer-Encoding and Content-Length, the first frames the body (as h11 reads
+        it) but a proxy or server may have used the second, so what follows cannot be trusted:
+        the connection closes after this response. Transfer-Encoding in an HTTP/1.0 response is
+        faulty framing: the response is refused and the connection closed.
+        """
+        names = {name for name, _ in head.headers}
+        if "transfer-encoding" not in names:
+            return
+        if head.http_version == "1.0":
+            self._broken = True
+            raise ProtocolError(
+                f"{self.where} sent Transfer-Encoding in an HTTP/1.0 response (faulty framing)"
+            )
+        if "content-length" in names:
+            self._closing = True
+
     def _check_announced_size(self, head: ResponseHead) -> None:
         """Refuse a body whose Content-Length is over the limit, before reading any of it."""
+        if self._closing and any(name == "transfer-encoding" for name, _ in head.headers):
+            return  # the body is chunked: its Content-Length means nothing
         for name, value in head.headers:
             if name == "content-length":
                 # h11 has checked that Content-Length is digits, and that repeated values agree.

@@ -1,6 +1,8 @@
-"""RFC 9111 rules as pure functions: no I/O, no clock, so every rule can be tested and fuzzed.
+"""RFC 9111's rules (HTTP caching), as pure functions: no I/O, no clock, so every rule can be
+tested and fuzzed. Whatever depends on the time takes ``now`` (or the response's arrival time) as an
+argument.
 
-Rules kept (section numbers of RFC 9111):
+Rules kept (section numbers of RFC 9111 unless said otherwise):
 
 - Cache-Control is parsed as a list of directives; a quoted value is unquoted, text inside quotes is
   never taken for a directive, and a directive written with spaces around "=" is not that
@@ -8,18 +10,33 @@ Rules kept (section numbers of RFC 9111):
 - A delta-seconds value is digits only, capped at 2**31; anything else, or a directive repeated
   with different values, makes the response stale (§1.2.2, §4.2.1).
 - Freshness lifetime: ``max-age``, else ``Expires - Date``; ``s-maxage`` is ignored because this is
-  a private cache (§4.2.1). An invalid Expires, such as ``0``, is in the past (§5.3).
+  a private cache (§4.2.1). An Expires that is not a valid HTTP-date (``0``, ``UTC`` for ``GMT``, a
+  missing comma, doubled spaces, dashes in the IMF-fixdate form), or several Expires fields, count
+  as already expired (§5.3).
+- HTTP-date: exactly the three forms of RFC 9110 §5.6.7 -- IMF-fixdate, rfc850-date (a two-digit
+  year more than 50 years ahead of ``now`` is the century before) and asctime-date -- with real
+  calendar days, hours to 23, minutes to 59 and seconds to 60 (a leap second). Day and month names
+  and ``GMT`` are read in any letter case; the day name is not checked against the date.
 - Heuristic freshness (10% of the time since Last-Modified, at most a day) only for heuristically
   cacheable status codes or ``public`` responses without explicit freshness (§4.2.2).
-- Age: the corrected initial age plus the time resident (§4.2.3); an invalid Age header makes the
-  response stale.
+- Age: the corrected initial age plus the time resident (§4.2.3). Of several Age field lines the
+  first is used, and of a list in one line the first member; an Age that is not delta-seconds
+  (``abc``, ``-7200``, ``7200.0``) is ignored, as if absent (§5.1).
 - Storable: GET, a final status other than 206 and 304, no ``no-store`` on either side, not
   ``Vary: *``, and explicit freshness, ``public``/``private`` or a heuristically cacheable status
   (§3). ``private`` is fine: this cache serves one user.
+- Stored fields: never the hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection, TE,
+  Transfer-Encoding, Upgrade) nor those the Connection field names (§3.1).
 - Vary: a stored response matches when every named request header has the same normalised value,
   absent matching absent; ``*`` matches nothing (§4.1).
-- A 304 replaces the stored header fields it carries, except framing fields (§3.2, §4.3.4); the
-  stored Age is always dropped, since the age then counts from the 304 (§4.2.3).
+- A 304 replaces the stored header fields it carries, except framing and hop-by-hop fields (§3.2,
+  §4.3.4); the stored Age is always dropped, since the age then counts from the 304 (§4.2.3). A 304
+  carrying ``no-store`` or ``Vary: *`` removes the stored response instead: it could no longer be
+  stored (§3, §4.3.4).
+- Stale on error: when the origin cannot be reached, a stale response may be served, with a
+  warning (§4.2.4), but never under ``no-cache``, ``must-revalidate`` or ``proxy-revalidate`` in
+  the response (§5.2.2), nor for a request with ``no-cache``; ``stale-if-error=N`` (RFC 5861 §4)
+  or ``max-stale[=N]`` in the request, else ``stale-if-error=N`` in the response, bounds how stale.
 - A 2xx/3xx answer to an unsafe method invalidates the target URI and same-origin
   Location/Content-Location (§4.4).
 """
@@ -29,6 +46,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
 
@@ -42,6 +60,14 @@ HEURISTIC_CAP = 24 * 60 * 60.0
 #: The largest delta-seconds value a cache must handle (§1.2.2).
 DELTA_SECONDS_MAX = 2**31
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, so a cache never stores
+#: them (§3.1), nor the fields the Connection field names.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
+)
+#: Response directives that forbid serving the response stale, even when the origin is down
+#: (§4.2.4, §5.2.2.2, §5.2.2.4, §5.2.2.8).
+NO_STALE_DIRECTIVES = ("no-cache", "must-revalidate", "proxy-revalidate")
 #: Fields a 304 never updates: they describe the framing of that 304, not the stored body.
 NOT_UPDATED_BY_304 = frozenset(
     {
@@ -162,17 +188,34 @@ def directive_seconds(directives: Directives, name: str) -> int | None:
     return seconds
 
 
-_IMF_FIXDATE = re.compile(
-    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-3][0-9]) "
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
-    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]) GMT"
-)
 _MONTHS = {
     name: number
     for number, name in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
+_DAY_NAMES = "mon|tue|wed|thu|fri|sat|sun"
+_DAY_NAMES_LONG = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_MONTH = "|".join(_MONTHS)
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
+#: The three forms of RFC 9110 §5.6.7, each as (pattern, index of day, month, year, hour).
+#: IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``
+_IMF_FIXDATE = re.compile(
+    rf"(?:{_DAY_NAMES}), ([0-9]{{2}}) ({_MONTH}) ([0-9]{{4}}) {_TIME} GMT", re.IGNORECASE
+)
+#: rfc850-date: ``Sunday, 06-Nov-94 08:49:37 GMT``
+_RFC850_DATE = re.compile(
+    rf"(?:{_DAY_NAMES_LONG}), ([0-9]{{2}})-({_MONTH})-([0-9]{{2}}) {_TIME} GMT", re.IGNORECASE
+)
+#: asctime-date: ``Sun Nov  6 08:49:37 1994`` (a one-digit day after a space)
+_ASCTIME_DATE = re.compile(
+    rf"(?:{_DAY_NAMES}) ({_MONTH}) ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})", re.IGNORECASE
+)
+#: An rfc850-date year more than this many years ahead of now is the century before (§5.6.7).
+RFC850_YEARS_AHEAD = 50
+
+#: (year, month, day, hour, minute, second, two-digit year?)
+_DateFields = tuple[int, int, int, int, int, int, bool]
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:
@@ -185,38 +228,72 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + day_of_era - 719468
 
 
-@functools.lru_cache(maxsize=256)
-def parse_http_date(text: str | None) -> float | None:
-    """Seconds since the epoch for an HTTP-date (any of the three RFC 9110 forms), else None.
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
 
-    The preferred form (IMF-fixdate, what servers send) is read directly; the others, and
-    anything unusual, go through :func:`email.utils.parsedate_tz`, which gives the same result
-    for the preferred form.
-    """
-    if text is None:
-        return None
+
+@functools.lru_cache(maxsize=256)
+def _date_fields(text: str) -> _DateFields | None:
+    """The parts of an HTTP-date in one of the three forms, or None (cached: no clock in it)."""
+    text = text.strip(" \t")
+    two_digit = False
     match = _IMF_FIXDATE.fullmatch(text)
     if match is not None:
         day, month, year, hour, minute, second = match.groups()
-        days = _days_from_civil(int(year), _MONTHS[month], 1) + int(day) - 1
-        return float(((days * 24 + int(hour)) * 60 + int(minute)) * 60 + int(second))
-    if not text.strip():
+    elif (match := _RFC850_DATE.fullmatch(text)) is not None:
+        day, month, year, hour, minute, second = match.groups()
+        two_digit = True
+    elif (match := _ASCTIME_DATE.fullmatch(text)) is not None:
+        month, day, hour, minute, second, year = match.groups()
+    else:
         return None
-    import email.utils
+    fields = (int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute), int(second))
+    # A two-digit year is checked against a leap year (2000) here, and again once it is known.
+    if not 1 <= fields[2] <= _days_in_month(2000 if two_digit else fields[0], fields[1]):
+        return None
+    if fields[3] > 23 or fields[4] > 59 or fields[5] > 60:
+        return None
+    return (*fields, two_digit)
 
-    try:
-        parsed = email.utils.parsedate_tz(text)
-    except (TypeError, ValueError, IndexError):
+
+def is_http_date(text: str | None) -> bool:
+    """Whether the text is an HTTP-date in one of the three forms of RFC 9110 §5.6.7."""
+    return text is not None and _date_fields(text) is not None
+
+
+def rfc850_year(two_digits: int, now: float) -> int:
+    """The year an rfc850-date's two digits mean at ``now``: the most recent year with those last
+    two digits that is not more than 50 years ahead (RFC 9110 §5.6.7)."""
+    this_year = time.gmtime(now).tm_year
+    year = this_year - this_year % 100 + two_digits
+    if year > this_year + RFC850_YEARS_AHEAD:
+        return year - 100
+    return year + 100 if year <= this_year - 100 + RFC850_YEARS_AHEAD else year
+
+
+def parse_http_date(text: str | None, now: float) -> float | None:
+    """Seconds since the epoch for an HTTP-date in any of the three RFC 9110 forms, else None.
+
+    ``now`` is when the date was received: it only decides the century of an rfc850-date.
+    """
+    if text is None:
         return None
-    if parsed is None:
+    fields = _date_fields(text)
+    if fields is None:
         return None
-    try:
-        return float(email.utils.mktime_tz(parsed))
-    except (OverflowError, ValueError):
-        return None
+    year, month, day, hour, minute, second, two_digit = fields
+    if two_digit:
+        year = rfc850_year(year, now)
+        if day > _days_in_month(year, month):
+            return None  # 29-Feb of a year that turned out not to be a leap year
+    days = _days_from_civil(year, month, day)
+    return float(((days * 24 + hour) * 60 + minute) * 60 + second)
 
 
 def format_http_date(when: float) -> str:
+    """The IMF-fixdate form, the one an HTTP sender must use (RFC 9110 §5.6.7)."""
     import email.utils
 
     return email.utils.formatdate(when, usegmt=True)
@@ -224,7 +301,7 @@ def format_http_date(when: float) -> str:
 
 def date_value(headers: HeaderList, response_time: float) -> float:
     """The Date header, or the time the response arrived when it is missing or invalid."""
-    parsed = parse_http_date(header_value(headers, "date"))
+    parsed = parse_http_date(header_value(headers, "date"), response_time)
     return response_time if parsed is None else parsed
 
 
@@ -237,13 +314,13 @@ def freshness_lifetime(status: int, headers: HeaderList, response_time: float) -
     expires_text = header_value(headers, "expires")
     date = date_value(headers, response_time)
     if expires_text is not None:
-        expires = parse_http_date(expires_text)
+        expires = parse_http_date(expires_text, response_time)
         if expires is None or len(header_values(headers, "expires")) > 1:
             return 0.0
         return max(0.0, expires - date)
     if status not in HEURISTICALLY_CACHEABLE and "public" not in directives:
         return 0.0
-    last_modified = parse_http_date(header_value(headers, "last-modified"))
+    last_modified = parse_http_date(header_value(headers, "last-modified"), response_time)
     if last_modified is None or last_modified >= date:
         return 0.0
     return min(HEURISTIC_CAP, HEURISTIC_FRACTION * (date - last_modified))
@@ -253,20 +330,24 @@ def has_explicit_freshness(headers: HeaderList) -> bool:
     return "max-age" in cache_control(headers) or bool(header_values(headers, "expires"))
 
 
+def age_value(headers: HeaderList) -> int:
+    """The Age field's seconds (§5.1): the first member of its first field line; 0 when absent or
+    not delta-seconds, since an invalid Age is ignored rather than trusted."""
+    values = header_values(headers, "age")
+    if not values:
+        return 0
+    first = values[0].split(",", 1)[0].split(";", 1)[0].strip(" \t")
+    parsed = parse_delta_seconds(first)
+    return 0 if parsed is None else parsed
+
+
 def current_age(
     headers: HeaderList, request_time: float, response_time: float, now: float
 ) -> float:
-    """The response's age now (§4.2.3); infinite when its Age header is invalid."""
-    age_values = header_values(headers, "age")
-    age_value = 0
-    if age_values:
-        parsed = parse_delta_seconds(age_values[0].strip()) if len(age_values) == 1 else None
-        if parsed is None:
-            return math.inf
-        age_value = parsed
+    """The response's age now (§4.2.3)."""
     apparent_age = max(0.0, response_time - date_value(headers, response_time))
     response_delay = max(0.0, response_time - request_time)
-    corrected_initial_age = max(apparent_age, age_value + response_delay)
+    corrected_initial_age = max(apparent_age, age_value(headers) + response_delay)
     resident_time = max(0.0, now - response_time)
     return corrected_initial_age + resident_time
 
@@ -366,7 +447,7 @@ def conditional_headers(stored_headers: HeaderList) -> list[tuple[str, str]]:
     if etag is not None:
         out.append(("If-None-Match", etag))
     last_modified = header_value(stored_headers, "last-modified")
-    if last_modified is not None and parse_http_date(last_modified) is not None:
+    if last_modified is not None and is_http_date(last_modified):
         out.append(("If-Modified-Since", last_modified))
     return out
 
@@ -392,10 +473,79 @@ def updated_headers(stored: HeaderList, not_modified: HeaderList) -> list[tuple[
     are those of the 304, and the age counted from them (§4.2.3) must start from the 304's own
     Age (none: it came from the origin with age 0), not again from the old response's.
     """
+    not_modified = stored_fields(not_modified)
     replaced = {n.lower() for n, _ in not_modified if n.lower() not in NOT_UPDATED_BY_304}
     replaced.add("age")
     kept = [(n, v) for n, v in stored if n.lower() not in replaced]
     return kept + [(n, v) for n, v in not_modified if n.lower() in replaced]
+
+
+def not_modified_evicts(not_modified: HeaderList) -> bool:
+    """Whether a 304 removes the stored response it is about instead of freshening it.
+
+    The updated response would carry ``no-store`` or ``Vary: *``, so it could no longer be
+    stored (§3, §4.3.4); keeping the old copy would serve what the origin now forbids.
+    """
+    return "no-store" in cache_control(not_modified) or vary_names(not_modified) is None
+
+
+def connection_options(headers: HeaderList) -> set[str]:
+    """The field names the Connection field lists, lower-case (RFC 9110 §7.6.1)."""
+    return {
+        name
+        for value in header_values(headers, "connection")
+        for item in value.split(",")
+        if (name := item.strip(" \t").lower())
+    }
+
+
+def stored_fields(headers: HeaderList) -> list[tuple[str, str]]:
+    """The response's fields a cache may store: all but the hop-by-hop ones and those named in
+    Connection (§3.1), which were about the connection the response came on."""
+    dropped = HOP_BY_HOP | connection_options(headers)
+    return [(n, v) for n, v in headers if n.lower() not in dropped]
+
+
+def _staleness_limit(response: Directives, request: Directives) -> float | None:
+    """How stale a response may be served on error; None when no directive says."""
+    if request.get("max-stale") == [None]:
+        return math.inf  # max-stale without a value: any staleness (§5.2.1.2)
+    names = ("stale-if-error", "max-stale")
+    limits = [s for name in names if (s := directive_seconds(request, name)) is not None]
+    if not limits and (seconds := directive_seconds(response, "stale-if-error")) is not None:
+        limits = [seconds]
+    # An invalid value (-1) allows nothing stale rather than anything.
+    return float(max(*limits, 0)) if limits else None
+
+
+def may_serve_stale_on_error(
+    stored_headers: HeaderList,
+    request_headers: HeaderList,
+    age: float,
+    *,
+    status: int,
+    response_time: float,
+) -> bool:
+    """Whether a stored response ``age`` seconds old may answer a request whose origin could not
+    be reached (§4.2.4; RFC 5861 §4).
+
+    Disconnected, a cache may serve stale unless a directive forbids it: ``no-cache``,
+    ``must-revalidate`` or ``proxy-revalidate`` in the response, or ``no-cache`` (or ``Pragma:
+    no-cache``) in the request, which asked for a validated answer. ``stale-if-error=N`` or
+    ``max-stale=N`` in the request, else ``stale-if-error=N`` in the response, bound the staleness.
+    """
+    response = cache_control(stored_headers)
+    if any(name in response for name in NO_STALE_DIRECTIVES):
+        return False
+    request = cache_control(request_headers)
+    pragma = (header_value(request_headers, "pragma") or "").lower()
+    if "no-cache" in request or (
+        not header_values(request_headers, "cache-control") and "no-cache" in pragma
+    ):
+        return False
+    staleness = age - freshness_lifetime(status, stored_headers, response_time)
+    limit = _staleness_limit(response, request)
+    return limit is None or staleness <= limit
 
 
 #: The port a URL without one means, by scheme.

@@ -10,5 +10,7 @@ class CacheStatus(enum.Enum):
 
     HIT = "hit"  #: fresh in the cache; the network was not used
     REVALIDATED = "revalidated"  #: stale in the cache, confirmed by a 304; the body was not sent
+    #: stale in the cache, served (with a warning) because the server could not be reached
+    STALE = "stale"
     MISS = "miss"  #: fetched from the server (and stored if allowed)
     BYPASS = "bypass"  #: not a cacheable request, or the cache is off

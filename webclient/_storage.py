@@ -13,6 +13,20 @@ garbage collection (which also runs under the write lock) cannot delete a body a
 is about to reference. Only these names are ever deleted. An index that is not SQLite, belongs to
 another program, has another schema version or fails its integrity check is reported and rebuilt.
 
+Faults are told apart, and only real damage rebuilds (:func:`_fault`): a full disk (ENOSPC,
+EDQUOT, ``SQLITE_FULL``) means the response at hand is not stored, with one warning, and every
+entry is kept; a folder or index that cannot be written (EROFS, EACCES, ``SQLITE_READONLY``) is
+used read-only, with one warning: hits are served, nothing is stored, and what would have been
+deleted is hidden for the rest of the run instead. A row that cannot be read (invalid JSON, a
+status that is not an integer, a body name that is not a SHA-256) and a body file that cannot be
+read or is not the size of its row are dropped with a warning, never raised; a body file that
+cannot be removed (a folder in its place, EACCES) is left with a warning. :meth:`Storage.check`
+verifies every row and body at once.
+
+Temporaries: a body being written holds an exclusive ``flock`` on its file in ``tmp/`` until it
+is renamed or discarded. Opening the cache removes ``tmp/body-*`` files older than
+:data:`TEMP_STALE` whose lock can be taken (left by a killed run); live writers keep theirs.
+
 Batches (:meth:`Storage.batch`, used for a whole run of requests): the writes of many entries
 share one transaction, each inside its own savepoint, so an entry is in the index whole or not at
 all; the transaction commits at the end of the batch (also when it ends with an error: what was
@@ -29,16 +43,23 @@ dropped, and fetched again: a cache miss, never a wrong answer from a half-writt
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
+import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from ._freshness import VaryKey
 from .errors import CacheError
@@ -64,6 +85,65 @@ BATCH_ENTRIES = 500
 BATCH_SECONDS = 0.25
 #: Keys per query when prefetching index rows (below SQLite's limit on parameters).
 _PREFETCH_CHUNK = 500
+#: Seconds after its last write a temporary body of a dead run is removed: a live writer holds
+#: its lock anyway, the age only spares a file created a moment ago and not locked yet.
+TEMP_STALE = 300.0
+#: Bytes read at a time when a stored body is hashed.
+_HASH_CHUNK = 1024 * 1024
+#: A body's name: the SHA-256 of its bytes; anything else in a row is never used as a path.
+_SHA_NAME = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class _Fault(enum.Enum):
+    """What a failed disk or SQLite operation means for the cache."""
+
+    FULL = "full"
+    READ_ONLY = "read-only"
+    BUSY = "busy"
+    DAMAGED = "damaged"
+    OTHER = "other"
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+#: SQLite primary result codes (the low byte of the extended code).
+_SQLITE_FAULTS = {
+    5: _Fault.BUSY,  # SQLITE_BUSY
+    6: _Fault.BUSY,  # SQLITE_LOCKED
+    8: _Fault.READ_ONLY,  # SQLITE_READONLY
+    11: _Fault.DAMAGED,  # SQLITE_CORRUPT
+    13: _Fault.FULL,  # SQLITE_FULL
+    26: _Fault.DAMAGED,  # SQLITE_NOTADB
+}
+
+
+#: SQLITE_IOERR, SQLITE_CANTOPEN.
+_SQLITE_TRY_READING = frozenset({10, 14})
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _fault(exc: BaseException) -> _Fault:
+    """Classify an error, so that only real damage leads to a rebuild."""
+    if isinstance(exc, OSError):
+        if exc.errno in _FULL_ERRNOS:
+            return _Fault.FULL
+        return _Fault.READ_ONLY if exc.errno in _READ_ONLY_ERRNOS else _Fault.OTHER
+    code = _sqlite_code(exc)
+    if code is not None:
+        return _SQLITE_FAULTS.get(code, _Fault.OTHER)
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return _Fault.BUSY
+    return _Fault.DAMAGED if "not a database" in text or "malformed" in text else _Fault.OTHER
+
+
+class _Unwritable(CacheError):
+    """A write that the disk refused (full, or read-only); already reported with a warning."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -145,6 +225,22 @@ class CacheInfo:
     entries: int
     bodies: int
     size: int
+    #: Files in ``tmp/``: bodies being received, or left by a run that was killed.
+    temp_files: int = 0
+    temp_size: int = 0
+    #: The cache could not be written when opened (see the module docstring).
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What :meth:`Storage.check` verified and what it dropped."""
+
+    rows: int
+    bodies: int
+    dropped_rows: int
+    removed_files: int
+    problems: tuple[str, ...]
 
 
 #: Distinguishes the temporary files of this process from those of others.
@@ -170,17 +266,45 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has no block left (for a clearer warning)."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _remove_if_abandoned(item: os.DirEntry[str], now: float) -> None:
+    """Delete a temporary body left by a dead run: older than TEMP_STALE and not locked."""
+    info = item.stat(follow_symlinks=False)
+    if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < TEMP_STALE:
+        return
+    fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live writer holds it
+        if os.fstat(fd).st_ino == info.st_ino:
+            os.unlink(item.path)
+    finally:
+        os.close(fd)
+
+
 class BodyWriter:
     """A body on its way into the cache: hashed and counted while written to ``tmp/``.
 
     ``limit`` is the largest body worth keeping; past it the writer gives up quietly (``dropped``)
-    instead of filling the disk with something that would be evicted at once.
+    instead of filling the disk with something that would be evicted at once. A disk that fails
+    a write drops the body too, and ``fault`` says why. The file is locked (``flock``) from its
+    creation until :meth:`release`, so that no other process takes it for a leftover.
     """
 
     def __init__(self, folder: Path, limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.dropped = False
+        self.fault: OSError | None = None
         self._hash = hashlib.sha256()
         try:
             self._fd: int | None = None
@@ -193,9 +317,29 @@ class BodyWriter:
                     continue
             else:
                 raise FileExistsError(f"no unused temporary name in {folder}")
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
             raise CacheError(f"cannot write to the cache folder: {exc}") from exc
         self.path = Path(name)
+        self._named = True
+
+    @classmethod
+    def refused(cls, fault: OSError) -> BodyWriter:
+        """A writer that stores nothing, for a disk that refused to create the file."""
+        writer = cls.__new__(cls)
+        writer.limit = 0
+        writer.size = 0
+        writer.dropped = True
+        writer.fault = fault
+        writer._hash = hashlib.sha256()
+        writer._fd = None
+        writer.path = Path(os.devnull)
+        writer._named = False
+        return writer
 
     def write(self, data: bytes) -> None:
         if self._fd is None or self.dropped:
@@ -210,8 +354,9 @@ class BodyWriter:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
-        except OSError:
+        except OSError as exc:
             # A full disk must not fail the download; the response just is not stored.
+            self.fault = exc
             self.discard()
             self.dropped = True
 
@@ -220,33 +365,80 @@ class BodyWriter:
         return self._hash.hexdigest()
 
     def finish(self) -> None:
-        """Close the file; it is complete. (Not flushed to disk: see the module docstring.)"""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        """The body is complete. (Not flushed to disk: see the module docstring; the file stays
+        open and locked until it is renamed into ``bodies/`` or discarded.)"""
 
-    def discard(self) -> None:
+    def release(self) -> None:
+        """Close the file and so drop its lock."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+
+    def discard(self) -> None:
+        if self._named:
+            # Unlinked before the lock goes, so no cleaner ever sees it unlocked.
+            self._named = False
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.release()
+
+
+class _BadRow(Exception):
+    """A row of the index that cannot be read; the message says which field."""
+
+
+def _pairs(text: object, field: str, *, optional: bool = False) -> tuple[tuple[str, str], ...]:
+    """A JSON list of ``[name, value]`` pairs of strings (``value`` may be null when optional)."""
+    try:
+        items = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        items = None
+    if not isinstance(items, list):
+        raise _BadRow(f"{field} is not a JSON list")
+    for item in items:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and (isinstance(item[1], str) or (optional and item[1] is None))
+        ):
+            raise _BadRow(f"{field} holds something other than name/value pairs")
+    return tuple((n, v) for n, v in items)
+
+
+def _number(value: object, field: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise _BadRow(f"{field} is not a number")
 
 
 def _entry(row: tuple[object, ...]) -> Entry:
+    """The row as an Entry; _BadRow when any field is not what this program writes.
+
+    SQLite keeps whatever type was written into a column, so every value is checked here, and
+    a body name is used as a path only once it is a SHA-256 in hexadecimal.
+    """
     (id_, key, vary, status, reason, headers, sha, size, req_t, resp_t) = row
+    if type(status) is not int or not 100 <= status <= 999:
+        raise _BadRow("its status is not a three-digit integer")
+    if type(size) is not int or size < 0:
+        raise _BadRow("its body size is not a whole number")
+    if not isinstance(sha, str) or not _SHA_NAME.match(sha):
+        raise _BadRow("its body name is not a SHA-256")
+    if not isinstance(key, str) or not isinstance(reason, str):
+        raise _BadRow("its key or reason is not text")
     return Entry(
         id=int(id_),  # type: ignore[call-overload]
-        key=str(key),
-        vary=tuple((str(n), None if v is None else str(v)) for n, v in json.loads(str(vary))),
-        status=int(status),  # type: ignore[call-overload]
-        reason=str(reason),
-        headers=tuple((str(n), str(v)) for n, v in json.loads(str(headers))),
-        body_sha=str(sha),
-        body_size=int(size),  # type: ignore[call-overload]
-        request_time=float(req_t),  # type: ignore[arg-type]
-        response_time=float(resp_t),  # type: ignore[arg-type]
+        key=key,
+        vary=_pairs(vary, "its Vary values", optional=True),
+        status=status,
+        reason=reason,
+        headers=_pairs(headers, "its header fields"),
+        body_sha=sha,
+        body_size=size,
+        request_time=_number(req_t, "its request time"),
+        response_time=_number(resp_t, "its response time"),
     )
 
 
@@ -261,15 +453,22 @@ _SELECT_BY_KEY = _COLUMNS + " WHERE key = ?" + _ORDER
 class Storage:
     """The cache folder; every method is safe from several threads and processes at once.
 
-    ``warn`` receives one sentence for each problem that was repaired (a rebuilt index).
+    ``warn`` receives one sentence for each kind of problem that was repaired or worked around
+    (a rebuilt index, a dropped row, a full disk, a read-only folder), once per kind.
     """
 
     def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.folder = folder
         self._bodies = os.path.join(folder, BODIES)
-        self._warn = warn or (lambda message: None)
+        self._warn_callback = warn or (lambda message: None)
+        self._warned: set[str] = set()
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        #: Nothing is written: the folder or its index refused a write (see the module docstring).
+        self.read_only = False
+        #: Rows and keys deleted while read-only: hidden from lookups for the rest of the run.
+        self._hidden_ids: set[int] = set()
+        self._hidden_keys: set[str] = set()
         #: Open batches (nested ``batch()`` calls); writes share a transaction while above 0.
         self._batches = 0
         #: Writes in the open batch transaction, when it began, and its commit timer.
@@ -289,6 +488,14 @@ class Storage:
         except OSError as exc:
             raise CacheError(f"cannot use the cache folder {folder}: {exc.strerror}") from exc
 
+    def _warn_once(self, kind: str, message: str) -> None:
+        """One warning per kind of problem: a thousand bad rows are one line, not a thousand."""
+        with self._lock:
+            if kind in self._warned:
+                return
+            self._warned.add(kind)
+        self._warn_callback(message)
+
     # -- opening, checking, rebuilding -----------------------------------------------------------
 
     def _open(self) -> None:
@@ -297,22 +504,35 @@ class Storage:
         self.folder.mkdir(parents=True, exist_ok=True)
         problem = self._connect()
         if problem is not None:
-            self._warn(f"the cache in {self.folder} {problem}; rebuilding it")
+            self._warn_once("rebuilt", f"the cache in {self.folder} {problem}; rebuilding it")
             self._rebuild()
             problem = self._connect()
             if problem is not None:
                 raise CacheError(f"the cache in {self.folder} {problem}, even after a rebuild")
-        for name in (BODIES, TMP):
-            path = self.folder / name
-            if path.exists() and not path.is_dir():
-                path.unlink()
-            path.mkdir(exist_ok=True)
-        tag = self.folder / TAG_NAME
-        if not tag.exists():
-            tag.write_text(TAG_TEXT, encoding="ascii")
+        if self.read_only:
+            return
+        try:
+            for name in (BODIES, TMP):
+                path = self.folder / name
+                if path.exists() and not path.is_dir():
+                    path.unlink()
+                path.mkdir(exist_ok=True)
+            tag = self.folder / TAG_NAME
+            if not tag.exists():
+                tag.write_text(TAG_TEXT, encoding="ascii")
+        except OSError as exc:
+            if _fault(exc) not in (_Fault.READ_ONLY, _Fault.FULL):
+                raise
+            self._become_read_only(exc)
+            return
+        self._tidy_temporaries(time.time())
 
     def _connect(self) -> str | None:
-        """Open the index; a sentence saying what is wrong with it, or None when it is usable."""
+        """Open the index; a sentence saying what is wrong with it, or None when it is usable.
+
+        Only damage is a sentence (the caller rebuilds); a disk that is full or cannot be written
+        opens the index read-only, and anything else is a CacheError that leaves the files alone.
+        """
         index = self.folder / INDEX_NAME
         if index.exists() and not index.is_file():
             return "has a folder where its index should be"
@@ -321,41 +541,103 @@ class Storage:
                 index, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            return f"has an index that cannot be opened ({exc})"
+            return self._open_failed(exc)
         try:
-            # One read transaction, so the three answers describe the same moment: read apart,
-            # another process creating the index in between looked like a foreign database
-            # (tables, but no application id yet) and was "rebuilt" under its feet.
-            db.execute("BEGIN")
+            problem = self._check_index(db, write=True)
+        except sqlite3.Error as exc:
+            db.close()
+            return self._open_failed(exc)
+        if problem is not None:
+            db.close()
+            return problem
+        self._db = db
+        return None
+
+    def _open_failed(self, exc: sqlite3.Error) -> str | None:
+        fault = _fault(exc)
+        if fault is _Fault.DAMAGED:
+            return f"has a damaged index ({exc})"
+        if fault is _Fault.BUSY:
+            # Another process holds it: that is no damage, and rebuilding would wreck it.
+            raise CacheError(f"the cache index in {self.folder} is busy: {exc}") from exc
+        if fault in (_Fault.READ_ONLY, _Fault.FULL) or (
+            # An existing index whose journal or shared-memory file cannot be created or grown
+            # (an unwritable folder, a full disk): reading it may still work.
+            _sqlite_code(exc) in _SQLITE_TRY_READING and (self.folder / INDEX_NAME).is_file()
+        ):
+            return self._connect_read_only(exc)
+        raise CacheError(f"cannot open the cache index in {self.folder}: {exc}") from exc
+
+    def _connect_read_only(self, cause: BaseException) -> str | None:
+        """Open the index without writing to it: read-only mode, else as an immutable file (a
+        WAL index on read-only media, whose shared-memory file cannot be made)."""
+        index = quote(os.fspath(self.folder / INDEX_NAME))
+        last: sqlite3.Error | None = None
+        for mode in ("mode=ro", "immutable=1"):
             try:
-                app_id = db.execute("PRAGMA application_id").fetchone()[0]
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            finally:
+                db = sqlite3.connect(
+                    f"file:{index}?{mode}",
+                    uri=True,
+                    timeout=LOCK_TIMEOUT,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            try:
+                problem = self._check_index(db, write=False)
+            except sqlite3.Error as exc:
+                db.close()
+                last = exc
+                continue
+            if problem is not None:
+                db.close()
+                # Damaged, but it cannot be rebuilt here: there is no cache to use.
+                raise CacheError(f"the cache in {self.folder} {problem} and cannot be written")
+            self._db = db
+            self._become_read_only(cause)
+            return None
+        raise CacheError(f"cannot open the cache index in {self.folder}: {last}") from cause
+
+    def _check_index(self, db: sqlite3.Connection, *, write: bool) -> str | None:
+        """Create a new index, or check an existing one: a sentence when it must be rebuilt."""
+        # One read transaction, so the three answers describe the same moment: read apart,
+        # another process creating the index in between looked like a foreign database
+        # (tables, but no application id yet) and was "rebuilt" under its feet.
+        db.execute("BEGIN")
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            # A failed read may have ended the transaction already; the error says why.
+            if db.in_transaction:
                 db.execute("COMMIT")
-            if app_id == 0 and tables == 0:
-                self._create(db)
-            elif app_id != APPLICATION_ID:
-                db.close()
-                return "has an index that belongs to another program"
-            elif version != SCHEMA_VERSION:
-                db.close()
-                return f"has an index of another version ({version})"
-            elif db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                db.close()
-                return "has a damaged index"
+        if app_id == 0 and tables == 0:
+            if not write:
+                return "has no index yet"
+            self._create(db)
+        elif app_id != APPLICATION_ID:
+            return "has an index that belongs to another program"
+        elif version != SCHEMA_VERSION:
+            return f"has an index of another version ({version})"
+        elif db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            return "has a damaged index"
+        if write:
             _switch_to_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.OperationalError as exc:
-            db.close()
-            if "locked" in str(exc) or "busy" in str(exc):
-                # Another process holds it: that is no damage, and rebuilding would wreck it.
-                raise CacheError(f"the cache index in {self.folder} is busy: {exc}") from exc
-            return f"has a damaged index ({exc})"
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            return f"has a damaged index ({exc})"
-        self._db = db
+            # A write that changes nothing: SQLite opens a file it may not write without a word
+            # and says "readonly" only at the first write, so ask now rather than mid-run.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
         return None
 
     @staticmethod
@@ -374,6 +656,35 @@ class Storage:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _become_read_only(self, cause: BaseException) -> None:
+        self.read_only = True
+        if _fault(cause) is _Fault.FULL or _disk_full(self.folder):
+            reason = "its disk is full"
+        else:
+            reason = f"it cannot be written: {getattr(cause, 'strerror', None) or cause}"
+        self._warn_once(
+            "read-only",
+            f"the cache in {self.folder} is used read-only ({reason}); nothing will be stored",
+        )
+
+    def _tidy_temporaries(self, now: float) -> None:
+        """Remove the temporary bodies of killed runs: old, and not locked by a live writer."""
+        with contextlib.suppress(OSError), os.scandir(self.folder / TMP) as found:
+            for item in found:
+                if item.name.startswith("body-"):
+                    with contextlib.suppress(OSError):
+                        _remove_if_abandoned(item, now)
+
+    def _temporaries(self) -> tuple[int, int]:
+        """How many files ``tmp/`` holds, and their size."""
+        count = size = 0
+        with contextlib.suppress(OSError), os.scandir(self.folder / TMP) as found:
+            for item in found:
+                with contextlib.suppress(OSError):
+                    size += item.stat(follow_symlinks=False).st_size
+                    count += 1
+        return count, size
 
     def _rebuild(self) -> None:
         """Delete our own files (and nothing else) so the next open starts empty."""
@@ -408,12 +719,14 @@ class Storage:
                     yield db
                 except BaseException:
                     self._size = None
-                    db.execute("ROLLBACK")
+                    # SQLite may have rolled back by itself (a full disk).
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
                 self._size = None
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise CacheError(f"the cache index failed: {exc}") from exc
+                raise self._failed(exc) from exc
 
     def _in_batch(self, db: sqlite3.Connection, write: bool) -> Iterator[sqlite3.Connection]:
         if not write:
@@ -431,8 +744,10 @@ class Storage:
                 yield db
             except BaseException:
                 self._size = None
-                db.execute("ROLLBACK TO entry")
-                db.execute("RELEASE entry")
+                # SQLite may have rolled back the whole transaction by itself (a full disk).
+                if db.in_transaction:
+                    db.execute("ROLLBACK TO entry")
+                    db.execute("RELEASE entry")
                 raise
             db.execute("RELEASE entry")
             self._batch_writes += 1
@@ -442,7 +757,26 @@ class Storage:
             ):
                 self._commit_batch(db)
         except sqlite3.Error as exc:
-            raise CacheError(f"the cache index failed: {exc}") from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: BaseException) -> CacheError:
+        """The error to raise for a failed index or file operation (see the module docstring):
+        a full or read-only disk is warned about once and raised as :class:`_Unwritable`, which
+        the write methods turn into "not stored"."""
+        fault = _fault(exc)
+        if fault is _Fault.FULL:
+            self._warn_once(
+                "full",
+                f"the disk of the cache in {self.folder} is full; responses are not stored"
+                " until there is room (stored ones are kept)",
+            )
+            return _Unwritable(f"the disk of the cache in {self.folder} is full")
+        if fault is _Fault.READ_ONLY:
+            self._become_read_only(exc)
+            return _Unwritable(f"the cache in {self.folder} cannot be written")
+        if isinstance(exc, OSError):
+            return CacheError(f"the cache folder failed: {exc.strerror or exc}")
+        return CacheError(f"the cache index failed: {exc}")
 
     def _start_timer(self) -> None:
         timer = threading.Timer(BATCH_SECONDS, self._commit_from_timer)
@@ -456,7 +790,11 @@ class Storage:
             if db is None or not db.in_transaction or self._timer is None:
                 return
             with contextlib.suppress(sqlite3.Error):
-                self._commit_batch(db)
+                try:
+                    self._commit_batch(db)
+                except sqlite3.Error as exc:
+                    self._failed(exc)  # warns once when the disk is full or read-only
+                    raise
 
     def _commit_batch(self, db: sqlite3.Connection) -> None:
         """Commit the batch transaction (the caller holds the lock)."""
@@ -505,7 +843,9 @@ class Storage:
             with contextlib.suppress(sqlite3.Error):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-            raise CacheError(f"the cache index failed: {exc}") from exc
+            error = self._failed(exc)
+            if not isinstance(error, _Unwritable):
+                raise error from exc
 
     def _write_touched(self, db: sqlite3.Connection) -> None:
         if self._touched:
@@ -538,7 +878,22 @@ class Storage:
         return f"{self._bodies}/{sha[:2]}/{sha}"
 
     def new_body(self, limit: int) -> BodyWriter:
-        return BodyWriter(self.folder / TMP, limit)
+        """A writer into ``tmp/``; one already dropped (``fault`` set) when the disk refuses."""
+        if self.read_only:
+            return BodyWriter.refused(OSError(errno.EROFS, os.strerror(errno.EROFS)))
+        try:
+            return BodyWriter(self.folder / TMP, limit)
+        except CacheError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and _fault(cause) in (_Fault.FULL, _Fault.READ_ONLY):
+                return BodyWriter.refused(cause)
+            raise
+
+    def write_failed(self, fault: OSError) -> None:
+        """Report (once per kind) why a body could not be written into ``tmp/``."""
+        error = self._failed(fault)
+        if not isinstance(error, _Unwritable):
+            self._warn_once("body-write", f"cannot write a body into the cache: {error}")
 
     def open_body(self, entry: Entry) -> BinaryIO:
         """The stored body; CacheError when it is gone or not the size recorded."""
@@ -571,10 +926,40 @@ class Storage:
         return data
 
     def body_ok(self, entry: Entry) -> bool:
+        return self.body_problem(entry) is None
+
+    def body_problem(self, entry: Entry, *, verify: bool = False) -> str | None:
+        """What is wrong with an entry's body file, or None: it must be a regular file of the
+        recorded size and, with ``verify``, have the SHA-256 it is named by."""
+        path = self._body_file(entry.body_sha)
         try:
-            return os.stat(self._body_file(entry.body_sha)).st_size == entry.body_size
-        except OSError:
-            return False
+            if not verify:
+                return _size_problem(os.stat(path), entry.body_size)
+            with open(path, "rb") as file:
+                problem = _size_problem(os.fstat(file.fileno()), entry.body_size)
+                if problem is None and _file_sha256(file) != entry.body_sha:
+                    problem = "does not match its SHA-256 (it was changed on disk)"
+                return problem
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
+
+    def drop_damaged(self, entry: Entry, problem: str) -> None:
+        """Drop an entry whose body cannot be served, with a warning (once per run)."""
+        self._warn_once(
+            "damaged-body",
+            f"a body in the cache {problem}; dropped its entry ({entry.key})",
+        )
+        self._drop([entry.id])
+
+    def _drop(self, ids: list[int]) -> None:
+        """Delete rows, or hide them for this run when they cannot be deleted."""
+        try:
+            self.delete(ids)
+        except CacheError:
+            with self._lock:
+                self._hidden_ids.update(ids)
 
     # -- entries ---------------------------------------------------------------------------------
 
@@ -582,11 +967,32 @@ class Storage:
         """Every stored response for a cache key, newest first."""
         with self._lock:
             found = self._prefetched.get(key)
-            if found is not None:
-                return list(found)
-            with self._transaction(write=False) as db:
-                rows = db.execute(_SELECT_BY_KEY, (key,)).fetchall()
-        return [_entry(row) for row in rows]
+            if found is None:
+                with self._transaction(write=False) as db:
+                    rows = db.execute(_SELECT_BY_KEY, (key,)).fetchall()
+                found = self._readable(rows)
+            return [entry for entry in found if self._visible(entry)]
+
+    def _visible(self, entry: Entry) -> bool:
+        return entry.id not in self._hidden_ids and entry.key not in self._hidden_keys
+
+    def _readable(self, rows: list[tuple[object, ...]]) -> list[Entry]:
+        """The rows as entries; a row that cannot be read is dropped with a warning."""
+        entries: list[Entry] = []
+        bad: list[int] = []
+        for row in rows:
+            try:
+                entries.append(_entry(row))
+            except _BadRow as exc:
+                self._warn_once(
+                    "bad-row",
+                    f"the cache in {self.folder} has an unreadable entry (row {row[0]}: {exc});"
+                    " dropped it",
+                )
+                bad.append(int(row[0]))  # type: ignore[call-overload]
+        if bad:
+            self._drop(bad)
+        return entries
 
     def prefetch(self, keys: Iterable[str]) -> None:
         """Read the rows of many keys in a few queries; :meth:`entries` answers from them until
@@ -597,14 +1003,15 @@ class Storage:
         with self._lock:
             if not self._batches:
                 return
-            found: dict[str, list[Entry]] = {key: [] for key in wanted}
+            rows: list[tuple[object, ...]] = []
             with self._transaction(write=False) as db:
                 for start in range(0, len(wanted), _PREFETCH_CHUNK):
                     chunk = wanted[start : start + _PREFETCH_CHUNK]
                     marks = ",".join("?" * len(chunk))
-                    query = f"{_COLUMNS} WHERE key IN ({marks}){_ORDER}"
-                    for row in db.execute(query, chunk):
-                        found[str(row[1])].append(_entry(row))
+                    rows += db.execute(f"{_COLUMNS} WHERE key IN ({marks}){_ORDER}", chunk)
+            found: dict[str, list[Entry]] = {key: [] for key in wanted}
+            for entry in self._readable(rows):
+                found[entry.key].append(entry)
             self._prefetched.update(found)
 
     def _forget(self, keys: Iterable[str]) -> None:
@@ -624,58 +1031,88 @@ class Storage:
         response_time: float,
         now: float,
         replaces: Callable[[Entry], bool] | None = None,
-    ) -> None:
-        """Publish a completed body and its row in one transaction.
+    ) -> bool:
+        """Publish a completed body and its row in one transaction; False when the disk refused
+        it (full or read-only: already reported).
 
         The rows the new one replaces are read inside that write transaction, so rows another
-        process stored meanwhile are seen too: the row with the same key and Vary values, and
-        every row of the key for which ``replaces`` says yes. Their bodies are deleted when no
-        other row uses them.
+        process stored meanwhile are seen too: the row with the same key and Vary values, every
+        row of the key for which ``replaces`` says yes, and every row of the key that cannot be
+        read. Their bodies are deleted when no other row uses them.
         """
-        sha = body.sha256
-        vary_text = json.dumps([list(item) for item in vary])
-        target = self.body_path(sha)
-        with self._transaction(write=True) as db:
-            self._forget([key])
-            try:
+        if self.read_only:
+            body.discard()
+            return False
+        row = (
+            key,
+            json.dumps([list(item) for item in vary]),
+            status,
+            reason,
+            json.dumps([list(item) for item in headers]),
+            body.sha256,
+            body.size,
+            request_time,
+            response_time,
+            now,
+        )
+        try:
+            with self._transaction(write=True) as db:
+                self._forget([key])
+                fresh = self._publish(db, body)
                 try:
-                    os.replace(body.path, target)
-                except FileNotFoundError:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(body.path, target)
-            except OSError as exc:
-                raise CacheError(f"cannot store a body in the cache: {exc.strerror}") from exc
-            if (
-                self._size is not None
-                and not db.execute(
-                    "SELECT 1 FROM entries WHERE body_sha = ? LIMIT 1", (sha,)
-                ).fetchone()
-            ):
-                self._size += body.size
-            replaced = [
-                int(row[0])
-                for row in db.execute(_SELECT_BY_KEY, (key,)).fetchall()
-                if row[2] == vary_text or (replaces is not None and replaces(_entry(row)))
-            ]
-            stale = self._delete_rows(db, replaced)
-            db.execute(
-                "INSERT INTO entries (key, vary, status, reason, headers, body_sha,"
-                " body_size, request_time, response_time, last_used)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    vary_text,
-                    status,
-                    reason,
-                    json.dumps([list(item) for item in headers]),
-                    sha,
-                    body.size,
-                    request_time,
-                    response_time,
-                    now,
-                ),
-            )
-            self._collect(db, {k: v for k, v in stale.items() if k != sha})
+                    self._add_row(db, row, replaces)
+                except BaseException:
+                    # Still under the write lock: no other process can have named it meanwhile.
+                    if fresh is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(fresh)
+                    raise
+        except _Unwritable:
+            return False
+        finally:
+            body.release()
+        return True
+
+    def _add_row(
+        self,
+        db: sqlite3.Connection,
+        row: tuple[object, ...],
+        replaces: Callable[[Entry], bool] | None,
+    ) -> None:
+        key, vary_text, sha = row[0], row[1], row[5]
+        replaced = [
+            int(old[0])
+            for old in db.execute(_SELECT_BY_KEY, (key,)).fetchall()
+            if old[2] == vary_text or _replaced(old, replaces)
+        ]
+        stale = self._delete_rows(db, replaced)
+        db.execute(
+            "INSERT INTO entries (key, vary, status, reason, headers, body_sha,"
+            " body_size, request_time, response_time, last_used)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        self._collect(db, {k: v for k, v in stale.items() if k != sha})
+
+    def _publish(self, db: sqlite3.Connection, body: BodyWriter) -> str | None:
+        """Rename a body into ``bodies/`` (inside the write transaction); its path when no row
+        named it before (to be removed again if the row is not added), else None."""
+        sha = body.sha256
+        target = self._body_file(sha)
+        known = db.execute("SELECT 1 FROM entries WHERE body_sha = ? LIMIT 1", (sha,)).fetchone()
+        try:
+            try:
+                os.replace(body.path, target)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(body.path, target)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        if known is not None:
+            return None
+        if self._size is not None:
+            self._size += body.size
+        return target
 
     def update(
         self,
@@ -686,8 +1123,10 @@ class Storage:
         response_time: float,
         now: float,
     ) -> None:
-        """Freshen a stored response after a 304."""
-        with self._transaction(write=True) as db:
+        """Freshen a stored response after a 304 (not kept when the disk refuses)."""
+        if self.read_only:
+            return
+        with contextlib.suppress(_Unwritable), self._transaction(write=True) as db:
             self._prefetched.clear()
             db.execute(
                 "UPDATE entries SET headers = ?, request_time = ?, response_time = ?,"
@@ -705,36 +1144,53 @@ class Storage:
         """Mark an entry used, for least-recently-used eviction (inside a batch, with the
         batch's next write)."""
         with self._lock:
+            if self.read_only:
+                return
             if self._batches:
                 self._touched[entry_id] = now
                 return
-        with self._transaction(write=True) as db:
+        with contextlib.suppress(_Unwritable), self._transaction(write=True) as db:
             db.execute("UPDATE entries SET last_used = ? WHERE id = ?", (now, entry_id))
 
     def delete(self, ids: list[int]) -> None:
+        with self._lock:
+            if self.read_only:
+                self._hidden_ids.update(ids)
+                return
         with self._transaction(write=True) as db:
             self._prefetched.clear()
             self._collect(db, self._delete_rows(db, ids))
 
     def delete_keys(self, keys: list[str]) -> int:
-        """Drop every stored response for these keys; how many there were."""
-        with self._transaction(write=True) as db:
-            self._forget(keys)
-            ids = [
-                int(row[0])
-                for key in keys
-                for row in db.execute("SELECT id FROM entries WHERE key = ?", (key,))
-            ]
-            self._collect(db, self._delete_rows(db, ids))
+        """Drop every stored response for these keys; how many there were. (Read-only: they are
+        hidden for the rest of the run instead.)"""
+        with self._lock:
+            if self.read_only:
+                self._hidden_keys.update(keys)
+                self._forget(keys)
+                return 0
+        try:
+            with self._transaction(write=True) as db:
+                self._forget(keys)
+                ids = [
+                    int(row[0])
+                    for key in keys
+                    for row in db.execute("SELECT id FROM entries WHERE key = ?", (key,))
+                ]
+                self._collect(db, self._delete_rows(db, ids))
+        except _Unwritable:
+            with self._lock:
+                self._hidden_keys.update(keys)
+            return 0
         return len(ids)
 
     def evict(self, max_size: int) -> int:
         """Drop least recently used entries until the bodies fit in ``max_size``; how many."""
         dropped = 0
         with self._lock:
-            if self._size is not None and self._size <= max_size:
+            if self.read_only or (self._size is not None and self._size <= max_size):
                 return 0
-            with self._transaction(write=True) as db:
+            with contextlib.suppress(_Unwritable), self._transaction(write=True) as db:
                 if self._size is None:
                     self._size = self._total_size(db)
                 if self._size <= max_size:
@@ -753,6 +1209,8 @@ class Storage:
         """Drop everything; how many entries there were."""
         import shutil
 
+        if self.read_only:
+            raise CacheError(f"the cache in {self.folder} cannot be written; nothing was cleared")
         with self._transaction(write=True) as db:
             self._prefetched.clear()
             self._touched.clear()
@@ -769,7 +1227,62 @@ class Storage:
             entries = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
             bodies = int(db.execute("SELECT count(DISTINCT body_sha) FROM entries").fetchone()[0])
             size = self._total_size(db)
-        return CacheInfo(self.folder, entries, bodies, size)
+        temp_files, temp_size = self._temporaries()
+        return CacheInfo(
+            self.folder, entries, bodies, size, temp_files, temp_size, read_only=self.read_only
+        )
+
+    def check(self, *, verify: bool = True) -> CheckReport:
+        """Read every row and body: drop the rows that cannot be read or whose body is missing,
+        not its recorded size or (``verify``) not its SHA-256, and remove body files that no row
+        names (left by a crash). Read-only: only reports."""
+        with self._transaction(write=False) as db:
+            rows = db.execute(_COLUMNS).fetchall()
+        problems: list[str] = []
+        bad: list[int] = []
+        bodies: dict[tuple[str, int], str | None] = {}
+        for row in rows:
+            try:
+                entry = _entry(row)
+            except _BadRow as exc:
+                bad.append(int(row[0]))
+                problems.append(f"row {row[0]}: {exc}")
+                continue
+            body = (entry.body_sha, entry.body_size)
+            if body not in bodies:
+                bodies[body] = self.body_problem(entry, verify=verify)
+            problem = bodies[body]
+            if problem is not None:
+                bad.append(entry.id)
+                problems.append(f"row {entry.id} ({entry.key}): its body {problem}")
+        if self.read_only:
+            return CheckReport(len(rows), len(bodies), 0, 0, tuple(problems))
+        if bad:
+            self.delete(bad)
+        removed = self._remove_unnamed_bodies()
+        return CheckReport(len(rows), len(bodies), len(bad), removed, tuple(problems))
+
+    def _remove_unnamed_bodies(self) -> int:
+        """Delete the files in ``bodies/`` that no row names (under the write lock, so no body
+        being published is taken for one); how many."""
+        removed = 0
+        with self._transaction(write=True) as db:
+            named = {row[0] for row in db.execute("SELECT DISTINCT body_sha FROM entries")}
+            for path in _body_files(self._bodies):
+                if os.path.basename(path) in named:
+                    continue
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except OSError as exc:
+                    self._cannot_remove(path, exc)
+        return removed
+
+    def _cannot_remove(self, path: str, exc: OSError) -> None:
+        self._warn_once(
+            "unremovable",
+            f"cannot remove {path} from the cache ({exc.strerror or exc}); left it in place",
+        )
 
     @staticmethod
     def _total_size(db: sqlite3.Connection) -> int:
@@ -782,23 +1295,71 @@ class Storage:
     @staticmethod
     def _delete_rows(db: sqlite3.Connection, ids: list[int]) -> dict[str, int]:
         """Delete rows; the bodies they referenced (maybe still used by other rows), with their
-        sizes."""
+        sizes. A body name that is not a SHA-256 is never taken for a file."""
         shas: dict[str, int] = {}
         for entry_id in ids:
             row = db.execute(
                 "SELECT body_sha, body_size FROM entries WHERE id = ?", (entry_id,)
             ).fetchone()
             if row is not None:
-                shas[str(row[0])] = int(row[1])
+                sha, size = row
+                if isinstance(sha, str) and _SHA_NAME.match(sha):
+                    shas[sha] = size if type(size) is int and size > 0 else 0
                 db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         return shas
 
     def _collect(self, db: sqlite3.Connection, shas: dict[str, int]) -> None:
-        """Delete the body files no row references any more (caller holds the write lock)."""
+        """Delete the body files no row references any more (caller holds the write lock); one
+        that cannot be removed is left, with a warning."""
         for sha, size in shas.items():
             if db.execute("SELECT 1 FROM entries WHERE body_sha = ? LIMIT 1", (sha,)).fetchone():
                 continue
             if self._size is not None:
                 self._size -= size
-            with contextlib.suppress(FileNotFoundError):
-                self.body_path(sha).unlink()
+            path = self._body_file(sha)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._cannot_remove(path, exc)
+
+
+def _replaced(row: tuple[object, ...], replaces: Callable[[Entry], bool] | None) -> bool:
+    """Whether a row of the key being stored goes: ``replaces`` says so, or it is unreadable."""
+    try:
+        entry = _entry(row)
+    except _BadRow:
+        return True
+    return replaces is not None and replaces(entry)
+
+
+def _size_problem(info: os.stat_result, size: int) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a file"
+    if info.st_size != size:
+        return f"is {info.st_size} bytes, not the {size} recorded"
+    return None
+
+
+def _file_sha256(file: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := file.read(_HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _body_files(bodies: str) -> Iterator[str]:
+    """The paths in ``bodies/`` named as this program names bodies (``ab/abcdef...``)."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(bodies) as shelves:
+        for shelf in shelves:
+            if len(shelf.name) != 2 or not shelf.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(shelf.path) as files:
+                for item in files:
+                    if (
+                        _SHA_NAME.match(item.name)
+                        and item.name.startswith(shelf.name)
+                        and item.is_file(follow_symlinks=False)
+                    ):
+                        yield item.path

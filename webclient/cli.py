@@ -149,6 +149,16 @@ def main() -> None:
     show_default=True,
     help="Seconds to wait for a connection or for the server.",
 )
+@click.option(
+    "--upload-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder POST may read files from (default: the command file's folder).",
+)
+@click.option(
+    "--verify-cache",
+    is_flag=True,
+    help="Hash every cached body before serving it (always checked by size).",
+)
 def batch(
     command_file: Path,
     out_dir: Path,
@@ -161,6 +171,8 @@ def batch(
     quiet: bool,
     no_print: bool,
     timeout: float,
+    upload_root: Path | None,
+    verify_cache: bool,
 ) -> None:
     """Run the GET and POST commands of COMMAND_FILE.
 
@@ -188,6 +200,7 @@ def batch(
             max_body_size=max_size,
             timeout=timeout,
             pipeline=pipeline,
+            verify_cache=verify_cache,
         )
     except ConfigError as exc:
         raise InvalidSetting(str(exc)) from None
@@ -207,6 +220,7 @@ def batch(
             parallel=parallel,
             progress=stderr.isatty(),
             stdout_is_tty=stdout.isatty(),
+            upload_root=upload_root if upload_root is not None else command_file.parent,
         )
         summary = run.run()
     if run.stdout_closed or run.stderr_closed:
@@ -259,29 +273,58 @@ def _cache_at(cache_dir: Path | None) -> Iterator[Cache]:
 
 _cache_dir_option = click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    # Not file_okay=False: a file there is the cache's own error (status 1), as documented.
+    type=click.Path(path_type=Path),
     help="Cache folder (default: $WEBCLIENT_CACHE_DIR, else $XDG_CACHE_HOME/webclient).",
 )
 
 
 @cache.command("info")
 @_cache_dir_option
-def cache_info(cache_dir: Path | None) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Read every stored response and hash every body; drop what cannot be used.",
+)
+def cache_info(cache_dir: Path | None, check: bool = False) -> None:
     """Where the cache is and how much it holds."""
     folder = cache_dir if cache_dir is not None else default_cache_dir()
+    _refuse_unusable(folder)
     if not folder.exists():
         # Looking must not create it.
         click.echo(f"folder: {folder} (not created yet)")
         click.echo("responses: 0")
         click.echo("bodies: 0")
         click.echo(f"size: {human_size(0)} (0 bytes)")
+        click.echo(f"temporary files: 0 ({human_size(0)})")
         return
     with _cache_at(cache_dir) as store:
+        report = store.check() if check else None
         info = store.info()
-    click.echo(f"folder: {info.folder}")
+    click.echo(f"folder: {info.folder}" + (" (read-only)" if info.read_only else ""))
     click.echo(f"responses: {info.entries}")
     click.echo(f"bodies: {info.bodies}")
     click.echo(f"size: {human_size(info.size)} ({info.size} bytes)")
+    click.echo(f"temporary files: {info.temp_files} ({human_size(info.temp_size)})")
+    if report is not None:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        click.echo(
+            f"checked: {report.rows} responses, {report.bodies} bodies;"
+            f" dropped {report.dropped_rows} responses, removed {report.removed_files}"
+            " unused body files"
+        )
+
+
+def _refuse_unusable(folder: Path) -> None:
+    """A cache path that is a file, or lies under one, is an error (status 1), not a cache
+    that is "not created yet"."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == folder else f"is under a file ({path})"
+                raise CacheUnavailable(f"the cache folder {folder} {what}")
+            return
 
 
 @cache.command("clear")

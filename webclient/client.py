@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 
 from ._cache import Cache, Clock, Lookup, cache_key
 from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
-from ._freshness import header_value
+from ._freshness import HeaderList, current_age, header_value, may_serve_stale_on_error
 from ._pipeline import Lane
 from ._pool import ConnectionPool
 from ._status import CacheStatus
 from .commands import encode_target
 from .config import ClientConfig
-from .errors import CacheError, InvalidURL, LocalFileError, WebClientError
+from .errors import CacheError, InvalidURL, LocalFileError, TransportError, WebClientError
 
 if TYPE_CHECKING:
     from ._storage import CacheInfo
@@ -75,7 +75,8 @@ class Response:
     body_size: int = 0
     #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
     bytes_received: int = 0
-    #: Body bytes uploaded.
+    #: Body bytes uploaded: those written before the response came (a server that refuses an
+    #: upload and closes stops it short).
     bytes_sent: int = 0
 
     @property
@@ -137,6 +138,7 @@ class Client:
                     max_size=self.config.cache_max_size,
                     clock=clock,
                     warn=self.warn,
+                    verify=self.config.verify_cache,  # cache hook: --verify-cache
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")
@@ -361,6 +363,27 @@ class Client:
             self.warn(f"cache lookup failed, fetching instead: {exc}")
             return None
 
+    def _stale_on_error(
+        self, request: Request, headers: HeaderList, lookup: Lookup | None, error: WebClientError
+    ) -> Result | None:
+        """The stored response, stale, for a request whose server could not be reached, when
+        RFC 9111 §4.2.4 allows it (said in a warning); None when it does not."""
+        if self._cache is None or lookup is None or not isinstance(error, TransportError):
+            return None
+        entry = lookup.entry
+        age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
+        if not may_serve_stale_on_error(
+            entry.headers, headers, age, status=entry.status, response_time=entry.response_time
+        ):
+            return None
+        try:
+            served = self._serve_stored(request, Lookup(entry, False, age), CacheStatus.STALE)
+        except WebClientError as exc:
+            return exc
+        if served is not None:
+            self.warn(f"{request.url}: {error}; served the stored copy ({int(age)} s old)")
+        return served
+
     def _serve_stored(
         self, request: Request, lookup: Lookup, status: CacheStatus
     ) -> Response | None:
@@ -520,7 +543,9 @@ class _Exchange:
         self.record(self.index, result)
 
     def fail(self, error: WebClientError) -> None:
-        self._finish(error)
+        # RFC 9111 §4.2.4: a stored response may answer, stale, when the server is unreachable.
+        stale = self.client._stale_on_error(self.request, self.headers, self.lookup, error)
+        self._finish(error if stale is None else stale)
 
     def _unconditional(self) -> WireRequest:
         """The request again without validators, when the 304 cannot be used."""
@@ -530,32 +555,42 @@ class _Exchange:
         self.wire = self.wire.replace(headers=headers)
         return self.wire
 
+    def _revalidated(
+        self,
+        cache: Cache,
+        lookup: Lookup,
+        head: ResponseHead,
+        body: Iterator[bytes],
+        response_time: float,
+    ) -> WireRequest | None:
+        """Serve the stored body a 304 confirmed; the request again unconditionally when the
+        304 cannot be applied."""
+        client = self.client
+        for _ in body:
+            pass
+        try:
+            fresh = cache.freshen(
+                lookup, head.headers, request_time=self.request_time, response_time=response_time
+            )
+        except CacheError as exc:
+            client.warn(f"cache update failed: {exc}")
+            fresh = None
+        served = (
+            client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
+            if fresh is not None
+            else None
+        )
+        if served is None:
+            return self._unconditional()
+        self._finish(served)
+        return None
+
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
         client, cache = self.client, self.client._cache
         response_time = client.clock()
         method = self.wire.method
         if head.status == 304 and self.lookup is not None and cache is not None:
-            for _ in body:
-                pass
-            try:
-                fresh = cache.freshen(
-                    self.lookup,
-                    head.headers,
-                    request_time=self.request_time,
-                    response_time=response_time,
-                )
-            except CacheError as exc:
-                client.warn(f"cache update failed: {exc}")
-                fresh = None
-            served = (
-                client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
-                if fresh is not None
-                else None
-            )
-            if served is None:
-                return self._unconditional()
-            self._finish(served)
-            return None
+            return self._revalidated(cache, self.lookup, head, body, response_time)
         uses_cache = cache is not None and method in ("GET", "HEAD")
         response = Response(
             method=method,
@@ -564,7 +599,7 @@ class _Exchange:
             reason=head.reason,
             headers=tuple(head.headers),
             cache_status=CacheStatus.MISS if uses_cache else CacheStatus.BYPASS,
-            bytes_sent=self.wire.body_length,
+            bytes_sent=self.wire.body_sent,
         )
         writer = None
         if cache is not None and cache.wants(method, head.status, head.headers, self.headers):

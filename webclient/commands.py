@@ -1,4 +1,4 @@
-"""Command files: one request per line, parsed whole before anything is sent.
+"""Command files: one request per line, all validated before anything is sent.
 
 Grammar (one command per line; fields separated by spaces or tabs, and by nothing else: other
 Unicode spaces belong to the field; a UTF-8 byte order mark at the start of a file is ignored)::
@@ -7,31 +7,44 @@ Unicode spaces belong to the field; a UTF-8 byte order mark at the start of a fi
     method    = "GET" | "POST"                  (any letter case)
     file-name = path with or without a leading "/", optionally "?query"
     host      = DNS name | IPv4 address | "[" IPv6 address "]"
+                (not all digits; IPv4 only as a dotted quad, e.g. not "127.1" or "0x7f.0.0.1")
     port      = 1*5DIGIT | "(" 1*5DIGIT ")"     (1..65535, default 80)
 
-Rules: every invalid line is reported with its line number, not just the first, and a file with any
-invalid line runs nothing; a parsed command prints back (:meth:`Command.to_line`) to a line that
-parses to an equal command.
+Rules: every invalid line is reported with its line number, not just the first (the first
+:data:`MAX_LISTED_ERRORS` listed, the others counted), and a file with any invalid line runs
+nothing; the file is read a line at a time, so only its commands take memory; a parsed command
+prints back (:meth:`Command.to_line`) to a line that parses to an equal command.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote
 
 from .errors import CommandFileError, LineError
 
 METHODS = ("GET", "POST")
+#: Commands kept from one file: each costs a few hundred bytes for the whole run, so a
+#: gigabyte of commands would need gigabytes of memory; a million is far beyond a batch.
+MAX_COMMANDS = 1_000_000
+#: Longest line read: a request target longer than this is refused by every server anyway
+#: (nginx's default limit for a whole request line is 8 KiB).
+MAX_LINE_LENGTH = 64 * 1024
+#: Invalid lines listed one by one; the rest are counted, so a file of garbage costs no memory.
+MAX_LISTED_ERRORS = 100
 DEFAULT_PORT = 80
 #: The name a file-name ending in "/" is saved under, as a browser would show that page.
 INDEX_NAME = "index.html"
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+#: A last label that makes resolvers read the host as a number (decimal, octal or hex).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _PORT = re.compile(r"^\(?([0-9]+)\)?$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 #: Characters a request target may carry as they are (RFC 3986 pchar, "/" and "?"); the rest are
@@ -145,6 +158,15 @@ def _parse_host(text: str) -> str:
         raise _InvalidLine(f"IPv6 addresses go in brackets, like [::1]: {text!r}")
     if len(text) > 253 or not _HOSTNAME.match(text):
         raise _InvalidLine(f"not a host name: {text!r}")
+    if _NUMERIC_LABEL.fullmatch(text.rstrip(".").rpartition(".")[2]):
+        # Resolvers read "2130706433", "0x7f.1" or "127.1" as IPv4 addresses (inet_aton): only
+        # the dotted quad, which means the same to every program, is taken as one.
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise _InvalidLine(
+                f"not an IPv4 address: {text!r} (write four numbers 0-255, like 127.0.0.1)"
+            ) from None
     return text.lower()
 
 
@@ -191,6 +213,11 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
     if len(fields) > 4:
         raise _InvalidLine(f"unexpected text after the port: {' '.join(fields[4:])!r}")
     path = _parse_path(fields[1])
+    if fields[2].isdigit():
+        raise _InvalidLine(
+            f"{fields[2]!r} is a number, not a host: is the host missing?"
+            f" (write: {method} {fields[1]} HOST {fields[2]})"
+        )
     host = _parse_host(fields[2])
     port = _parse_port(fields[3]) if len(fields) == 4 else DEFAULT_PORT
     return Command(method, path, host, port, line)
@@ -198,31 +225,78 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
 
 def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list[Command]:
     """Every command of a file, or :class:`CommandFileError` listing every invalid line."""
+    return _parse_all(lines, filename)
+
+
+def _parse_all(lines: Iterable[str | _InvalidLine], filename: str) -> list[Command]:
+    """The commands of ``lines`` (an item may already be a line's error); see the limits."""
     commands: list[Command] = []
     errors: list[LineError] = []
+    unlisted = 0
     for number, text in enumerate(lines, start=1):
         try:
+            if isinstance(text, _InvalidLine):
+                raise text
             command = _parse_line(text, number)
         except _InvalidLine as exc:
-            errors.append(LineError(number, str(exc)))
+            if len(errors) < MAX_LISTED_ERRORS:
+                errors.append(LineError(number, str(exc)))
+            else:
+                unlisted += 1
+            commands.clear()  # nothing will run: only the errors are kept
             continue
-        if command is not None:
-            commands.append(command)
+        if command is None or errors:
+            continue
+        if len(commands) == MAX_COMMANDS:
+            raise CommandFileError(
+                filename,
+                message=f"{filename}: more than {MAX_COMMANDS:,} commands (split it into"
+                " several files)",
+            )
+        commands.append(command)
     if errors:
-        raise CommandFileError(filename, errors)
+        listed = CommandFileError(filename, errors)
+        if not unlisted:
+            raise listed
+        raise CommandFileError(
+            filename, errors, message=f"{listed}\n{filename}: {unlisted:,} more invalid lines"
+        )
     return commands
 
 
 def read_command_file(path: str | Path) -> list[Command]:
     """Read and parse a command file (UTF-8, with or without a BOM); unreadable files are a
-    :class:`CommandFileError`."""
+    :class:`CommandFileError`.
+
+    The file is read a line at a time, so its size costs no memory: only its commands are kept
+    (at most :data:`MAX_COMMANDS`), a line longer than :data:`MAX_LINE_LENGTH` is an invalid
+    line, and past :data:`MAX_LISTED_ERRORS` invalid lines are only counted.
+    """
     name = str(path)
     try:
-        # "utf-8-sig" drops a byte order mark at the start, as Windows editors write one.
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CommandFileError(name, message=f"{name}: not UTF-8 text ({exc.reason})") from exc
+        with open(path, "rb") as file:
+            return _parse_all(_file_lines(file, name), name)
     except OSError as exc:
         raise CommandFileError(name, message=f"{name}: cannot read: {exc.strerror}") from exc
-    # Split on "\n" only, so line numbers are the ones an editor shows.
-    return parse_commands(text.split("\n"), name)
+
+
+def _file_lines(file: BinaryIO, name: str) -> Iterator[str | _InvalidLine]:
+    """The lines of ``file`` as text, split on "\n" only (so line numbers are the ones an
+    editor shows); an over-long line is skipped to its end and given as its error."""
+    number = 0
+    while raw := file.readline(MAX_LINE_LENGTH + 1):
+        number += 1
+        if number == 1:
+            # A byte order mark at the start, as Windows editors write one, is not text.
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        if len(raw) > MAX_LINE_LENGTH and not raw.endswith(b"\n"):
+            while (rest := file.readline(MAX_LINE_LENGTH)) and not rest.endswith(b"\n"):
+                pass
+            yield _InvalidLine(f"line longer than {MAX_LINE_LENGTH:,} bytes")
+            continue
+        try:
+            yield raw.decode("utf-8").removesuffix("\n")
+        except UnicodeDecodeError as exc:
+            raise CommandFileError(
+                name, message=f"{name}:{number}: not UTF-8 text ({exc.reason})"
+            ) from exc

@@ -82,6 +82,8 @@ class ClientConfig:
     #: GET/HEAD requests written ahead of their responses on one connection.
     pipeline: int = DEFAULT_PIPELINE
     user_agent: str = "webclient/0.1.0"
+    #: Hash every stored body before serving it (a body is always checked by its size).
+    verify_cache: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.use_cache, bool):
@@ -100,6 +102,8 @@ class ClientConfig:
             raise ConfigError(f"pipeline must be 1..{MAX_PIPELINE}, not {self.pipeline}")
         if not self.user_agent or any(c in self.user_agent for c in "\r\n\0"):
             raise ConfigError("user_agent must be a non-empty single line")
+        if not isinstance(self.verify_cache, bool):
+            raise ConfigError(f"verify_cache must be True or False, not {self.verify_cache!r}")
 
     @property
     def cache_path(self) -> Path:

@@ -21,12 +21,14 @@ from .errors import (
     HTTPError,
     NotFound,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     RequestTimeout,
     WebServerError,
 )
 from .framing import HeadLimits
 from .handler import Handler
 from .headers import Headers
+from .listing import ListingEntry
 from .request import Request, RequestBody
 from .response import Response
 from .router import Router
@@ -45,8 +47,10 @@ __all__ = [
     "Handler",
     "HeadLimits",
     "Headers",
+    "ListingEntry",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "Request",
     "RequestBody",
     "RequestTimeout",

@@ -31,9 +31,10 @@ from typing import Any, Protocol, cast
 
 import h11
 
+from ._chunked import ChunkedBodyCheck, feed_body_check
 from ._fastpath import PlainRequest, parse_plain_request
 from .errors import HTTPError
-from .framing import HeadLimits, check_request_head, find_head_end
+from .framing import HeadLimits, check_head_prefix, check_request_head, find_head_end
 
 #: Bytes asked of the kernel per ``recv``: large enough for a pipelined burst of small requests.
 RECV_SIZE = 64 * 1024
@@ -131,6 +132,7 @@ class Connection:
         "_owner",
         "_plain_head",
         "_scanned",
+        "body_check",
         "client",
         "closing",
         "deadline",
@@ -208,6 +210,8 @@ class Connection:
         self.lock = threading.Lock()
         #: ``time.monotonic()`` when a worker last took the connection (to spot stuck workers).
         self.turn_started = 0.0
+        #: The framing check of a chunked request body being received (see _chunked.py).
+        self.body_check: ChunkedBodyCheck | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -259,6 +263,8 @@ class Connection:
         is there, ``OSError`` when the peer reset."""
         data = self.sock.recv(RECV_SIZE)
         if self._mode is Mode.H11:
+            if self.body_check is not None:  # framing hook: h11 reads only checked chunk lines
+                self.body_check = feed_body_check(self.body_check, data)
             self.h11.receive_data(data)
         elif data:
             self._inbuf += data
@@ -308,6 +314,9 @@ class Connection:
             return plain
         if self.eof or len(inbuf) > limits.max_head_size:
             self._use(Mode.H11)  # h11 and the strict checks say what is wrong, if anything
+            return None
+        if _head_prefix_refused(inbuf, self._scanned, limits):
+            self._use(Mode.H11)  # framing hook: h11 mode answers it (_check_pending_head)
             return None
         self._scanned = max(0, len(inbuf) - 2)
         lone_cr = inbuf == b"\r"  # perhaps the start of another empty line
@@ -550,8 +559,16 @@ def _check_pending_head(pending: bytes, limits: HeadLimits) -> bool:
     """Check the next request head in ``pending``; True if it has not fully arrived yet."""
     end = find_head_end(pending)
     if end < 0:
-        if len(pending) > limits.max_head_size:
-            raise HTTPError("request head too large", status=431, close=True)
+        check_head_prefix(pending, 0, limits)  # framing hook: refused at its first bad byte
         return True
     check_request_head(pending[:end], limits)
+    return False
+
+
+def _head_prefix_refused(inbuf: bytearray, checked: int, limits: HeadLimits) -> bool:
+    """True if the head arriving in ``inbuf`` is already invalid (framing hook)."""
+    try:
+        check_head_prefix(inbuf, checked, limits)
+    except HTTPError:
+        return True
     return False

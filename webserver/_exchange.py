@@ -28,12 +28,13 @@ import enum
 import logging
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
 import h11
 
+from ._chunked import BodyFramingError, start_body_check
 from ._connection import LINGER_SECONDS, Connection, Ended, Refuse, Wait
 from ._fastpath import PlainRequest
 from ._spool import Spool
@@ -305,6 +306,12 @@ def _next_request_soon(conn: Connection) -> bool:
 def _begin(ex: _Exchange, event: h11.Request) -> None:
     """A request h11 parsed: answer it at once when it has no body, else start receiving."""
     conn = ex.conn
+    try:  # framing hook: a chunked body is checked before h11 reads any of it
+        conn.body_check = start_body_check(event.headers, conn.h11.trailing_data[0], ex.limits)
+    except BodyFramingError as exc:
+        conn.linger = True
+        _send_error(ex, exc.status, exc.detail)
+        return
     headers = Headers.from_raw(event.headers)
     length_text = headers.get("content-length")
     if headers.get("transfer-encoding") is None and length_text is None:
@@ -428,7 +435,9 @@ def _answer(
     response, close = _call_app(ex, lambda: _build_request(ex, event, headers, body), target)
     method = event.method.decode("latin-1")
     version = event.http_version.decode("latin-1")
-    _respond(ex, response, close, (method, target, version), started, release=release)
+    _respond(
+        ex, response, close, (method, target, version), started, release=release, fields=headers
+    )
 
 
 def _answer_error(ex: _Exchange, event: h11.Request, error: HTTPError) -> None:
@@ -459,7 +468,7 @@ def _answer_plain(ex: _Exchange, plain: PlainRequest) -> None:
     started = time.time()
     response, close = _call_app(ex, lambda: _plain_request(ex, plain), plain.target)
     line = (plain.method, plain.target, plain.http_version)
-    _respond(ex, response, close or plain.close, line, started, plain=True)
+    _respond(ex, response, close or plain.close, line, started, plain=True, fields=plain.fields)
 
 
 def _respond(
@@ -471,6 +480,7 @@ def _respond(
     *,
     plain: bool = False,
     release: Spool | None = None,
+    fields: Iterable[tuple[str, str]] = (),
 ) -> None:
     """Queue a handler's response (a 500 instead if it cannot be written); the access log line
     and the end of the exchange follow once all of it is queued."""
@@ -483,7 +493,7 @@ def _respond(
         def done(sent: int) -> None:
             conn.requests += 1
             conn.idle_since = time.monotonic()
-            _log_access(ex, method, target, version, reply.status, sent, started)
+            _log_access(ex, method, target, version, reply.status, sent, started, fields)
             if reply.close or not conn.end_exchange():
                 conn.closing = True
 
@@ -542,8 +552,20 @@ def _log_access(
     status: int,
     size: int,
     started: float = 0.0,
+    fields: Iterable[tuple[str, str]] = (),
 ) -> None:
     if not ex.config.access_log or not access_log.isEnabledFor(logging.INFO):
         return
     request_line = "-" if method is None else f"{method} {target} HTTP/{version}"
-    access_log.info(format_access_line(ex.conn.client[0], request_line, status, size, started))
+    # The request's fields (lower-case names) give the combined and json formats their
+    # Referer and User-Agent.
+    line = format_access_line(
+        ex.conn.client[0],
+        request_line,
+        status,
+        size,
+        started,
+        fmt=ex.config.access_log_format,
+        fields=fields,
+    )
+    access_log.info(line)

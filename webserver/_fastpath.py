@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._authority import valid_host
 from .framing import HeadLimits
 
 _NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
@@ -77,10 +78,12 @@ def parse_plain_request(head: bytes, limits: HeadLimits) -> PlainRequest | None:
     if len(fields) > limits.max_header_count:
         return None
     hosts = 0
+    bad_host = False
     close = minor == "0"
     for name, value in fields:
         if name == "host":
             hosts += 1
+            bad_host = bad_host or not valid_host(value)  # the strict checks answer 400
         elif name == "connection":
             tokens = {token.strip(" \t").lower() for token in value.split(",")}
             if "upgrade" in tokens:
@@ -90,7 +93,7 @@ def parse_plain_request(head: bytes, limits: HeadLimits) -> PlainRequest | None:
         elif name in _H11_REQUEST_FIELDS:
             return None
     # h11 requires exactly one Host on HTTP/1.1 and at most one on HTTP/1.0.
-    if hosts > 1 or (hosts == 0 and minor == "1"):
+    if bad_host or hosts > 1 or (hosts == 0 and minor == "1"):
         return None
     return PlainRequest(method, target, "1." + minor, fields, close)
 

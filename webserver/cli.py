@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .accesslog import ACCESS_LOG_FORMATS
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRACE_PERIOD,
@@ -78,6 +79,15 @@ def _configure_logging(access_log: Path | None, enabled: bool) -> None:
     access.setLevel(logging.INFO)
 
 
+def _hint(config: ServerConfig) -> None:
+    """Say why the first page will be a 404, before a user wonders (after the readiness line)."""
+    if not config.listing and not (config.root / "index.html").is_file():
+        click.echo(
+            f"Note: {config.root} has no index.html and listings are off (--no-listing),"
+            " so / answers 404 Not Found."
+        )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webserver")
 def main() -> None:
@@ -85,25 +95,45 @@ def main() -> None:
 
 
 @main.command()
+@click.argument("port_argument", metavar="[PORT]", required=False, type=click.IntRange(0, 65535))
 @click.option(
+    "-b",
+    "--bind",
     "--host",
+    "host",
     default="127.0.0.1",
     show_default=True,
     help="Address to listen on; 0.0.0.0 or :: to accept other machines.",
 )
 @click.option(
+    "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=8080,
     show_default=True,
-    help="TCP port; 0 picks a free one (printed on the first line).",
+    help="TCP port (also accepted as the one argument); 0 picks a free one (printed on the"
+    " first line).",
 )
 @click.option(
+    "-d",
     "--root",
+    "--directory",
+    "root",
     type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
     help="Folder whose files GET/HEAD serve and where POST stores uploads.",
+)
+@click.option(
+    "--listing/--no-listing",
+    default=True,
+    show_default=True,
+    help="List a folder that has no index.html (else 404).",
+)
+@click.option(
+    "--show-hidden",
+    is_flag=True,
+    help="Serve and list dot-names (.git, .env); /.well-known/ is served either way.",
 )
 @click.option(
     "--threads",
@@ -196,17 +226,35 @@ def main() -> None:
     "--access-log",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Append the access log (Common Log Format) to this file instead of stderr.",
+    help="Append the access log to this file instead of stderr.",
+)
+@click.option(
+    "--access-log-format",
+    type=click.Choice(ACCESS_LOG_FORMATS),
+    default="common",
+    show_default=True,
+    help="common (CLF), combined (adds Referer and User-Agent) or json (one object a line).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log requests.")
-def run(workers: int, access_log: Path | None, no_access_log: bool, **settings: Any) -> None:
+def run(
+    port_argument: int | None,
+    workers: int,
+    access_log: Path | None,
+    no_access_log: bool,
+    **settings: Any,
+) -> None:
     """Serve the files under --root until Ctrl-C or SIGTERM.
 
-    GET and HEAD return files (a folder serves its index.html), with ETag and Last-Modified for
-    caches; POST /name stores the request body as a new file under the root and never overwrites
-    one. The first line on stdout, once connections are accepted, is
-    "Serving ROOT on http://HOST:PORT/".
+    GET and HEAD return files (a folder serves its index.html, else a listing), with ETag and
+    Last-Modified for caches and byte ranges for resuming; POST /name stores the request body as
+    a new file under the root and never overwrites one. The first line on stdout, once
+    connections are accepted, is "Serving ROOT on http://HOST:PORT/".
     """
+    if port_argument is not None:
+        source = click.get_current_context().get_parameter_source("port")
+        if source is not click.core.ParameterSource.DEFAULT and settings["port"] != port_argument:
+            raise UsageProblem(f"two ports given: {port_argument} and --port {settings['port']}")
+        settings["port"] = port_argument
     try:
         # Every other option is named after the ServerConfig field it sets.
         config = ServerConfig(access_log=not no_access_log, **settings)
@@ -240,6 +288,7 @@ def run(workers: int, access_log: Path | None, no_access_log: bool, **settings: 
         signal.signal(signal.SIGINT, supervisor.stop)
         signal.signal(signal.SIGTERM, supervisor.stop)
         click.echo(f"Serving {config.root} on {url}")
+        _hint(config)
         sys.stdout.flush()
         click.echo(f"{workers} worker processes share the port", err=True)
         sys.exit(supervisor.run())
@@ -251,5 +300,6 @@ def run(workers: int, access_log: Path | None, no_access_log: bool, **settings: 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     click.echo(f"Serving {config.root} on {url}")
+    _hint(config)
     sys.stdout.flush()
     server.serve_forever()

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .accesslog import ACCESS_LOG_FORMATS
 from .errors import ConfigError
 
 KIB = 1024
@@ -80,9 +81,15 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_queue: int = DEFAULT_MAX_QUEUE
     max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
-    #: Log one Common Log Format line per response to the ``webserver.access`` logger.
+    #: Log one line per response to the ``webserver.access`` logger.
     access_log: bool = True
+    #: ``common``, ``combined`` (adds Referer and User-Agent) or ``json`` (one object a line).
+    access_log_format: str = "common"
     server_name: str = "webserver"
+    #: A folder without index.html is answered with a listing of its entries (else 404).
+    listing: bool = True
+    #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
+    show_hidden: bool = False
 
     def __post_init__(self) -> None:
         root = Path(os.fspath(self.root)).expanduser()
@@ -107,6 +114,11 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.access_log_format not in ACCESS_LOG_FORMATS:
+            raise ConfigError(
+                f"access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)},"
+                f" not {self.access_log_format!r}"
+            )
         if not _SERVER_NAME.fullmatch(self.server_name):
             raise ConfigError(
                 f"server_name must be visible ASCII words separated by spaces,"

@@ -8,6 +8,7 @@ Errors say who is at fault and what the client is told::
     │   ├── BadRequest         400: the request is malformed
     │   ├── NotFound           404: nothing at that path (also: outside the root)
     │   ├── PayloadTooLarge    413: an upload over the configured limit
+    │   ├── RangeNotSatisfiable 416: no requested byte range overlaps the file
     │   └── RequestTimeout     408: the client was too slow to send its body
     └── ClientDisconnected     the peer vanished mid-request; nobody is left to answer
 
@@ -61,6 +62,17 @@ class NotFound(HTTPError):
 
 class PayloadTooLarge(HTTPError):
     status = 413
+
+
+class RangeNotSatisfiable(HTTPError):
+    """No range of a Range header overlaps the representation (RFC 9110 §15.5.17)."""
+
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        #: The representation's length, sent as ``Content-Range: bytes */size``.
+        self.size = size
+        super().__init__(headers=[("Content-Range", f"bytes */{size}")])
 
 
 class RequestTimeout(HTTPError):

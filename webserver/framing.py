@@ -6,13 +6,21 @@ present, merges ``Content-Length: 3, 3``, accepts bare LF line endings and unfol
 folding. Each of those is refused here, before the request reaches a handler:
 
 * ``Content-Length`` with ``Transfer-Encoding``, ``Transfer-Encoding`` on HTTP/1.0, a
-  ``Content-Length`` that is a list, signed, repeated or not all digits → 400
+  ``Content-Length`` that is a list, signed, repeated, not all digits or has a tab around it
+  (nginx refuses that too; spaces around it are fine) → 400
 * a transfer coding other than ``chunked`` → 501
-* a bare LF line ending, obsolete line folding → 400
+* a bare LF line ending, obsolete line folding, a byte the request line or field grammar does not
+  allow → 400
 * a request line over the limit → 414; a head over the size or field-count limit → 431
 * an HTTP version of 2.0 or above → 505
-* a target that is not origin form, absolute form, ``*`` (OPTIONS only) or authority form
-  (CONNECT only) → 400
+* a target that is not origin form, absolute form (``http``/``https`` with a valid authority and
+  no userinfo) or ``*`` (OPTIONS only) → 400; ``CONNECT`` → 501
+* a ``Host`` that is not ``host[:port]`` by :mod:`webserver._authority` → 400
+
+The rules that a prefix of the head can already break (a byte outside the grammar, a line ending,
+the sizes) are checked in byte order by :func:`check_head_prefix`, on a head still arriving as on
+a whole one, so a head is refused at the first byte that makes it invalid, with the same answer
+however its bytes were split.
 
 A pure function over bytes, so it is fuzzed directly.
 """
@@ -22,9 +30,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._authority import valid_absolute_target, valid_host
 from .errors import HTTPError
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+#: h11's field value bytes (``[^\x00\s]`` and the spaces between them), with OWS around.
+_VALUE = rb"[^\x00\n\r\x0b\x0c]"
+_REQUEST_LINE = re.compile(_TOKEN + rb"+ ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
+#: Every prefix of a valid request line (without its LF): a byte outside it is refused at once.
+_REQUEST_LINE_PREFIX = re.compile(
+    rb"(?:" + _TOKEN + rb"+(?: (?:[\x21-\x7e]+"
+    rb"(?: (?:H(?:T(?:T(?:P(?:/(?:[0-9](?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)?)?)?)?"
+)
+#: A field line's bytes, read from its start, from inside its name, or from inside its value.
+_FIELD_FROM_START = re.compile(rb"(?:" + _TOKEN + rb"+(?::" + _VALUE + rb"*\r?)?)?")
+_FIELD_FROM_NAME = re.compile(_TOKEN + rb"*(?::" + _VALUE + rb"*\r?)?")
+_FIELD_FROM_VALUE = re.compile(_VALUE + rb"*\r?")
 _DIGITS = re.compile(rb"[0-9]+")
 _HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -54,45 +75,103 @@ def _bad(detail: str, status: int = 400) -> HTTPError:
     return HTTPError(detail, status=status, close=True)
 
 
+def check_head_prefix(data: bytes | bytearray, checked: int, limits: HeadLimits) -> None:
+    """Raise :class:`HTTPError` (with ``close``) if ``data``, the start of a request head, can no
+    longer become a valid one: a byte outside the request-line or field grammar, a bare LF, a
+    folded line, a request line over the limit (414), too many fields or bytes (431), a version
+    of 2.0 or above (505), or a target refused by the rules in the module docstring.
+
+    ``data[:checked]`` already passed this check (0 if not), so a head trickling in is looked at
+    once, not again with each byte. Empty lines before the request line are skipped.
+    """
+    pos = 0
+    while data.startswith(b"\r\n", pos):
+        pos += 2
+    if data[pos:] == b"\r":
+        return  # perhaps another empty line
+    limit = min(len(data), pos + limits.max_head_size)
+    first_lf = data.find(b"\n", pos, limit)
+    if first_lf < 0 or first_lf >= checked:
+        _check_request_line(data[pos : first_lf if first_lf >= 0 else limit], first_lf >= 0, limits)
+    if first_lf >= 0:
+        _check_field_lines(data, first_lf + 1, max(checked, first_lf + 1), limit, limits)
+    if len(data) - pos > limits.max_head_size:
+        raise _bad("request head too large", 431)
+
+
+def _check_request_line(line: bytes | bytearray, complete: bool, limits: HeadLimits) -> None:
+    text = bytes(line[: limits.max_request_line + 1])
+    if complete and len(line) <= limits.max_request_line + 1:
+        match = _REQUEST_LINE.fullmatch(text[:-1]) if text.endswith(b"\r") else None
+        if match is None:
+            raise _bad("malformed request line" if text.endswith(b"\r") else "bare LF line ending")
+        target, major, _ = match.groups()
+        if int(major) >= 2:
+            raise _bad("HTTP version not supported", 505)
+        _check_target(text.partition(b" ")[0], target)
+        return
+    if not _REQUEST_LINE_PREFIX.fullmatch(text[: limits.max_request_line]):
+        raise _bad("malformed request line")
+    if len(line.removesuffix(b"\r")) > limits.max_request_line:
+        raise _bad("request line too long", 414)
+
+
+def _check_field_lines(
+    data: bytes | bytearray, first: int, checked: int, limit: int, limits: HeadLimits
+) -> None:
+    """Check the field lines in ``data[first:limit]`` from ``checked`` on (where a line may have
+    been cut); a line is judged by its bytes, never by looking ahead."""
+    start = data.rfind(b"\n", first - 1, checked) + 1  # the line holding ``checked``
+    count = data.count(b"\n", first, start)
+    while start < limit:
+        end = data.find(b"\n", start, limit)
+        complete = end >= 0
+        end = end if complete else limit
+        count += 1
+        if count > limits.max_header_count and data[start] != 0x0D:
+            raise _bad("too many header fields", 431)
+        if checked > start:
+            in_value = data.find(b":", start, checked) >= 0
+            pattern = _FIELD_FROM_VALUE if in_value else _FIELD_FROM_NAME
+            piece = data[checked - 1 if data[checked - 1] == 0x0D else checked : end]
+        else:
+            if data[start] in b" \t":
+                raise _bad("obsolete line folding in request head")
+            pattern, piece = _FIELD_FROM_START, data[start:end]
+            if piece == b"\r":
+                return  # the blank line ending the head, or its start
+        if pattern.fullmatch(piece) is None:
+            raise _bad("malformed header field line")
+        if complete:
+            if not piece.endswith(b"\r"):
+                raise _bad("bare LF line ending in request head")
+            if data.find(b":", start, end) < 0:
+                raise _bad("header field line without a colon")
+        start, checked = end + 1, 0
+
+
 def check_request_head(head: bytes, limits: HeadLimits) -> None:
     """Raise :class:`HTTPError` (with ``close``) if ``head`` breaks a rule in the module docstring.
 
-    ``head`` is the request line and header fields up to and including the blank line. A head
-    h11 would reject anyway (garbage, missing Host) is left for h11 to report.
+    ``head`` is the request line and header fields up to and including the blank line. The
+    prefix rules come first, in byte order, exactly as they are applied to a head still arriving.
     """
-    if len(head) > limits.max_head_size:
-        raise _bad("request head too large", 431)
+    check_head_prefix(head, 0, limits)
     if not head.endswith(b"\r\n\r\n"):
         raise _bad("bare LF line ending in request head")
-    lines = head[:-4].split(b"\n")
-    if any(not line.endswith(b"\r") for line in lines[:-1]):
-        raise _bad("bare LF line ending in request head")
-    lines = [line.removesuffix(b"\r") for line in lines]
-    request_line = lines[0]
-    if len(request_line) > limits.max_request_line:
-        raise _bad("request line too long", 414)
-    if len(lines) - 1 > limits.max_header_count:
-        raise _bad("too many header fields", 431)
-    match = _REQUEST_LINE.fullmatch(request_line)
-    if match is None:
-        return  # h11 answers malformed request lines with 400
-    method, target, major, minor = match.groups()
-    if int(major) >= 2:
-        raise _bad("HTTP version not supported", 505)
-    _check_target(method, target)
+    lines = head[:-4].lstrip(b"\r\n").split(b"\r\n")
+    major, minor = lines[0][-3:-2], lines[0][-1:]
     lengths: list[bytes] = []
     codings: list[bytes] = []
     for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
-            raise _bad("obsolete line folding in request head")
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return  # h11 answers malformed fields with 400
+        name, _, value = line.partition(b":")
         name = name.lower()
         if name == b"content-length":
-            lengths.append(value.strip(b" \t"))
+            lengths.append(value.strip(b" "))  # as nginx: a tab is part of the value
         elif name == b"transfer-encoding":
             codings.append(value.strip(b" \t"))
+        elif name == b"host" and not valid_host(value.strip(b" \t").decode("latin-1")):
+            raise _bad("invalid Host")
     if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
         raise _bad("invalid Content-Length")
     if codings:
@@ -105,6 +184,8 @@ def check_request_head(head: bytes, limits: HeadLimits) -> None:
 
 
 def _check_target(method: bytes, target: bytes) -> None:
+    if method == b"CONNECT":
+        raise _bad("CONNECT is not supported", 501)
     if target.startswith(b"/"):
         return
     if target == b"*":
@@ -113,7 +194,7 @@ def _check_target(method: bytes, target: bytes) -> None:
         return
     lowered = target.lower()
     if lowered.startswith((b"http://", b"https://")):
+        if not valid_absolute_target(target.decode("latin-1")):
+            raise _bad("invalid authority in the request target")
         return
-    if method == b"CONNECT":
-        return  # authority form; CONNECT itself is answered 501
     raise _bad("request target is not a path")

@@ -14,12 +14,15 @@ import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, HTTPError, NotFound
 
 #: File and folder names longer than this are refused; it is the limit of common file systems.
 MAX_NAME_BYTES = 255
 #: Upload temporaries carry this prefix; the static handler never serves them.
 TEMP_PREFIX = ".webserver-upload-"
+#: The one hidden folder served even without ``--show-hidden`` (RFC 8615: ACME challenges,
+#: security.txt and the like live there and must be reachable).
+WELL_KNOWN = ".well-known"
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -62,6 +65,25 @@ def file_segments(path: str) -> list[str]:
     return segments
 
 
+def is_hidden(name: str) -> bool:
+    """A dot-name (``.git``, ``.env``): hidden unless the server is told to show them."""
+    return name.startswith(".") and name != ".."
+
+
+def hidden_refused(segments: list[str] | tuple[str, ...], *, show_hidden: bool) -> bool:
+    """Whether a path through ``segments`` must be answered as if nothing were there.
+
+    Upload temporaries are always refused; other dot-names unless ``show_hidden``; a path whose
+    first segment is ``.well-known`` is served when nothing after it is hidden.
+    """
+    if any(s.startswith(TEMP_PREFIX) for s in segments):
+        return True
+    if show_hidden:
+        return False
+    start = 1 if segments and segments[0] == WELL_KNOWN else 0
+    return any(is_hidden(s) for s in segments[start:])
+
+
 def resolve_inside(root: Path, segments: list[str]) -> Path:
     """The real path that ``segments`` name under ``root``; ``NotFound`` if it lies outside.
 
@@ -97,6 +119,10 @@ def upload_segments(path: str) -> list[str]:
             raise BadRequest("upload name segment longer than 255 bytes")
         if segment.startswith(TEMP_PREFIX):
             raise BadRequest("reserved upload name")
+        if segment.startswith("."):
+            # Hidden names are not served by default, so an upload there could never be read
+            # back -- and .htaccess, .git/hooks or .env are what an attacker would write.
+            raise HTTPError("names starting with '.' are hidden and cannot be uploaded", status=403)
     return segments
 
 

@@ -1,27 +1,35 @@
 """Serving files from a folder: GET and HEAD, with validators and conditional requests.
 
 Rules: a path resolves inside the root or is 404 (see :mod:`webserver.paths`); a folder serves its
-``index.html`` (a folder asked for without its trailing slash is redirected to it, so relative links
-work); upload temporaries are never served; every 200 carries Content-Type, Content-Length,
-Last-Modified and a strong ETag; a matching conditional request gets 304 with no body.
+``index.html``, else a listing (:mod:`webserver.listing`) unless listings are off (a folder asked
+for without its trailing slash is redirected to it, so relative links work); upload temporaries are
+never served, nor dot-names unless ``show_hidden`` (``/.well-known/`` always is), also when a
+symlink leads there; every 200 carries Content-Type, Content-Length, Last-Modified, a strong ETag,
+``Accept-Ranges: bytes`` and ``X-Content-Type-Options: nosniff``; a matching conditional request
+gets 304 with no body; a Range gets 206 (:mod:`webserver.ranges`), sent from the file at its offset,
+never read whole into memory.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
+import secrets
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Self
 from urllib.parse import quote
 
-from .conditional import make_etag, not_modified
+from .conditional import etag_matches, make_etag, not_modified
 from .config import ServerConfig
-from .errors import NotFound
+from .errors import NotFound, RangeNotSatisfiable
 from .handler import Handler
 from .httpdate import format_http_date
-from .paths import TEMP_PREFIX, file_segments, resolve_inside
+from .listing import ListingEntry, listing_etag, render_html, render_json, wants_json
+from .paths import TEMP_PREFIX, file_segments, hidden_refused, is_hidden, resolve_inside
+from .ranges import content_range, if_range_allows, parse_ranges
 from .request import Request
 from .response import Response
 
@@ -31,12 +39,17 @@ CACHE_FILE_LIMIT = 64 * 1024
 CACHE_SIZE = 8 * 1024 * 1024
 #: Rough cost of an entry beyond its body, for the budget.
 _ENTRY_OVERHEAD = 512
+#: Bytes read per step when a multipart/byteranges body is built from the file.
+_PART_CHUNK = 64 * 1024
+#: Sent with every static response: a browser must not sniff an uploaded .txt into HTML.
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+_ACCEPT_RANGES = ("Accept-Ranges", "bytes")
 
 
 class _CachedFile:
     """What serving one version of a file needs, computed once per version."""
 
-    __slots__ = ("body", "content_type", "etag", "identity", "last_modified")
+    __slots__ = ("body", "content_type", "etag", "fields", "identity", "last_modified")
 
     def __init__(
         self,
@@ -52,6 +65,14 @@ class _CachedFile:
         self.last_modified = last_modified
         self.etag = etag
         self.body = body
+        #: The header fields of a 200, built once per version of the file.
+        self.fields = [
+            ("Content-Type", content_type),
+            ("Last-Modified", last_modified),
+            ("ETag", etag),
+            _ACCEPT_RANGES,
+            NOSNIFF,
+        ]
 
     def matches(self, st: os.stat_result) -> bool:
         return self.identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -125,9 +146,15 @@ class StaticFiles(Handler):
         index: str = "index.html",
         cache_file_limit: int = CACHE_FILE_LIMIT,
         cache_size: int = CACHE_SIZE,
+        listing: bool = True,
+        show_hidden: bool = False,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         self.index = index
+        #: A folder without an index is listed (else 404).
+        self.listing = listing
+        #: Dot-names (``.git``, ``.env``) are served and listed (else 404 and left out).
+        self.show_hidden = show_hidden
         #: Files up to this size are kept in memory and sent with their head in one write;
         #: 0 turns the cache off. Larger files go by ``sendfile`` (their headers are cached).
         self.cache_file_limit = cache_file_limit
@@ -136,7 +163,7 @@ class StaticFiles(Handler):
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
-        return cls(config.root)
+        return cls(config.root, listing=config.listing, show_hidden=config.show_hidden)
 
     def content_type(self, path: Path) -> str:
         """The Content-Type for ``path``: by its suffix, text in UTF-8, else octet-stream."""
@@ -154,7 +181,9 @@ class StaticFiles(Handler):
 
     def get(self, request: Request) -> Response:
         segments = file_segments(request.route_path)
-        if any(s.startswith(TEMP_PREFIX) for s in segments):
+        if any(s[0] == "." for s in segments) and hidden_refused(
+            segments, show_hidden=self.show_hidden
+        ):
             raise NotFound()
         joined = os.path.join(self.root, *segments)
         cached = self._cache.get(joined)
@@ -176,6 +205,11 @@ class StaticFiles(Handler):
 
     def _get_uncached(self, request: Request, segments: list[str], joined: str) -> Response:
         path = resolve_inside(self.root, segments)
+        if str(path) != joined and hidden_refused(
+            path.relative_to(self.root).parts, show_hidden=self.show_hidden
+        ):
+            # A symlink (or '..') that leads to a hidden name is refused like the name itself.
+            raise NotFound()
         try:
             # O_NONBLOCK: opening a FIFO someone left in the root must not hang a worker.
             file = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
@@ -217,15 +251,23 @@ class StaticFiles(Handler):
         cached: _CachedFile,
         file: BinaryIO | None = None,
     ) -> Response:
-        """The 200, 304 or HEAD answer for a regular file; ``file`` is sent unless cached."""
-        headers = [("Last-Modified", cached.last_modified), ("ETag", cached.etag)]
-        if self._has_extra_headers:
-            headers += self.extra_headers(path, st)
+        """The 200, 206, 304, 416 or HEAD answer for a regular file; ``file`` is sent unless
+        cached."""
         if not_modified(request.headers, cached.etag, st.st_mtime):
             if file is not None:
                 file.close()
+            headers = [("Last-Modified", cached.last_modified), ("ETag", cached.etag), NOSNIFF]
+            if self._has_extra_headers:
+                headers += self.extra_headers(path, st)
             return Response(304, headers)
-        headers.insert(0, ("Content-Type", cached.content_type))
+        headers = cached.fields.copy()
+        if self._has_extra_headers:
+            headers += self.extra_headers(path, st)
+        range_header = request.headers.get("range")
+        if range_header is not None:
+            ranged = self._ranged(request, range_header, path, st, cached, headers, file)
+            if ranged is not None:
+                return ranged
         if request.method == "HEAD":
             if file is not None:
                 file.close()
@@ -234,6 +276,58 @@ class StaticFiles(Handler):
             assert cached.body is not None
             return Response(200, headers, cached.body)
         return Response(200, headers, file, st.st_size)
+
+    def _ranged(
+        self,
+        request: Request,
+        range_header: str,
+        path: Path,
+        st: os.stat_result,
+        cached: _CachedFile,
+        headers: list[tuple[str, str]],
+        file: BinaryIO | None,
+    ) -> Response | None:
+        """The 206 or 416 answer to a Range; ``None`` to send the whole file instead."""
+        if not if_range_allows(request.headers.get("if-range"), cached.etag, cached.last_modified):
+            return None
+        size = st.st_size
+        try:
+            spans = parse_ranges(range_header, size)
+        except RangeNotSatisfiable as exc:
+            if file is not None:
+                file.close()
+            return Response.error(416, headers=[*exc.headers, _ACCEPT_RANGES, NOSNIFF])
+        if spans is None:
+            return None
+        if file is None:
+            # A cached small file too is sent from the file at the offset, not sliced from memory.
+            file = _open_matching(str(path), cached)
+            if file is None:
+                return None  # changed since it was cached: the cached version goes out whole
+        if len(spans) == 1:
+            start, stop = spans[0]
+            headers.append(("Content-Range", content_range(start, stop, size)))
+            if request.method == "HEAD":
+                file.close()
+                return Response(206, [*headers, ("Content-Length", str(stop - start))])
+            file.seek(start)
+            return Response(206, headers, file, stop - start)
+        boundary = secrets.token_hex(12)
+        heads = [
+            (
+                f"\r\n--{boundary}\r\nContent-Type: {cached.content_type}\r\n"
+                f"Content-Range: {content_range(start, stop, size)}\r\n\r\n"
+            ).encode("latin-1")
+            for start, stop in spans
+        ]
+        tail = f"\r\n--{boundary}--\r\n".encode("latin-1")
+        length = sum(len(h) for h in heads) + sum(b - a for a, b in spans) + len(tail)
+        headers[0] = ("Content-Type", f"multipart/byteranges; boundary={boundary}")
+        headers.append(("Content-Length", str(length)))
+        if request.method == "HEAD":
+            file.close()
+            return Response(206, headers)
+        return Response(206, headers, _multipart_body(file, spans, heads, tail))
 
     def _folder(self, request: Request, path: Path) -> Response:
         if not request.path.endswith("/"):
@@ -244,7 +338,72 @@ class StaticFiles(Handler):
             return Response(301, [("Location", location), ("Content-Length", "0")], b"")
         index = path / self.index
         if not index.is_file():
-            raise NotFound()
+            if not self.listing:
+                raise NotFound()
+            return self._listing(request, path)
         sub = request.route_path.rstrip("/") + "/" + self.index
         request.route_path = sub
         return self.get(request)
+
+    def _listing(self, request: Request, folder: Path) -> Response:
+        """The folder's entries as HTML or JSON, with an ETag of its bytes."""
+        entries = []
+        try:
+            with os.scandir(folder) as scan:
+                for item in scan:
+                    entry = self._entry(item)
+                    if entry is not None:
+                        entries.append(entry)
+        except OSError:
+            raise NotFound() from None
+        url_path = "/" + request.path.lstrip("/")
+        if wants_json(request.query, request.headers.get("accept")):
+            body = render_json(url_path, entries).encode("utf-8")
+            content_type = "application/json"
+        else:
+            body = render_html(url_path, entries, parent=folder != self.root).encode("utf-8")
+            content_type = "text/html; charset=utf-8"
+        etag = listing_etag(body)
+        headers = [("ETag", etag), ("Vary", "Accept"), NOSNIFF]
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            return Response(304, headers)
+        return Response(200, [("Content-Type", content_type), *headers], body)
+
+    def _entry(self, item: os.DirEntry[str]) -> ListingEntry | None:
+        """What the listing shows of one name: nothing for what GET would not serve."""
+        name = item.name
+        if name.startswith(TEMP_PREFIX) or (is_hidden(name) and not self.show_hidden):
+            return None
+        try:
+            if item.is_symlink():
+                target = os.path.realpath(item.path)
+                if os.path.commonpath((self.root, target)) != str(self.root):
+                    return None
+            st = item.stat()
+        except (OSError, ValueError):
+            return None  # a dangling link, or vanished meanwhile
+        if stat.S_ISDIR(st.st_mode):
+            return ListingEntry(name, True, 0, st.st_mtime)
+        if stat.S_ISREG(st.st_mode):
+            return ListingEntry(name, False, st.st_size, st.st_mtime)
+        return None
+
+
+def _multipart_body(
+    file: BinaryIO, spans: list[tuple[int, int]], heads: list[bytes], tail: bytes
+) -> Iterator[bytes]:
+    """The parts of a multipart/byteranges body, read a bounded chunk at a time."""
+    fd = file.fileno()
+    try:
+        for head, (start, stop) in zip(heads, spans, strict=True):
+            yield head
+            while start < stop:
+                chunk = os.pread(fd, min(_PART_CHUNK, stop - start), start)
+                if not chunk:
+                    raise OSError("file shrank while it was being sent")
+                yield chunk
+                start += len(chunk)
+        yield tail
+    finally:
+        file.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import strategies as st
 
 methods = st.sampled_from(["GET", "get", "Get", "POST", "post", "PoSt"])
@@ -11,7 +13,13 @@ bad_methods = st.sampled_from(["PUT", "DELETE", "FETCH", "G3T", "ПОСТ", "po\
 path_chars = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"), exclude_characters=" ")
 file_names = st.text(path_chars, min_size=1, max_size=30).filter(lambda s: not s.startswith("#"))
 labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-hostnames = st.lists(labels, min_size=1, max_size=4).map(".".join)
+#: A last label read as a number makes the name an IPv4 form other than the dotted quad.
+_NUMERIC_LAST = re.compile(r"(?:.*\.)?(?:[0-9]+|0x[0-9a-f]*)")
+hostnames = (
+    st.lists(labels, min_size=1, max_size=4)
+    .map(".".join)
+    .filter(lambda name: not _NUMERIC_LAST.fullmatch(name))
+)
 ipv6 = st.ip_addresses(v=6).map(lambda a: f"[{a}]")
 ipv4 = st.ip_addresses(v=4).map(str)
 hosts = st.one_of(hostnames, ipv4, ipv6)

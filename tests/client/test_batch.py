@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
+import os
 import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
 from webclient._batch import (
+    STALE_TEMP_AGE,
     BatchRun,
     CreatedFolders,
     Destinations,
@@ -23,6 +27,7 @@ from webclient._batch import (
     OutputFile,
     destination,
     is_binary,
+    remove_stale_temps,
 )
 from webclient.cli import main
 from webclient.commands import parse_commands
@@ -169,6 +174,57 @@ def test_post_uploads_and_reports_location(
     assert "stored at /report-1.txt" in result.stderr
     assert "no such file to upload: nothere.txt" in result.stderr
     assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
+
+
+def test_uploads_from_outside_the_command_files_folder_are_refused(
+    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+) -> None:
+    """POST reads only files inside the command file's folder (symlinks resolved): "../x" and a
+    link pointing out are refused before anything is sent; --upload-root allows another folder."""
+    server, handler = origin
+    handler.script("/secret.txt", (201, [], b""))
+    handler.script("/link.txt", (201, [], b""))
+    handler.script("/mine.txt", (201, [], b""))
+    port = port_of(server)
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    (workdir / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (workdir / "mine.txt").write_bytes(b"mine")
+    lines = [
+        f"POST ../secret.txt 127.0.0.1 {port}",
+        f"POST link.txt 127.0.0.1 {port}",
+        f"POST mine.txt 127.0.0.1 {port}",
+    ]
+    result = run(workdir, lines)
+    assert result.exit_code == 1
+    assert result.stderr.count("refusing to upload") == 2
+    assert "it is outside . (allow its folder with --upload-root)" in result.stderr
+    assert [(s.path, s.body) for s in handler.seen] == [("/mine.txt", b"mine")]
+    handler.seen.clear()
+    result = run(workdir, lines[1:], "--upload-root", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [s.body for s in handler.seen] == [b"secret", b"mine"]
+
+
+def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, workdir: Path) -> None:
+    """An upload the server refuses before reading it (413, then close) adds nothing to the
+    summary's bytes sent; an accepted one adds its size."""
+    root = tmp_path / "uploads"
+    root.mkdir()
+    (workdir / "big.bin").write_bytes(b"x" * (2 * 1024 * 1024))
+    (workdir / "small.txt").write_bytes(b"a" * 100)
+
+    def setup(server: Server) -> None:
+        server.route("/", Uploads(root, max_size=1000), prefix=True)
+
+    server = Server(root=root, port=0, access_log=False, default_routes=False)
+    with running_server(server=server, setup=setup):
+        port = port_of(server)
+        result = run(
+            workdir, [f"POST big.bin 127.0.0.1 {port}", f"POST small.txt 127.0.0.1 {port}"]
+        )
+    assert result.exit_code == 1
+    assert "413" in result.stderr
+    assert re.search(r"1 ok, 1 failed; \d+ bytes received, 100 bytes sent", result.stderr)
 
 
 def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], workdir: Path) -> None:
@@ -596,6 +652,169 @@ def test_output_file_deferred_is_published_on_request(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["x.txt"]
     with pytest.raises(LocalFileError, match="cannot write"):
         OutputFile(tmp_path / "out" / "x.txt" / "under-a-file")
+
+
+# -- a hostile output folder -----------------------------------------------------------------------
+
+
+def test_folder_swapped_for_a_symlink_mid_run_is_not_followed(
+    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+) -> None:
+    """A folder checked before the request and replaced by a symlink to elsewhere while the
+    response is in flight: the body is refused, nothing lands outside --out."""
+    server, handler = origin
+    out = workdir / "out"
+    (out / "sub").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def swap_then_answer(request: Request) -> Response:
+        _swap_for_symlink(out / "sub", elsewhere)
+        return Response(200, [], b"payload")
+
+    handler.script("/sub/x.txt", swap_then_answer)
+    handler.script("/ok.txt", (200, [], b"ok"))
+    port = port_of(server)
+    result = run(
+        workdir,
+        [f"GET sub/x.txt 127.0.0.1 {port}", f"GET ok.txt 127.0.0.1 {port}"],
+        *("--out", "out", "--no-print", "--no-cache"),
+    )
+    assert result.exit_code == 1
+    assert "it is no longer a folder (a symbolic link or a file took its place)" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert list((out / "sub-moved").iterdir()) == []
+    assert (out / "ok.txt").read_bytes() == b"ok"
+
+
+def _swap_for_symlink(folder: Path, target: Path) -> None:
+    folder.rename(folder.with_name(folder.name + "-moved"))
+    folder.symlink_to(target)
+
+
+def test_out_swapped_for_a_symlink_mid_run_is_not_followed(
+    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+) -> None:
+    """--out itself is held open from the start of the run: replaced by a symlink while a
+    response is in flight, the body still goes into the folder it was (now renamed)."""
+    server, handler = origin
+    out = workdir / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def swap_then_answer(request: Request) -> Response:
+        _swap_for_symlink(out, elsewhere)
+        return Response(200, [], b"payload")
+
+    handler.script("/x.txt", swap_then_answer)
+    result = run(
+        workdir,
+        [f"GET x.txt 127.0.0.1 {port_of(server)}"],
+        *("--out", "out", "--no-print", "--no-cache"),
+    )
+    assert result.exit_code == 0, result.output
+    assert list(elsewhere.iterdir()) == []
+    assert (workdir / "out-moved" / "x.txt").read_bytes() == b"payload"
+
+
+def test_out_created_by_a_failed_run_is_removed(
+    bad_server: Callable[..., BadServer], workdir: Path
+) -> None:
+    """An output folder the run created for downloads that all failed is not left behind."""
+    truncated = next(case for case in BROKEN if case.name == "truncated body")
+    bad = bad_server(truncated.reply)
+    result = run(
+        workdir,
+        [f"GET a/b.txt 127.0.0.1 {bad.port}"],
+        *("--out", "new/out", "--no-cache", "--timeout", "2"),
+    )
+    assert result.exit_code == 1
+    assert not (workdir / "new").exists()
+
+
+def test_symlink_loops_fail_their_command_only(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """A loop of symlinks inside --out, or --out itself a loop, is one error line per command
+    that would write there; the other commands run."""
+    server, handler = origin
+    handler.script("/ok.txt", (200, [], b"ok"))
+    handler.script("/up.txt", (201, [], b""))
+    port = port_of(server)
+    (workdir / "out" / "loop").parent.mkdir()
+    (workdir / "out" / "loop").symlink_to("loop")
+    (workdir / "up.txt").write_bytes(b"up")
+    result = run(
+        workdir,
+        [
+            f"GET loop/x.txt 127.0.0.1 {port}",
+            f"GET loop 127.0.0.1 {port}",
+            f"GET ok.txt 127.0.0.1 {port}",
+        ],
+        *("--out", "out", "--no-print"),
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert all("Symlink loop" in line for line in errors)
+    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
+    (workdir / "loop-out").symlink_to("loop-out")
+    result = run(
+        workdir,
+        [f"GET ok.txt 127.0.0.1 {port}", f"POST up.txt 127.0.0.1 {port}"],
+        *("--out", "loop-out", "--no-print"),
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1
+    assert "error: GET /ok.txt" in result.stderr
+    assert f"POST /up.txt 127.0.0.1:{port}: 201 Created" in result.stderr
+
+
+def _part(folder: Path, name: str, age: float) -> Path:
+    path = folder / f".{name}.{'a1b2c3d4'}0.part"
+    path.write_bytes(b"partial")
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_leftover_part_files_are_removed_at_start(
+    origin: tuple[Server, Origin], workdir: Path
+) -> None:
+    """Temporary files of a killed run, old and unlocked, are removed from the folders the run
+    writes to, and the run says so; recent or locked ones (a live run's) are kept."""
+    server, handler = origin
+    handler.script("/x.txt", (200, [], b"x"))
+    out = workdir / "out"
+    out.mkdir()
+    stale = _part(out, "x.txt", STALE_TEMP_AGE + 60)
+    recent = _part(out, "y.txt", 5)
+    locked = _part(out, "z.txt", STALE_TEMP_AGE + 60)
+    mine = out / ".notes.part"  # not a name the client gives
+    mine.write_bytes(b"user file")
+    os.utime(mine, (0, 0))
+    with open(locked, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run(workdir, [f"GET x.txt 127.0.0.1 {port_of(server)}"], "--out", "out")
+    assert result.exit_code == 0, result.output
+    assert "removed 1 unfinished download (.part) of an interrupted run from out" in result.stderr
+    assert not stale.exists()
+    assert recent.exists() and locked.exists() and mine.exists()
+
+
+def test_temporary_files_are_locked_while_written(tmp_path: Path) -> None:
+    """Another process cannot take the file being written for a leftover: it is locked."""
+    file = OutputFile(tmp_path / "out" / "x.txt")
+    (temp,) = (tmp_path / "out").glob(".x.txt.*.part")
+    with open(temp, "rb") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert remove_stale_temps(str(tmp_path / "out"), now=time.time() + 2 * STALE_TEMP_AGE) == 0
+        file.write(b"x")
+        file.close()
+    assert (tmp_path / "out" / "x.txt").read_bytes() == b"x"
 
 
 # -- several commands saving to one file -----------------------------------------------------------

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from webclient import CacheStatus, Client, ClientConfig
-from webclient._cache import Cache
+from webclient import CacheStatus, Client, ClientConfig, ConnectionRefused
+from webclient._cache import SMALL_BODY, Cache
 from webclient._freshness import format_http_date
+from webclient.errors import CacheError
 from webserver import Request, Response, Server
+from webserver.testing import running_server
 
 from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
 
@@ -58,10 +60,14 @@ def fetch_twice(
         ([("Cache-Control", "max-age=-100")], CacheStatus.MISS),
         ([("Cache-Control", "max-age=a100")], CacheStatus.MISS),
         ([("Cache-Control", "max-age=3600"), ("Age", "3601")], CacheStatus.MISS),
-        ([("Cache-Control", "max-age=3600"), ("Age", "abc")], CacheStatus.MISS),
-        ([("Cache-Control", "max-age=3600"), ("Age", "-7200")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Age", "abc")], CacheStatus.HIT),
+        ([("Cache-Control", "max-age=3600"), ("Age", "-7200")], CacheStatus.HIT),
         ([("Cache-Control", "s-maxage=3600, max-age=1")], CacheStatus.MISS),
         ([("Expires", "0")], CacheStatus.MISS),
+        ([("Expires", "Thu, 18 Aug 2050 02:01:18 UTC")], CacheStatus.MISS),
+        ([("Expires", "Thu, 18-Aug-2050 02:01:18 GMT")], CacheStatus.MISS),
+        ([("Cache-Control", "max-age=3600"), ("Age", "0"), ("Age", "7200")], CacheStatus.HIT),
+        ([("Cache-Control", "max-age=3600"), ("Age", "7200"), ("Age", "0")], CacheStatus.MISS),
         ([("Cache-Control", "max-age=3600"), ("Expires", "0")], CacheStatus.HIT),
         ([("Cache-Control", "private, max-age=3600")], CacheStatus.HIT),
         ([("Cache-Control", "no-store, max-age=3600")], CacheStatus.MISS),
@@ -77,7 +83,8 @@ def test_explicit_freshness(
     headers: Headers,
     expected: CacheStatus,
 ) -> None:
-    """max-age, Expires, Age and the no-store/no-cache/private directives decide reuse."""
+    """max-age, Expires, Age and the no-store/no-cache/private directives decide reuse; an invalid
+    Age is ignored, the first of two Age lines counts, and an invalid Expires is in the past."""
     assert fetch_twice(origin, client, clock, headers) is expected
 
 
@@ -468,3 +475,140 @@ def test_concurrent_clients_leave_no_orphan_body(
         assert len(_body_files(cache_dir)) == info.bodies == 1
     finally:
         other.close()
+
+
+# -- stored bodies are checked against their content address --------------------------------------
+
+
+@pytest.mark.parametrize("size", [100, SMALL_BODY + 1], ids=["small", "large"])
+@pytest.mark.parametrize(
+    ("damage", "verify", "served"),
+    [
+        ("truncated", False, False),
+        ("replaced", False, True),  # same size: found out only by its hash
+        ("replaced", True, False),
+        (None, True, True),
+    ],
+)
+def test_a_damaged_body_is_a_miss(
+    origin: tuple[Server, Origin],
+    cache_dir: Path,
+    clock: FakeClock,
+    size: int,
+    damage: str | None,
+    verify: bool,
+    served: bool,
+) -> None:
+    """A stored body is checked before it is served: by its size always, by its SHA-256 with
+    ``verify_cache``; one that fails is dropped with a warning and fetched again, never served."""
+    server, handler = origin
+    original, fresh = b"a" * size, b"b" * size
+    handler.script("/r", (200, [("Cache-Control", "max-age=600")], original))
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, verify_cache=verify)
+    with Client(config, clock=clock) as first:
+        assert first.get(server.url + "r").cache_status is CacheStatus.MISS
+    (body,) = _body_files(cache_dir)
+    if damage == "truncated":
+        body.write_bytes(original[:-1])
+    elif damage == "replaced":
+        body.write_bytes(b"X" + original[1:])
+    handler.script("/r", (200, [("Cache-Control", "max-age=600")], fresh))
+    with Client(config, clock=clock) as second:
+        again = second.get(server.url + "r")
+        warnings = second.warnings
+    if served:
+        assert again.cache_status is CacheStatus.HIT
+        assert len(handler.requests_to("/r")) == 1 and warnings == []
+        return
+    assert (again.cache_status, again.body) == (CacheStatus.MISS, fresh)
+    assert len(handler.requests_to("/r")) == 2
+    assert len(warnings) == 1 and "dropped its entry" in warnings[0]
+
+
+def test_a_body_changed_after_its_lookup_is_not_served(tmp_path: Path) -> None:
+    """With ``verify``, a small body is hashed again as it is read for serving: changed between
+    the lookup and the use, it is a CacheError (the client fetches instead) and its entry goes."""
+    warnings: list[str] = []
+    cache = Cache(tmp_path / "c", max_size=10**6, warn=warnings.append, verify=True)
+    try:
+        _store(cache, "http://example.org/r", b"stored body")
+        lookup = cache.lookup("http://example.org/r", [])
+        assert lookup is not None
+        (body,) = _body_files(tmp_path / "c")
+        body.write_bytes(b"STORED BODY")
+        with pytest.raises(CacheError, match="SHA-256"):
+            cache.use(lookup)
+        assert cache.lookup("http://example.org/r", []) is None
+        assert cache.info().entries == 0
+        assert len(warnings) == 1
+    finally:
+        cache.close()
+@pytest.mark.parametrize("evicting", [("Cache-Control", "no-store"), ("Vary", "*")])
+def test_304_with_no_store_or_vary_star_evicts(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock, evicting: tuple[str, str]
+) -> None:
+    """A 304 bringing no-store or Vary: * removes the entry; the body is fetched again."""
+    server, handler = origin
+    etag = ("ETag", '"a"')
+    handler.script(
+        "/ev",
+        (200, [("Cache-Control", "max-age=1"), etag], b"old"),
+        (304, [etag, evicting], b""),
+        (200, [("Cache-Control", "no-store")], b"new"),
+    )
+    client.get(server.url + "ev")
+    clock.advance(5)
+    again = client.get(server.url + "ev")
+    assert (again.cache_status, again.body) == (CacheStatus.MISS, b"new")
+    info = client.cache_info()
+    assert info is not None and info.entries == 0
+
+
+def test_fields_named_in_connection_are_not_stored(
+    origin: tuple[Server, Origin], client: Client, clock: FakeClock
+) -> None:
+    """A cached response leaves out the fields its Connection field named."""
+    server, handler = origin
+    headers = [("Cache-Control", "max-age=3600"), ("Connection", "x-a"), ("X-A", "1"), ("X-C", "3")]
+    handler.script("/conn", (200, headers, b"c"))
+    client.get(server.url + "conn")
+    hit = client.get(server.url + "conn")
+    assert hit.cache_status is CacheStatus.HIT
+    assert hit.header("x-c") == "3" and hit.header("x-a") is None
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "served"),
+    [
+        ("max-age=1", True),
+        ("max-age=1, stale-if-error=60", True),
+        ("max-age=1, must-revalidate", False),
+        ("max-age=1, no-cache", False),
+    ],
+)
+@pytest.mark.parametrize("validator", [[("ETag", '"s"')], []], ids=["etag", "no-validator"])
+def test_stale_served_when_the_server_is_stopped(
+    cache_dir: Path,
+    clock: FakeClock,
+    cache_control: str,
+    served: bool,
+    validator: Headers,
+) -> None:
+    """A run after the server stopped gets the stored copy with a warning, unless forbidden."""
+    handler = Origin()
+    handler.script("/s", (200, [("Cache-Control", cache_control), *validator], b"kept"))
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT)
+    server = Server(root=cache_dir.parent, port=0, access_log=False, default_routes=False)
+    with running_server(server=server, setup=lambda s: s.route("/", handler, prefix=True)) as srv:
+        url = srv.url + "s"
+        with Client(config, clock=clock) as first_run:
+            assert first_run.get(url).cache_status is CacheStatus.MISS
+    clock.advance(30)
+    with Client(config, clock=clock) as second_run:
+        if not served:
+            with pytest.raises(ConnectionRefused):
+                second_run.get(url)
+            return
+        stale = second_run.get(url)
+        assert (stale.cache_status, stale.body) == (CacheStatus.STALE, b"kept")
+        assert any("served the stored copy" in w for w in second_run.warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,117 @@ def test_cache_info_does_not_create_the_folder(tmp_path: Path) -> None:
     assert f"folder: {folder} (not created yet)" in result.output
     assert "responses: 0" in result.output
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+@pytest.mark.parametrize("command", ["info", "clear"])
+def test_cache_commands_on_a_file_path_exit_1(tmp_path: Path, where: str, command: str) -> None:
+    """--cache-dir naming a file, or a path under one, is one error line with status 1, as
+    documented for a cache folder that cannot be used."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    folder = blocker if where == "file" else blocker / "cache"
+    result = CliRunner().invoke(main, ["cache", command, "--cache-dir", str(folder)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "file" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert blocker.read_text() == "x"
+
+
+def _filled_cache(static_server: Server, tmp_path: Path, *options: str) -> Path:
+    """A cache folder after a batch fetched hello.txt and data.bin."""
+    cache = tmp_path / "c"
+    port = static_server.listen()[1]
+    (tmp_path / "cmds.txt").write_text(
+        f"GET hello.txt 127.0.0.1 {port}\nGET data.bin 127.0.0.1 {port}\n"
+    )
+    args = ["batch", "cmds.txt", "--cache-dir", str(cache), "--no-print", *options]
+    ran = CliRunner().invoke(main, args)
+    assert ran.exit_code == 0, ran.output
+    return cache
+
+
+def _spoil_row(cache: Path, key_part: str) -> None:
+    with sqlite3.connect(cache / "index.sqlite3") as db:
+        db.execute("UPDATE entries SET status = 'abc' WHERE key LIKE ?", (f"%{key_part}",))
+    db.close()
+
+
+def test_a_bad_row_does_not_stop_a_batch(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row that cannot be read is dropped with one warning line; the run fetches and succeeds."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    _spoil_row(cache, "/hello.txt")
+    args = ["batch", "cmds.txt", "--cache-dir", str(cache), "--no-print"]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    warnings = [line for line in again.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "unreadable entry" in warnings[0]
+    (line,) = [line for line in again.stderr.splitlines() if line.startswith("GET /hello.txt")]
+    assert "200 OK" in line and line.endswith("(cache miss)")
+
+
+def test_cache_info_check_drops_what_cannot_be_used(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache info --check reads every row and hashes every body: a bad row, a tampered body and
+    a body file no row names are dropped and counted; plain cache info reported all as fine."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    _spoil_row(cache, "/hello.txt")
+    (data,) = [p for p in (cache / "bodies").rglob("*") if p.is_file() and p.stat().st_size > 99]
+    data.write_bytes(b"X" + data.read_bytes()[1:])  # same size: only the hash tells
+    orphan = cache / "bodies" / "ab" / ("ab" + "0" * 62)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"left by a crash")
+    runner = CliRunner()
+    plain = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache)])
+    assert plain.exit_code == 0 and "responses: 2" in plain.stdout
+    checked = runner.invoke(main, ["cache", "info", "--check", "--cache-dir", str(cache)])
+    assert checked.exit_code == 0, checked.output
+    problems = [line for line in checked.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 2
+    assert "status" in problems[0] + problems[1] and "SHA-256" in problems[0] + problems[1]
+    assert "responses: 0" in checked.stdout
+    assert "dropped 2 responses, removed 1 unused body files" in checked.stdout
+    assert not orphan.exists() and not data.exists()
+    assert [p for p in (cache / "bodies").rglob("*") if p.is_file()] == []
+
+
+def test_cache_info_counts_temporary_files(tmp_path: Path) -> None:
+    """Files left in tmp/ are counted (recent ones are kept: a run may be writing them)."""
+    cache = tmp_path / "c"
+    assert CliRunner().invoke(main, ["cache", "clear", "--cache-dir", str(cache)]).exit_code == 0
+    (cache / "tmp" / "body-1").write_bytes(b"x" * 2048)
+    result = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(cache)])
+    assert result.exit_code == 0
+    assert "temporary files: 1 (2.0 KiB)" in result.stdout
+
+
+def test_verify_cache_refetches_a_tampered_body(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batch --verify-cache hashes stored bodies: one changed on disk is fetched again."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    (data,) = [p for p in (cache / "bodies").rglob("*") if p.is_file() and p.stat().st_size > 99]
+    data.write_bytes(b"X" + data.read_bytes()[1:])
+    args = ["batch", "cmds.txt", "--cache-dir", str(cache), "--no-print", "--verify-cache"]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "data.bin").read_bytes() == bytes(range(256)) * 300
+    (line,) = [line for line in again.stderr.splitlines() if line.startswith("GET /data.bin")]
+    assert "200 OK" in line and line.endswith("(cache miss)")
+    assert sum("SHA-256" in line for line in again.stderr.splitlines()) == 1
+def test_python_m_webclient() -> None:
+    """`python -m webclient` runs the webclient command, like `python -m webserver`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "webclient", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 0 and "webclient, version" in result.stdout

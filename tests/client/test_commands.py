@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webclient.commands import (
+    MAX_LINE_LENGTH,
     Command,
     _encode_each,
     _InvalidLine,
@@ -67,11 +69,23 @@ def test_blank_and_comment_lines_are_skipped(line: str) -> None:
         ("GET /a [nope] 80", "not an IPv6 address"),
         ("GET /a bad_host!name 80", "not a host name"),
         ("GET //evil.example/x host", "starts with '//'"),
+        (
+            "GET index.html 8080",
+            r"'8080' is a number, not a host: is the host missing\? "
+            r"\(write: GET index.html HOST 8080\)",
+        ),
+        ("GET /a 2130706433 80", "is a number, not a host"),
+        ("GET /a 0x7f.1 80", "not an IPv4 address: '0x7f.1' .write four numbers"),
+        ("GET /a 127.1 80", "not an IPv4 address"),
+        ("GET /a 127.0.0.010 80", "not an IPv4 address"),
+        ("GET /a 0x7f000001 80", "not an IPv4 address"),
+        ("GET /a example.0x1f 80", "not an IPv4 address"),
     ],
 )
 def test_invalid_lines_say_why(line: str, message: str) -> None:
     """Each kind of mistake is reported with a sentence naming it."""
-    with pytest.raises(_InvalidLine, match=message.replace("(", r"\(").replace("[", r"\[")):
+    pattern = message if "\\" in message else message.replace("(", r"\(").replace("[", r"\[")
+    with pytest.raises(_InvalidLine, match=pattern):
         _parse_line(line)
 
 
@@ -194,3 +208,63 @@ def test_command_file_with_utf8_bom(tmp_path: Path) -> None:
     first, second = read_command_file(path)
     assert (first.method, first.path, first.line) == ("GET", "/a.txt", 1)
     assert (second.path, second.line) == ("/b.txt", 2)
+
+
+# -- large files ---------------------------------------------------------------------------------
+
+
+def test_a_large_command_file_is_read_in_constant_memory(tmp_path: Path) -> None:
+    """Memory follows the commands kept, not the file's size: 2 MB of comments cost little."""
+    path = tmp_path / "big.txt"
+    with path.open("w") as file:
+        file.write("GET /first host\n")
+        line = "# " + "x" * 78 + "\n"
+        file.write(line * (2 * 1024 * 1024 // len(line)))
+        file.write("GET /last host\n")
+    tracemalloc.start()
+    try:
+        commands = read_command_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [c.path for c in commands] == ["/first", "/last"]
+    assert peak < 1024 * 1024
+
+
+def test_too_many_commands_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the command limit the file is refused with a sentence, not a MemoryError."""
+    monkeypatch.setattr("webclient.commands.MAX_COMMANDS", 3)
+    path = tmp_path / "cmds.txt"
+    path.write_text("GET /a host\n" * 3)
+    assert len(read_command_file(path)) == 3
+    path.write_text("GET /a host\n" * 4)
+    with pytest.raises(CommandFileError, match=r"cmds\.txt: more than 3 commands \(split it"):
+        read_command_file(path)
+
+
+def test_invalid_lines_past_the_listed_ones_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of garbage lists the first invalid lines and counts the others."""
+    monkeypatch.setattr("webclient.commands.MAX_LISTED_ERRORS", 2)
+    path = tmp_path / "cmds.txt"
+    path.write_text("GET /ok host\n" + "nonsense\n" * 5)
+    with pytest.raises(CommandFileError) as info:
+        read_command_file(path)
+    assert [e.line for e in info.value.errors] == [2, 3]
+    assert str(info.value).splitlines()[-1] == f"{path}: 3 more invalid lines"
+
+
+def test_an_overlong_line_is_a_line_error(tmp_path: Path) -> None:
+    """A line past the length limit is reported as such, and the lines after it keep their
+    numbers."""
+    path = tmp_path / "cmds.txt"
+    path.write_bytes(b"GET /a host\nGET /" + b"x" * MAX_LINE_LENGTH + b" host\nGET /b host 0\n")
+    with pytest.raises(CommandFileError) as info:
+        read_command_file(path)
+    assert [(e.line, e.message) for e in info.value.errors] == [
+        (2, f"line longer than {MAX_LINE_LENGTH:,} bytes"),
+        (3, "port not in 1..65535: '0'"),
+    ]

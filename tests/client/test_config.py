@@ -33,6 +33,7 @@ def test_defaults_and_frozen() -> None:
         ({"max_body_size": 1.5}, "max_body_size"),
         ({"use_cache": 1}, "use_cache"),
         ({"user_agent": "a\r\nb"}, "user_agent"),
+        ({"verify_cache": "yes"}, "verify_cache"),
     ],
 )
 def test_invalid_settings(settings: dict[str, object], message: str) -> None:

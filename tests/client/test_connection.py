@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from webclient import ProtocolError
 from webclient._connection import Connection, WireRequest
 
 from .conftest import BadServer
@@ -32,3 +38,61 @@ def test_pipelined_responses_in_one_buffer() -> None:
             assert conn.answered == 3
         finally:
             conn.close()
+
+
+# -- framing that readers could take differently (RFC 9112 §6.1, §6.3) --------------------------
+
+_CHUNKED_OK = b"2\r\nok\r\n0\r\n\r\n"
+
+
+@contextlib.contextmanager
+def _answered(reply: bytes) -> Iterator[tuple[Connection, bytes]]:
+    """One GET answered with ``reply`` by a server that then stays open: the connection and the
+    body read; closed afterwards."""
+    with BadServer(reply, hang=True) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            request = WireRequest("GET", "/x", [("Host", "h")])
+            conn.send(request)
+            conn.receive_head(request)
+            yield conn, b"".join(conn.iter_body())
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+        b"Content-Length: 99\r\nTransfer-Encoding: chunked\r\n",
+    ],
+)
+def test_content_length_beside_transfer_encoding_ends_the_connection(fields: bytes) -> None:
+    """The body is read as chunked (Transfer-Encoding wins), and the connection is not reused:
+    another reader may have framed it by its Content-Length."""
+    with _answered(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n" + _CHUNKED_OK) as (conn, body):
+        assert body == b"ok"
+        assert not conn.reusable
+
+
+def test_transfer_encoding_in_http10_is_refused() -> None:
+    """An HTTP/1.0 response with Transfer-Encoding has faulty framing: refused, and closed."""
+    reply = b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_OK
+    with BadServer(reply, hang=True) as server:
+        conn = Connection("127.0.0.1", server.port, timeout=2)
+        try:
+            request = WireRequest("GET", "/x", [("Host", "h")])
+            conn.send(request)
+            with pytest.raises(ProtocolError, match=r"Transfer-Encoding in an HTTP/1\.0 response"):
+                conn.receive_head(request)
+            assert not conn.reusable
+        finally:
+            conn.close()
+
+
+def test_chunked_alone_keeps_the_connection() -> None:
+    """The control case: a chunked HTTP/1.1 response leaves the connection reusable."""
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_OK
+    with _answered(reply) as (conn, body):
+        assert body == b"ok"
+        assert conn.reusable

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import email.utils
-import math
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -68,6 +67,17 @@ def test_max_age_wins_over_expires() -> None:
         (date(300), 400, False),
         ("0", 0, False),
         ("not a date", 0, False),
+        ("Thu, 18 Aug 2050 02:01:18 UTC", 0, False),
+        ("Thu, 18 Aug 50 02:01:18 GMT", 0, False),
+        ("Thu 18 Aug 2050 02:01:18 GMT", 0, False),
+        ("Thu, 18  Aug  2050 02:01:18 GMT", 0, False),
+        ("Thu, 18-Aug-2050 02:01:18 GMT", 0, False),
+        ("Thu, 18 Aug 2050 02.01.18 GMT", 0, False),
+        ("Thu, 18 Aug 2050 2:01:18 GMT", 0, False),
+        ("Thu, 31 Feb 2050 02:01:18 GMT", 0, False),
+        ("Thursday, 18-Aug-50 02:01:18 GMT", 0, True),
+        ("Thu Aug  8 02:01:18 2050", 0, True),
+        ("Thu, 18 AUG 2050 02:01:18 gMT", 0, True),
     ],
 )
 def test_expires(expires: str, date_offset: float, expected: bool) -> None:
@@ -81,16 +91,26 @@ def test_expires(expires: str, date_offset: float, expected: bool) -> None:
     [
         ("15", False),
         ("5", True),
-        ("abc", False),
-        ("-7200", False),
-        ("7200.0", False),
-        ("0, 0", False),
+        ("abc", True),
+        ("-7200", True),
+        ("7200.0", True),
+        ("0, 0", True),
+        ("0, 7200", True),
+        ("7200, 0", False),
+        ("7200;foo=1", False),
     ],
 )
 def test_age_header(age: str, expected: bool) -> None:
-    """An Age beyond max-age is stale; an invalid Age makes the response stale too."""
+    """An Age beyond max-age is stale; an invalid Age is ignored; a list's first member counts."""
     headers = [("Date", date(0)), ("Cache-Control", "max-age=10"), ("Age", age)]
     assert fresh(headers) is expected
+
+
+def test_first_of_two_age_lines_counts() -> None:
+    """Of two Age field lines the first is used (RFC 9111 §5.1)."""
+    base = [("Date", date(0)), ("Cache-Control", "max-age=10")]
+    assert fresh([*base, ("Age", "0"), ("Age", "7200")])
+    assert not fresh([*base, ("Age", "7200"), ("Age", "0")])
 
 
 def test_age_counts_resident_time_and_delay() -> None:
@@ -99,7 +119,7 @@ def test_age_counts_resident_time_and_delay() -> None:
     assert f.current_age(headers, NOW - 2, NOW, NOW + 5) == pytest.approx(7)
     assert f.is_fresh(200, headers, NOW, NOW, NOW + 9.5)
     assert not f.is_fresh(200, headers, NOW, NOW, NOW + 10)
-    assert f.current_age([("Age", "nope")], NOW, NOW, NOW) == math.inf
+    assert f.current_age([("Age", "nope")], NOW, NOW, NOW) == 0
 
 
 @pytest.mark.parametrize("status", sorted(f.HEURISTICALLY_CACHEABLE))
@@ -283,22 +303,120 @@ def test_rules_fuzz_long(headers: list[tuple[str, str]], status: int, later: flo
 # -- IMF-fixdate read directly gives email.utils' answer -------------------------------------------
 
 
+_MONTH_NAMES = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_DAYS_LONG = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _format(when: int, form: str) -> str:
+    """An HTTP-date in one of the three forms of RFC 9110 §5.6.7, written independently."""
+    t = time.gmtime(when)
+    hms = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    month = _MONTH_NAMES[t.tm_mon - 1]
+    if form == "imf":
+        return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {month} {t.tm_year:04d} {hms} GMT"
+    if form == "rfc850":
+        yy = t.tm_year % 100
+        return f"{_DAYS_LONG[t.tm_wday]}, {t.tm_mday:02d}-{month}-{yy:02d} {hms} GMT"
+    return f"{_DAYS[t.tm_wday]} {month} {t.tm_mday:2d} {hms} {t.tm_year}"
+
+
+_whens = st.integers(0, 253402300799)  # 1970 .. 9999-12-31T23:59:59
+
+
+@settings(max_examples=500)
+@given(_whens, st.sampled_from(["imf", "rfc850", "asctime"]), st.integers(-49, 49))
+def test_http_date_parser_reads_the_formatter(when: int, form: str, years: int) -> None:
+    """Each of the three forms reads back to the time written; rfc850 within 50 years of now."""
+    now = float(when) + years * 365.2425 * 86400 * 0.99
+    if form == "rfc850" and not 1 <= time.gmtime(now).tm_year <= 9999:
+        return
+    assert parse_http_date(_format(when, form), now) == when
+
+
+_MUTATIONS = [
+    ("GMT", "UTC"),
+    ("GMT", "+0000"),
+    (", ", " "),
+    (" ", "  "),
+    (":", "."),
+    (" GMT", ""),
+]
+
+
 @settings(max_examples=300)
-@given(
-    day=st.integers(0, 39),
-    month=st.sampled_from(["Jan", "Feb", "Mar", "Apr", "Jun", "Sep", "Dec"]),
-    year=st.integers(1000, 9999),
-    hms=st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
-    weekday=st.sampled_from(["Mon", "Sun"]),
-)
-def test_fixdate_agrees_with_email_utils(
-    day: int, month: str, year: int, hms: tuple[int, int, int], weekday: str
+@given(_whens, st.sampled_from(_MUTATIONS), st.text(max_size=3))
+def test_http_date_parser_refuses_near_misses(
+    when: int, mutation: tuple[str, str], extra: str
 ) -> None:
-    """The direct IMF-fixdate reader gives email.utils' answer for any such date."""
-    text = f"{weekday}, {day:02d} {month} {year} {hms[0]:02d}:{hms[1]:02d}:{hms[2]:02d} GMT"
-    parsed = email.utils.parsedate_tz(text)
-    assert parsed is not None
-    assert parse_http_date(text) == float(email.utils.mktime_tz(parsed))
+    """A fixdate with a wrong zone, comma, spacing or separator is no date; nor is any junk."""
+    text = _format(when, "imf").replace(*mutation, 1)
+    assert parse_http_date(text, NOW) is None
+    assert parse_http_date(_format(when, "imf") + "x" + extra, NOW) is None
+    assert parse_http_date(f.format_http_date(when), NOW) == when
+
+
+@given(st.text(max_size=40))
+def test_http_date_parser_takes_any_text(text: str) -> None:
+    """Any text gives None or a time, never an error."""
+    result = parse_http_date(text, NOW)
+    assert result is None or f.is_http_date(text)
+
+
+def test_rfc850_two_digit_year_is_at_most_50_years_ahead() -> None:
+    """A two-digit year more than 50 years ahead is the century before (RFC 9110 §5.6.7)."""
+    assert f.rfc850_year(50, NOW) == 2050  # NOW is in 2023
+    assert f.rfc850_year(74, NOW) == 1974
+    assert f.rfc850_year(73, NOW) == 2073
+
+
+def test_connection_listed_and_hop_by_hop_fields_are_not_stored() -> None:
+    """Fields named in Connection and hop-by-hop fields are left out of what is stored."""
+    headers = [
+        ("Connection", "a, B"),
+        ("a", "1"),
+        ("b", "2"),
+        ("c", "3"),
+        ("Keep-Alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "5"),
+    ]
+    assert f.stored_fields(headers) == [("c", "3"), ("Content-Length", "5")]
+    not_modified = [("Connection", "x-a"), ("X-A", "new")]
+    assert f.updated_headers([("X-A", "old")], not_modified) == [("X-A", "old")]
+
+
+def test_304_with_no_store_or_vary_star_evicts() -> None:
+    """A 304 bringing no-store or Vary: * removes the entry; other 304s update it."""
+    assert f.not_modified_evicts([("Cache-Control", "no-store")])
+    assert f.not_modified_evicts([("Vary", "Accept, *")])
+    assert not f.not_modified_evicts([("Cache-Control", "max-age=5"), ("Vary", "Accept")])
+
+
+@pytest.mark.parametrize(
+    ("response_cc", "request_headers", "age", "expected"),
+    [
+        ("max-age=10", [], 1e6, True),
+        ("max-age=10, must-revalidate", [], 20, False),
+        ("max-age=10, proxy-revalidate", [], 20, False),
+        ("max-age=10, no-cache", [], 20, False),
+        ("max-age=10", [("Cache-Control", "no-cache")], 20, False),
+        ("max-age=10", [("Pragma", "no-cache")], 20, False),
+        ("max-age=10, stale-if-error=60", [], 70, True),
+        ("max-age=10, stale-if-error=60", [], 71, False),
+        ("max-age=10", [("Cache-Control", "max-stale=5")], 16, False),
+        ("max-age=10", [("Cache-Control", "max-stale")], 1e6, True),
+        ("max-age=10", [("Cache-Control", "stale-if-error=100")], 100, True),
+        ("max-age=10, stale-if-error=x", [], 11, False),
+    ],
+)
+def test_stale_on_error(
+    response_cc: str, request_headers: list[tuple[str, str]], age: float, expected: bool
+) -> None:
+    """Stale on an unreachable origin: allowed unless forbidden; stale-if-error bounds it."""
+    stored = [("Cache-Control", response_cc)]
+    result = f.may_serve_stale_on_error(stored, request_headers, age, status=200, response_time=NOW)
+    assert result is expected
 
 
 def test_invalidation_compares_origins_by_scheme_host_and_port() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -10,12 +12,16 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from webclient import Client, ClientConfig, Response
-from webclient._storage import BATCH_SECONDS, BODIES, INDEX_NAME, TMP, Storage
+from webclient._cache import Cache, cache_key
+from webclient._storage import BATCH_SECONDS, BODIES, INDEX_NAME, TEMP_STALE, TMP, Storage
 from webclient.errors import CacheError
 
 pytestmark = pytest.mark.timeout(30)
@@ -36,6 +42,15 @@ def put(storage: Storage, key: str, body: bytes, *, now: float = 1.0) -> None:
         response_time=now,
         now=now,
     )
+
+
+def store(cache: Cache, url: str, body: bytes) -> bool:
+    """Store a fresh response through the cache's policy, as a client does."""
+    writer = cache.begin()
+    writer.write(body)
+    headers = [("Cache-Control", "max-age=600"), ("Content-Length", str(len(body)))]
+    now = time.time()
+    return cache.store(url, [], 200, "OK", headers, writer, request_time=now, response_time=now)
 
 
 def test_bodies_are_content_addressed_and_shared(tmp_path: Path) -> None:
@@ -320,3 +335,329 @@ def test_two_opens_of_a_new_cache_at_once_rebuild_nothing(tmp_path: Path) -> Non
             storage.close()
         assert len(opened) == 2
         assert warnings == []
+
+
+# -- disk faults: only damage rebuilds -------------------------------------------------------------
+
+
+def _fail_writes_under(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, code: int = errno.EROFS
+) -> None:
+    """Make every write under ``folder`` fail with ``code``, as a read-only (or full) file system
+    does: at the OS calls the cache makes, and SQLite opens its files read-only. (The tests run
+    as root, for whom ``chmod`` takes no write away.)"""
+    inside = os.fspath(folder)
+
+    def refusing(call: Any, is_write: Callable[..., bool] = lambda *a, **k: True) -> Any:
+        def refused(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(path).startswith(inside) and is_write(*args, **kwargs):
+                raise OSError(code, os.strerror(code), os.fspath(path))
+            return call(path, *args, **kwargs)
+
+        return refused
+
+    for name in ("mkdir", "unlink", "rmdir", "replace", "rename"):
+        monkeypatch.setattr(os, name, refusing(getattr(os, name)))
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+    monkeypatch.setattr(os, "open", refusing(os.open, lambda flags, *a, **k: flags & writes))
+    connect = sqlite3.connect
+
+    def read_only_connect(database: Any, *args: Any, uri: bool = False, **kwargs: Any) -> Any:
+        if not uri and os.fspath(database).startswith(inside):
+            database, uri = f"file:{quote(os.fspath(database))}?mode=ro", True
+        return connect(database, *args, uri=uri, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only_connect)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(INDEX_NAME)
+    }
+
+
+def test_full_disk_while_writing_a_body_stores_nothing_and_keeps_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while a body is written: that response is not stored, one warning for the run,
+    and every stored entry stays."""
+    folder = tmp_path / "c"
+    warnings: list[str] = []
+    cache = Cache(folder, max_size=10**6, warn=warnings.append)
+    assert store(cache, "http://h/kept", b"kept")
+    write = os.write
+    tmp = os.fspath(folder / TMP)
+
+    def full(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(tmp):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    assert not store(cache, "http://h/new", b"new body")
+    assert not store(cache, "http://h/other", b"other body")
+    assert len(warnings) == 1 and "is full" in warnings[0]
+    assert [e.key for e in cache.storage.entries(cache_key("http://h/kept"))]
+    assert cache.info().entries == 1
+    assert list((folder / TMP).iterdir()) == []
+
+
+def test_full_index_stores_nothing_and_keeps_entries(tmp_path: Path) -> None:
+    """SQLite answering "database or disk is full" is not damage: the row and its body are
+    not stored, one warning, the other entries stay and the next store is tried again."""
+    folder = tmp_path / "c"
+    warnings: list[str] = []
+    storage = Storage(folder, warn=warnings.append)
+    put(storage, "kept", b"kept")
+    assert storage._db is not None
+    pages = storage._db.execute("PRAGMA page_count").fetchone()[0]
+    storage._db.execute(f"PRAGMA max_page_count={pages}")  # a disk with no room left
+    writer = storage.new_body(10**9)
+    writer.write(b"new body")
+    writer.finish()
+    stored = storage.insert(
+        key="new",
+        vary=(),
+        status=200,
+        reason="OK",
+        headers=[("X-Big", "x" * 100_000)],
+        body=writer,
+        request_time=1.0,
+        response_time=1.0,
+        now=1.0,
+    )
+    assert stored is False
+    assert len(warnings) == 1 and "is full" in warnings[0]
+    assert [e.key for e in storage.entries("kept")] == ["kept"]
+    assert storage.info().entries == 1
+    assert not storage.body_path(hashlib.sha256(b"new body").hexdigest()).exists()
+    storage._db.execute("PRAGMA max_page_count=1073741823")  # room again
+    put(storage, "new", b"new body")
+    assert storage.info().entries == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (13, "read-only"),  # SQLITE_FULL
+        (8, "read-only"),  # SQLITE_READONLY
+        (10, "read-only"),  # SQLITE_IOERR: its shared-memory file cannot grow (a full disk)
+        (14, "read-only"),  # SQLITE_CANTOPEN: its journal cannot be made beside it
+        (7, "unavailable"),  # SQLITE_NOMEM
+        (26, "rebuilt"),  # SQLITE_NOTADB
+        (11, "rebuilt"),  # SQLITE_CORRUPT
+    ],
+)
+def test_only_damage_rebuilds_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, outcome: str
+) -> None:
+    """An index that cannot be opened for writing is rebuilt only when SQLite says it is
+    damaged; a full or read-only disk, or an index whose journal cannot be made or grown,
+    keeps every entry (used read-only); another failure leaves the files alone and works
+    without the cache."""
+    folder = tmp_path / "c"
+    storage = Storage(folder)
+    put(storage, "k", b"body")
+    storage.close()
+    before = _files(folder)
+    connect = sqlite3.connect
+
+    def failing_connect(database: Any, *args: Any, uri: bool = False, **kwargs: Any) -> Any:
+        if not uri:  # the read-write open; a read-only one (a URI) works
+            error = sqlite3.OperationalError(f"injected SQLite error {code}")
+            error.sqlite_errorcode = code  # type: ignore[attr-defined]
+            raise error
+        return connect(database, *args, uri=uri, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", failing_connect)
+    warnings: list[str] = []
+    if outcome == "unavailable":
+        with pytest.raises(CacheError, match="cannot open"):
+            Storage(folder, warn=warnings.append)
+        assert _files(folder) == before
+        return
+    if outcome == "rebuilt":
+        monkeypatch.setattr(sqlite3, "connect", connect)
+        (folder / INDEX_NAME).write_bytes(b"damaged" * 1000)
+        rebuilt = Storage(folder, warn=warnings.append)
+        assert rebuilt.info().entries == 0 and "damaged" in warnings[0]
+        return
+    reopened = Storage(folder, warn=warnings.append)
+    assert reopened.read_only and len(warnings) == 1 and "read-only" in warnings[0]
+    (entry,) = reopened.entries("k")
+    assert reopened.read_body(entry) == b"body"
+    assert _files(folder) == before
+
+
+def test_read_only_cache_serves_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache on a read-only file system is used read-only with one warning: stored bodies
+    are read, new ones are not stored, deletions only hide entries for the run, nothing on
+    disk changes."""
+    folder = tmp_path / "c"
+    filled = Cache(folder, max_size=10**6)
+    assert store(filled, "http://h/a", b"a body")
+    assert store(filled, "http://h/b", b"b body")
+    filled.close()
+    before = _files(folder)
+    _fail_writes_under(monkeypatch, folder)
+    warnings: list[str] = []
+    cache = Cache(folder, max_size=10**6, warn=warnings.append)
+    assert cache.storage.read_only
+    lookup = cache.lookup("http://h/a", [])
+    assert lookup is not None and cache.use(lookup) == b"a body"
+    assert not cache.wants("GET", 200, [("Cache-Control", "max-age=60")], [])
+    assert not store(cache, "http://h/c", b"c body")
+    assert cache.invalidate("POST", "http://h/b", 200, []) == 0
+    assert cache.lookup("http://h/b", []) is None
+    with pytest.raises(CacheError, match="cannot be written"):
+        cache.clear()
+    info = cache.info()
+    assert (info.entries, info.read_only) == (2, True)
+    cache.close()
+    assert len(warnings) == 1 and "read-only" in warnings[0]
+    assert _files(folder) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_read_only_folder_for_real(tmp_path: Path) -> None:
+    """The same with the permissions of a shared cache the user may only read."""
+    folder = tmp_path / "c"
+    filled = Cache(folder, max_size=10**6)
+    assert store(filled, "http://h/a", b"a body")
+    filled.close()
+    modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+    for path in modes:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        warnings: list[str] = []
+        cache = Cache(folder, max_size=10**6, warn=warnings.append)
+        lookup = cache.lookup("http://h/a", [])
+        assert lookup is not None and cache.use(lookup) == b"a body"
+        assert not store(cache, "http://h/b", b"b body")
+        cache.close()
+        assert len(warnings) == 1 and "read-only" in warnings[0]
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+# -- rows and files that cannot be read or removed -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("vary", "not json"),
+        ("headers", "[1, 2]"),
+        ("headers", '{"a": "b"}'),
+        ("status", "abc"),
+        ("status", 200.5),
+        ("status", b"\x01"),
+        ("reason", b"OK"),
+        ("body_size", "big"),
+        ("body_size", -1),
+        ("body_sha", "../outside"),  # bodies/../../outside: the file beside the cache
+        ("request_time", "soon"),
+    ],
+)
+def test_an_unreadable_row_is_dropped_with_one_warning(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    """A row with a field this program never writes is dropped with a warning, in lookups and
+    prefetches alike; the other rows are served, and no body name is used as a path unchecked."""
+    folder = tmp_path / "c"
+    storage = Storage(folder)
+    put(storage, "bad", b"bad body")
+    put(storage, "bad2", b"bad body 2")
+    put(storage, "good", b"good body")
+    storage.close()
+    outside = tmp_path / "outside"
+    outside.write_text("not the cache's")
+    with sqlite3.connect(folder / INDEX_NAME) as db:
+        query = f"UPDATE entries SET {column} = ? WHERE key LIKE 'bad%'"  # noqa: S608 - a test's column
+        db.execute(query, (value,))
+    db.close()
+    warnings: list[str] = []
+    storage = Storage(folder, warn=warnings.append)
+    assert storage.entries("bad") == []
+    with storage.batch():
+        storage.prefetch(["bad2", "good"])
+        assert storage.entries("bad2") == []
+        (good,) = storage.entries("good")
+    assert storage.read_body(good) == b"good body"
+    assert len(warnings) == 1 and "unreadable entry" in warnings[0]
+    assert storage.info().entries == 1
+    assert outside.read_text() == "not the cache's"
+
+
+@pytest.mark.parametrize("obstacle", ["folder", "EACCES"])
+def test_a_body_that_cannot_be_removed_is_left_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, obstacle: str
+) -> None:
+    """Eviction meeting a body it cannot delete (a folder in its place, a file of another user
+    in a shared cache) drops the row, leaves the file and warns once; never a traceback."""
+    folder = tmp_path / "c"
+    warnings: list[str] = []
+    storage = Storage(folder, warn=warnings.append)
+    put(storage, "a", b"a" * 100, now=1)
+    put(storage, "b", b"b" * 100, now=2)
+    put(storage, "c", b"c" * 100, now=3)
+    paths = [storage.body_path(hashlib.sha256(x * 100).hexdigest()) for x in (b"a", b"b")]
+    if obstacle == "folder":
+        for path in paths:
+            path.unlink()
+            (path / "inside").mkdir(parents=True)
+    else:
+        unlink = os.unlink
+
+        def refused(path: Any, *args: Any, **kwargs: Any) -> None:
+            if Path(path) in paths:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", refused)
+    assert storage.evict(100) == 2
+    assert [e.key for e in storage.entries("c")] == ["c"]
+    assert storage.info().entries == 1
+    assert all(path.exists() for path in paths)
+    assert len(warnings) == 1 and "cannot remove" in warnings[0]
+
+
+# -- temporaries of killed runs --------------------------------------------------------------------
+
+
+def test_leftover_temporaries_are_removed_at_start(tmp_path: Path) -> None:
+    """Opening the cache removes ``tmp/body-*`` files of dead runs: old and not locked; a file
+    a live writer holds (locked), a recent one and other names stay, and are counted."""
+    folder = tmp_path / "c"
+    Storage(folder).close()
+    tmp = folder / TMP
+    old = time.time() - TEMP_STALE - 60
+    for name in ("body-dead", "body-recent", "body-held", "notes"):
+        (tmp / name).write_bytes(b"x" * 10)
+        if name != "body-recent":
+            os.utime(tmp / name, (old, old))
+    held = os.open(tmp / "body-held", os.O_RDONLY)
+    live = None
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        live = Storage(folder).new_body(10**6)  # a run writing a body right now...
+        live.write(b"partial")
+        os.utime(live.path, (old, old))  # ...whose server has been silent for a while
+        assert not (tmp / "body-dead").exists()
+        (tmp / "body-dead").write_bytes(b"x" * 10)
+        os.utime(tmp / "body-dead", (old, old))
+        storage = Storage(folder)
+        assert sorted(p.name for p in tmp.iterdir()) == sorted(
+            ["body-recent", "body-held", "notes", live.path.name]
+        )
+        info = storage.info()
+        assert (info.temp_files, info.temp_size) == (4, 37)
+    finally:
+        os.close(held)
+        if live is not None:
+            live.discard()

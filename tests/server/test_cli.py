@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -142,6 +143,11 @@ def test_help_explains_every_option() -> None:
         "--no-access-log",
         "--keep-alive-timeout",
         "--grace-period",
+        "--no-listing",
+        "--show-hidden",
+        "-p, --port",
+        "-b, --bind, --host",
+        "-d, --root, --directory",
     ):
         assert option in result.output
     assert "0 picks a free one" in result.output
@@ -229,3 +235,82 @@ def test_max_connections_above_the_open_files_limit_is_reported(www: Path) -> No
         assert proc.wait(NET_TIMEOUT) == 0
         assert proc.stderr is not None
         assert f"open-files limit is {hard}" in proc.stderr.read()
+
+
+def test_short_options_like_http_server(www: Path) -> None:
+    """-p, -b and -d set the port, the address and the root, as http.server's do."""
+    with webserver_process("-p", "0", "-b", "127.0.0.1", "-d", str(www), "--no-access-log") as (
+        _,
+        match,
+    ):
+        assert (match["root"], match["host"]) == (str(www.resolve()), "127.0.0.1")
+        assert get(int(match["port"]), "/hello.txt") == (200, b"hello, world\n")
+
+
+def test_port_as_the_argument(www: Path) -> None:
+    """`webserver run 0` takes the argument as the port."""
+    with webserver_process("0", "--root", str(www), "--no-access-log") as (_, match):
+        assert get(int(match["port"]), "/hello.txt")[0] == 200
+
+
+def test_two_different_ports_exit_2(www: Path) -> None:
+    """A port argument contradicting --port is one error line with exit status 2."""
+    result = CliRunner().invoke(main, ["run", "8000", "--port", "9000", "--root", str(www)])
+    assert result.exit_code == 2
+    assert "two ports given: 8000 and --port 9000" in result.output
+
+
+@pytest.mark.parametrize("listing", [True, False])
+def test_hint_when_the_first_page_would_be_404(tmp_path: Path, listing: bool) -> None:
+    """With listings off and no index.html, the second stdout line says why / is 404; with
+    listings on, / is a listing and there is no hint."""
+    args = ["--port", "0", "--root", str(tmp_path), "--no-access-log"]
+    if not listing:
+        args.append("--no-listing")
+    with webserver_process(*args) as (proc, match):
+        status = get(int(match["port"]), "/")[0]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(NET_TIMEOUT)
+        assert proc.stdout is not None
+        rest = proc.stdout.read()
+    if listing:
+        assert (status, rest) == (200, "")
+    else:
+        assert status == 404
+        assert rest.startswith(f"Note: {tmp_path.resolve()} has no index.html and listings are off")
+
+
+def test_show_hidden_option(www: Path) -> None:
+    """--show-hidden serves dot-files, which are 404 without it."""
+    (www / ".env").write_bytes(b"K=1\n")
+    with webserver_process("--port", "0", "--root", str(www), "--no-access-log") as (_, match):
+        assert get(int(match["port"]), "/.env")[0] == 404
+    with webserver_process(
+        "--port", "0", "--root", str(www), "--no-access-log", "--show-hidden"
+    ) as (_, match):
+        assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_access_log_format(www: Path, tmp_path: Path, fmt: str) -> None:
+    """--access-log-format combined/json logs the Referer and User-Agent of each request,
+    from plain GETs and from requests h11 parses alike."""
+    log = tmp_path / "access.log"
+    args = ["--port", "0", "--root", str(www), "--access-log", str(log)]
+    with webserver_process(*args, "--access-log-format", fmt) as (proc, match):
+        for method in ("GET", "POST"):
+            conn = http.client.HTTPConnection("127.0.0.1", int(match["port"]), timeout=NET_TIMEOUT)
+            headers = {"Referer": "http://r/", "User-Agent": "agent/1"}
+            conn.request(method, "/up.txt" if method == "POST" else "/hello.txt", b"x", headers)
+            conn.getresponse().read()
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(NET_TIMEOUT)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        if fmt == "json":
+            data = json.loads(line)
+            assert (data["referer"], data["user_agent"]) == ("http://r/", "agent/1")
+        else:
+            assert line.endswith('"http://r/" "agent/1"')

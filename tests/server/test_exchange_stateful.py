@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from webserver.testing import running_server
 
-from .wire import WireReader
+from .wire import WireReader, send_in_pieces
 
 FILES = {"a.txt": b"alpha\n", "b.bin": bytes(range(256)) * 10}
 VALID = [
@@ -42,7 +42,34 @@ INVALID = [
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     (b"NONSENSE\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: user@evil\r\n\r\n", 400),
+    (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+    (
+        b"POST /up/s.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1;a=b\r\rz\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\n",
+        400,
+    ),
 ]
+
+
+#: How a pipelined stream is sent: whole, byte by byte, or cut at random fractions of its length.
+Split = str | list[float]
+SPLIT: st.SearchStrategy[Split] = st.one_of(
+    st.sampled_from(["whole", "bytes"]),
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6),
+)
+
+
+def _cuts(stream: bytes, split: Split) -> list[int]:
+    if split == "whole":
+        return []
+    if split == "bytes":
+        return list(range(1, len(stream)))
+    return [int(f * len(stream)) for f in split]
 
 
 class ConnectionMachine(RuleBasedStateMachine):
@@ -69,11 +96,13 @@ class ConnectionMachine(RuleBasedStateMachine):
             self.sock.close()
         self.sock = self.reader = None
 
-    @rule(requests=st.lists(st.sampled_from(VALID), min_size=1, max_size=8))
-    def pipeline_valid(self, requests: list[tuple[bytes, int, bytes | None]]) -> None:
-        """Valid requests, pipelined in one write, are answered in order."""
+    @rule(requests=st.lists(st.sampled_from(VALID), min_size=1, max_size=8), split=SPLIT)
+    def pipeline_valid(self, requests: list[tuple[bytes, int, bytes | None]], split: Split) -> None:
+        """Valid requests, pipelined (whole, byte by byte or in random pieces), are answered in
+        order."""
         sock, reader = self._connection()
-        sock.sendall(b"".join(raw for raw, _, _ in requests))
+        stream = b"".join(raw for raw, _, _ in requests)
+        send_in_pieces(sock, stream, _cuts(stream, split))
         for raw, status, body in requests:
             response = reader.read(head_only=raw.startswith(b"HEAD"))
             assert response.status == status
@@ -84,16 +113,20 @@ class ConnectionMachine(RuleBasedStateMachine):
         before=st.lists(st.sampled_from(VALID), max_size=3),
         bad=st.sampled_from(INVALID),
         after=st.lists(st.sampled_from(VALID), max_size=3),
+        split=SPLIT,
     )
     def pipeline_with_invalid(
         self,
         before: list[tuple[bytes, int, bytes | None]],
         bad: tuple[bytes, int],
         after: list[tuple[bytes, int, bytes | None]],
+        split: Split,
     ) -> None:
-        """Requests before an invalid one are answered; it gets its 4xx/5xx; nothing after it."""
+        """Requests before an invalid one are answered; it gets its 4xx/5xx; nothing after it;
+        however the stream is split."""
         sock, reader = self._connection()
-        sock.sendall(b"".join(r for r, _, _ in before) + bad[0] + b"".join(r for r, _, _ in after))
+        stream = b"".join(r for r, _, _ in before) + bad[0] + b"".join(r for r, _, _ in after)
+        send_in_pieces(sock, stream, _cuts(stream, split))
         for raw, status, _ in before:
             assert reader.read(head_only=raw.startswith(b"HEAD")).status == status
         response = reader.read()

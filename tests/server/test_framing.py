@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from webserver import HTTPError, Server
-from webserver.framing import HeadLimits, check_request_head, find_head_end
+from webserver.framing import HeadLimits, check_head_prefix, check_request_head, find_head_end
+from webserver.testing import running_server
 
 from .conftest import connect
 from .wire import WireReader
@@ -62,6 +65,19 @@ HOSTILE = [
     ("relative-target", b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("asterisk-get", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("ftp-target", b"GET ftp://x/y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("connect", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501),
+    ("cl-tabs", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length:\t3\t\r\n\r\nabc", 400),
+    ("cl-tab-after", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\t\r\n\r\nabc", 400),
+    ("userinfo-target", b"GET http://a:b@x/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("user-target", b"GET http://evil@x/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("empty-authority", b"GET http:///hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("host-space", b"GET /hello.txt HTTP/1.1\r\nHost: a b/c@d\r\n\r\n", 400),
+    ("host-big-port", b"GET /hello.txt HTTP/1.1\r\nHost: x:99999999\r\n\r\n", 400),
+    ("host-port-65536", b"GET /hello.txt HTTP/1.1\r\nHost: x:65536\r\n\r\n", 400),
+    ("host-userinfo", b"GET /hello.txt HTTP/1.1\r\nHost: user@evil\r\n\r\n", 400),
+    ("host-slash", b"GET /hello.txt HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("host-bad-ipv6", b"GET /hello.txt HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
+    ("host-http10", b"GET /hello.txt HTTP/1.0\r\nHost: a/b\r\n\r\n", 400),
     ("long-line", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ("big-head", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),
     ("many-fields", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
@@ -129,7 +145,10 @@ def test_find_head_end(raw: bytes, expected: int) -> None:
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\ntransfer-encoding: Chunked\r\n\r\n",
         b"GET / HTTP/1.0\r\n\r\n",
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"GET http://[::1]:8080/y HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length:  10 \r\n\r\n",
+        b"\r\n\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1:65535\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\nX:\t\x01a b\t\r\n\r\n",
     ],
 )
 def test_valid_heads_pass(head: bytes) -> None:
@@ -222,3 +241,120 @@ def test_find_head_end_uses_h11s_rule() -> None:
     """LF CR LF ends a head, as it does for h11."""
     head = b"GET / HTTP/1.1\r\nHost: x\n\r\n"
     assert find_head_end(head + b"rest") == len(head)
+
+
+# -- a head is refused at the first byte that makes it invalid ----------------------------------
+
+# (name, the start of a head that can no longer become valid, status)
+EARLY = [
+    ("bad-method-byte", b"GE\x01", 400),
+    ("bad-target-byte", b"GET /a\x7f", 400),
+    ("third-space", b"GET / HTTP/1.1 ", 400),
+    ("long-request-line", b"GET /" + b"a" * 9000, 414),
+    ("http2", b"GET / HTTP/2.0\r\n", 505),
+    ("connect", b"CONNECT x:443 HTTP/1.1\r\n", 501),
+    ("userinfo-target", b"GET http://a@b/ HTTP/1.1\r\n", 400),
+    ("relative-target", b"GET a HTTP/1.1\r\n", 400),
+    ("bad-field-name-byte", b"GET / HTTP/1.1\r\nHo st", 400),
+    ("empty-field-name", b"GET / HTTP/1.1\r\n:", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\n ", 400),
+    ("bare-lf-request-line", b"GET / HTTP/1.1\nHost", 400),
+    ("bare-lf-field", b"GET / HTTP/1.1\r\nHost: x\nX", 400),
+    ("nul-in-value", b"GET / HTTP/1.1\r\nX: a\x00", 400),
+    ("cr-without-lf", b"GET / HTTP/1.1\r\nX: a\rb", 400),
+    ("too-many-fields", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101, 431),
+]
+
+
+@pytest.mark.parametrize("piece", [None, 1], ids=["whole", "byte-by-byte"])
+@pytest.mark.parametrize(
+    ("start", "status"), [(r, s) for _, r, s in EARLY], ids=[name for name, _, _ in EARLY]
+)
+def test_invalid_head_is_answered_at_its_first_bad_byte(
+    www: Path, start: bytes, status: int, piece: int | None
+) -> None:
+    """The answer comes as soon as the head cannot become valid, with no end of head, no end of
+    stream and long before the head deadline, however the bytes are split."""
+    with (
+        running_server(root=www, access_log=False, header_timeout=60.0) as srv,
+        connect(srv) as sock,
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        size = piece if piece is not None and len(start) < 1000 else len(start)
+        for i in range(0, len(start), size):
+            sock.sendall(start[i : i + size])
+        response = WireReader(sock).read()
+    assert response.status == status
+    assert response.header("Connection") == "close"
+
+
+@pytest.mark.parametrize("start", [b"GET / HTTP/1.1\r\nHost: x\r\nX: a b\t", b"\r\n\r"])
+def test_a_valid_start_of_a_head_is_not_refused(start: bytes) -> None:
+    """Any prefix of a head that can still become valid passes."""
+    for end in range(len(start) + 1):
+        check_head_prefix(start[:end], 0, LIMITS)
+
+
+def _verdict(data: bytes, checked: int = 0, *, whole: bool = False) -> int | None:
+    """The status ``data`` is refused with (by the prefix or the whole-head check), or None."""
+    refused: HTTPError | None = None
+    try:
+        if whole:
+            check_request_head(data, SMALL)
+        else:
+            check_head_prefix(data, checked, SMALL)
+    except HTTPError as exc:
+        refused = exc
+    if refused is None:
+        return None
+    assert refused.close
+    return refused.status
+
+
+HEAD_PIECES = st.one_of(
+    st.sampled_from(
+        [
+            b"GET / HTTP/1.1\r\n",
+            b"GET http://a@b/ HTTP/1.1\r\n",
+            b"CONNECT a:1 HTTP/1.1\r\n",
+            b"GET / HTTP/2.0\r\n",
+            b"Host: x\r\n",
+            b"Host: a/b\r\n",
+            b"Content-Length:\t3\r\n",
+            b"Transfer-Encoding: gzip\r\n",
+            b"X: y\r\n",
+            b" folded\r\n",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b":",
+            b" ",
+            b"\x00",
+        ]
+    ),
+    st.binary(max_size=4),
+)
+SMALL = HeadLimits(max_request_line=40, max_head_size=120, max_header_count=4)
+
+
+@given(pieces=st.lists(HEAD_PIECES, max_size=10), data=st.data())
+def test_prefix_check_is_incremental_and_in_byte_order(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    """Checking a head from where the last check stopped gives the verdict of checking it from
+    the start; once a prefix is refused every longer one is refused with the same status; and
+    the whole-head check gives the status of the first refused prefix."""
+    head = b"".join(pieces)
+    split = data.draw(st.integers(0, len(head)))
+    first = _verdict(head[:split])
+    whole = _verdict(head)
+    if first is None:
+        assert _verdict(head, split) == whole
+    else:
+        assert whole == first
+    end = find_head_end(head)
+    if end >= 0:
+        statuses = (_verdict(head[:k]) for k in range(end + 1))
+        refused = next((s for s in statuses if s is not None), None)
+        if refused is not None:
+            assert _verdict(head[:end], whole=True) == refused

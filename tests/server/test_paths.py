@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webserver.errors import BadRequest, NotFound
+from webserver.errors import BadRequest, HTTPError, NotFound
 from webserver.paths import (
     TEMP_PREFIX,
     decode_path,
     file_segments,
+    hidden_refused,
     numbered_name,
     resolve_inside,
     split_target,
@@ -164,3 +165,34 @@ class TestUploadSegments:
 def test_numbered_name(name: str, n: int, expected: str) -> None:
     """Numbered variants keep the extension so the file still opens with the right program."""
     assert numbered_name(name, n) == expected
+
+
+class TestHidden:
+    @pytest.mark.parametrize(
+        ("segments", "refused"),
+        [
+            (["a", "b.txt"], False),
+            ([".env"], True),
+            (["a", ".git", "config"], True),
+            (["a", "..", "b"], False),
+            ([".well-known", "security.txt"], False),
+            ([".well-known", ".x"], True),
+            (["a", ".well-known", "x"], True),
+            ([TEMP_PREFIX + "1"], True),
+        ],
+    )
+    def test_dot_names_refused_by_default(self, segments: list[str], refused: bool) -> None:
+        """Any dot-name segment but '..' is refused, except a leading .well-known."""
+        assert hidden_refused(segments, show_hidden=False) is refused
+
+    def test_show_hidden_still_refuses_temporaries(self) -> None:
+        """show_hidden serves dot-names, never upload temporaries."""
+        assert not hidden_refused([".git", "config"], show_hidden=True)
+        assert hidden_refused(["a", TEMP_PREFIX + "1"], show_hidden=True)
+
+    @pytest.mark.parametrize("path", ["/.env", "/a/.git/hooks/pre-commit", "/.well-known/x"])
+    def test_uploads_to_dot_names_are_403(self, path: str) -> None:
+        """An upload may not create a hidden name (.htaccess, .git/hooks, .env)."""
+        with pytest.raises(HTTPError) as info:
+            upload_segments(path)
+        assert info.value.status == 403

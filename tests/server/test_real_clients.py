@@ -111,3 +111,64 @@ def test_http_client_keep_alive(server: Server, www: Path) -> None:
     finally:
         conn.close()
     assert (www / "hc.txt").read_bytes() == b"from http.client"
+
+
+def test_curl_resumes_byte_exact(server: Server, www: Path, tmp_path: Path) -> None:
+    """curl -C - continues a partial download with a range; the result is byte-exact."""
+    curl = need("curl")
+    data = os.urandom(300_000)
+    (www / "big.bin").write_bytes(data)
+    out = tmp_path / "big.bin"
+    out.write_bytes(data[:123_457])
+    result = run(curl, "-sS", "-C", "-", "-o", str(out), "-D", "-", server.url + "big.bin")
+    assert result.returncode == 0, result.stderr
+    assert b"206 Partial Content" in result.stdout
+    assert out.read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["hello.txt", "data.bin"])
+def test_curl_byte_ranges(server: Server, www: Path, name: str) -> None:
+    """curl -r fetches a single range byte-exact, from a cached and an uncached file."""
+    curl = need("curl")
+    data = (www / name).read_bytes()
+    result = run(curl, "-sS", "-r", "2-9", server.url + name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data[2:10]
+
+
+def test_wget_continues_byte_exact(server: Server, www: Path, tmp_path: Path) -> None:
+    """wget -c continues a partial download; the result is byte-exact."""
+    wget = need("wget")
+    data = os.urandom(300_000)
+    (www / "big.bin").write_bytes(data)
+    out = tmp_path / "big.bin"
+    out.write_bytes(data[:100_000])
+    result = run(wget, "-c", "-O", str(out), server.url + "big.bin")
+    assert result.returncode == 0, result.stderr
+    assert b"206 Partial Content" in result.stderr
+    assert b"doesn't seem to support byte ranges" not in result.stderr
+    assert out.read_bytes() == data
+
+
+def test_wget_mirrors_a_tree_through_listings(server: Server, www: Path, tmp_path: Path) -> None:
+    """wget -r -np follows folder listings and mirrors every file, byte-exact, and nothing
+    above the starting folder."""
+    wget = need("wget")
+    (www / "tree" / "sub" / "deeper").mkdir(parents=True)
+    (www / "tree" / "a b.txt").write_bytes(b"a b\n")
+    (www / "tree" / "sub" / "#x?.bin").write_bytes(os.urandom(5000))
+    (www / "tree" / "sub" / "deeper" / "z.txt").write_bytes(b"z\n")
+    out = tmp_path / "mirror"
+    result = run(wget, "-r", "-np", "-nH", "-e", "robots=off", "-P", str(out), server.url + "tree/")
+    assert result.returncode == 0, result.stderr
+    mirrored = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "index.html"
+    }
+    expected = {
+        p.relative_to(www).as_posix(): p.read_bytes()
+        for p in (www / "tree").rglob("*")
+        if p.is_file()
+    }
+    assert mirrored == expected

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -12,6 +14,7 @@ import pytest
 from webserver import Server
 from webserver.httpdate import format_http_date, parse_http_date
 from webserver.paths import TEMP_PREFIX
+from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, peak_rss_kib, webserver_process
 from .wire import WireReader
@@ -121,8 +124,7 @@ def test_folder_index_and_redirect(server: Server) -> None:
     assert fetch(server, "/docs/")[:3:2] == (200, b"<h1>docs</h1>\n")
     status, headers, _ = fetch(server, "/docs?x=1")
     assert (status, headers["Location"]) == (301, "/docs/?x=1")
-    assert fetch(server, "/empty/")[0] == 404
-    assert fetch(server, "/")[0] == 404
+    assert fetch(server, "/empty/")[0] == 200  # a listing: see test_listing_*
 
 
 def test_missing_is_404(server: Server) -> None:
@@ -306,4 +308,241 @@ def test_a_large_file_does_not_grow_memory_by_its_size(tmp_path: Path) -> None:
         after = peak_rss_kib(proc.pid)
     assert response.status == 200
     assert received == size
+    assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+    """The (Content-Range, bytes) of each part of a multipart/byteranges body."""
+    match = re.fullmatch(r"multipart/byteranges; boundary=(\S+)", content_type)
+    assert match, content_type
+    delimiter = b"\r\n--" + match.group(1).encode()
+    assert body.startswith(delimiter) and body.endswith(delimiter + b"--\r\n")
+    parts = []
+    for chunk in body[len(delimiter) : -len(delimiter + b"--\r\n")].split(delimiter):
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n") if line)
+        parts.append((fields["Content-Range"], data))
+    return parts
+
+
+class TestRanges:
+    """Range requests: 206 single and multipart, 416, If-Range, HEAD, small and large files."""
+
+    @pytest.mark.parametrize("name", ["hello.txt", "big.bin"])
+    def test_single_range(self, server: Server, www: Path, name: str) -> None:
+        """One range is a 206 with exactly those bytes and a Content-Range; a small (cached)
+        and a large (sendfile) file alike, also when asked twice."""
+        (www / "big.bin").write_bytes(os.urandom(300_000))
+        data = (www / name).read_bytes()
+        for _ in range(2):
+            status, headers, body = fetch(server, "/" + name, headers={"Range": "bytes=3-9"})
+            assert (status, body) == (206, data[3:10])
+            assert headers["Content-Range"] == f"bytes 3-9/{len(data)}"
+            assert headers["Content-Length"] == "7"
+            assert headers["Accept-Ranges"] == "bytes"
+
+    @pytest.mark.parametrize(
+        ("spec", "start", "stop"), [("bytes=-4", 9, 13), ("bytes=5-", 5, 13), ("bytes=0-99", 0, 13)]
+    )
+    def test_suffix_and_open_ranges(self, server: Server, spec: str, start: int, stop: int) -> None:
+        """Suffix, open and too-long ranges select the right bytes."""
+        status, headers, body = fetch(server, "/hello.txt", headers={"Range": spec})
+        assert (status, body) == (206, b"hello, world\n"[start:stop])
+        assert headers["Content-Range"] == f"bytes {start}-{stop - 1}/13"
+
+    def test_several_ranges_are_multipart(self, server: Server, www: Path) -> None:
+        """Several ranges are one multipart/byteranges body with each part's type and range,
+        its Content-Length exact."""
+        data = (www / "data.bin").read_bytes()
+        status, headers, body = fetch(
+            server, "/data.bin", headers={"Range": "bytes=0-1,100-199,-3"}
+        )
+        assert status == 206
+        assert headers["Content-Length"] == str(len(body))
+        assert parse_multipart(headers["Content-Type"], body) == [
+            ("bytes 0-1/16384", data[0:2]),
+            ("bytes 100-199/16384", data[100:200]),
+            ("bytes 16381-16383/16384", data[-3:]),
+        ]
+        assert b"Content-Type: application/octet-stream\r\n" in body
+
+    def test_abusive_ranges_get_the_whole_file(self, server: Server, www: Path) -> None:
+        """17 ranges, or overlapping ranges adding up past the file, get one 200 whole."""
+        data = (www / "data.bin").read_bytes()
+        many = "bytes=" + ",".join(f"{i}-{i}" for i in range(0, 34, 2))
+        for spec in (many, "bytes=0-,0-,0-"):
+            status, _, body = fetch(server, "/data.bin", headers={"Range": spec})
+            assert (status, body) == (200, data)
+
+    def test_unsatisfiable_is_416(self, server: Server) -> None:
+        """A range past the end is 416 with Content-Range: bytes */LEN."""
+        status, headers, _ = fetch(server, "/hello.txt", headers={"Range": "bytes=13-"})
+        assert (status, headers["Content-Range"]) == (416, "bytes */13")
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+    def test_if_range(self, server: Server, www: Path) -> None:
+        """If-Range with the current ETag or date applies the range; a stale one gets 200."""
+        _, headers, _ = fetch(server, "/hello.txt")
+        for validator, status in (
+            (headers["ETag"], 206),
+            (headers["Last-Modified"], 206),
+            ('"stale"', 200),
+            (format_http_date(2**31), 200),
+        ):
+            asked = {"Range": "bytes=0-4", "If-Range": validator}
+            assert fetch(server, "/hello.txt", headers=asked)[0] == status
+
+    def test_head_range(self, server: Server) -> None:
+        """HEAD with a Range has the 206's headers and no body."""
+        status, headers, body = fetch(
+            server, "/hello.txt", method="HEAD", headers={"Range": "bytes=0-4"}
+        )
+        assert (status, body, headers["Content-Length"]) == (206, b"", "5")
+        assert headers["Content-Range"] == "bytes 0-4/13"
+        status, headers, body = fetch(
+            server, "/hello.txt", method="HEAD", headers={"Range": "bytes=0-1,4-5"}
+        )
+        assert (status, body) == (206, b"")
+        assert headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+
+    def test_not_modified_wins_over_range(self, server: Server) -> None:
+        """A matching If-None-Match is 304 even with a Range."""
+        etag = fetch(server, "/hello.txt")[1]["ETag"]
+        asked = {"If-None-Match": etag, "Range": "bytes=0-1"}
+        assert fetch(server, "/hello.txt", headers=asked)[0] == 304
+
+    def test_ignored_range_is_200(self, server: Server) -> None:
+        """A malformed Range or another unit is ignored: 200 whole."""
+        for spec in ("bytes=5-1", "lines=1-2", "bytes=x"):
+            assert fetch(server, "/hello.txt", headers={"Range": spec})[:3:2] == (
+                200,
+                b"hello, world\n",
+            )
+
+    def test_range_of_a_cached_file_reads_the_file_changed_meanwhile(
+        self, server: Server, www: Path
+    ) -> None:
+        """A range of a cached small file comes from the current file, never a stale copy."""
+        assert fetch(server, "/hello.txt")[2] == b"hello, world\n"
+        (www / "hello.txt").write_bytes(b"HELLO, WORLD\n")
+        assert fetch(server, "/hello.txt", headers={"Range": "bytes=0-4"})[2] == b"HELLO"
+
+
+def test_nosniff_on_every_static_response(server: Server) -> None:
+    """Files, 304s, HEADs, 206s and listings all carry X-Content-Type-Options: nosniff."""
+    etag = fetch(server, "/hello.txt")[1]["ETag"]
+    for target, method, headers in (
+        ("/hello.txt", "GET", {}),
+        ("/data.bin", "HEAD", {}),
+        ("/hello.txt", "GET", {"If-None-Match": etag}),
+        ("/hello.txt", "GET", {"Range": "bytes=0-1"}),
+        ("/", "GET", {}),
+    ):
+        assert fetch(server, target, method, headers)[1]["X-Content-Type-Options"] == "nosniff"
+
+
+class TestListing:
+    """A folder without index.html lists its entries, as HTML or JSON."""
+
+    def test_html_listing(self, server: Server, www: Path) -> None:
+        """The root lists folders then files, linked relatively, as UTF-8 HTML."""
+        (www / "a b#1.txt").write_bytes(b"x")
+        status, headers, body = fetch(server, "/")
+        assert status == 200
+        assert headers["Content-Type"] == "text/html; charset=utf-8"
+        page = body.decode()
+        order = [page.index(f'href="{h}"') for h in ("docs/", "empty/", "a%20b%231.txt")]
+        assert order == sorted(order)
+        assert 'href="../"' not in page
+        assert 'href="../"' in fetch(server, "/empty/")[2].decode()
+
+    def test_json_listing(self, server: Server) -> None:
+        """?format=json and Accept: application/json give the entries as JSON."""
+        for target, headers in (("/?format=json", {}), ("/", {"Accept": "application/json"})):
+            status, got, body = fetch(server, target, headers=headers)
+            assert (status, got["Content-Type"]) == (200, "application/json")
+            names = [e["name"] for e in json.loads(body)["entries"]]
+            assert names == ["docs", "empty", "data.bin", "hello.txt"]
+
+    def test_listing_etag_and_304(self, server: Server, www: Path) -> None:
+        """A listing has an ETag; asking again with it is 304 until the folder changes."""
+        etag = fetch(server, "/")[1]["ETag"]
+        assert fetch(server, "/", headers={"If-None-Match": etag})[0] == 304
+        (www / "new.txt").write_bytes(b"n")
+        assert fetch(server, "/", headers={"If-None-Match": etag})[0] == 200
+
+    def test_no_listing_is_404(self, www: Path) -> None:
+        """With listings off a folder without index.html is 404."""
+        with running_server(root=www, access_log=False, listing=False) as srv:
+            assert fetch(srv, "/")[0] == 404
+            assert fetch(srv, "/docs/")[0] == 200
+
+    def test_symlink_out_and_temporaries_are_not_listed(self, server: Server, www: Path) -> None:
+        """Names GET would not serve (a link out of the root, an upload temporary) are not
+        listed."""
+        os.symlink(www.parent / "secret.txt", www / "out.txt")
+        (www / (TEMP_PREFIX + "x")).write_bytes(b"")
+        page = fetch(server, "/")[2].decode()
+        assert "out.txt" not in page and TEMP_PREFIX not in page
+
+
+class TestHidden:
+    """Dot-names are 404 and unlisted by default; /.well-known/ is always served."""
+
+    @pytest.fixture
+    def hidden(self, www: Path) -> Path:
+        (www / ".git").mkdir()
+        (www / ".git" / "config").write_bytes(b"[core]\n")
+        (www / ".env").write_bytes(b"KEY=1\n")
+        (www / ".well-known").mkdir()
+        (www / ".well-known" / "security.txt").write_bytes(b"Contact: x\n")
+        (www / ".well-known" / ".private").write_bytes(b"no\n")
+        os.symlink(www / ".env", www / "env-link")
+        return www
+
+    def test_hidden_by_default(self, server: Server, hidden: Path) -> None:
+        """.env, .git/config, a link to a dot-file and a dot-name under .well-known are 404;
+        none is listed; .well-known/security.txt is served."""
+        for target in ("/.env", "/.git/config", "/.git/", "/env-link", "/.well-known/.private"):
+            assert fetch(server, target)[0] == 404, target
+        assert fetch(server, "/docs/../.env")[0] == 404
+        assert fetch(server, "/.well-known/security.txt")[:3:2] == (200, b"Contact: x\n")
+        assert b".git" not in fetch(server, "/")[2]
+        assert b".env" not in fetch(server, "/?format=json")[2]
+
+    def test_show_hidden(self, hidden: Path) -> None:
+        """With show_hidden dot-names are served and listed."""
+        with running_server(root=hidden, access_log=False, show_hidden=True) as srv:
+            assert fetch(srv, "/.env")[:3:2] == (200, b"KEY=1\n")
+            assert fetch(srv, "/.git/config")[0] == 200
+            assert b'href=".git/"' in fetch(srv, "/")[2]
+            assert fetch(srv, "/" + TEMP_PREFIX + "x")[0] == 404
+
+
+def test_ranged_responses_do_not_grow_memory_by_their_size(tmp_path: Path) -> None:
+    """A 48 MiB single range (sendfile from the offset) and a multipart response of two 24 MiB
+    ranges (read 64 KiB at a time) raise the server's peak memory by far less than their size."""
+    size = 64 << 20
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.bin").open("wb") as handle:
+        for _ in range(size >> 20):
+            handle.write(os.urandom(1 << 20))
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
+        conn = http.client.HTTPConnection("127.0.0.1", int(m["port"]), timeout=NET_TIMEOUT)
+        conn.request("GET", "/warm-up")
+        conn.getresponse().read()
+        before = peak_rss_kib(proc.pid)
+        received = []
+        for spec in (f"bytes={8 << 20}-{(56 << 20) - 1}", f"bytes=0-{(24 << 20) - 1},-{24 << 20}"):
+            conn.request("GET", "/big.bin", headers={"Range": spec})
+            response = conn.getresponse()
+            total = 0
+            while chunk := response.read(1 << 20):
+                total += len(chunk)
+            received.append((response.status, total))
+        conn.close()
+        after = peak_rss_kib(proc.pid)
+    assert received[0] == (206, 48 << 20)
+    assert received[1][0] == 206 and received[1][1] > 48 << 20
     assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"

@@ -332,3 +332,12 @@ def test_a_large_upload_does_not_grow_memory_by_its_size(tmp_path: Path) -> None
     assert response.status == 200
     assert (root / "big.bin").stat().st_size == size
     assert after - before < 32 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
+
+
+@pytest.mark.parametrize("target", ["/.htaccess", "/site/.git/hooks/post-update", "/.well-known/x"])
+def test_hidden_names_cannot_be_uploaded(server: Server, www: Path, target: str) -> None:
+    """An upload to a dot-name is 403 and stores nothing."""
+    before = sorted(www.rglob("*"))
+    status, _, _ = post(server, target, b"payload")
+    assert status == 403
+    assert sorted(www.rglob("*")) == before

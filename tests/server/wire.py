@@ -7,6 +7,7 @@ so tests can send hand-written bytes -- pipelines, broken framing -- and check e
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -79,3 +80,23 @@ class WireReader:
     def at_eof(self) -> bool:
         """True if the server has closed the connection and nothing is left unread."""
         return not self.buffer and not self._fill()
+
+
+def send_in_pieces(sock: socket.socket, data: bytes, cuts: Iterable[int]) -> None:
+    """Send ``data`` cut at the offsets ``cuts`` (``[]``: whole; ``range(1, len(data))``: byte by
+    byte), each piece its own segment, so the server reads the stream as split; stops quietly
+    once the server has closed (a request it refused may be followed by bytes it never reads)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    start = 0
+    try:
+        for cut in [*sorted(set(cuts)), len(data)]:
+            if start < cut <= len(data):
+                sock.sendall(data[start:cut])
+                start = cut
+    except (BrokenPipeError, ConnectionResetError):
+        return
+
+
+def split_ways(data: bytes, random_cuts: Iterable[int]) -> list[list[int]]:
+    """The cuts that send ``data`` whole, byte by byte, and at ``random_cuts``."""
+    return [[], list(range(1, len(data))), sorted(set(random_cuts))]

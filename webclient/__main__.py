@@ -1,0 +1,5 @@
+"""``python -m webclient`` is the ``webclient`` command."""
+
+from .cli import main
+
+main()
