@@ -1,21 +1,21 @@
-"""The request/response loop run by a worker on a connection that has bytes to read.
+"""The request/response loop a worker runs on a connection the network has made ready.
 
 Call flow, for one turn of a worker::
 
-    serve_ready(conn)
-      ├── conn.receive()                 bytes the selector saw arrive
-      └── loop while a complete request is buffered
-            plain mode (h11 idle and empty, input in conn.inbuf):
-            ├── parse_plain_request()    a bodiless GET/HEAD, or hand every byte to h11
-            └── _answer_plain()          app(request); a known-length response is written as
-                                         it is, any other is framed by h11 (late hand-over)
-            h11 mode:
-            ├── _build_request()         target → path/query; body as a pull stream
-            ├── app(request)             the router → a handler method → Response
-            ├── _finish_body()           drain a small unread body, or decide to close
-            ├── _send_response()         head + body into the output buffer (file: sendfile)
-            └── start_next_cycle()       keep-alive; back to plain mode once h11 is empty
-    → PARK (flushed; back to the selector) or CLOSE
+    serve_ready(conn) → _loop, a short match over what the connection holds
+      ├── output queued          _send(): pump a generated body, flush; kernel full → SEND
+      ├── closing                everything sent: LINGER (drain unread input) or CLOSE
+      ├── a body being received  _receive_body(): h11 → the spool; nothing more yet → BODY
+      └── conn.next_request()
+            ├── PlainRequest     _answer_plain(): app(request) → write_reply (fast head or h11)
+            ├── h11.Request      _begin(): 413 before reading, else spool the body first
+            ├── Wait             _wait(): flush, try a read, else park → HEAD
+            ├── Refuse           an error response, then close
+            └── Ended            CLOSE
+
+Every outcome but CLOSE parks the connection in the selector with its deadline: no thread waits
+for the network. A handler runs only once its whole request (body included) has arrived, so
+``Request.body`` never waits on the client.
 
 Rules: every request gets exactly one response, in order; an error the client caused is a 4xx
 with ``Connection: close`` when the connection cannot be trusted afterwards; a handler that raises
@@ -24,26 +24,26 @@ gets a 500 and the traceback in the error log; no exception leaves this module.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import select
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
-from typing import BinaryIO, cast
+from dataclasses import dataclass
+from typing import cast
 
 import h11
 
 from ._chunked import BodyFramingError, start_body_check
-from ._connection import Connection
-from ._fastpath import PlainRequest, parse_plain_request, plain_response_head
+from ._connection import LINGER_SECONDS, Connection, Ended, Refuse, Wait
+from ._fastpath import PlainRequest
+from ._spool import Spool
+from ._writing import InvalidResponse, Reply, Streaming, make_reply, write_reply
 from .accesslog import format_access_line
 from .config import ServerConfig
-from .errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
-from .framing import HeadLimits, check_head_prefix, check_request_head, find_head_end
+from .errors import ClientDisconnected, HTTPError
+from .framing import HeadLimits
 from .headers import Headers
-from .httpdate import http_date_now
 from .paths import decode_path, split_target
 from .proxy import client_address
 from .request import Request, RequestBody
@@ -53,28 +53,44 @@ access_log = logging.getLogger("webserver.access")
 error_log = logging.getLogger("webserver.error")
 
 App = Callable[[Request], Response]
+#: The folder a request's body is spooled in (method, target → folder, None for the default).
+SpoolFolder = Callable[[str, str], str | None]
 
 #: Milliseconds a worker waits for the next request on a connection before parking it (see
 #: ``_next_request_soon``); measured: 0.1 ms catches fewer, beyond 0.5 ms gains nothing, and poll
 #: counts whole milliseconds.
 NEXT_REQUEST_WAIT_MS = 1
-#: An unread request body up to this size is read and discarded so the connection stays usable;
-#: a larger one closes the connection instead of wasting time on bytes nobody wants.
-DRAIN_LIMIT = 64 * 1024
-
-_REASON_TEXT = {status.value: status.phrase for status in HTTPStatus}
-_REASONS = {code: phrase.encode("ascii") for code, phrase in _REASON_TEXT.items()}
-_NO_BODY_STATUSES = frozenset({204, 304})
-#: A bytes body up to this size is joined to its head for one write; a larger one is queued as
-#: it is rather than copied.
-_JOIN_LIMIT = 16 * 1024
+#: Output is written once this much has gathered, even if more responses are coming.
+FLUSH_THRESHOLD = 64 * 1024
+#: Slowest a request body may arrive, in bytes per second, once past ``body_timeout``: the body
+#: deadline is ``body_timeout`` plus one second per this many bytes received (Apache
+#: mod_reqtimeout's ``MinRate``, and its default), so a body trickled forever is cut.
+MIN_BODY_RATE = 500
+#: The same for a response the client reads: ``body_timeout`` plus one second per this many bytes
+#: it has taken since the output started waiting for it.
+MIN_SEND_RATE = 500
 
 
 class Outcome(enum.Enum):
     """What the worker does with the connection after a turn."""
 
-    PARK = "park"  #: between requests, output flushed: the selector waits for more bytes
+    HEAD = "head"  #: park until a request head arrives (idle keep-alive, or a partial head)
+    BODY = "body"  #: park until more of a request body arrives
+    SEND = "send"  #: park until the client has read enough for more to be sent
+    LINGER = "linger"  #: answered, closing: half-close and discard the client's input
     CLOSE = "close"  #: finished or broken: close it
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The outcome of a turn and, when parked, its deadlines (see ``Connection.park``)."""
+
+    outcome: Outcome
+    deadline: float = 0.0
+    hard_deadline: float = float("inf")
+
+
+CLOSE = Turn(Outcome.CLOSE)
 
 
 class _Exchange:
@@ -88,6 +104,7 @@ class _Exchange:
         "others_waiting",
         "request",
         "server_name",
+        "spool_folder",
         "stopping",
     )
 
@@ -98,8 +115,10 @@ class _Exchange:
         config: ServerConfig,
         stopping: Callable[[], bool],
         others_waiting: Callable[[], bool],
+        spool_folder: SpoolFolder,
     ) -> None:
         self.conn = conn
+        self.spool_folder = spool_folder
         self.app = app
         self.config = config
         self.stopping = stopping
@@ -114,120 +133,127 @@ class _Exchange:
         )
 
 
+class _Incoming:
+    """A request whose body is being received into a spool, kept while the connection waits."""
+
+    __slots__ = ("event", "headers", "length", "spool", "started")
+
+    def __init__(
+        self, event: h11.Request, headers: Headers, length: int | None, folder: str | None
+    ) -> None:
+        self.event = event
+        self.headers = headers
+        self.length = length
+        self.spool = Spool(folder)
+        self.started = time.monotonic()
+
+    def close(self) -> None:
+        self.spool.close()
+
+
 def serve_ready(
     conn: Connection,
     app: App,
     config: ServerConfig,
     stopping: Callable[[], bool],
     others_waiting: Callable[[], bool] = lambda: True,
-) -> Outcome:
-    """Answer every complete request the connection has; never raises.
+    *,
+    spool_folder: SpoolFolder = lambda method, target: None,
+) -> Turn:
+    """Carry the connection as far as the network lets it; never raises.
 
     ``stopping`` says the server is stopping; ``others_waiting`` that other connections wait
-    for a worker, in which case this one is parked as soon as it has nothing buffered.
+    for a worker, in which case this one is parked as soon as it has nothing buffered;
+    ``spool_folder`` where a request's body goes when it is too large for memory.
     """
-    exchange = _Exchange(conn, app, config, stopping, others_waiting)
+    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder)
     try:
-        conn.receive(wait=False)
         return _loop(exchange)
-    except BlockingIOError:
-        return Outcome.PARK  # woken with nothing to read after all: wait again
     except (OSError, ClientDisconnected):
-        return Outcome.CLOSE
+        return CLOSE
     except Exception:
         error_log.exception("unexpected error on connection from %s", conn.client[0])
-        return Outcome.CLOSE
+        return CLOSE
 
 
-def _loop(ex: _Exchange) -> Outcome:
+def _loop(ex: _Exchange) -> Turn:
     conn = ex.conn
     while True:
-        if not conn.h11_engaged:
-            # Plain mode: h11 is idle and empty, the input is in conn.inbuf.
-            inbuf = conn.inbuf
-            blank = False
-            while inbuf[:2] == b"\r\n":
-                # RFC 9112 §2.2: ignore empty lines before a request line (some clients send one
-                # after a POST body). They do not extend the keep-alive deadline (see _wait), so
-                # a trickle of them cannot hold the connection open.
-                del inbuf[:2]
-                blank = True
-                conn.inbuf_scanned = 0
-            end = find_head_end(inbuf, conn.inbuf_scanned)
-            if inbuf[:1] and inbuf[0] < 0x21 and inbuf != b"\r":
-                # h11 refuses at once what cannot start a request line (a TLS handshake sent to
-                # a plain-HTTP port), without waiting for a whole head.
-                conn.engage_h11()
-            elif end >= 0:
-                plain = parse_plain_request(bytes(inbuf[:end]), ex.limits)
-                if plain is not None:
-                    conn.head_started = None
-                    if not _answer_plain(ex, plain, end):
-                        return Outcome.CLOSE
-                    conn.requests += 1
-                    conn.idle_since = time.monotonic()
-                    continue
-                conn.engage_h11()
-            elif conn.eof or len(inbuf) > ex.limits.max_head_size:
-                conn.engage_h11()  # h11 and the strict checks say what is wrong, if anything
-            elif _head_prefix_refused(inbuf, conn.inbuf_scanned, ex.limits):
-                conn.engage_h11()  # framing hook: h11 mode answers it (_check_pending_head)
-            else:
-                conn.inbuf_scanned = max(0, len(inbuf) - 2)
-                lone_cr = inbuf == b"\r"  # perhaps the start of another empty line
-                partial = bool(inbuf) and not lone_cr
-                outcome = _wait(ex, partial_head=partial, blank_only=blank or lone_cr)
-                if outcome is None:
-                    continue
-                return outcome
-        # h11 mode. It only ever starts a request from what plain mode handed it (empty lines
-        # already skipped), and hands what follows back at the end of the exchange.
-        partial_head = False
-        if conn.h11.their_state is h11.IDLE:
-            pending = conn.h11.trailing_data[0]
-            if pending:
-                try:
-                    partial_head = _check_pending_head(pending, ex.limits)
-                except HTTPError as exc:
-                    conn.linger = True
-                    _send_error(ex, exc.status, exc.detail)
-                    return Outcome.CLOSE
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            _send_error(ex, exc.error_status_hint, str(exc))
-            return Outcome.CLOSE
-        if event is h11.NEED_DATA:
-            if not conn.has_input():
-                conn.release_h11()  # (with a partial head held, h11 keeps it)
-            if not conn.h11_engaged:
-                continue
-            outcome = _wait(ex, partial_head=partial_head)
-            if outcome is None:
-                continue
-            return outcome
-        if type(event) is not h11.Request:
-            # ConnectionClosed, or PAUSED after a close-delimited exchange.
-            return Outcome.CLOSE
-        conn.head_started = None
-        try:  # framing hook: a chunked body is checked before h11 reads any of it
-            conn.body_check = start_body_check(event.headers, conn.h11.trailing_data[0], ex.limits)
-        except BodyFramingError as exc:
-            conn.linger = True
-            _send_error(ex, exc.status, exc.detail)
-            return Outcome.CLOSE
-        if not _answer(ex, event):
-            return Outcome.CLOSE
-        conn.requests += 1
-        conn.idle_since = time.monotonic()
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
-            conn.release_h11()
-        else:
-            return Outcome.CLOSE
+        if conn.outgoing is not None or (
+            conn.has_output and (conn.closing or conn.queued >= FLUSH_THRESHOLD or conn.holds_file)
+        ):
+            turn = _send(ex)
+            if turn is not None:
+                return turn
+        if conn.closing:
+            return _close(ex)
+        turn = _receive_body(ex) if conn.incoming is not None else _next_request(ex)
+        if turn is not None:
+            return turn
 
 
-def _wait(ex: _Exchange, *, partial_head: bool, blank_only: bool = False) -> Outcome | None:
+def _next_request(ex: _Exchange) -> Turn | None:
+    """Act on the next request buffered; a turn when the connection is to wait or close."""
+    match ex.conn.next_request(ex.limits):
+        case PlainRequest() as plain:
+            _answer_plain(ex, plain)
+        case h11.Request() as event:
+            _begin(ex, event)
+        case Wait() as wait:
+            return _wait(ex, wait)
+        case Refuse(status=status, detail=detail):
+            _send_error(ex, status, detail)
+        case Ended():
+            return _close(ex)  # answers to what came before the end still go out
+    return None
+
+
+def _close(ex: _Exchange) -> Turn:
+    """No request follows: once the output is sent, close (after draining unread input)."""
+    conn = ex.conn
+    if not conn.flush():
+        return _park_send(ex)
+    if conn.needs_linger():
+        return Turn(Outcome.LINGER, time.monotonic() + LINGER_SECONDS)
+    return CLOSE
+
+
+def _send(ex: _Exchange) -> Turn | None:
+    """Push output; a turn to park for writability when the kernel is full, else None."""
+    conn = ex.conn
+    while True:
+        streaming = cast(Streaming | None, conn.outgoing)
+        if streaming is not None:
+            try:
+                finished = streaming.pump()
+            except Exception:
+                conn.outgoing = None
+                error_log.exception("failed while generating a response body")
+                conn.closing = True
+                return None
+            if finished:
+                conn.outgoing = None
+        if not (
+            conn.outgoing is not None
+            or conn.closing
+            or conn.queued >= FLUSH_THRESHOLD
+            or conn.holds_file
+        ):
+            return None  # small answers to pipelined requests leave together, later
+        if not conn.flush():
+            return _park_send(ex)
+        if conn.outgoing is None:
+            return None
+
+
+def _park_send(ex: _Exchange) -> Turn:
+    conn = ex.conn
+    timeout = ex.config.body_timeout
+    hard = conn.send_since + timeout + conn.sent_since / MIN_SEND_RATE
+    return Turn(Outcome.SEND, min(conn.send_progress + timeout, hard), hard)
+
+
+def _wait(ex: _Exchange, wait: Wait) -> Turn | None:
     """Nothing complete to answer: ``None`` if more bytes came at once, else park or close.
 
     ``blank_only``: only empty lines came since the last wait. They are not waited for (a
@@ -235,20 +261,27 @@ def _wait(ex: _Exchange, *, partial_head: bool, blank_only: bool = False) -> Out
     deadline where it was: it runs from the last answered request.
     """
     conn = ex.conn
-    if ex.stopping() and not partial_head:
-        return Outcome.CLOSE
-    conn.flush()
-    if not partial_head and not blank_only and not ex.others_waiting() and _next_request_soon(conn):
+    if not conn.flush():
+        return _park_send(ex)
+    if ex.stopping() and not wait.partial:
+        return CLOSE
+    try:
+        conn.receive()
+        return None  # bytes, or the end of the stream: look again
+    except BlockingIOError:
+        pass
+    if (
+        not wait.partial
+        and not wait.blank_only
+        and not ex.others_waiting()
+        and _next_request_soon(conn)
+    ):
         return None
-    if partial_head:
-        # The head deadline runs from the head's first byte and is never extended.
-        if conn.head_started is None:
-            conn.head_started = time.monotonic()
-        conn.deadline = conn.head_started + ex.config.header_timeout
-    else:
-        conn.head_started = None
-        conn.deadline = conn.idle_since + ex.config.keep_alive_timeout
-    return Outcome.PARK
+    if wait.partial:
+        assert conn.head_started is not None
+        deadline = conn.head_started + ex.config.header_timeout
+        return Turn(Outcome.HEAD, deadline, deadline)
+    return Turn(Outcome.HEAD, conn.idle_since + ex.config.keep_alive_timeout)
 
 
 def _next_request_soon(conn: Connection) -> bool:
@@ -265,71 +298,96 @@ def _next_request_soon(conn: Connection) -> bool:
     if not poll.poll(NEXT_REQUEST_WAIT_MS):
         return False
     try:
-        conn.receive(wait=False)
+        conn.receive()
     except BlockingIOError:
         return False
     return True
 
 
-def _check_pending_head(pending: bytes, limits: HeadLimits) -> bool:
-    """Check the next request head in ``pending``; True if it has not fully arrived yet."""
-    end = find_head_end(pending)
-    if end < 0:
-        check_head_prefix(pending, 0, limits)  # framing hook: refused at its first bad byte
-        return True
-    check_request_head(pending[:end], limits)
-    return False
+# -- requests with a body ---------------------------------------------------------------------
 
 
-def _head_prefix_refused(inbuf: bytearray, checked: int, limits: HeadLimits) -> bool:
-    """True if the head arriving in ``inbuf`` is already invalid (framing hook)."""
-    try:
-        check_head_prefix(inbuf, checked, limits)
-    except HTTPError:
-        return True
-    return False
-
-
-def answer_overload(conn: Connection, config: ServerConfig, status: int, detail: str) -> None:
-    """Answer a connection the server has no room for, without blocking, then close it.
-
-    Runs on the selector thread: the socket is made non-blocking and whatever does not fit in
-    the kernel's buffer is dropped; the client learns why through the status and ``Retry-After``.
-    """
-    headers = [("Retry-After", "1")] if status == 503 else []
-    with contextlib.suppress(OSError, h11.LocalProtocolError, _InvalidResponse):
-        conn.sock.setblocking(False)
-        _send_response(
-            conn,
-            config.server_name,
-            Response.error(status, detail, headers=headers),
-            close=True,
-            head_only=False,
-        )
-        conn.flush()
-    conn.close()
-
-
-def _send_error(ex: _Exchange, status: int, detail: str) -> None:
-    """Answer a request we could not parse, if h11 still lets us, then the caller closes."""
+def _begin(ex: _Exchange, event: h11.Request) -> None:
+    """A request h11 parsed: answer it at once when it has no body, else start receiving."""
     conn = ex.conn
-    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    try:  # framing hook: a chunked body is checked before h11 reads any of it
+        conn.body_check = start_body_check(event.headers, conn.h11.trailing_data[0], ex.limits)
+    except BodyFramingError as exc:
+        conn.linger = True
+        _send_error(ex, exc.status, exc.detail)
         return
-    response = Response.error(status, detail)
-    sent = _send_response(conn, ex.server_name, response, close=True, head_only=False)
-    _log_access(ex, None, "", "", response.status, sent)
-    conn.flush()
-
-
-def _request_body(conn: Connection, headers: Headers) -> RequestBody:
-    """A pull stream over the body h11 is about to deliver (h11 has checked its framing)."""
+    headers = Headers.from_raw(event.headers)
     length_text = headers.get("content-length")
     if headers.get("transfer-encoding") is None and length_text is None:
-        # h11 still owes us the EndOfMessage of an absent body; take it now.
-        _read_body_chunk(conn)
-        return RequestBody.empty()
+        conn.h11.next_event()  # the EndOfMessage of an absent body
+        _answer(ex, event, headers, RequestBody.empty())
+        return
     length = int(length_text) if length_text is not None and length_text.isdigit() else None
-    return RequestBody(lambda: _read_body_chunk(conn), length)
+    if length is not None and length > ex.config.max_upload:
+        # Refused before a byte of it is read (and before 100 Continue is sent).
+        error = HTTPError(f"upload limit is {ex.config.max_upload} bytes", status=413, close=True)
+        _answer_error(ex, event, error)
+        return
+    folder = ex.spool_folder(event.method.decode("latin-1"), event.target.decode("latin-1"))
+    conn.incoming = _Incoming(event, headers, length, folder)
+
+
+def _receive_body(ex: _Exchange) -> Turn | None:
+    """Move what has arrived of the body into its spool; a turn to park when more is needed,
+    None once the request has been answered (or refused)."""
+    conn = ex.conn
+    incoming = cast(_Incoming, conn.incoming)
+    try:
+        while True:
+            event = _next_body_event(conn)
+            if type(event) is h11.Data:
+                incoming.spool.write(event.data)
+                if incoming.spool.size > ex.config.max_upload:
+                    limit = ex.config.max_upload
+                    raise HTTPError(f"upload limit is {limit} bytes", status=413, close=True)
+            elif type(event) is h11.EndOfMessage:
+                conn.incoming = None
+                spool = incoming.spool
+                body = RequestBody(spool.read_chunk, incoming.length, spooled_path=spool.path)
+                _answer(ex, incoming.event, incoming.headers, body, release=incoming.spool)
+                return None
+            elif event is h11.NEED_DATA:
+                if conn.h11.they_are_waiting_for_100_continue:
+                    conn.send(
+                        h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                    )
+                if not conn.flush():
+                    return _park_send(ex)
+                try:
+                    conn.receive()
+                except BlockingIOError:
+                    return _park_body(ex, incoming)
+            else:
+                raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
+    except HTTPError as exc:
+        conn.incoming = None
+        incoming.close()
+        _answer_error(ex, incoming.event, exc)
+        return None
+
+
+def _next_body_event(conn: Connection) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    try:
+        return conn.h11.next_event()
+    except h11.RemoteProtocolError as exc:
+        if conn.h11._receive_buffer_closed:  # h11 exposes no other signal
+            raise ClientDisconnected(str(exc)) from None
+        raise HTTPError(f"malformed body: {exc}", status=400, close=True) from None
+
+
+def _park_body(ex: _Exchange, incoming: _Incoming) -> Turn:
+    conn = ex.conn
+    timeout = ex.config.body_timeout
+    hard = incoming.started + timeout + incoming.spool.size / MIN_BODY_RATE
+    return Turn(Outcome.BODY, min(conn.last_active + timeout, hard), hard)
+
+
+# -- answering --------------------------------------------------------------------------------
 
 
 def _build_request(
@@ -349,40 +407,8 @@ def _build_request(
     )
 
 
-def _read_body_chunk(conn: Connection) -> bytes:
-    """The next piece of the current request's body, or ``b""`` at its end."""
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            if conn.h11._receive_buffer_closed:  # h11 exposes no other signal
-                raise ClientDisconnected(str(exc)) from None
-            raise BadRequest(f"malformed body: {exc}", close=True) from None
-        if type(event) is h11.Data:
-            if event.data:
-                return bytes(event.data)
-            continue
-        if type(event) is h11.EndOfMessage:
-            return b""
-        if event is h11.NEED_DATA:
-            if conn.h11.they_are_waiting_for_100_continue:
-                conn.send(
-                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-                )
-            try:
-                conn.receive()
-            except TimeoutError:
-                raise RequestTimeout("the request body stalled", close=True) from None
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from None
-            continue
-        raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
-
-
-def _call_app(
-    ex: _Exchange, build: Callable[[], Request], target: str
-) -> tuple[Response, bool] | None:
-    """The handler's response and whether to close after it; ``None`` if the client left."""
+def _call_app(ex: _Exchange, build: Callable[[], Request], target: str) -> tuple[Response, bool]:
+    """The handler's response and whether to close after it."""
     ex.request = None
     try:
         request = ex.request = build()
@@ -401,45 +427,38 @@ def _call_app(
     except HTTPError as exc:
         return Response.error(exc.status, exc.detail, headers=exc.headers), exc.close
     except ClientDisconnected:
-        return None
+        return Response.error(400), True
     except Exception:
         error_log.exception("handler failed for %r", target)
         return Response.error(500), True
 
 
-def _answer(ex: _Exchange, event: h11.Request) -> bool:
-    """Answer one request h11 parsed; True when the connection may carry another."""
+def _answer(
+    ex: _Exchange,
+    event: h11.Request,
+    headers: Headers,
+    body: RequestBody,
+    release: Spool | None = None,
+) -> None:
+    """Answer one request h11 parsed, its body (if any) wholly received."""
     started = time.time()
-    body = RequestBody.empty()
-    headers = Headers()
-
-    def build() -> Request:
-        nonlocal body, headers
-        headers = Headers.from_raw(event.headers)
-        body = _request_body(ex.conn, headers)
-        return _build_request(ex, event, headers, body)
-
     target = event.target.decode("latin-1")
-    result = _call_app(ex, build, target)
-    if result is None:
-        return False
-    response, close = result
-    if not close:
-        try:
-            close = not _finish_body(ex, body)
-        except BodyFramingError as exc:  # framing hook: a bad unread body is a 400, as in nginx
-            response.close_body()
-            response, close = Response.error(exc.status, exc.detail), True
-    if ex.stopping() or ex.conn.requests + 1 >= ex.config.max_requests_per_connection:
-        close = True
-
-    def deliver(response: Response, close: bool, head_only: bool) -> tuple[int, bool]:
-        sent = _send_response(ex.conn, ex.server_name, response, close=close, head_only=head_only)
-        return sent, close
-
+    response, close = _call_app(ex, lambda: _build_request(ex, event, headers, body), target)
     method = event.method.decode("latin-1")
     version = event.http_version.decode("latin-1")
-    return _respond(ex, response, close, method, target, version, started, deliver, headers)
+    _respond(
+        ex, response, close, (method, target, version), started, release=release, fields=headers
+    )
+
+
+def _answer_error(ex: _Exchange, event: h11.Request, error: HTTPError) -> None:
+    response = Response.error(error.status, error.detail, headers=error.headers)
+    line = (
+        event.method.decode("latin-1"),
+        event.target.decode("latin-1"),
+        event.http_version.decode("latin-1"),
+    )
+    _respond(ex, response, True, line, time.time())
 
 
 def _plain_request(ex: _Exchange, plain: PlainRequest) -> Request:
@@ -455,278 +474,85 @@ def _plain_request(ex: _Exchange, plain: PlainRequest) -> Request:
     )
 
 
-def _answer_plain(ex: _Exchange, plain: PlainRequest, head_size: int) -> bool:
-    """Answer a request parsed by the fast path (its head is ``inbuf[:head_size]``).
-
-    The response goes out the same way when it is plain too; otherwise h11 is handed the
-    request and frames the response, then hands what follows back to plain mode.
-    """
+def _answer_plain(ex: _Exchange, plain: PlainRequest) -> None:
+    """Answer a request parsed by the fast path."""
     started = time.time()
-    conn = ex.conn
-    result = _call_app(ex, lambda: _plain_request(ex, plain), plain.target)
-    if result is None:
-        return False
-    response, close = result
-    if plain.close or ex.stopping() or conn.requests + 1 >= ex.config.max_requests_per_connection:
-        close = True
-
-    def deliver(response: Response, close: bool, head_only: bool) -> tuple[int, bool]:
-        return _deliver_plain(ex, response, head_size, close=close, head_only=head_only)
-
-    return _respond(
-        ex,
-        response,
-        close,
-        plain.method,
-        plain.target,
-        plain.http_version,
-        started,
-        deliver,
-        plain.fields,
-    )
-
-
-#: Sends a response (``close``, ``head_only``): body bytes sent, and whether to close after.
-_Deliver = Callable[[Response, bool, bool], tuple[int, bool]]
+    response, close = _call_app(ex, lambda: _plain_request(ex, plain), plain.target)
+    line = (plain.method, plain.target, plain.http_version)
+    _respond(ex, response, close or plain.close, line, started, plain=True, fields=plain.fields)
 
 
 def _respond(
     ex: _Exchange,
     response: Response,
     close: bool,
-    method: str,
-    target: str,
-    version: str,
+    line: tuple[str, str, str],
     started: float,
-    deliver: _Deliver,
+    *,
+    plain: bool = False,
+    release: Spool | None = None,
     fields: Iterable[tuple[str, str]] = (),
-) -> bool:
-    """Send a handler's response (a 500 instead if it cannot be written) and log it; True
-    when the connection may carry another request."""
+) -> None:
+    """Queue a handler's response (a 500 instead if it cannot be written); the access log line
+    and the end of the exchange follow once all of it is queued."""
+    conn = ex.conn
+    method, target, version = line
+    if ex.stopping() or conn.requests + 1 >= ex.config.max_requests_per_connection:
+        close = True
+
+    def finish(reply: Reply) -> Callable[[int], None]:
+        def done(sent: int) -> None:
+            conn.requests += 1
+            conn.idle_since = time.monotonic()
+            _log_access(ex, method, target, version, reply.status, sent, started, fields)
+            if reply.close or not conn.end_exchange():
+                conn.closing = True
+
+        return done
+
+    head_only = method == "HEAD"
     try:
         try:
-            head_only = method == "HEAD" or response.status in _NO_BODY_STATUSES
-            sent, close = deliver(response, close, head_only)
-        except _InvalidResponse as exc:
+            reply = make_reply(response, ex.server_name, close=close, head_only=head_only)
+            write_reply(conn, reply, finish(reply), plain=plain, release=release)
+        except InvalidResponse as exc:
             response = _instead_of_invalid(response, exc, target)
-            sent, close = deliver(response, True, method == "HEAD")
+            reply = make_reply(response, ex.server_name, close=True, head_only=head_only)
+            write_reply(conn, reply, finish(reply), plain=plain, release=release)
     except (OSError, ClientDisconnected):
-        return False
+        _close_quietly(release)
+        raise
     except Exception:
         error_log.exception("failed while sending the response to %r", target)
-        return False
-    finally:
-        response.close_body()
-    _log_access(ex, method, target, version, response.status, sent, started, fields)
-    return not close
+        _close_quietly(response.body)
+        _close_quietly(release)
+        conn.closing = True
 
 
-def _deliver_plain(
-    ex: _Exchange, response: Response, head_size: int, *, close: bool, head_only: bool
-) -> tuple[int, bool]:
-    """Send the response to a plain request: body bytes sent, and whether to close after.
-
-    Written as it is when its head is plain too; otherwise h11 is handed the request (whose head
-    is ``inbuf[:head_size]``) and frames the response.
-    """
-    conn = ex.conn
-    fields = _response_fields(response, ex.server_name)
-    status = _status(response)
-    body = response.body
-    head = None
-    if not conn.h11_engaged:
-        reason = _REASON_TEXT.get(status, "")
-        if head_only:
-            head = plain_response_head(status, reason, fields, body_length=None, close=close)
-        elif isinstance(body, bytes) or response.file_length is not None:
-            length = len(body) if isinstance(body, bytes) else response.file_length
-            head = plain_response_head(status, reason, fields, body_length=length, close=close)
-    if head is not None:
-        del conn.inbuf[:head_size]
-        conn.inbuf_scanned = 0
-        return _send_plain(conn, head, response, head_only=head_only), close
-    if not conn.h11_engaged:
-        _hand_request_to_h11(conn)
-    sent = _send_h11(conn, response, fields, close=close, head_only=head_only)
-    if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
-        return sent, True
-    conn.h11.start_next_cycle()
-    conn.release_h11()
-    return sent, close
+def _close_quietly(body: object) -> None:
+    close = getattr(body, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:
+            error_log.exception("closing a response body failed")
 
 
-class _InvalidResponse(Exception):
-    """A handler's response that cannot be written: a field that is not ISO-8859-1 text, a CR
-    or LF inside a value, an impossible status. Raised before any of it is written."""
-
-
-def _instead_of_invalid(response: Response, exc: _InvalidResponse, target: str) -> Response:
+def _instead_of_invalid(response: Response, exc: InvalidResponse, target: str) -> Response:
     """The 500 sent in place of a handler's response that cannot be written."""
     error_log.error("the response to %r cannot be sent (%s); answering 500 instead", target, exc)
     response.close_body()
     return Response.error(500)
 
 
-def _hand_request_to_h11(conn: Connection) -> None:
-    """Let h11 parse the plain request just answered, so it can frame the response."""
-    conn.engage_h11()
-    event = conn.next_event()
-    if type(event) is not h11.Request or type(conn.next_event()) is not h11.EndOfMessage:
-        raise RuntimeError(f"h11 disagrees with the fast path on a request head: {event!r}")
-
-
-def _finish_body(ex: _Exchange, body: RequestBody) -> bool:
-    """Make sure the request body is consumed; False when the connection must close instead."""
-    if body.done:
-        return True
+def _send_error(ex: _Exchange, status: int, detail: str) -> None:
+    """Answer a request we could not parse, if h11 still lets us; the connection then closes."""
     conn = ex.conn
-    if conn.h11.they_are_waiting_for_100_continue:
-        # We never asked for the body: the client may not send it. Answer and close.
-        return False
-    if body.length is not None and body.length - body.received > DRAIN_LIMIT:
-        return False
-    try:
-        while body.received <= DRAIN_LIMIT:
-            if not body.read_chunk():
-                return True
-    except BodyFramingError:
-        raise
-    except (HTTPError, ClientDisconnected):
-        return False
-    return False
-
-
-def _response_fields(response: Response, server_name: str) -> list[tuple[str, str]]:
-    """The response's fields plus ``Date``, ``Server`` and ``Content-Length`` where missing."""
-    fields = response.headers
-    try:
-        if any(type(name) is not str or type(value) is not str for name, value in fields):
-            fields = [(_text(name), _text(value)) for name, value in fields]
-    except (TypeError, ValueError) as exc:
-        raise _InvalidResponse(f"header fields {fields!r:.200}: {exc}") from None
-    has_length = has_date = has_server = False
-    for name, _ in fields:
-        lowered = name.lower()
-        if lowered == "content-length":
-            has_length = True
-        elif lowered == "date":
-            has_date = True
-        elif lowered == "server":
-            has_server = True
-    # A handler may set its own Date or Server (a proxy, a test origin); otherwise we do.
-    if has_date:
-        fields = [("Server", server_name), *fields] if not has_server else list(fields)
-    elif has_server:
-        fields = [("Date", http_date_now()), *fields]
-    else:
-        fields = [("Date", http_date_now()), ("Server", server_name), *fields]
-    if not has_length and response.status not in _NO_BODY_STATUSES:
-        body = response.body
-        if isinstance(body, bytes):
-            fields.append(("Content-Length", str(len(body))))
-        elif response.file_length is not None:
-            fields.append(("Content-Length", str(response.file_length)))
-    return fields
-
-
-def _text(value: object) -> str:
-    """A header name or value as plain ``str`` (a ``StrEnum`` member is written as its value)."""
-    if isinstance(value, str):
-        return str.__str__(value)
-    raise TypeError(f"{value!r} is not text")
-
-
-def _status(response: Response) -> int:
-    """The response's status as a plain ``int`` (an ``HTTPStatus`` is fine; 200.0 is not)."""
-    status = response.status
-    if type(status) is int:
-        return status
-    if isinstance(status, int) and not isinstance(status, bool):
-        return int(status)
-    raise _InvalidResponse(f"status {status!r} is not a whole number")
-
-
-def _send_plain(conn: Connection, head: bytes, response: Response, *, head_only: bool) -> int:
-    """Write a head from the fast path and (unless ``head_only``) the body; returns body bytes."""
-    body = response.body
-    if head_only:
-        conn.write(head)
-        return 0
-    if isinstance(body, bytes):
-        conn.write(head + body if len(body) <= _JOIN_LIMIT else head)
-        if len(body) > _JOIN_LIMIT:
-            conn.write(body)
-        return len(body)
-    assert response.file_length is not None
-    file = cast(BinaryIO, body)
-    conn.write(head)
-    conn.write_file(file, file.tell(), response.file_length)
-    return response.file_length
-
-
-def _send_response(
-    conn: Connection, server_name: str, response: Response, *, close: bool, head_only: bool
-) -> int:
-    """Write the head and (unless ``head_only``) the body through h11; returns body bytes."""
-    fields = _response_fields(response, server_name)
-    return _send_h11(conn, response, fields, close=close, head_only=head_only)
-
-
-def _send_h11(
-    conn: Connection,
-    response: Response,
-    fields: list[tuple[str, str]],
-    *,
-    close: bool,
-    head_only: bool,
-) -> int:
-    status = _status(response)
-    body = response.body
-    if not head_only and status not in _NO_BODY_STATUSES:
-        _check_declared_length(response, fields)
-    try:
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-        if close:
-            headers.append((b"Connection", b"close"))
-        # h11 validates the event as it is built, before its state changes.
-        head = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-    except (UnicodeEncodeError, TypeError, h11.LocalProtocolError) as exc:
-        raise _InvalidResponse(str(exc)) from None
-    conn.send(head)
-    sent = 0
-    if not head_only:
-        if isinstance(body, bytes):
-            if body:
-                conn.send(h11.Data(data=body))
-            sent = len(body)
-        elif response.file_length is not None:
-            file = cast(BinaryIO, body)
-            conn.send_file(file, file.tell(), response.file_length)
-            sent = response.file_length
-        else:
-            try:
-                sent = conn.send_body(body)
-            except Exception:
-                conn.h11.send_failed()
-                raise
-    conn.send(h11.EndOfMessage())
-    return sent
-
-
-def _check_declared_length(response: Response, fields: list[tuple[str, str]]) -> None:
-    """Refuse, before anything is written, a body that contradicts its own Content-Length
-    (h11 would notice only after the head had gone out)."""
-    body = response.body
-    length = len(body) if isinstance(body, bytes) else response.file_length
-    if length is None:
+    conn.closing = True
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
-    for name, value in fields:
-        if name.lower() == "content-length" and value.strip().isdigit():
-            if int(value) != length:
-                raise _InvalidResponse(
-                    f"Content-Length {value.strip()} but a body of {length} bytes"
-                )
-            return
+    reply = make_reply(Response.error(status, detail), ex.server_name, close=True, head_only=False)
+    write_reply(conn, reply, lambda sent: _log_access(ex, None, "", "", status, sent))
 
 
 def _log_access(

@@ -43,7 +43,7 @@ from .mounting import (
     load_handler,
     replaces_defaults,
 )
-from .server import Server, format_url, open_listener
+from .server import Server, format_url, open_listener, raise_open_files_limit
 from .workers import Supervisor
 
 
@@ -152,8 +152,8 @@ def main() -> None:
     default=DEFAULT_THREADS,
     show_default=True,
     help=(
-        "Worker threads: one serves at a time, more start while others wait on slow clients"
-        " or handlers. Idle keep-alive connections hold none."
+        "Handlers running at once. No thread waits on a client: connections waiting for a"
+        " request, a body or room to send are parked in the selector and hold none."
     ),
 )
 @click.option(
@@ -168,7 +168,7 @@ def main() -> None:
     type=_Size(),
     default="1G",
     show_default=True,
-    help="Largest POST body accepted (K, M, G suffixes); larger gets 413.",
+    help="Largest request body accepted (K, M, G suffixes); larger gets 413.",
 )
 @click.option(
     "--keep-alive-timeout",
@@ -189,7 +189,11 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_BODY_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for the next piece of a request body before 408.",
+    help=(
+        "Seconds a request body may go without progress before 408, and a response the"
+        " client does not read before the connection is dropped; past it, each must also"
+        " keep 500 bytes/s on average."
+    ),
 )
 @click.option(
     "--grace-period",
@@ -210,7 +214,10 @@ def main() -> None:
     type=click.IntRange(1),
     default=DEFAULT_MAX_QUEUE,
     show_default=True,
-    help="Connections waiting for a free worker beyond this are answered 503.",
+    help=(
+        "Requests ready to run (fully received) waiting for a free thread; a new request"
+        " beyond this is answered 503. Clients still sending or reading are not counted."
+    ),
 )
 @click.option(
     "--max-requests-per-connection",
@@ -302,6 +309,9 @@ def run(
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
     _configure_logging(access_log, not no_access_log)
+    notice = raise_open_files_limit(config.max_connections * workers)
+    if notice:
+        click.echo(notice, err=True)
     try:
         listener = open_listener(config)
     except OSError as exc:

@@ -34,6 +34,13 @@ class Handler:
         """The instance the server registers when given the class; override to read settings."""
         return cls()
 
+    def spool_folder(self) -> str | None:
+        """Where a request body too large for memory is kept until this handler runs (None: the
+        system's temporary folder). A handler that stores bodies names a folder on the file
+        system it stores them in, so it can link the file into place instead of copying it
+        (see :class:`~webserver.request.RequestBody`, ``spooled_path``)."""
+        return None
+
     def method(self, name: str) -> HandlerMethod | None:
         """The bound method answering HTTP method ``name``, or ``None``."""
         found = getattr(self, name.lower(), None) if name in KNOWN_METHODS else None

@@ -1,7 +1,8 @@
 """What a handler sees of one request.
 
-The body is a stream pulled from the connection on demand: a handler that stores a 1 GiB upload
-never holds more than one read's worth of it in memory.
+The body has arrived whole before the handler runs (in memory when small, else in a private
+temporary file), and is read as a stream: a handler that stores a 1 GiB upload never holds more
+than one read's worth of it in memory, and never waits on the client.
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ class RequestBody:
     """The request body, read in chunks as they arrive.
 
     ``read_chunk`` is supplied by the connection: it returns the next piece of the body, ``b""`` at
-    its end, and raises :class:`~webserver.ClientDisconnected` or
-    :class:`~webserver.RequestTimeout` when the peer fails to deliver.
+    its end. ``spooled_path`` names the private (0600) temporary file holding the whole body when
+    it was too large for memory and the handler named a folder for it
+    (:meth:`~webserver.Handler.spool_folder`), else None: such a handler may link that file into
+    place (``os.link``) instead of copying it. The server removes that name once the response
+    has been written.
     """
 
-    __slots__ = ("_buffer", "_done", "_read_chunk", "length", "received")
+    __slots__ = ("_buffer", "_done", "_read_chunk", "length", "received", "spooled_path")
 
-    def __init__(self, read_chunk: Callable[[], bytes], length: int | None) -> None:
+    def __init__(
+        self,
+        read_chunk: Callable[[], bytes],
+        length: int | None,
+        *,
+        spooled_path: str | None = None,
+    ) -> None:
         self._read_chunk = read_chunk
+        self.spooled_path = spooled_path
         self._buffer = b""
         self._done = False
         #: The declared ``Content-Length``, or ``None`` for a chunked body.

@@ -28,17 +28,22 @@ import collections
 import contextlib
 import errno
 import logging
+import resource
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._connection import Connection
-from ._exchange import Outcome, answer_overload, serve_ready
+import h11
+
+from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
+from ._exchange import Outcome, Turn, serve_ready
+from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig
+from .errors import HTTPError
 from .handler import Handler
+from .paths import decode_path, split_target
 from .proxy import Health
 from .request import Request
 from .response import Response
@@ -61,6 +66,30 @@ RUNNING_WORKERS = 1
 STUCK_AFTER = 0.01
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
+
+
+#: Descriptors kept for everything but client sockets: the listener, epoll, log files, files
+#: being sent and spooled bodies.
+RESERVED_DESCRIPTORS = 64
+
+
+def raise_open_files_limit(connections: int) -> str | None:
+    """Raise this process's soft limit on open files to its hard limit (as nginx's
+    ``worker_rlimit_nofile``): each connection costs a descriptor, and the usual soft limit of
+    1,024 would refuse clients long before ``max_connections``. Returns a sentence when even the
+    hard limit is below what ``connections`` need, else None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY or connections + RESERVED_DESCRIPTORS <= soft:
+        return None
+    return (
+        f"warning: the open-files limit is {soft} (raised to the hard limit), below the"
+        f" {connections} connections allowed; past about {max(soft - RESERVED_DESCRIPTORS, 1)}"
+        f" new clients wait until others close (raise it with ulimit -Hn)"
+    )
 
 
 def format_url(host: str, port: int) -> str:
@@ -87,10 +116,10 @@ def open_listener(config: ServerConfig) -> socket.socket:
 class _Poller:
     """Readiness of parked connections (Linux epoll, one-shot).
 
-    A connection is armed once per park: when bytes arrive the kernel reports it once and
-    disarms it, the selector thread hands it to a worker, and the worker re-arms it itself when
-    it parks the connection again -- no hand-back queue, no wake-up of the selector thread.
-    ``epoll_ctl`` is safe to call from any thread.
+    A connection is armed once per park, for reading or (waiting to send) for writing: when the
+    network is ready the kernel reports it once and disarms it, the selector thread queues it
+    for a worker, and the worker re-arms it itself when it parks the connection again -- no
+    hand-back queue, no wake-up of the selector thread. ``epoll_ctl`` is safe from any thread.
     """
 
     def __init__(self) -> None:
@@ -112,8 +141,9 @@ class _Poller:
         self.connections[fd] = conn
         self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
-    def rearm(self, conn: Connection) -> None:
-        self._epoll.modify(conn.sock.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+    def rearm(self, conn: Connection, *, send: bool = False) -> None:
+        flags = select.EPOLLOUT if send else select.EPOLLIN
+        self._epoll.modify(conn.sock.fileno(), flags | select.EPOLLONESHOT)
 
     def forget(self, conn: Connection) -> None:
         """Stop watching ``conn``; call before closing its socket (descriptors are reused)."""
@@ -130,6 +160,22 @@ class _Poller:
 
     def close(self) -> None:
         self._epoll.close()
+
+
+def answer_overload(conn: Connection, config: ServerConfig, status: int, detail: str) -> None:
+    """Answer a connection the server will not serve (503 overload, 408 too slow), then close it.
+
+    Runs on the selector thread and never waits: whatever does not fit in the kernel's buffer is
+    dropped; the client learns why through the status and ``Retry-After``.
+    """
+    headers = [("Retry-After", "1")] if status == 503 else []
+    if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        response = Response.error(status, detail, headers=headers)
+        with contextlib.suppress(OSError, h11.LocalProtocolError, InvalidResponse):
+            reply = make_reply(response, config.server_name, close=True, head_only=False)
+            write_reply(conn, reply, lambda sent: None)
+            conn.flush()
+    conn.close()
 
 
 class Server:
@@ -171,17 +217,13 @@ class Server:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._poller = _Poller()  # replaced by a live one in serve_forever
-        #: Connections given to the pool and not yet finished: waiting in ``_ready`` or served.
-        self._busy: set[Connection] = set()
-        #: Connections with bytes to read, waiting for a worker (the bounded work queue).
+        #: Connections the network has made ready, waiting for a worker (the bounded work queue).
         self._ready: collections.deque[Connection] = collections.deque()
         #: Connections a worker is serving right now.
         self._serving: set[Connection] = set()
         #: Worker loops submitted to the pool and not yet returned.
         self._running = 0
-        # Reentrant: _take_back runs under it during the stop and closes through _forget.
-        self._busy_lock = threading.RLock()
-        self._all_idle = threading.Condition(self._busy_lock)
+        self._busy_lock = threading.Lock()
         if config.health is not None:
             self.route(config.health, Health)
         if default_routes:
@@ -218,6 +260,20 @@ class Server:
     def url(self) -> str:
         """``http://host:port/`` of the listening socket (IPv6 hosts in brackets)."""
         return format_url(*self.listen())
+
+    def spool_folder(self, method: str, target: str) -> str | None:
+        """Where the body of a request for ``target`` is spooled: the folder the handler that
+        will answer it asks for (see :meth:`Handler.spool_folder`), else None."""
+        try:
+            found = self.router.match(decode_path(split_target(target)[0]))
+        except HTTPError:
+            return None
+        if found is None:
+            return None
+        for handler in found[0]:
+            if handler.method(method) is not None:
+                return handler.spool_folder()
+        return None
 
     def app(self, request: Request) -> Response:
         """Answer one request; the router by default. Override to wrap every request."""
@@ -273,40 +329,19 @@ class Server:
     ) -> None:
         config = self.config
         sweep_every = min(SWEEP_INTERVAL, config.keep_alive_timeout / 2, config.header_timeout / 2)
+        sweep_every = min(sweep_every, config.body_timeout / 2)
         next_sweep = time.monotonic() + sweep_every
         accepting = True
-        listener_fd = listener.fileno()
-        assert self._wake_r is not None
-        wake_fd = self._wake_r.fileno()
         while not self._stopping.is_set():
             timeout = (
                 max(0.0, next_sweep - time.monotonic())
                 if poller.connections or not accepting
                 else -1
             )
-            if self._ready:  # look again soon: a worker may get stuck and need relief
-                timeout = STUCK_AFTER if timeout < 0 else min(timeout, STUCK_AFTER)
-            for fd in poller.wait(timeout):
-                if fd == listener_fd:
-                    if not self._accept(poller, listener):
-                        # Out of descriptors: stop listening for a sweep, rather than spin.
-                        poller.unwatch(listener)
-                        accepting = False
-                elif fd == wake_fd:
-                    with contextlib.suppress(BlockingIOError):
-                        while self._wake_r.recv(4096):
-                            pass
-                else:
-                    conn = poller.connections.get(fd)
-                    if conn is None:
-                        continue
-                    with conn.lock:
-                        if not conn.parked:
-                            continue
-                        conn.parked = False
-                    self._dispatch(pool, conn)
-            if self._ready:
-                self._admit(pool)
+            if not self._poll_once(poller, pool, timeout, listener):
+                # Out of descriptors: stop listening for a sweep, rather than spin.
+                poller.unwatch(listener)
+                accepting = False
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
@@ -315,11 +350,51 @@ class Server:
                     poller.watch(listener, exclusive=self._shared_listener)
                     accepting = True
 
-    def _dispatch(self, pool: ThreadPoolExecutor, conn: Connection) -> None:
+    def _poll_once(
+        self,
+        poller: _Poller,
+        pool: ThreadPoolExecutor,
+        timeout: float,
+        listener: socket.socket | None,
+    ) -> bool:
+        """Wait for events once and act on them; False when accepting ran out of descriptors."""
+        assert self._wake_r is not None
+        wake_fd = self._wake_r.fileno()
+        listener_fd = listener.fileno() if listener is not None else -1
+        if self._ready:  # look again soon: a worker may get stuck and need relief
+            timeout = STUCK_AFTER if timeout < 0 else min(timeout, STUCK_AFTER)
+        accepted = True
+        for fd in poller.wait(timeout):
+            if fd == listener_fd and listener is not None:
+                accepted = self._accept(poller, listener)
+            elif fd == wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake_r.recv(4096):
+                        pass
+            else:
+                conn = poller.connections.get(fd)
+                if conn is not None:
+                    self._ready_event(pool, conn)
+        if self._ready:
+            self._admit(pool)
+        return accepted
+
+    def _ready_event(self, pool: ThreadPoolExecutor, conn: Connection) -> None:
+        """The network is ready for a parked connection: queue it for a worker (a lingering one
+        is drained here, without a worker)."""
+        previous = conn.claim(Owner.QUEUED, PARKED)
+        if previous is None:
+            return
+        if previous is Owner.LINGER:
+            if conn.drain() or not conn.park(
+                Owner.LINGER, conn.deadline, conn.hard_deadline, lambda: self._poller.rearm(conn)
+            ):
+                self._close(conn)
+            return
         with self._busy_lock:
-            overloaded = len(self._ready) >= self.config.max_queue
+            # Only a new request can be refused: a body or a response in progress goes on.
+            overloaded = previous is Owner.HEAD and len(self._ready) >= self.config.max_queue
             if not overloaded:
-                self._busy.add(conn)
                 self._ready.append(conn)
         if overloaded:
             self._poller.forget(conn)
@@ -333,9 +408,9 @@ class Server:
 
         Threads running Python take turns holding the GIL, and every system call hands it to
         another: with many runnable workers, tiny requests spend more time in those hand-overs
-        than in HTTP. So only ``RUNNING_WORKERS`` loops run, plus one for each worker stuck for
-        longer than ``STUCK_AFTER`` (a slow upload, a handler waiting on something), up to
-        ``threads`` -- a slow client still cannot hold up the others.
+        than in HTTP. So only ``RUNNING_WORKERS`` loops run, plus one for each worker stuck in a
+        handler for longer than ``STUCK_AFTER`` (no worker waits for the network), up to
+        ``threads`` -- a slow handler still cannot hold up the others.
         """
         now = time.monotonic()
         with self._busy_lock:
@@ -371,32 +446,36 @@ class Server:
             if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
-            conn.set_timeouts(self.config.body_timeout)
-            conn.deadline = conn.last_active + self.config.header_timeout
-            conn.parked = True
+            deadline = conn.last_active + self.config.header_timeout
+            conn.deadline = conn.hard_deadline = deadline
             poller.add(conn)
         return True
 
     def _sweep(self, now: float) -> None:
-        """Close parked connections past their deadline; a half-sent head gets 408 first."""
-        for conn in self._claim_parked(lambda conn: conn.deadline <= now):
-            if conn.head_started is not None or (conn.requests == 0 and conn.has_input()):
-                self._poller.forget(conn)
-                answer_overload(conn, self.config, 408, "the request head took too long")
-                self._forget(conn)
-            else:
-                self._close(conn)
-
-    def _claim_parked(self, wanted: Callable[[Connection], bool]) -> list[Connection]:
-        """Take parked connections that ``wanted`` picks away from the poller, under their locks,
-        so no worker can re-arm them meanwhile."""
-        claimed = []
+        """Cut connections past their deadline, parked or queued for a worker: a head or body
+        too slow gets 408, a response the client does not read is dropped."""
         for conn in list(self._poller.connections.values()):
-            with conn.lock:
-                if conn.parked and wanted(conn):
-                    conn.parked = False
-                    claimed.append(conn)
-        return claimed
+            previous = conn.claim(Owner.WORKER, PARKED | {Owner.QUEUED}, due=now)
+            if previous is None:
+                continue
+            if previous is Owner.QUEUED:
+                with self._busy_lock, contextlib.suppress(ValueError):
+                    self._ready.remove(conn)
+            self._cut(conn, conn.parked_as)
+
+    def _cut(self, conn: Connection, waiting: Owner) -> None:
+        if waiting is Owner.BODY:
+            self._poller.forget(conn)
+            answer_overload(conn, self.config, 408, "the request body took too long")
+            self._forget(conn)
+        elif waiting is Owner.HEAD and (
+            conn.head_started is not None or (conn.requests == 0 and conn.has_input())
+        ):
+            self._poller.forget(conn)
+            answer_overload(conn, self.config, 408, "the request head took too long")
+            self._forget(conn)
+        else:
+            self._close(conn)
 
     def _work_loop(self) -> None:
         """Run in a worker: serve waiting connections one after another until none is left."""
@@ -408,34 +487,54 @@ class Server:
                 conn = self._ready.popleft()
                 conn.turn_started = time.monotonic()
                 self._serving.add(conn)
-            try:
-                self._work(conn)
-            finally:
+            if conn.claim(Owner.WORKER, frozenset({Owner.QUEUED})) is not None:
+                try:
+                    self._work(conn)
+                finally:
+                    with self._busy_lock:
+                        self._serving.discard(conn)
+            else:  # the sweep took it meanwhile
                 with self._busy_lock:
                     self._serving.discard(conn)
 
     def _work(self, conn: Connection) -> None:
-        """Answer what ``conn`` has buffered, then park or close it."""
-        outcome = serve_ready(
-            conn, self.app, self.config, self._stopping.is_set, self._others_waiting
+        """Carry ``conn`` as far as the network allows, then park or close it."""
+        turn = serve_ready(
+            conn,
+            self.app,
+            self.config,
+            self._stopping.is_set,
+            self._others_waiting,
+            spool_folder=self.spool_folder,
         )
-        with self._busy_lock:
-            self._busy.discard(conn)
-            if not self._busy:
-                self._all_idle.notify_all()
-        if outcome is Outcome.PARK:
-            with conn.lock:
-                # Checked under the connection's lock: the stop closes parked connections under
-                # it too, so none is re-armed after the stop has passed it by.
-                if not self._stopping.is_set():
-                    conn.parked = True
-                    try:
-                        self._poller.rearm(conn)
-                    except OSError:
-                        conn.parked = False
-                    else:
-                        return
+        if self._park(conn, turn):
+            return
         self._close(conn)
+
+    def _park(self, conn: Connection, turn: Turn) -> bool:
+        """Hand ``conn`` to the selector as ``turn`` says; False when it is to be closed."""
+        outcome = turn.outcome
+        if outcome is Outcome.CLOSE:
+            return False
+        # An idle connection is not kept past the stop; one in the middle of an exchange is
+        # given the grace period.
+        if outcome is Outcome.HEAD and self._stopping.is_set():
+            return False
+        if outcome is Outcome.LINGER:
+            try:
+                conn.start_linger()
+            except OSError:
+                return False
+            deadline = time.monotonic() + LINGER_SECONDS
+            return conn.park(Owner.LINGER, deadline, deadline, lambda: self._poller.rearm(conn))
+        owner = {Outcome.HEAD: Owner.HEAD, Outcome.BODY: Owner.BODY, Outcome.SEND: Owner.SEND}
+        send = outcome is Outcome.SEND
+        return conn.park(
+            owner[outcome],
+            turn.deadline,
+            turn.hard_deadline,
+            lambda: self._poller.rearm(conn, send=send),
+        )
 
     def _others_waiting(self) -> bool:
         return bool(self._ready)  # read without the lock: a hint, not a decision
@@ -450,9 +549,11 @@ class Server:
         with self._busy_lock:
             self._open -= 1
 
-    def _close_parked(self) -> None:
-        for conn in self._claim_parked(lambda conn: True):
-            self._close(conn)
+    def _close_idle(self) -> None:
+        """Close connections parked between requests (not those halfway through one)."""
+        for conn in list(self._poller.connections.values()):
+            if conn.claim(Owner.WORKER, frozenset({Owner.HEAD})) is not None:
+                self._close(conn)
 
     def _drain(self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor) -> None:
         """The graceful stop: no new connections, idle ones closed, busy ones given time."""
@@ -460,21 +561,23 @@ class Server:
             poller.unwatch(listener)
             listener.close()
             self._listener = None
-            self._close_parked()
             # Workers see the stop flag: they answer what they hold with Connection: close,
-            # then close instead of parking.
+            # then close instead of parking between requests.
             deadline = time.monotonic() + self.config.grace_period
-            with self._all_idle:
-                while self._busy and time.monotonic() < deadline:
-                    self._admit(pool)  # requests that arrived before the stop are answered
-                    self._all_idle.wait(STUCK_AFTER)
-                late = list(self._busy)
+            while True:
+                self._close_idle()
+                now = time.monotonic()
+                if not poller.connections or now >= deadline:
+                    break
+                self._poll_once(poller, pool, min(STUCK_AFTER * 5, deadline - now), None)
+                self._sweep(time.monotonic())
+            with self._busy_lock:
+                late = list(self._serving)
+                self._ready.clear()  # never started: closed below with everything else
             for conn in late:
-                # Unblock a worker stuck on a slow client; the worker then closes the socket.
+                # Stop a worker busy with it; the worker then closes the socket.
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
-            with self._busy_lock:
-                self._ready.clear()  # never started: closed below with everything else
             pool.shutdown(wait=True, cancel_futures=True)
             # No worker is left: close everything, parked or cancelled while queued.
             for conn in list(poller.connections.values()):

@@ -192,9 +192,6 @@ class _Body:
     """A streamed response body: the bytes already produced, then the rest of the iterable;
     ``close()`` (called by the connection when done) closes the application's iterable."""
 
-    #: PEP 3333: a server must not delay any block; the connection flushes after each one.
-    flush_each_chunk = True
-
     def __init__(self, first: bytes, rest: Iterator[bytes], result: Iterable[bytes]) -> None:
         self._first = first
         self._rest = rest

@@ -7,6 +7,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from webserver import Server
+from webserver._connection import Owner
 from webserver.testing import running_server
 
 #: Every socket a test opens gets this timeout, so a wrong answer fails instead of hanging.
@@ -45,6 +48,14 @@ def connect(server: Server) -> socket.socket:
     """A raw client socket to ``server`` with the test timeout."""
     host, port = server.listen()  # the bound address, also once the server has stopped
     return socket.create_connection((host, port), timeout=NET_TIMEOUT)
+
+
+def wait_for_owner(server: Server, owner: Owner, count: int = 1) -> None:
+    """Wait until ``count`` connections of ``server`` are parked in state ``owner``."""
+    deadline = time.monotonic() + NET_TIMEOUT
+    while sum(c.owner is owner for c in list(server._poller.connections.values())) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} connections reached {owner}"
+        threading.Event().wait(0.005)
 
 
 def recv_until_closed(sock: socket.socket) -> bytes:

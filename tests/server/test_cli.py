@@ -208,6 +208,35 @@ def test_workers_share_the_port_and_are_restarted(www: Path) -> None:
         )
 
 
+def test_threads_help_says_handlers_at_once() -> None:
+    """--threads is described as handlers running at once, --max-queue as requests ready to
+    run."""
+    result = CliRunner().invoke(main, ["run", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert "Handlers running at once" in text
+    assert "Requests ready to run" in text
+
+
+def test_max_connections_above_the_open_files_limit_is_reported(www: Path) -> None:
+    """The server raises its open-files limit to the hard one and says so on stderr when
+    --max-connections still exceeds it; it serves anyway."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    args = ("--port", "0", "--root", str(www), "--no-access-log", "--max-connections")
+    with webserver_process(*args, str(hard * 2)) as (proc, match):
+        assert get(int(match["port"]), "/hello.txt")[0] == 200
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft_line = next(line for line in limits.splitlines() if "open files" in line)
+        assert soft_line.split()[3] == str(hard)  # soft raised to the hard limit
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(NET_TIMEOUT) == 0
+        assert proc.stderr is not None
+        assert f"open-files limit is {hard}" in proc.stderr.read()
+
+
 def test_short_options_like_http_server(www: Path) -> None:
     """-p, -b and -d set the port, the address and the root, as http.server's do."""
     with webserver_process("-p", "0", "-b", "127.0.0.1", "-d", str(www), "--no-access-log") as (

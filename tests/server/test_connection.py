@@ -1,21 +1,120 @@
-"""The connection's own rules: output is flushed whole or the connection is broken."""
+"""The connection's own rules: no call waits for the peer, output leaves whole and in order,
+and ownership changes only through park/claim."""
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from webserver._connection import Connection
+from webserver._connection import PARKED, Connection, Owner, Refuse, Wait
+from webserver.framing import HeadLimits
+
+LIMITS = HeadLimits(max_request_line=8192, max_head_size=32768, max_header_count=100)
 
 
-def test_send_timeout_breaks_the_connection() -> None:
-    """When the client stops reading, a flush that times out raises instead of silently
-    dropping the unsent part (which would corrupt the response stream)."""
+def _read_all(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    got = 0
+    while got < size:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the connection closed early"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def test_flush_into_a_full_buffer_keeps_the_rest_without_waiting() -> None:
+    """When the client stops reading, flush returns at once with the unsent part kept; once
+    the client reads, later flushes deliver every byte, bytes and file slices in order."""
+    server_end, client_end = socket.socketpair()
+    client_end.settimeout(10)
+    with server_end, client_end, tempfile.TemporaryFile() as file:
+        file.write(b"f" * (4 << 20))
+        file.flush()
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        conn.write(b"a" * (8 << 20))
+        conn.write_file(os.fdopen(os.dup(file.fileno()), "rb"), 0, 4 << 20)
+        conn.write(b"z")
+        assert conn.flush() is False  # far more than the socket buffers hold
+        assert conn.has_output
+        received = bytearray()
+        while len(received) < (12 << 20) + 1:
+            conn.flush()
+            received += client_end.recv(1 << 20)
+        assert conn.flush() is True
+        assert received == b"a" * (8 << 20) + b"f" * (4 << 20) + b"z"
+
+
+def test_receive_without_data_does_not_wait() -> None:
+    """A read with nothing to read raises BlockingIOError at once."""
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         conn = Connection(server_end, ("127.0.0.1", 1))
-        conn.set_timeouts(0.2)
-        conn._out.append(b"x" * (32 * 1024 * 1024))  # queued, as a long pipelined burst would be
-        with pytest.raises(TimeoutError):
-            conn.flush()  # far more than the socket buffers hold; the client never reads
+        with pytest.raises(BlockingIOError):
+            conn.receive()
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 1000])
+def test_next_request_from_a_head_in_pieces(pieces: int) -> None:
+    """A head fed whole or in pieces gives Wait(partial) until it is complete, then the
+    request; bytes after it stay for the next request."""
+    head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    stream = head + b"GET /b"
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        step = max(1, len(head) // pieces)
+        cuts = [*range(step, len(head), step)]
+        for start, end in zip([0, *cuts], cuts, strict=False):
+            client_end.sendall(head[start:end])
+            conn.receive()
+            assert conn.next_request(LIMITS) == Wait(partial=True)
+        client_end.sendall(stream[cuts[-1] if cuts else 0 :])
+        conn.receive()
+        request = conn.next_request(LIMITS)
+        assert getattr(request, "target", None) == "/a"
+        conn.take_plain_head()
+        assert conn.next_request(LIMITS) == Wait(partial=True)
+
+
+def test_invalid_head_is_refused() -> None:
+    """A head the strict checks refuse is a Refuse with its status."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        client_end.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n")
+        conn.receive()
+        found = conn.next_request(LIMITS)
+        assert isinstance(found, Refuse) and found.status == 400
+
+
+def test_park_and_claim_are_the_only_way_ownership_changes(tmp_path: Path) -> None:
+    """A parked connection is claimed once; a claim before its deadline (with ``due``) or
+    from the wrong state takes nothing."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        assert conn.park(Owner.BODY, 10.0, 20.0, lambda: None)
+        assert conn.claim(Owner.WORKER, PARKED, due=5.0) is None
+        assert conn.claim(Owner.QUEUED, PARKED) is Owner.BODY
+        assert conn.claim(Owner.QUEUED, PARKED) is None
+        assert conn.claim(Owner.WORKER, frozenset({Owner.QUEUED}), due=15.0) is None  # hard one
+        assert conn.claim(Owner.WORKER, frozenset({Owner.QUEUED}), due=20.0) is Owner.QUEUED
+        assert conn.owner is Owner.WORKER
+
+
+def test_a_failed_arm_leaves_the_connection_with_the_caller() -> None:
+    """When registering the wait fails, park says so and the caller still owns it."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+
+        def fail() -> None:
+            raise OSError("epoll full")
+
+        assert conn.park(Owner.HEAD, 1.0, 1.0, fail) is False
+        assert conn.owner is Owner.WORKER

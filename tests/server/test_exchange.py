@@ -540,3 +540,14 @@ def test_a_cr_then_end_of_stream_is_answered_at_once(
         sock.shutdown(socket.SHUT_WR)
         raw = recv_until_closed(sock)
     assert re.findall(rb"^HTTP/1\.1 (\d{3}) ", raw, re.MULTILINE) == statuses
+
+
+def test_pipelined_requests_then_end_of_stream_are_all_answered(server: Server) -> None:
+    """Requests sent back to back followed by the client's FIN are all answered before the
+    close (their answers are not dropped with the connection)."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        sock.shutdown(socket.SHUT_WR)
+        raw = recv_until_closed(sock)
+    assert raw.count(b"HTTP/1.1 200 OK") == 3
+    assert raw.endswith(b"hello, world\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import threading
@@ -12,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from webserver import Handler, Request, Response, Server
+from webserver._connection import Owner
+from webserver.framing import HeadLimits
+from webserver.server import raise_open_files_limit
 from webserver.testing import running_server
 
-from .conftest import NET_TIMEOUT, connect, open_fds
+from .conftest import NET_TIMEOUT, connect, open_fds, wait_for_owner
 from .wire import WireReader
 
 GET = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -120,29 +124,16 @@ def test_graceful_shutdown_finishes_in_flight(www: Path) -> None:
     assert not thread.is_alive()
 
 
-class SlowReader(Handler):
-    """Reads the request body, which the test never finishes sending."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-
-    def post(self, request: Request) -> Response:
-        self.entered.set()
-        return Response.text(f"{len(request.body.read())}\n")
-
-
-def test_stuck_request_is_cut_off_after_grace(www: Path) -> None:
-    """A request still running after the grace period does not keep the server from stopping."""
-    handler = SlowReader()
+def test_stalled_upload_is_cut_off_after_grace(www: Path) -> None:
+    """A request whose body stalls does not keep the server from stopping past the grace period."""
     server = Server(root=www, port=0, grace_period=0.2, access_log=False)
-    server.route("/slow", handler)
     server.listen()
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
         with connect(server) as sock:
             sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
-            assert handler.entered.wait(NET_TIMEOUT)
+            wait_for_owner(server, Owner.BODY)
             server.shutdown()
             assert server.wait_stopped(NET_TIMEOUT)
             # The stalled client finds its connection closed, with no response.
@@ -439,8 +430,8 @@ def test_connections_queued_at_stop_are_closed(www: Path) -> None:
 
 
 def test_stalled_upload_does_not_hold_up_others(www: Path) -> None:
-    """While one client's upload stalls mid-body (its worker blocked reading), other clients
-    are still answered: a stuck worker lets another one start."""
+    """While one client's upload stalls mid-body (parked in the selector, no worker held), other
+    clients are still answered, and the upload completes when the rest arrives."""
     with (
         running_server(root=www, threads=2, access_log=False) as server,
         connect(server) as stalled,
@@ -482,3 +473,241 @@ def test_blocking_handler_does_not_hold_up_others(www: Path) -> None:
         assert not release.is_set()  # answered while the handler was still blocked
         release.set()
         assert WireReader(blocked).read().body == b"done\n"
+
+
+# -- slow clients hold no thread --------------------------------------------------------------
+
+#: A file far larger than the socket buffers, so a client that does not read stops the sender.
+BIG_SIZE = 64 << 20
+
+
+def _big_file(www: Path) -> str:
+    with (www / "big.bin").open("wb") as out:
+        out.truncate(BIG_SIZE)  # sparse: costs no disk
+    return "/big.bin"
+
+
+def _non_reader(server: Server, target: str) -> socket.socket:
+    """A client that asks for ``target`` and never reads the answer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(NET_TIMEOUT)
+    sock.connect(server.listen())
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def test_slow_uploaders_and_readers_do_not_delay_a_fresh_get(www: Path) -> None:
+    """With 2 threads, 24 clients trickling an upload and 24 never reading a large file are all
+    parked in the selector, and a fresh GET on a new connection is still answered."""
+    target = _big_file(www)
+    with running_server(root=www, threads=2, access_log=False) as server:
+        clients = []
+        try:
+            for _ in range(24):
+                sock = connect(server)
+                sock.sendall(b"POST /up.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na")
+                clients.append(sock)
+                clients.append(_non_reader(server, target))
+            wait_for_owner(server, Owner.BODY, 24)
+            wait_for_owner(server, Owner.SEND, 24)
+            with connect(server) as fresh:
+                fresh.sendall(GET)
+                assert WireReader(fresh).read().body == b"hello, world\n"
+        finally:
+            for sock in clients:
+                sock.close()
+
+
+def _cut_within(sock: socket.socket, seconds: float) -> bytes:
+    """Everything received until the server ends the connection, which it must within
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    received = bytearray()
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            return bytes(received)
+        if not chunk:
+            return bytes(received)
+        received += chunk
+    pytest.fail(f"the connection was not cut within {seconds} s")
+
+
+def test_open_files_soft_limit_is_raised_to_the_hard_one(restore_nofile: None) -> None:
+    """At start the soft open-files limit goes up to the hard one; a count of connections the
+    hard limit cannot hold is reported in a sentence."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    assert raise_open_files_limit(10) is None
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    if hard != resource.RLIM_INFINITY:
+        notice = raise_open_files_limit(hard * 2)
+        assert notice is not None and f"limit is {hard}" in notice
+
+
+@pytest.fixture
+def restore_nofile() -> Iterator[None]:
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
+def test_trickled_head_is_cut_at_the_header_timeout(www: Path) -> None:
+    """A request line followed by one header line every 0.1 s gets 408 once the head deadline
+    (counted from its first byte, never extended) has passed."""
+    with (
+        running_server(root=www, header_timeout=0.5, access_log=False) as server,
+        connect(server) as sock,
+    ):
+        started = time.monotonic()
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\n")
+        sock.settimeout(0.1)
+        reply = b""
+        for i in range(60):  # 6 s at most
+            try:
+                sock.sendall(f"X-Slow-{i}: y\r\n".encode())
+                reply = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            break
+        elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
+    assert elapsed < 3.0
+
+
+def test_trickled_body_is_cut_by_the_minimum_rate(www: Path) -> None:
+    """A body trickled at 10 bytes/s (always some progress) is cut with 408 once it falls below
+    the minimum rate after the body timeout; nothing is stored."""
+    with (
+        running_server(root=www, body_timeout=0.5, access_log=False) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /trickle.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.1)
+        reply = b""
+        for _ in range(60):  # 6 s at most
+            try:
+                sock.sendall(b"x")
+                reply = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            break
+        elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
+    assert elapsed < 3.0
+    assert not (www / "trickle.bin").exists()
+
+
+def test_a_client_that_never_reads_is_cut_by_the_send_deadline(www: Path) -> None:
+    """A client that reads nothing of a large file is dropped once no byte has left for the
+    body timeout, and no worker is held meanwhile."""
+    target = _big_file(www)
+    with running_server(root=www, body_timeout=0.5, threads=1, access_log=False) as server:
+        sock = _non_reader(server, target)
+        with sock:
+            wait_for_owner(server, Owner.SEND)
+            with connect(server) as other:
+                other.sendall(GET)
+                assert WireReader(other).read().status == 200  # the only thread is free
+            threading.Event().wait(1.5)  # the deadline passes while the client does not read
+            received = _cut_within(sock, NET_TIMEOUT)
+    assert len(received) < BIG_SIZE
+
+
+def test_the_sweep_cuts_a_connection_queued_with_a_late_byte(www: Path) -> None:
+    """A slow head whose deadline passed is cut with 408 even when a byte just arrived and it
+    waits in the ready queue for a worker."""
+    server = Server(root=www, port=0, access_log=False)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        from webserver._connection import Connection
+
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        client_end.sendall(b"GET / HTTP/1.1\r\n")
+        conn.receive()
+        conn.next_request(server_limits(server))  # a partial head: its deadline starts
+        deadline = time.monotonic() + 0.1
+        server._poller.add(conn)
+        assert conn.park(Owner.HEAD, deadline, deadline, lambda: None)
+        server._open = 1
+        assert conn.claim(Owner.QUEUED, frozenset({Owner.HEAD})) is Owner.HEAD
+        server._ready.append(conn)
+        server._sweep(deadline + 0.01)
+        assert not server._ready
+        client_end.settimeout(NET_TIMEOUT)
+        assert WireReader(client_end).read().status == 408
+    server.close()
+
+
+def server_limits(server: Server) -> HeadLimits:
+    config = server.config
+    return HeadLimits(config.max_request_line, config.max_head_size, config.max_header_count)
+
+
+def test_the_body_arrives_whole_before_the_handler_runs(www: Path) -> None:
+    """A handler runs only once the whole body has arrived: while it trickles in, the connection
+    waits in the selector and the handler has not been called."""
+    calls: list[bytes] = []
+
+    class Echo(Handler):
+        def post(self, request: Request) -> Response:
+            calls.append(request.body.read())
+            return Response.text("ok\n")
+
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/echo", Echo())
+        ) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        wait_for_owner(server, Owner.BODY)
+        assert calls == []
+        sock.sendall(b"def")
+        assert WireReader(sock).read().status == 200
+    assert calls == [b"abcdef"]
+
+
+def test_a_large_body_is_spooled_where_its_handler_asks_and_can_be_linked(
+    www: Path, tmp_path: Path
+) -> None:
+    """A body too large for memory is spooled in the folder its handler names, as a private
+    file the handler can link into place without copying it; the spool's own name is removed
+    after the response."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    seen: list[str] = []
+
+    class Keeper(Handler):
+        def spool_folder(self) -> str | None:
+            return str(spool)
+
+        def post(self, request: Request) -> Response:
+            path = request.body.spooled_path
+            assert path is not None
+            seen.append(path)
+            os.link(path, spool / "kept.bin")
+            return Response.text("kept\n")
+
+    body = os.urandom(300_000)
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/keep", Keeper())
+        ) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /keep HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + body)
+        assert WireReader(sock).read().status == 200
+    assert seen and seen[0].startswith(str(spool))
+    assert (spool / "kept.bin").read_bytes() == body
+    assert oct((spool / "kept.bin").stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(p.name for p in spool.iterdir()) == ["kept.bin"]

@@ -1,0 +1,70 @@
+"""The request-body spool: small bodies in memory, large ones in a private file, a full disk 507."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from webserver import HTTPError
+from webserver._spool import MEMORY_LIMIT, Spool
+
+
+def _read_all(spool: Spool) -> bytes:
+    chunks = []
+    while chunk := spool.read_chunk():
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_small_body_stays_in_memory(tmp_path: Path) -> None:
+    """A body within the memory limit creates no file and reads back whole."""
+    spool = Spool(str(tmp_path))
+    spool.write(b"a" * MEMORY_LIMIT)
+    assert spool.fd == -1
+    assert _read_all(spool) == b"a" * MEMORY_LIMIT
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_large_body_moves_to_a_private_unnamed_file() -> None:
+    """Past the memory limit the body is in a file only this process can read, with no name,
+    and it is gone once the spool closes."""
+    spool = Spool()
+    data = os.urandom(MEMORY_LIMIT + 12345)
+    for start in range(0, len(data), 1000):
+        spool.write(data[start : start + 1000])
+    assert spool.fd >= 0
+    assert stat.S_IMODE(os.fstat(spool.fd).st_mode) == 0o600
+    assert spool.path is None
+    assert spool.size == len(data)
+    assert _read_all(spool) == data
+    spool.close()
+    assert spool.fd == -1
+
+
+def test_in_a_handlers_folder_the_file_is_named_locked_and_removed(tmp_path: Path) -> None:
+    """In a folder a handler named, the spooled file has a name there (so it can be linked),
+    is private and locked while in use, and its name is gone once the spool closes."""
+    spool = Spool(str(tmp_path))
+    spool.write(b"b" * (MEMORY_LIMIT + 1))
+    assert spool.path is not None and Path(spool.path).parent == tmp_path
+    assert stat.S_IMODE(os.stat(spool.path).st_mode) == 0o600
+    with open(spool.path, "rb") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    spool.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_507(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that cannot be written because the disk is full is refused with 507."""
+    spool = Spool()
+    monkeypatch.setattr(
+        "webserver._spool._private_file", lambda folder: (os.open("/dev/full", os.O_WRONLY), None)
+    )
+    with pytest.raises(HTTPError) as caught:
+        spool.write(b"x" * (MEMORY_LIMIT + 1))
+    assert caught.value.status == 507
+    spool.close()
