@@ -126,6 +126,13 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        self._check_names()
+        networks = [_trusted_network(proxy) for proxy in self.trusted_proxies]
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        object.__setattr__(self, "trusted_networks", tuple(networks))
+
+    def _check_names(self) -> None:
+        """The settings that are words or paths rather than numbers."""
         if self.access_log_format not in ACCESS_LOG_FORMATS:
             raise ConfigError(
                 f"access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)},"
@@ -138,16 +145,6 @@ class ServerConfig:
             )
         if self.health is not None and not _HEALTH_PATH.fullmatch(self.health):
             raise ConfigError(f"health must be a path like /healthz, not {self.health!r}")
-        networks = []
-        for proxy in self.trusted_proxies:
-            try:
-                networks.append(ipaddress.ip_network(proxy, strict=False))
-            except ValueError:
-                raise ConfigError(
-                    f"trusted proxy must be an IP address or network, not {proxy!r}"
-                ) from None
-        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
-        object.__setattr__(self, "trusted_networks", tuple(networks))
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""
@@ -155,3 +152,12 @@ class ServerConfig:
             raise ConfigError(f"root folder does not exist: {self.root}")
         if not self.root.is_dir():
             raise ConfigError(f"root is not a folder: {self.root}")
+
+
+def _trusted_network(proxy: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(proxy, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"trusted proxy must be an IP address or network, not {proxy!r}"
+        ) from None

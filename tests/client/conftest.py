@@ -89,7 +89,7 @@ class Origin(Handler):
                 steps.append(item)
             else:
                 status, headers, body = item
-                steps.append(lambda _r, s=status, h=headers, b=body: Response(s, list(h), b))
+                steps.append(_fixed_answer(status, list(headers), body))
         with self.lock:
             self.scripts[path] = steps
 
@@ -495,3 +495,8 @@ def _close_storages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for storage in opened:
         with contextlib.suppress(Exception):
             storage.close()
+
+
+def _fixed_answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Script:
+    """A scripted step that answers every request with the same response."""
+    return lambda _request: Response(status, list(headers), body)

@@ -218,7 +218,12 @@ def test_next_request_travels_while_a_complete_response_is_handled(
     server, handler = origin
     b_arrived = threading.Event()
     handler.script("/a", (200, [], b"a"))
-    handler.script("/b", lambda r: (b_arrived.set(), ServerResponse(200, [], b"b"))[1])
+
+    def answer_b(_request: object) -> ServerResponse:
+        b_arrived.set()
+        return ServerResponse(200, [], b"b")
+
+    handler.script("/b", answer_b)
     seen_while_handling_a: list[bool] = []
 
     def wait_for_b(data: bytes) -> None:

@@ -467,7 +467,7 @@ def test_only_damage_rebuilds_the_index(
     def failing_connect(database: Any, *args: Any, uri: bool = False, **kwargs: Any) -> Any:
         if not uri:  # the read-write open; a read-only one (a URI) works
             error = sqlite3.OperationalError(f"injected SQLite error {code}")
-            error.sqlite_errorcode = code  # type: ignore[attr-defined]
+            error.sqlite_errorcode = code
             raise error
         return connect(database, *args, uri=uri, **kwargs)
 

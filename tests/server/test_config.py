@@ -64,7 +64,7 @@ def test_check_root(tmp_path: Path) -> None:
 def test_keyword_only() -> None:
     """Positional construction is refused, so settings cannot be swapped by accident."""
     with pytest.raises(TypeError):
-        ServerConfig("127.0.0.1")  # type: ignore[misc]
+        ServerConfig("127.0.0.1")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("name", ["webserver ", " webserver", "web\u2603", "a\r\nX: y", "", "a  b"])

@@ -102,7 +102,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_listening(port, nginx, prefix / "error.log")  # type: ignore[arg-type]
+            wait_listening(port, nginx, prefix / "error.log")
             yield Deployment(port, root, instances, logs)
         finally:
             nginx.terminate()

@@ -71,7 +71,7 @@ def test_html5_with_charset_parent_size_and_time() -> None:
 @given(
     st.lists(
         st.text(
-            st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+            st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"),
             min_size=1,
             max_size=20,
         ),

@@ -17,7 +17,9 @@ from .conftest import NET_TIMEOUT, connect, open_fds, peak_rss_kib, webserver_pr
 from .wire import WireReader
 
 
-def post(server: Server, target: str, body: bytes, headers: dict[str, str] | None = None):
+def post(
+    server: Server, target: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     host, port = server.listen()
     conn = http.client.HTTPConnection(host, port, timeout=NET_TIMEOUT)
     try:

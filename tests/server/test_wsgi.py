@@ -359,19 +359,19 @@ def flask_app(tmp_path: Path) -> WSGIApplication:
     (tmp_path / "report.bin").write_bytes(b"\x00\x01" * 50_000)
     app = flask.Flask("flaskapp")
 
-    @app.get("/hello/<name>")
+    @app.get("/hello/<name>")  # type: ignore[untyped-decorator]
     def hello(name: str) -> str:
         return f"hello {name} from {flask.request.script_root}{flask.request.path}"
 
-    @app.post("/echo")
+    @app.post("/echo")  # type: ignore[untyped-decorator]
     def echo() -> Any:
         return {"length": len(flask.request.get_data()), "form": flask.request.form.to_dict()}
 
-    @app.get("/report")
+    @app.get("/report")  # type: ignore[untyped-decorator]
     def report() -> Any:
         return flask.send_file(tmp_path / "report.bin")
 
-    @app.get("/stream")
+    @app.get("/stream")  # type: ignore[untyped-decorator]
     def stream() -> Any:
         return flask.Response((f"{i}\n" for i in range(5)), mimetype="text/plain")
 
