@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,43 @@ def test_pipelined_answers_leave_in_order(www: Path) -> None:
     assert len(bodies[1]) == CHUNK * CHUNKS
     assert bodies[2] == (www / "data.bin").read_bytes()
     assert bodies[3].startswith(b"stored p.txt")
+
+
+class Paced(Handler):
+    """A body whose second chunk is produced only when the test says so."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def get(self, request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"first-chunk"
+            self.go.wait(NET_TIMEOUT)
+            yield b"second-chunk"
+
+        return Response(200, [("Content-Type", "text/plain")], chunks())
+
+
+def test_each_chunk_of_a_generated_body_leaves_as_it_is_produced(www: Path) -> None:
+    """The first chunk reaches the client while the handler is still producing the next one
+    (server-sent events, PEP 3333's "no delayed block"), not when the body ends."""
+    handler = Paced()
+    with running_server(
+        root=www, access_log=False, setup=lambda srv: srv.route("/paced", handler)
+    ) as server:
+        with connect(server) as sock:
+            sock.sendall(b"GET /paced HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            try:
+                while b"first-chunk" not in received:
+                    piece = sock.recv(65536)
+                    assert piece, "connection closed before the first chunk"
+                    received += piece
+                assert b"second-chunk" not in received
+            finally:
+                handler.go.set()
+            while not received.endswith(b"0\r\n\r\n"):
+                piece = sock.recv(65536)
+                assert piece
+                received += piece
+        assert b"second-chunk" in received
