@@ -123,6 +123,24 @@ _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{7,}\.part")
 STALE_TEMP_AGE = 10 * 60
 
 
+def file_mode() -> int:
+    """The mode a new file gets here, ``0o666 & ~umask``, as ``curl -o`` and ``wget`` leave it.
+
+    The umask is read from ``/proc/self/status`` where there is one: ``os.umask`` can only read
+    it by setting it, which races with other threads creating files.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def create_temp(folder_fd: int, prefix: str) -> tuple[int, str]:
     """A new file ``prefix<unique>.part`` in the folder open as ``folder_fd``, open for writing
     (mode 0600, O_EXCL) and locked until closed, so no other run takes it for a leftover."""
@@ -391,6 +409,9 @@ class OutputFile:
             return
         self._open = False
         try:
+            # Created 0600 so that nobody reads a half-written body; complete, it gets the mode
+            # any new file gets (whether the body came from the network or the cache).
+            os.fchmod(self._fd, file_mode())
             os.close(self._fd)
         except OSError as exc:
             self._discard()
@@ -492,6 +513,8 @@ class Summary:
         self.hits = 0
         self.revalidated = 0
         self.misses = 0
+        #: Served past their freshness (``--max-stale``, ``--offline``, an unreachable server).
+        self.stale = 0
         self.elapsed = 0.0
         self.outcomes: list[Outcome] = []
 
@@ -499,7 +522,9 @@ class Summary:
         return (
             f"{self.ok} ok, {self.failed} failed; {human_size(self.bytes_received)} received, "
             f"{human_size(self.bytes_sent)} sent; cache: {self.hits} hit, "
-            f"{self.revalidated} revalidated, {self.misses} miss; {self.elapsed:.2f} s"
+            f"{self.revalidated} revalidated, {self.misses} miss"
+            + (f", {self.stale} stale" if self.stale else "")
+            + f"; {self.elapsed:.2f} s"
         )
 
 
@@ -771,9 +796,10 @@ class BatchRun:
         saved = self._destinations[index]
         text = str(saved)
         shown = text[len(self._cwd) :] if text.startswith(self._cwd) else text
+        offline = ", offline" if self.client.config.offline else ""
         message = (
             f"{where}: {status}, {human_size(result.body_size)} saved to {shown}"
-            f" (cache {result.cache_status.value})"
+            f" (cache {result.cache_status.value}{offline})"
         )
         return Outcome(command, True, message, saved=saved, response=result)
 
@@ -829,6 +855,8 @@ class BatchRun:
                 summary.revalidated += 1
             elif response.cache_status is CacheStatus.MISS:
                 summary.misses += 1
+            elif response.cache_status is CacheStatus.STALE:
+                summary.stale += 1
 
     def _print(self, outcome: Outcome) -> None:
         if not outcome.ok or not self.quiet:

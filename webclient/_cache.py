@@ -42,15 +42,20 @@ SMALL_BODY = 256 * 1024
 class Lookup:
     """A stored response selected for a request."""
 
-    __slots__ = ("age", "entry", "fresh")
+    __slots__ = ("age", "entry", "fresh", "stale")
 
-    def __init__(self, entry: Entry, fresh: bool, age: float) -> None:
+    def __init__(self, entry: Entry, fresh: bool, age: float, *, stale: bool = False) -> None:
         self.entry = entry
+        #: May be served without the network (fresh, or stale within the request's max-stale).
         self.fresh = fresh
         self.age = age
+        #: Served past its freshness because the request's ``max-stale`` accepts it.
+        self.stale = stale
 
     def __repr__(self) -> str:
-        return f"Lookup({self.entry!r}, fresh={self.fresh!r}, age={self.age!r})"
+        return (
+            f"Lookup({self.entry!r}, fresh={self.fresh!r}, age={self.age!r}, stale={self.stale!r})"
+        )
 
     @property
     def revalidation_headers(self) -> list[tuple[str, str]]:
@@ -119,6 +124,14 @@ class Cache:
             fresh = freshness.is_fresh(
                 entry.status, entry.headers, entry.request_time, entry.response_time, now
             ) and freshness.request_allows_stored(request_headers, age)
+            if not fresh and freshness.accepts_stale(
+                entry.headers,
+                request_headers,
+                age,
+                status=entry.status,
+                response_time=entry.response_time,
+            ):
+                return Lookup(entry, True, age, stale=True)
             if not (fresh or freshness.has_validator(entry.headers)) and not (
                 freshness.may_serve_stale_on_error(  # kept for an unreachable origin (§4.2.4)
                     entry.headers,
@@ -259,6 +272,11 @@ class Cache:
         """Drop what an unsafe request made stale (§4.4); how many responses were dropped."""
         urls = freshness.invalidated_urls(method, cache_key(url), status, headers)
         return self.storage.delete_keys([cache_key(u) for u in urls]) if urls else 0
+
+    def remove(self, urls: Iterable[str]) -> int:
+        """Drop every stored response (all variants) of these URLs; how many were dropped."""
+        keys = list(dict.fromkeys(cache_key(url) for url in urls))
+        return self.storage.delete_keys(keys) if keys else 0
 
     def info(self) -> CacheInfo:
         return self.storage.info()

@@ -375,6 +375,32 @@ def request_allows_stored(request_headers: HeaderList, age: float) -> bool:
     return max_age is None or (max_age >= 0 and age <= max_age)
 
 
+def accepts_stale(
+    stored_headers: HeaderList,
+    request_headers: HeaderList,
+    age: float,
+    *,
+    status: int,
+    response_time: float,
+) -> bool:
+    """Whether the request's ``max-stale`` lets a stale stored response answer it unvalidated
+    (§5.2.1.2); never past ``no-cache``, ``must-revalidate`` or ``proxy-revalidate`` in the
+    response (§5.2.2), nor for a request that also says ``no-cache``."""
+    request = cache_control(request_headers)
+    if "max-stale" not in request or "no-cache" in request or "no-store" in request:
+        return False
+    if any(name in cache_control(stored_headers) for name in NO_STALE_DIRECTIVES):
+        return False
+    if request["max-stale"] == [None]:
+        limit = math.inf
+    else:
+        seconds = directive_seconds(request, "max-stale")
+        if seconds is None or seconds < 0:
+            return False  # an invalid value allows nothing stale rather than anything
+        limit = float(seconds)
+    return age - freshness_lifetime(status, stored_headers, response_time) <= limit
+
+
 def has_validator(headers: HeaderList) -> bool:
     return bool(header_values(headers, "etag") or header_values(headers, "last-modified"))
 

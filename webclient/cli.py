@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, CommandFileError, ConfigError
 
 if TYPE_CHECKING:
+    from ._batch import Outcome
     from ._cache import Cache
 
 
@@ -90,6 +91,17 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+def _max_stale(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--max-stale`` alone accepts any staleness; with a value, that many seconds."""
+    if value is None:
+        return None
+    if value == "any":
+        return float("inf")
+    if not value.isdigit():
+        raise click.BadParameter(f"not a number of seconds: {value!r}")
+    return float(value)
+
+
 def _stderr_warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
@@ -111,7 +123,29 @@ def main() -> None:
     help="Folder where GET bodies are saved.",
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache folder.")
-@click.option("--no-cache", is_flag=True, help="Neither use nor fill the cache.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Neither use nor fill the cache; what is stored for the URLs fetched is removed.",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Revalidate every stored response with the server (an unchanged file costs a 304).",
+)
+@click.option(
+    "--max-stale",
+    metavar="[SECONDS]",
+    is_flag=False,
+    flag_value="any",
+    callback=_max_stale,
+    help="Use stored responses up to SECONDS past their freshness (any age without a value).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Use only what is stored, however old; anything not stored fails.",
+)
 @click.option(
     "--cache-max-size",
     default="1G",
@@ -173,6 +207,9 @@ def batch(
     timeout: float,
     upload_root: Path | None,
     verify_cache: bool,
+    refresh: bool = False,
+    max_stale: float | None = None,
+    offline: bool = False,
 ) -> None:
     """Run the GET and POST commands of COMMAND_FILE.
 
@@ -186,8 +223,7 @@ def batch(
     from .client import Client
     from .commands import read_command_file
 
-    if no_cache and cache_dir is not None:
-        raise InvalidSetting("--cache-dir and --no-cache cannot be used together")
+    _refuse_together(no_cache=no_cache, refresh=refresh, max_stale=max_stale, offline=offline)
     try:
         commands = read_command_file(command_file)
     except CommandFileError as exc:
@@ -201,6 +237,9 @@ def batch(
             timeout=timeout,
             pipeline=pipeline,
             verify_cache=verify_cache,
+            refresh=refresh,
+            max_stale=max_stale,
+            offline=offline,
         )
     except ConfigError as exc:
         raise InvalidSetting(str(exc)) from None
@@ -223,6 +262,8 @@ def batch(
             upload_root=upload_root if upload_root is not None else command_file.parent,
         )
         summary = run.run()
+    if no_cache:
+        _forget_fetched(cache_dir, summary.outcomes)
     if run.stdout_closed or run.stderr_closed:
         # The reader went away (``| head``): end quietly, with nothing left to flush at exit.
         _silence(stdout, run.stdout_closed)
@@ -230,6 +271,37 @@ def batch(
         raise click.exceptions.Exit(1)
     if summary.failed:
         raise click.exceptions.Exit(1)
+
+
+def _refuse_together(**chosen: object) -> None:
+    """At most one of the options about stored responses (one error line, status 2)."""
+    names = [f"--{name.replace('_', '-')}" for name, value in chosen.items() if value]
+    if len(names) > 1:
+        raise InvalidSetting(f"{' and '.join(names)} cannot be used together")
+
+
+def _forget_fetched(cache_dir: Path | None, outcomes: Sequence[Outcome]) -> None:
+    """After a ``--no-cache`` run, drop what the cache holds for every URL it fetched: a later
+    run must not go back to a copy older than the one just saved."""
+    urls = [
+        o.response.url for o in outcomes if o.response is not None and o.response.method == "GET"
+    ]
+    folder = cache_dir if cache_dir is not None else default_cache_dir()
+    if not urls or not folder.is_dir():
+        return  # nothing was fetched, or nothing was ever stored (and looking creates nothing)
+    from ._cache import Cache
+
+    try:
+        store = Cache(folder, max_size=0, warn=_stderr_warn)
+    except CacheError as exc:
+        _stderr_warn(f"could not remove the older stored copies: {exc}")
+        return
+    try:
+        store.remove(urls)
+    except CacheError as exc:
+        _stderr_warn(f"could not remove the older stored copies: {exc}")
+    finally:
+        store.close()
 
 
 def _silence(stream: Any, closed: bool) -> None:
@@ -329,11 +401,26 @@ def _refuse_unusable(folder: Path) -> None:
 
 @cache.command("clear")
 @_cache_dir_option
-def cache_clear(cache_dir: Path | None) -> None:
-    """Delete every stored response."""
+@click.argument("urls", nargs=-1, metavar="[URL]...")
+def cache_clear(cache_dir: Path | None, urls: tuple[str, ...] = ()) -> None:
+    """Delete every stored response, or only those of the URLs given (all their variants)."""
+    from .client import split_url
+    from .errors import InvalidURL
+
+    for url in urls:
+        try:
+            split_url(url)
+        except InvalidURL as exc:
+            raise InvalidSetting(str(exc)) from None
     with _cache_at(cache_dir) as store:
-        count = store.clear()
-    click.echo(f"cleared {count} responses from {store.folder}")
+        if not urls:
+            count = store.clear()
+            click.echo(f"cleared {count} responses from {store.folder}")
+            return
+        for url in dict.fromkeys(urls):
+            count = store.remove([url])
+            plural = "" if count == 1 else "s"
+            click.echo(f"cleared {count} response{plural} of {url}")
 
 
 if __name__ == "__main__":

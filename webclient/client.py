@@ -27,7 +27,14 @@ from ._pool import ConnectionPool
 from ._status import CacheStatus
 from .commands import encode_target
 from .config import ClientConfig
-from .errors import CacheError, InvalidURL, LocalFileError, TransportError, WebClientError
+from .errors import (
+    CacheError,
+    InvalidURL,
+    LocalFileError,
+    NotCached,
+    TransportError,
+    WebClientError,
+)
 
 if TYPE_CHECKING:
     from ._storage import CacheInfo
@@ -323,11 +330,15 @@ class Client:
             headers = self._headers(origin, request)
             lookup = self._lookup(method, request.url, headers)
             if lookup is not None and lookup.fresh:
-                served = self._serve_stored(request, lookup, CacheStatus.HIT)
+                status = CacheStatus.STALE if lookup.stale else CacheStatus.HIT
+                served = self._serve_stored(request, lookup, status)
                 if served is not None:
                     record(index, served)
                     continue
                 lookup = None
+            if self.config.offline:
+                record(index, _offline_miss(method, lookup))
+                continue
             try:
                 body, length = _open_body(request.body)
             except LocalFileError as exc:
@@ -352,7 +363,23 @@ class Client:
             ("Accept", "*/*"),
         ]
         given = {name.lower() for name, _ in request.headers}
-        return [(n, v) for n, v in defaults if n.lower() not in given] + list(request.headers)
+        headers = [(n, v) for n, v in defaults if n.lower() not in given] + list(request.headers)
+        directive = self._freshness_directive() if request.method.upper() == "GET" else None
+        if directive is not None:
+            headers.append(("Cache-Control", directive))
+        return headers
+
+    def _freshness_directive(self) -> str | None:
+        """The request directive that carries ``refresh``, ``max_stale`` or ``offline`` to the
+        cache (and, for the first two, to any cache on the way)."""
+        config = self.config
+        if config.refresh:
+            return "no-cache"
+        if config.offline or config.max_stale == float("inf"):
+            return "max-stale"
+        if config.max_stale is not None:
+            return f"max-stale={int(config.max_stale)}"
+        return None
 
     def _lookup(self, method: str, url: str, headers: list[tuple[str, str]]) -> Lookup | None:
         if self._cache is None or method != "GET":
@@ -407,6 +434,17 @@ class Client:
             return _deliver(request, response, iter((file,)), received=False)
         with file:
             return _deliver(request, response, _file_chunks(file), received=False)
+
+
+def _offline_miss(method: str, lookup: Lookup | None) -> NotCached:
+    if method != "GET":
+        return NotCached(
+            f"not sent: offline, and a {method} request cannot be answered by the cache"
+        )
+    if lookup is not None:
+        # Only must-revalidate, proxy-revalidate or no-cache keep max-stale from serving it.
+        return NotCached("offline: the stored response may not be used without revalidation")
+    return NotCached("offline: not in the cache")
 
 
 def _file_chunks(file: BinaryIO) -> Iterator[bytes]:

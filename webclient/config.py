@@ -84,6 +84,15 @@ class ClientConfig:
     user_agent: str = "webclient/0.1.0"
     #: Hash every stored body before serving it (a body is always checked by its size).
     verify_cache: bool = False
+    #: Revalidate every stored response before using it (``Cache-Control: no-cache`` on each
+    #: GET, with the stored validators, so an unchanged file still costs only a 304).
+    refresh: bool = False
+    #: Serve a stored response up to this many seconds past its freshness without asking the
+    #: server (``Cache-Control: max-stale``); ``math.inf`` accepts any age. None: only fresh.
+    max_stale: float | None = None
+    #: Never use the network: serve what is stored, however old; anything else fails with
+    #: :class:`~webclient.errors.NotCached`.
+    offline: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.use_cache, bool):
@@ -104,6 +113,25 @@ class ClientConfig:
             raise ConfigError("user_agent must be a non-empty single line")
         if not isinstance(self.verify_cache, bool):
             raise ConfigError(f"verify_cache must be True or False, not {self.verify_cache!r}")
+        self._check_freshness()
+
+    def _check_freshness(self) -> None:
+        """The choices about stored responses contradict neither each other nor the cache."""
+        for name in ("refresh", "offline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        stale = self.max_stale
+        if stale is not None and (
+            isinstance(stale, bool) or not isinstance(stale, int | float) or not stale >= 0
+        ):
+            raise ConfigError(f"max_stale must be a number of seconds >= 0, not {stale!r}")
+        chosen = [n for n in ("refresh", "offline") if getattr(self, n)]
+        if stale is not None:
+            chosen.append("max_stale")
+        if len(chosen) > 1:
+            raise ConfigError(f"{' and '.join(chosen)} cannot be used together")
+        if chosen and not self.use_cache:
+            raise ConfigError(f"{chosen[0]} needs the cache (use_cache is False)")
 
     @property
     def cache_path(self) -> Path:

@@ -73,6 +73,11 @@ class ResponseTooLarge(WebClientError):
     """The response body is larger than ``ClientConfig.max_body_size``; it was not kept."""
 
 
+class NotCached(WebClientError):
+    """Offline (``ClientConfig.offline``), the request has no stored response it may be
+    answered with; nothing was sent."""
+
+
 class CacheError(WebClientError):
     """The cache folder cannot be used (permissions, disk full); the request may go on uncached."""
 

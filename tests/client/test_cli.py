@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from webclient.cli import main
+from webclient.config import human_size
 from webserver import Server
 
 pytestmark = pytest.mark.timeout(30)
@@ -65,7 +69,9 @@ def test_cache_command_on_a_file_fails_cleanly(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--no-cache", "--cache-dir", "x"], "cannot be used together"),
+        (["--no-cache", "--offline"], "cannot be used together"),
+        (["--refresh", "--max-stale=60"], "cannot be used together"),
+        (["--max-stale=soon"], "not a number of seconds"),
         (["--pipeline", "0"], "--pipeline"),
         (["--timeout", "0"], "--timeout"),
         (["--cache-max-size", "lots"], "not a size"),
@@ -279,3 +285,154 @@ def test_python_m_webclient() -> None:
         check=False,
     )
     assert result.returncode == 0 and "webclient, version" in result.stdout
+
+
+DAY = 24 * 60 * 60.0
+
+
+def _batch(cache: Path, *options: str) -> Any:
+    """``webclient batch cmds.txt`` (in the current folder) with the cache at ``cache``."""
+    args = ["batch", "cmds.txt", "--cache-dir", str(cache), "--no-print", *options]
+    return CliRunner().invoke(main, args)
+
+
+def _line(result: Any, path: str) -> str:
+    (line,) = [x for x in result.stderr.splitlines() if path in x]
+    return str(line)
+
+
+def _edit(file: Path, body: bytes, *, age: float) -> None:
+    """Change a served file and date it ``age`` seconds back (so a heuristic finds it old)."""
+    file.write_bytes(body)
+    then = time.time() - age
+    os.utime(file, (then, then))
+
+
+def test_no_cache_run_removes_the_older_stored_copy(
+    static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After --no-cache fetched a changed file, a normal run saves that version, not the
+    heuristically fresh older copy the cache held."""
+    monkeypatch.chdir(tmp_path)
+    _edit(www / "hello.txt", b"old\n", age=30 * DAY)  # fresh for a day by the heuristic
+    cache = _filled_cache(static_server, tmp_path)
+    _edit(www / "hello.txt", b"new version\n", age=20 * DAY)
+    fetched = _batch(cache, "--no-cache")
+    assert fetched.exit_code == 0, fetched.output
+    assert (tmp_path / "hello.txt").read_bytes() == b"new version\n"
+    again = _batch(cache)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "hello.txt").read_bytes() == b"new version\n"
+    assert _line(again, "GET /hello.txt").endswith("(cache miss)")
+    assert _line(again, "GET /data.bin").endswith("(cache miss)")
+
+
+def test_refresh_revalidates_every_stored_response(
+    static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--refresh asks the server about each stored response: a changed file is fetched, an
+    unchanged one is confirmed by a 304 without its body."""
+    monkeypatch.chdir(tmp_path)
+    _edit(www / "hello.txt", b"old\n", age=30 * DAY)
+    os.utime(www / "data.bin", (time.time() - 30 * DAY,) * 2)
+    cache = _filled_cache(static_server, tmp_path)
+    _edit(www / "hello.txt", b"new version\n", age=20 * DAY)
+    plain = _batch(cache)
+    assert (tmp_path / "hello.txt").read_bytes() == b"old\n"  # what --refresh is for
+    assert _line(plain, "GET /hello.txt").endswith("(cache hit)")
+    refreshed = _batch(cache, "--refresh")
+    assert refreshed.exit_code == 0, refreshed.output
+    assert (tmp_path / "hello.txt").read_bytes() == b"new version\n"
+    assert _line(refreshed, "GET /hello.txt").endswith("(cache miss)")
+    assert _line(refreshed, "GET /data.bin").endswith("(cache revalidated)")
+    assert f"{human_size(len(b'new version') + 1)} received" in _line(refreshed, "summary:")
+
+
+def test_max_stale_serves_a_stale_copy_without_asking(
+    static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-stale=N serves a stored response up to N seconds past its freshness, saying it is
+    stale; without it the stale copy is revalidated."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)  # just written: no heuristic freshness
+    _edit(www / "hello.txt", b"new version\n", age=0)
+    stale = _batch(cache, "--max-stale=3600")
+    assert stale.exit_code == 0, stale.output
+    assert _line(stale, "GET /hello.txt").endswith("(cache stale)")
+    assert (tmp_path / "hello.txt").read_bytes() == b"hello, world\n"
+    assert "0 bytes received" in _line(stale, "summary:") and "2 stale" in stale.stderr
+    fresh = _batch(cache)
+    assert (tmp_path / "hello.txt").read_bytes() == b"new version\n"
+    assert _line(fresh, "GET /hello.txt").endswith("(cache miss)")
+
+
+def test_offline_serves_what_is_stored_and_fails_the_rest(
+    static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--offline uses no network: a stored response is served however old, and the line says
+    offline; a URL not stored is one error line for its command, and the run exits 1."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    _edit(www / "hello.txt", b"new version\n", age=0)
+    port = static_server.listen()[1]
+    with (tmp_path / "cmds.txt").open("a") as commands:
+        commands.write(f"GET sub/page.html 127.0.0.1 {port}\n")
+    result = _batch(cache, "--offline")
+    assert result.exit_code == 1
+    assert _line(result, "GET /hello.txt").endswith("(cache stale, offline)")
+    assert (tmp_path / "hello.txt").read_bytes() == b"hello, world\n"
+    assert _line(result, "/sub/page.html") == (
+        f"error: GET /sub/page.html 127.0.0.1:{port}: offline: not in the cache"
+    )
+    assert not (tmp_path / "sub").exists()
+
+
+def test_cache_clear_urls_removes_only_those(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache clear URL... removes every stored variant of the URLs named and says how many."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    port = static_server.listen()[1]
+    url = f"http://127.0.0.1:{port}/hello.txt"
+    args = ["cache", "clear", "--cache-dir", str(cache), url, url.replace("hello", "nope")]
+    cleared = CliRunner().invoke(main, args)
+    assert cleared.exit_code == 0, cleared.output
+    assert cleared.stdout.splitlines() == [
+        f"cleared 1 response of {url}",
+        f"cleared 0 responses of {url.replace('hello', 'nope')}",
+    ]
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(cache)])
+    assert "responses: 1" in info.stdout
+    again = _batch(cache)
+    assert _line(again, "GET /hello.txt").endswith("(cache miss)")
+    assert _line(again, "GET /data.bin").endswith("(cache revalidated)")
+
+
+def test_cache_clear_refuses_a_bad_url(tmp_path: Path) -> None:
+    """A URL that is not http:// is one error line, status 2, and nothing is removed."""
+    args = ["cache", "clear", "--cache-dir", str(tmp_path / "c"), "ftp://x/y"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.stderr.startswith("error: only http://")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_saved_files_get_the_umask_mode(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    """Saved files are 0o666 & ~umask, whether fetched, served from the cache or replacing a
+    file that was there with another mode."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hello.txt").write_bytes(b"there before")
+    (tmp_path / "hello.txt").chmod(0o600 if umask != 0o077 else 0o644)
+    old = os.umask(umask)
+    try:
+        cache = _filled_cache(static_server, tmp_path)
+        modes = {p: (tmp_path / p).stat().st_mode & 0o777 for p in ("hello.txt", "data.bin")}
+        again = _batch(cache)
+        served = {p: (tmp_path / p).stat().st_mode & 0o777 for p in ("hello.txt", "data.bin")}
+    finally:
+        os.umask(old)
+    assert _line(again, "GET /hello.txt").endswith("(cache revalidated)")  # the stored body
+    assert modes == served == {"hello.txt": 0o666 & ~umask, "data.bin": 0o666 & ~umask}

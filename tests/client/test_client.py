@@ -310,5 +310,6 @@ def test_public_surface_is_deliberate() -> None:
         *("InvalidURL", "CommandFileError", "TransportError", "ResolveError"),
         *("ConnectionRefused", "ConnectTimeout", "ReadTimeout", "ConnectionClosed"),
         *("ProtocolError", "ResponseTooLarge", "CacheError", "LocalFileError", "UnsafePathError"),
+        "NotCached",
     }
     assert issubclass(webclient.ResponseTooLarge, webclient.WebClientError)

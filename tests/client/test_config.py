@@ -71,3 +71,20 @@ def test_parse_size_rejects_nonsense() -> None:
 def test_human_size(size: int, text: str) -> None:
     """Byte counts read in binary units, the way --max-size takes them."""
     assert human_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"refresh": True, "offline": True}, "refresh and offline cannot be used together"),
+        ({"refresh": True, "max_stale": 5}, "refresh and max_stale cannot be used together"),
+        ({"offline": True, "use_cache": False}, "offline needs the cache"),
+        ({"max_stale": -1}, "max_stale must be"),
+        ({"max_stale": "1"}, "max_stale must be"),
+        ({"refresh": 1}, "refresh must be True or False"),
+    ],
+)
+def test_freshness_choices_are_checked(options: dict[str, object], message: str) -> None:
+    """refresh, max_stale and offline exclude one another and need the cache."""
+    with pytest.raises(ConfigError, match=message):
+        ClientConfig(**options)  # type: ignore[arg-type]

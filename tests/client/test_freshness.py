@@ -445,3 +445,26 @@ def test_304_without_age_restarts_the_age() -> None:
     aged = f.updated_headers(stored, [("Age", "30")])
     assert f.header_values(aged, "age") == ["30"]
     assert f.current_age(aged, NOW, NOW, NOW + 10) == 40
+
+
+@pytest.mark.parametrize(
+    ("request_cc", "response_cc", "age", "accepted"),
+    [
+        ("max-stale", "max-age=10", 10**9, True),
+        ("max-stale=50", "max-age=10", 60, True),
+        ("max-stale=50", "max-age=10", 61, False),
+        ("max-stale=-1", "max-age=10", 11, False),
+        ("max-stale=x", "max-age=10", 11, False),
+        ("max-stale", "max-age=10, must-revalidate", 11, False),
+        ("max-stale", "max-age=10, proxy-revalidate", 11, False),
+        ("max-stale", "no-cache", 11, False),
+        ("max-stale, no-cache", "max-age=10", 11, False),
+        ("max-age=5", "max-age=10", 11, False),
+    ],
+)
+def test_accepts_stale(request_cc: str, response_cc: str, age: float, accepted: bool) -> None:
+    """A request's max-stale accepts a stale response within its bound, never one that must be
+    revalidated (RFC 9111 §5.2.1.2, §5.2.2)."""
+    stored = [("Cache-Control", response_cc)]
+    request = [("Cache-Control", request_cc)]
+    assert f.accepts_stale(stored, request, age, status=200, response_time=0.0) is accepted
