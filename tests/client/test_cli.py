@@ -375,8 +375,9 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
     cache = _filled_cache(static_server, tmp_path)
     _edit(www / "hello.txt", b"new version\n", age=0)
     port = static_server.listen()[1]
+    (tmp_path / "up.txt").write_bytes(b"upload")
     with (tmp_path / "cmds.txt").open("a") as commands:
-        commands.write(f"GET sub/page.html 127.0.0.1 {port}\n")
+        commands.write(f"GET sub/page.html 127.0.0.1 {port}\nPOST up.txt 127.0.0.1 {port}\n")
     result = _batch(cache, "--offline")
     assert result.exit_code == 1
     assert _line(result, "GET /hello.txt").endswith("(cache stale, offline)")
@@ -384,6 +385,7 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
     assert _line(result, "/sub/page.html") == (
         f"error: GET /sub/page.html 127.0.0.1:{port}: offline: not in the cache"
     )
+    assert _line(result, "POST /up.txt").startswith("error: ") and "not sent" in result.stderr
     assert not (tmp_path / "sub").exists()
 
 

@@ -20,6 +20,7 @@ from webclient import (
     ConnectTimeout,
     InvalidURL,
     LocalFileError,
+    NotCached,
     ProtocolError,
     ReadTimeout,
     ResolveError,
@@ -313,3 +314,24 @@ def test_public_surface_is_deliberate() -> None:
         "NotCached",
     }
     assert issubclass(webclient.ResponseTooLarge, webclient.WebClientError)
+
+
+def test_offline_answers_from_the_cache_or_raises_not_cached(
+    static_server: Server, cache_dir: Path
+) -> None:
+    """ClientConfig(offline=True) serves a stored response without connecting, and raises
+    NotCached for a URL not stored and for a POST (nothing is sent)."""
+    port = static_server.listen()[1]
+    url = f"http://127.0.0.1:{port}/hello.txt"
+    with Client(ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT)) as online:
+        assert online.get(url).cache_status is CacheStatus.MISS
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, offline=True)
+    with Client(config) as offline:
+        served = offline.get(url)
+        assert served.body == b"hello, world\n"
+        assert served.cache_status in (CacheStatus.HIT, CacheStatus.STALE)
+        with pytest.raises(NotCached, match="not in the cache"):
+            offline.get(url.replace("hello", "other"))
+        with pytest.raises(NotCached, match="not sent"):
+            offline.post(url, b"data")
+        assert offline.connections_opened == 0
