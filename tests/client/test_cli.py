@@ -308,6 +308,14 @@ def _edit(file: Path, body: bytes, *, age: float) -> None:
     os.utime(file, (then, then))
 
 
+def _never_fresh(www: Path) -> None:
+    """Date the served files a minute ahead: a heuristic then gives them no freshness at all
+    (a file written in the same second it is served would get a fraction of a second)."""
+    ahead = time.time() + 60
+    for name in ("hello.txt", "data.bin"):
+        os.utime(www / name, (ahead, ahead))
+
+
 def test_no_cache_run_removes_the_older_stored_copy(
     static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,7 +362,8 @@ def test_max_stale_serves_a_stale_copy_without_asking(
     """--max-stale=N serves a stored response up to N seconds past its freshness, saying it is
     stale; without it the stale copy is revalidated."""
     monkeypatch.chdir(tmp_path)
-    cache = _filled_cache(static_server, tmp_path)  # just written: no heuristic freshness
+    _never_fresh(www)
+    cache = _filled_cache(static_server, tmp_path)
     _edit(www / "hello.txt", b"new version\n", age=0)
     stale = _batch(cache, "--max-stale=3600")
     assert stale.exit_code == 0, stale.output
@@ -372,6 +381,7 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
     """--offline uses no network: a stored response is served however old, and the line says
     offline; a URL not stored is one error line for its command, and the run exits 1."""
     monkeypatch.chdir(tmp_path)
+    _never_fresh(www)
     cache = _filled_cache(static_server, tmp_path)
     _edit(www / "hello.txt", b"new version\n", age=0)
     port = static_server.listen()[1]
@@ -390,10 +400,11 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
 
 
 def test_cache_clear_urls_removes_only_those(
-    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    static_server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """cache clear URL... removes every stored variant of the URLs named and says how many."""
     monkeypatch.chdir(tmp_path)
+    _never_fresh(www)
     cache = _filled_cache(static_server, tmp_path)
     port = static_server.listen()[1]
     url = f"http://127.0.0.1:{port}/hello.txt"
@@ -421,11 +432,16 @@ def test_cache_clear_refuses_a_bad_url(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_saved_files_get_the_umask_mode(
-    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int
+    static_server: Server,
+    www: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    umask: int,
 ) -> None:
     """Saved files are 0o666 & ~umask, whether fetched, served from the cache or replacing a
     file that was there with another mode."""
     monkeypatch.chdir(tmp_path)
+    _never_fresh(www)
     (tmp_path / "hello.txt").write_bytes(b"there before")
     (tmp_path / "hello.txt").chmod(0o600 if umask != 0o077 else 0o644)
     old = os.umask(umask)
