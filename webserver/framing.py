@@ -122,8 +122,9 @@ def _check_field_lines(
     """Check the field lines in ``data[first:limit]`` from ``checked`` on (where a line may have
     been cut); a line is judged by its bytes, never by looking ahead."""
     start = data.rfind(b"\n", first - 1, checked) + 1  # the line holding ``checked``
-    if start - 2 >= first and data[start - 3 : start] == b"\n\r\n":
-        return  # the blank line ending the head came before ``checked``
+    blank = data.find(b"\n\r", first - 1, checked)
+    if blank >= 0 and data[blank + 2 : blank + 3] in (b"\n", b""):
+        return  # the blank line ending the head began before ``checked``: nothing more to check
     count = data.count(b"\n", first, start)
     while start < limit:
         end = data.find(b"\n", start, limit)
