@@ -30,10 +30,13 @@ import errno
 import logging
 import resource
 import select
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType, TracebackType
 
 import h11
 
@@ -67,6 +70,9 @@ STUCK_AFTER = 0.01
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
+
+#: The signals a service manager or a terminal sends to ask for a stop.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Descriptors kept for everything but client sockets: the listener, epoll, log files, files
 #: being sent and spooled bodies.
@@ -224,6 +230,9 @@ class Server:
         #: Worker loops submitted to the pool and not yet returned.
         self._running = 0
         self._busy_lock = threading.Lock()
+        #: The serving thread started by ``with server:``, and what made it fail.
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
         if config.health is not None:
             self.route(config.health, Health)
         if default_routes:
@@ -281,8 +290,66 @@ class Server:
 
     # -- running --------------------------------------------------------------------------------
 
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown`; returns after the graceful stop."""
+    def serve_forever(self, *, handle_signals: bool = True) -> None:
+        """Serve until :meth:`shutdown`; returns after the graceful stop.
+
+        On the main thread, SIGINT (Ctrl-C) and SIGTERM start the graceful stop instead of a
+        traceback or exit 143, as a service manager expects; the previous handlers are restored
+        on return. ``handle_signals=False`` leaves signals to the caller.
+        """
+        with self._stop_on_signals(handle_signals):
+            self._serve()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self, wanted: bool) -> Iterator[None]:
+        """Route SIGINT and SIGTERM to :meth:`shutdown` for the duration (main thread only:
+        Python runs signal handlers there, and refuses to install them elsewhere)."""
+        if not wanted or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.shutdown()
+
+        previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def __enter__(self) -> Server:
+        """Listen, then serve in a background thread until the ``with`` block ends."""
+        self.listen()
+        self._thread = threading.Thread(
+            target=self._serve_in_thread, name="webserver-selector", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop gracefully and wait for the serving thread; re-raise what made it fail."""
+        self.shutdown()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # reported by __exit__ on the caller's thread
+            self._failure = exc
+
+    def _serve(self) -> None:
         self.listen()
         listener = self._listener
         if listener is None:
