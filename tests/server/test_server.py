@@ -822,3 +822,22 @@ def test_url_names_the_bound_port(www: Path) -> None:
         assert server.url == f"http://{host}:{port}/"
     finally:
         server.close()
+
+
+def test_serves_on_tcp_and_a_unix_socket_at_once(tmp_path: Path, www: Path) -> None:
+    """With a TCP and a unix: bind, both answer; the socket gets the mode asked and its file
+    is removed at the stop."""
+    path = tmp_path / "web.sock"
+    binds = ("127.0.0.1:0", f"unix:{path}")
+    with running_server(root=www, binds=binds, unix_mode=0o660, access_log=False) as server:
+        assert server.urls[1] == f"unix:{path}"
+        assert path.stat().st_mode & 0o777 == 0o660
+        with connect(server) as sock:
+            sock.sendall(GET)
+            assert WireReader(sock).read().body == b"hello, world\n"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(NET_TIMEOUT)
+            sock.connect(str(path))
+            sock.sendall(GET)
+            assert WireReader(sock).read().body == b"hello, world\n"
+    assert not path.exists()
