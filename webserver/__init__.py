@@ -13,7 +13,7 @@ Serve files with ``webserver run``, or build a small service::
     server.serve_forever()
 """
 
-from .config import ServerConfig, parse_size
+from .config import ServerConfig, TCPAddress, UnixAddress, parse_bind, parse_size
 from .errors import (
     BadRequest,
     ClientDisconnected,
@@ -67,9 +67,12 @@ __all__ = [
     "ServerConfig",
     "StaticFiles",
     "Supervisor",
+    "TCPAddress",
+    "UnixAddress",
     "Uploads",
     "WSGIHandler",
     "WebServerError",
     "__version__",
+    "parse_bind",
     "parse_size",
 ]

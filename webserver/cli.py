@@ -6,6 +6,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
@@ -29,7 +30,9 @@ from .config import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_REQUESTS_PER_CONNECTION,
     DEFAULT_THREADS,
+    ListenAddress,
     ServerConfig,
+    UnixAddress,
     parse_size,
 )
 from .errors import ConfigError
@@ -43,7 +46,14 @@ from .mounting import (
     load_handler,
     replaces_defaults,
 )
-from .server import Server, format_url, open_listener, raise_open_files_limit
+from .server import (
+    Server,
+    listener_url,
+    open_listeners,
+    raise_open_files_limit,
+    systemd_listeners,
+    unix_path,
+)
 from .workers import Supervisor
 
 
@@ -63,6 +73,18 @@ class _Size(click.ParamType):  # type: ignore[type-arg]
             return parse_size(str(value))
         except ConfigError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class _Mode(click.ParamType):  # type: ignore[type-arg]
+    name = "MODE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 8)
+        except ValueError:
+            self.fail(f"not an octal mode: {value!r} (as in 660)", param, ctx)
 
 
 def _configure_logging(access_log: Path | None, enabled: bool) -> None:
@@ -108,13 +130,27 @@ def main() -> None:
 @main.command()
 @click.argument("port_argument", metavar="[PORT]", required=False, type=click.IntRange(0, 65535))
 @click.option(
-    "-b",
-    "--bind",
     "--host",
-    "host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on; 0.0.0.0 or :: to accept other machines.",
+    help="Address to listen on; 0.0.0.0 or :: (dual-stack) to accept other machines.",
+)
+@click.option(
+    "-b",
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="ADDR",
+    help=(
+        "Listen here instead of --host (repeatable): HOST (with --port), HOST:PORT,"
+        " [IPV6]:PORT, or unix:PATH."
+    ),
+)
+@click.option(
+    "--unix-mode",
+    type=_Mode(),
+    default=None,
+    help="Octal permissions of the unix: sockets (e.g. 660); else as the umask leaves them.",
 )
 @click.option(
     "-p",
@@ -312,44 +348,72 @@ def run(
     notice = raise_open_files_limit(config.max_connections * workers)
     if notice:
         click.echo(notice, err=True)
-    try:
-        listener = open_listener(config)
-    except OSError as exc:
-        host, port = config.host, config.port
-        if exc.errno == errno.EADDRINUSE:
-            raise UsageProblem(f"port {port} on {host} is already in use") from None
-        if exc.errno == errno.EACCES:
-            raise UsageProblem(
-                f"not allowed to listen on port {port} (ports below 1024 need root)"
-            ) from None
-        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-    url = format_url(*listener.getsockname()[:2])
+    # Sockets passed by systemd (socket activation) replace --host/--bind; systemd owns them.
+    activated = systemd_listeners()
+    listeners = activated or _listen(config)
+    # The files of the Unix sockets we bound go when we stop (not systemd's: it owns them).
+    unix_files = [] if activated else [unix_path(sock) for sock in listeners]
+    # One address keeps the original line; several are joined by ", ".
+    ready = f"Serving {config.root} on {', '.join(listener_url(sock) for sock in listeners)}"
     if workers > 1:
         supervisor = Supervisor(
-            lambda sock: _build_server(config, mounts, sock),
-            listener,
+            lambda socks: _build_server(config, mounts, socks),
+            listeners,
             workers,
             grace_period=config.grace_period,
         )
         signal.signal(signal.SIGINT, supervisor.stop)
         signal.signal(signal.SIGTERM, supervisor.stop)
-        click.echo(f"Serving {config.root} on {url}")
+        click.echo(ready)
         _hint(config)
         sys.stdout.flush()
         click.echo(f"{workers} worker processes share the port", err=True)
-        sys.exit(supervisor.run())
-    server = _build_server(config, mounts, listener)
+        try:
+            sys.exit(supervisor.run())
+        finally:
+            _remove(unix_files)
+    server = _build_server(config, mounts, listeners)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.shutdown()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    click.echo(f"Serving {config.root} on {url}")
+    click.echo(ready)
     _hint(config)
     sys.stdout.flush()
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        _remove(unix_files)
+
+
+def _remove(files: list[Path | None]) -> None:
+    for path in files:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _listen(config: ServerConfig) -> list[socket.socket]:
+    """Every listening socket, or one line saying which address failed and why."""
+    try:
+        return open_listeners(config)
+    except OSError as exc:
+        where = exc.filename or ", ".join(map(_describe, config.addresses))
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageProblem(f"{where} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise UsageProblem(
+                f"not allowed to listen on {where} (ports below 1024 need root)"
+            ) from None
+        raise UsageProblem(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def _describe(address: ListenAddress) -> str:
+    if isinstance(address, UnixAddress):
+        return f"unix:{address.path}"
+    return f"port {address.port} on {address.host}"
 
 
 def _load_mounts(
@@ -361,8 +425,10 @@ def _load_mounts(
     return mounts
 
 
-def _build_server(config: ServerConfig, mounts: list[Mount], listener: socket.socket) -> Server:
-    server = Server(config, listener=listener, default_routes=not replaces_defaults(mounts))
+def _build_server(
+    config: ServerConfig, mounts: list[Mount], listeners: list[socket.socket]
+) -> Server:
+    server = Server(config, listener=listeners, default_routes=not replaces_defaults(mounts))
     apply_mounts(server, mounts)
     return server
 

@@ -52,6 +52,8 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 #: A health-check path: visible ASCII after the slash, no query or fragment.
 _HEALTH_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
+#: ``[v6]`` or ``[v6]:port``, as in a URL.
+_BRACKETED = re.compile(r"\[(?P<host>[^\]]+)\](?::(?P<port>[^:]*))?")
 _UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
@@ -64,12 +66,65 @@ def parse_size(text: str) -> int:
     return int(number) * _UNITS[unit.lower()]
 
 
+@dataclass(frozen=True)
+class TCPAddress:
+    """An IP address and port to listen on (``::`` is dual-stack: IPv4 clients too)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class UnixAddress:
+    """The path of a Unix-domain socket to listen on (for a reverse proxy on the same host)."""
+
+    path: Path
+
+
+ListenAddress = TCPAddress | UnixAddress
+
+
+def parse_bind(text: str, port: int) -> ListenAddress:
+    """Read one ``--bind`` value: ``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT``, a bare
+    IPv6 address (``::``), or ``unix:PATH``; ``port`` applies when the value names none."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path:
+            raise ConfigError("a unix: bind needs a path, as in unix:/run/webserver.sock")
+        return UnixAddress(Path(path).expanduser().absolute())
+    bracketed = _BRACKETED.fullmatch(text)
+    if bracketed:
+        host, port_text = bracketed["host"], bracketed["port"]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"not an IPv6 address in brackets: {text!r}") from None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:  # a name, an IPv4 address, or an IPv6 address without a port
+        host, port_text = text, None
+    if not host:
+        raise ConfigError(f"bind address has no host: {text!r}")
+    return TCPAddress(host, port if port_text is None else _port(port_text, text))
+
+
+def _port(text: str, bind: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise ConfigError(f"port must be 0..65535 in bind address {bind!r}")
+    return int(text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """Everything a :class:`~webserver.Server` needs to know, validated on construction."""
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Addresses to listen on at once (see :func:`parse_bind`); when empty, ``host:port``.
+    binds: tuple[str, ...] = ()
+    #: Permission bits of Unix sockets the server creates (``0o660``: owner and group), else
+    #: as the umask leaves them.
+    unix_mode: int | None = None
     root: Path = field(default_factory=lambda: Path("."))
     threads: int = DEFAULT_THREADS
     max_upload: int = DEFAULT_MAX_UPLOAD
@@ -102,6 +157,8 @@ class ServerConfig:
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False, default=()
     )
+    #: ``binds`` parsed (or ``host:port``): where the server listens, in order.
+    addresses: tuple[ListenAddress, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         root = Path(os.fspath(self.root)).expanduser()
@@ -127,6 +184,7 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         self._check_names()
+        self._check_addresses()
         networks = [_trusted_network(proxy) for proxy in self.trusted_proxies]
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "trusted_networks", tuple(networks))
@@ -145,6 +203,18 @@ class ServerConfig:
             )
         if self.health is not None and not _HEALTH_PATH.fullmatch(self.health):
             raise ConfigError(f"health must be a path like /healthz, not {self.health!r}")
+
+    def _check_addresses(self) -> None:
+        binds = tuple(self.binds)
+        object.__setattr__(self, "binds", binds)
+        addresses = [parse_bind(bind, self.port) for bind in binds] or [
+            TCPAddress(self.host, self.port)
+        ]
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError("the same address is given twice to bind")
+        if self.unix_mode is not None and not 0 <= self.unix_mode <= 0o777:
+            raise ConfigError(f"unix_mode must be permission bits 0..0o777, not {self.unix_mode:o}")
+        object.__setattr__(self, "addresses", tuple(addresses))
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

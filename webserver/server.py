@@ -28,19 +28,24 @@ import collections
 import contextlib
 import errno
 import logging
+import os
 import resource
 import select
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType, TracebackType
 
 import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._exchange import Outcome, Turn, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
-from .config import ServerConfig
+from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
 from .handler import Handler
 from .paths import decode_path, split_target
@@ -67,6 +72,13 @@ STUCK_AFTER = 0.01
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
+
+#: ``request.client`` of a connection accepted on a Unix socket, which has no peer address
+#: (logged as nginx does).
+UNIX_CLIENT = ("unix:", 0)
+
+#: The signals a service manager or a terminal sends to ask for a stop.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Descriptors kept for everything but client sockets: the listener, epoll, log files, files
 #: being sent and spooled bodies.
@@ -97,15 +109,118 @@ def format_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def listener_url(listener: socket.socket) -> str:
+    """Where clients reach ``listener``: ``http://host:port/``, or ``unix:PATH``."""
+    if listener.family == socket.AF_UNIX:
+        return f"unix:{listener.getsockname()}"
+    host, port = listener.getsockname()[:2]
+    return format_url(host, port)
+
+
+#: The first descriptor systemd passes (sd_listen_fds(3)).
+_SD_LISTEN_FDS_START = 3
+
+
+def systemd_listeners() -> list[socket.socket]:
+    """The sockets systemd passed by socket activation (``LISTEN_FDS`` descriptors from 3,
+    meant for this process when ``LISTEN_PID`` is its pid), else none.
+
+    The variables are removed once read, so a child process does not take the sockets for its
+    own (as ``sd_listen_fds(unset_environment=1)``).
+    """
+    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    if not (pid.isdigit() and int(pid) == os.getpid() and count.isdigit()):
+        return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    listeners = []
+    for fd in range(_SD_LISTEN_FDS_START, _SD_LISTEN_FDS_START + int(count)):
+        os.set_inheritable(fd, False)
+        listener = socket.socket(fileno=fd)
+        listener.setblocking(False)
+        listeners.append(listener)
+    return listeners
+
+
 def open_listener(config: ServerConfig) -> socket.socket:
-    """A non-blocking socket bound and listening as ``config`` says (checks the root first)."""
+    """A non-blocking socket bound and listening on ``config.host:port`` (checks the root
+    first); :func:`open_listeners` opens every address of ``config``."""
     config.check_root()
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    return _open_tcp(TCPAddress(config.host, config.port), config.backlog)
+
+
+def open_listeners(config: ServerConfig) -> list[socket.socket]:
+    """Non-blocking sockets listening on every address of ``config``, in order (checks the
+    root first). All or none: a failure closes those already open."""
+    config.check_root()
+    listeners: list[socket.socket] = []
+    try:
+        for address in config.addresses:
+            if isinstance(address, UnixAddress):
+                listeners.append(_open_unix(address.path, config.unix_mode, config.backlog))
+            else:
+                listeners.append(_open_tcp(address, config.backlog))
+    except BaseException:
+        close_listeners(listeners)
+        raise
+    return listeners
+
+
+def unix_path(listener: socket.socket) -> Path | None:
+    """The file of a Unix listening socket, else None."""
+    if listener.family != socket.AF_UNIX:
+        return None
+    name = listener.getsockname()
+    return Path(name) if isinstance(name, str) and name else None
+
+
+def close_listeners(listeners: list[socket.socket]) -> None:
+    """Close ``listeners``, removing the files of the Unix sockets among them."""
+    for listener in listeners:
+        path = unix_path(listener) if listener.fileno() >= 0 else None
+        listener.close()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _open_tcp(address: TCPAddress, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((config.host, config.port))
-        listener.listen(config.backlog)
+        listener.bind((address.host, address.port))
+        listener.listen(backlog)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _open_unix(path: Path, mode: int | None, backlog: int) -> socket.socket:
+    """Listen on a Unix socket at ``path``; a stale socket file left by a crash is replaced,
+    a live one (something answers on it) is in use, and any other file is never removed."""
+    if path.is_socket():
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink()
+            except OSError:
+                pass
+            else:
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), str(path))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        try:
+            if mode is not None:
+                os.chmod(path, mode)
+            listener.listen(backlog)
+        except BaseException:
+            path.unlink()
+            raise
         listener.setblocking(False)
     except BaseException:
         listener.close()
@@ -192,7 +307,7 @@ class Server:
         config: ServerConfig | None = None,
         *,
         default_routes: bool = True,
-        listener: socket.socket | None = None,
+        listener: socket.socket | Sequence[socket.socket] | None = None,
         **settings: object,
     ) -> None:
         if config is None:
@@ -201,15 +316,16 @@ class Server:
             raise TypeError("pass either a ServerConfig or keyword settings, not both")
         self.config = config
         self.router = Router()
-        self._listener: socket.socket | None = None
+        #: The listening sockets, by descriptor; empty before listen() and after the stop.
+        self._listeners: dict[int, socket.socket] = {}
         self._address: tuple[str, int] | None = None
-        #: A listening socket handed in is shared with other processes (see workers.py).
+        self._urls: list[str] = []
+        #: Listening sockets handed in are shared with other processes (see workers.py), and
+        #: their owner removes their files.
         self._shared_listener = listener is not None
         self._accept_batch = SHARED_ACCEPT_BATCH if self._shared_listener else ACCEPT_BATCH
         if listener is not None:
-            listener.setblocking(False)
-            self._listener = listener
-            self._address = listener.getsockname()[:2]
+            self._adopt([listener] if isinstance(listener, socket.socket) else list(listener))
         #: Connections accepted and not yet closed; changed under ``_busy_lock``.
         self._open = 0
         self._stopping = threading.Event()
@@ -224,6 +340,9 @@ class Server:
         #: Worker loops submitted to the pool and not yet returned.
         self._running = 0
         self._busy_lock = threading.Lock()
+        #: The serving thread started by ``with server:``, and what made it fail.
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
         if config.health is not None:
             self.route(config.health, Health)
         if default_routes:
@@ -242,24 +361,40 @@ class Server:
         self.router.add(path, handler, prefix=prefix)
 
     def listen(self) -> tuple[str, int]:
-        """Bind and listen (once); returns the address, with the real port when ``port`` was 0.
+        """Bind and listen on every address (once); returns the first, with the real port when
+        ``port`` was 0 (for a Unix socket: its path and 0).
 
         The kernel queues connections from this moment, so a caller may connect as soon as this
         returns, before :meth:`serve_forever` runs. A server that has stopped does not listen
         again: build a new one.
         """
-        if self._address is not None:
-            return self._address
-        listener = open_listener(self.config)
-        self._listener = listener
-        host, port = listener.getsockname()[:2]
-        self._address = (host, port)
+        if self._address is None:
+            self._adopt(open_listeners(self.config))
+        assert self._address is not None
         return self._address
+
+    def _adopt(self, listeners: list[socket.socket]) -> None:
+        if not listeners:
+            raise ValueError("a server needs at least one listening socket")
+        for listener in listeners:
+            listener.setblocking(False)
+            self._listeners[listener.fileno()] = listener
+        self._urls = [listener_url(listener) for listener in listeners]
+        first = listeners[0].getsockname()
+        self._address = (first, 0) if isinstance(first, str) else (first[0], first[1])
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` of the listening socket (IPv6 hosts in brackets)."""
-        return format_url(*self.listen())
+        """``http://host:port/`` of the first listening socket (IPv6 hosts in brackets), or
+        ``unix:PATH``."""
+        self.listen()
+        return self._urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every address the server listens on, as :attr:`url` writes it."""
+        self.listen()
+        return list(self._urls)
 
     def spool_folder(self, method: str, target: str) -> str | None:
         """Where the body of a request for ``target`` is spooled: the folder the handler that
@@ -281,11 +416,69 @@ class Server:
 
     # -- running --------------------------------------------------------------------------------
 
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown`; returns after the graceful stop."""
+    def serve_forever(self, *, handle_signals: bool = True) -> None:
+        """Serve until :meth:`shutdown`; returns after the graceful stop.
+
+        On the main thread, SIGINT (Ctrl-C) and SIGTERM start the graceful stop instead of a
+        traceback or exit 143, as a service manager expects; the previous handlers are restored
+        on return. ``handle_signals=False`` leaves signals to the caller.
+        """
+        with self._stop_on_signals(handle_signals):
+            self._serve()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self, wanted: bool) -> Iterator[None]:
+        """Route SIGINT and SIGTERM to :meth:`shutdown` for the duration (main thread only:
+        Python runs signal handlers there, and refuses to install them elsewhere)."""
+        if not wanted or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.shutdown()
+
+        previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def __enter__(self) -> Server:
+        """Listen, then serve in a background thread until the ``with`` block ends."""
         self.listen()
-        listener = self._listener
-        if listener is None:
+        self._thread = threading.Thread(
+            target=self._serve_in_thread, name="webserver-selector", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop gracefully and wait for the serving thread; re-raise what made it fail."""
+        self.shutdown()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # reported by __exit__ on the caller's thread
+            self._failure = exc
+
+    def _serve(self) -> None:
+        self.listen()
+        listeners = list(self._listeners.values())
+        if not listeners:
             raise RuntimeError("this server has stopped; build a new one to serve again")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -296,12 +489,13 @@ class Server:
         poller = self._poller = _Poller()
         try:
             # A socket shared with other processes wakes one of them per connection, not all.
-            poller.watch(listener, exclusive=self._shared_listener)
+            for listener in listeners:
+                poller.watch(listener, exclusive=self._shared_listener)
             poller.watch(self._wake_r)
             try:
-                self._select_loop(poller, listener, pool)
+                self._select_loop(poller, pool)
             finally:
-                self._drain(poller, listener, pool)
+                self._drain(poller, pool)
         finally:
             poller.close()
 
@@ -324,9 +518,7 @@ class Server:
             with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
                 wake_w.send(b"\0")
 
-    def _select_loop(
-        self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor
-    ) -> None:
+    def _select_loop(self, poller: _Poller, pool: ThreadPoolExecutor) -> None:
         config = self.config
         sweep_every = min(SWEEP_INTERVAL, config.keep_alive_timeout / 2, config.header_timeout / 2)
         sweep_every = min(sweep_every, config.body_timeout / 2)
@@ -338,16 +530,18 @@ class Server:
                 if poller.connections or not accepting
                 else -1
             )
-            if not self._poll_once(poller, pool, timeout, listener):
+            if not self._poll_once(poller, pool, timeout, self._listeners):
                 # Out of descriptors: stop listening for a sweep, rather than spin.
-                poller.unwatch(listener)
+                for listener in self._listeners.values():
+                    poller.unwatch(listener)
                 accepting = False
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + sweep_every
                 if not accepting:
-                    poller.watch(listener, exclusive=self._shared_listener)
+                    for listener in self._listeners.values():
+                        poller.watch(listener, exclusive=self._shared_listener)
                     accepting = True
 
     def _poll_once(
@@ -355,18 +549,18 @@ class Server:
         poller: _Poller,
         pool: ThreadPoolExecutor,
         timeout: float,
-        listener: socket.socket | None,
+        listeners: dict[int, socket.socket],
     ) -> bool:
         """Wait for events once and act on them; False when accepting ran out of descriptors."""
         assert self._wake_r is not None
         wake_fd = self._wake_r.fileno()
-        listener_fd = listener.fileno() if listener is not None else -1
         if self._ready:  # look again soon: a worker may get stuck and need relief
             timeout = STUCK_AFTER if timeout < 0 else min(timeout, STUCK_AFTER)
         accepted = True
         for fd in poller.wait(timeout):
-            if fd == listener_fd and listener is not None:
-                accepted = self._accept(poller, listener)
+            listener = listeners.get(fd)
+            if listener is not None:
+                accepted = self._accept(poller, listener) and accepted
             elif fd == wake_fd:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
@@ -435,10 +629,12 @@ class Server:
                     error_log.warning("cannot accept connections: %s", exc.strerror)
                     return False
                 continue  # the peer reset before we got to it
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(
-                sock, (address[0], address[1]), max_head_size=self.config.max_head_size
-            )
+            if listener.family == socket.AF_UNIX:
+                client = UNIX_CLIENT  # a Unix-socket peer has no address of its own
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client = (address[0], address[1])
+            conn = Connection(sock, client, max_head_size=self.config.max_head_size)
             with self._busy_lock:
                 full = self._open >= self.config.max_connections
                 if not full:
@@ -555,12 +751,12 @@ class Server:
             if conn.claim(Owner.WORKER, frozenset({Owner.HEAD})) is not None:
                 self._close(conn)
 
-    def _drain(self, poller: _Poller, listener: socket.socket, pool: ThreadPoolExecutor) -> None:
+    def _drain(self, poller: _Poller, pool: ThreadPoolExecutor) -> None:
         """The graceful stop: no new connections, idle ones closed, busy ones given time."""
         try:
-            poller.unwatch(listener)
-            listener.close()
-            self._listener = None
+            for listener in self._listeners.values():
+                poller.unwatch(listener)
+            self._close_listeners()
             # Workers see the stop flag: they answer what they hold with Connection: close,
             # then close instead of parking between requests.
             deadline = time.monotonic() + self.config.grace_period
@@ -569,7 +765,7 @@ class Server:
                 now = time.monotonic()
                 if not poller.connections or now >= deadline:
                     break
-                self._poll_once(poller, pool, min(STUCK_AFTER * 5, deadline - now), None)
+                self._poll_once(poller, pool, min(STUCK_AFTER * 5, deadline - now), {})
                 self._sweep(time.monotonic())
             with self._busy_lock:
                 late = list(self._serving)
@@ -588,7 +784,19 @@ class Server:
 
     def close(self) -> None:
         """Release the sockets of a server that will not serve (again)."""
-        for sock in (self._listener, self._wake_r, self._wake_w):
+        self._close_listeners()
+        for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
-        self._listener = self._wake_r = self._wake_w = None
+        self._wake_r = self._wake_w = None
+
+    def _close_listeners(self) -> None:
+        """Close the listening sockets; the files of Unix sockets it bound itself go too
+        (handed-in ones belong to whoever bound them)."""
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        if self._shared_listener:
+            for listener in listeners:
+                listener.close()
+        else:
+            close_listeners(listeners)

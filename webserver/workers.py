@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from .server import Server
@@ -34,13 +34,13 @@ RESTART_BACKOFF = 1.0
 
 
 def _run_worker(
-    make_server: Callable[[socket.socket], Server],
-    listener: socket.socket,
+    make_server: Callable[[list[socket.socket]], Server],
+    listeners: list[socket.socket],
     blocked: set[signal.Signals],
 ) -> int:
     """Body of a forked worker: serve until SIGTERM/SIGINT, then stop gracefully."""
     try:
-        server = make_server(listener)
+        server = make_server(listeners)
 
         def stop(signum: int, frame: FrameType | None) -> None:
             server.shutdown()
@@ -56,12 +56,13 @@ def _run_worker(
 
 
 class Supervisor:
-    """Forks ``count`` workers and keeps that many running until :meth:`stop`."""
+    """Forks ``count`` workers and keeps that many running until :meth:`stop`; every worker
+    accepts on all of ``listeners`` (one socket, or a list)."""
 
     def __init__(
         self,
-        make_server: Callable[[socket.socket], Server],
-        listener: socket.socket,
+        make_server: Callable[[list[socket.socket]], Server],
+        listeners: socket.socket | Sequence[socket.socket],
         count: int,
         *,
         grace_period: float,
@@ -70,7 +71,7 @@ class Supervisor:
         if count < 1:
             raise ValueError(f"workers must be at least 1, not {count}")
         self.make_server = make_server
-        self.listener = listener
+        self.listeners = [listeners] if isinstance(listeners, socket.socket) else list(listeners)
         self.count = count
         self.grace_period = grace_period
         #: Seconds past the grace period after which a worker still running is killed.
@@ -88,7 +89,7 @@ class Supervisor:
             if pid == 0:  # the child
                 code = 1
                 try:
-                    code = _run_worker(self.make_server, self.listener, blocked)
+                    code = _run_worker(self.make_server, self.listeners, blocked)
                 finally:
                     logging.shutdown()
                     os._exit(code)
@@ -141,5 +142,6 @@ class Supervisor:
                 time.sleep(wait)
             if not self._stopping:
                 self._spawn()
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         return 0

@@ -146,7 +146,7 @@ def test_help_explains_every_option() -> None:
         "--no-listing",
         "--show-hidden",
         "-p, --port",
-        "-b, --bind, --host",
+        "-b, --bind",
         "-d, --root, --directory",
     ):
         assert option in result.output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from webserver import ConfigError, ServerConfig, parse_size
+from webserver import ConfigError, ServerConfig, TCPAddress, UnixAddress, parse_bind, parse_size
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,26 @@ def test_a_server_name_of_words_is_accepted(tmp_path: Path) -> None:
     assert ServerConfig(root=tmp_path, server_name="shop/2.1 (internal)").server_name == (
         "shop/2.1 (internal)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:80", TCPAddress("127.0.0.1", 80)),
+        ("[::1]:8081", TCPAddress("::1", 8081)),
+        ("[::1]", TCPAddress("::1", 9)),
+        ("::", TCPAddress("::", 9)),
+        ("localhost", TCPAddress("localhost", 9)),
+        ("unix:/run/web.sock", UnixAddress(Path("/run/web.sock"))),
+    ],
+)
+def test_bind_values_are_parsed(text: str, expected: object) -> None:
+    """--bind reads HOST, HOST:PORT, bracketed IPv6 and unix:PATH; a bare host takes the port."""
+    assert parse_bind(text, 9) == expected
+
+
+@pytest.mark.parametrize("text", ["unix:", "[nothost]:80", "[::1]:", "host:99999", ":80"])
+def test_bad_bind_values_are_refused(text: str) -> None:
+    """A malformed bind value is a ConfigError, not a socket error later."""
+    with pytest.raises(ConfigError):
+        parse_bind(text, 9)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -711,3 +715,129 @@ def test_a_large_body_is_spooled_where_its_handler_asks_and_can_be_linked(
     assert (spool / "kept.bin").read_bytes() == body
     assert oct((spool / "kept.bin").stat().st_mode & 0o777) == oct(0o600)
     assert sorted(p.name for p in spool.iterdir()) == ["kept.bin"]
+
+
+#: A program using the library as its documentation shows: a handler that waits for the test
+#: to let it answer, so a signal arrives while a request is in flight.
+LIBRARY_SCRIPT = """
+import signal, sys
+from webserver import Handler, Response, Server
+
+class Slow(Handler):
+    def get(self, request):
+        print("inside", flush=True)
+        sys.stdin.readline()  # the test lets it answer after sending the signal
+        return Response.text("finished\\n")
+
+server = Server(root=sys.argv[1], port=0, access_log=False, grace_period=10)
+server.route("/slow", Slow)
+print(server.url, flush=True)
+server.serve_forever(handle_signals=sys.argv[2] == "handle")
+print("stopped", signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+"""
+
+
+def _run_library_script(tmp_path: Path, www: Path, mode: str) -> tuple[subprocess.Popen[str], str]:
+    script = tmp_path / "serve.py"
+    script.write_text(LIBRARY_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(www), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_library_serve_forever_stops_gracefully_on_signal(
+    tmp_path: Path, www: Path, signum: signal.Signals
+) -> None:
+    """A script calling serve_forever() stops on SIGINT/SIGTERM: the request in flight is
+    answered, the previous handlers come back, exit status 0 and no traceback."""
+    proc, url = _run_library_script(tmp_path, www, "handle")
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=NET_TIMEOUT) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert proc.stdout.readline().strip() == "inside"
+            proc.send_signal(signum)
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            reply = WireReader(sock).read()
+        assert reply.status == 200 and reply.body == b"finished\n"
+        assert proc.wait(NET_TIMEOUT) == 0
+        assert proc.stdout.read().split() == ["stopped", "True", "True"]
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(NET_TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
+def test_library_signals_are_left_alone_when_asked(tmp_path: Path, www: Path) -> None:
+    """serve_forever(handle_signals=False) installs nothing: SIGTERM ends the process as the
+    default action does (killed by the signal)."""
+    proc, url = _run_library_script(tmp_path, www, "ignore")
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(NET_TIMEOUT) == -signal.SIGTERM
+        assert proc.stdout.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(NET_TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
+def test_context_manager_serves_in_background_and_stops_on_exit(www: Path) -> None:
+    """`with Server(...) as s:` serves at s.url inside the block; afterwards the port is closed
+    and the serving thread has ended."""
+    before = threading.active_count()
+    with Server(root=www, port=0, access_log=False) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(server.url + "hello.txt", timeout=NET_TIMEOUT) as answer:
+            assert answer.read() == b"hello, world\n"
+    assert server.wait_stopped(0)
+    assert threading.active_count() == before
+    with pytest.raises(ConnectionRefusedError):
+        connect(server).close()
+
+
+def test_url_names_the_bound_port(www: Path) -> None:
+    """server.url is http://host:port/ with the port the kernel picked for port 0."""
+    server = Server(root=www, port=0, access_log=False)
+    try:
+        host, port = server.listen()
+        assert port != 0
+        assert server.url == f"http://{host}:{port}/"
+    finally:
+        server.close()
+
+
+def test_serves_on_tcp_and_a_unix_socket_at_once(tmp_path: Path, www: Path) -> None:
+    """With a TCP and a unix: bind, both answer; the socket gets the mode asked and its file
+    is removed at the stop."""
+    path = tmp_path / "web.sock"
+    binds = ("127.0.0.1:0", f"unix:{path}")
+    with running_server(root=www, binds=binds, unix_mode=0o660, access_log=False) as server:
+        assert server.urls[1] == f"unix:{path}"
+        assert path.stat().st_mode & 0o777 == 0o660
+        with connect(server) as sock:
+            sock.sendall(GET)
+            assert WireReader(sock).read().body == b"hello, world\n"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(NET_TIMEOUT)
+            sock.connect(str(path))
+            sock.sendall(GET)
+            assert WireReader(sock).read().body == b"hello, world\n"
+    assert not path.exists()
