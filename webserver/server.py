@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
+from ._errorlog import bound_error_log
 from ._exchange import Outcome, Turn, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig
@@ -294,6 +295,8 @@ class Server:
             self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
         poller = self._poller = _Poller()
+        # Every entry bounded and repeats counted while we serve: a client must not fill a disk.
+        release_error_log = bound_error_log(error_log)
         try:
             # A socket shared with other processes wakes one of them per connection, not all.
             poller.watch(listener, exclusive=self._shared_listener)
@@ -304,6 +307,7 @@ class Server:
                 self._drain(poller, listener, pool)
         finally:
             poller.close()
+            release_error_log()
 
     def shutdown(self) -> None:
         """Ask :meth:`serve_forever` to stop; safe from any thread and from signal handlers."""
