@@ -145,10 +145,24 @@ def upload_segments(path: str) -> list[str]:
     return segments
 
 
-def numbered_name(name: str, n: int) -> str:
-    """``report.txt`` → ``report-1.txt``, ``a.tar.gz`` → ``a-1.tar.gz``, ``.env`` → ``.env-1``."""
+def numbered_name(name: str, n: int, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``report.txt`` → ``report-1.txt``, ``a.tar.gz`` → ``a-1.tar.gz``, ``.env`` → ``.env-1``.
+
+    The result fits in ``max_bytes`` of UTF-8 (the file system's name limit), so a name that was
+    accepted is never refused once numbered: the stem loses whole characters from its end to make
+    room for the number, down to one character; only then does the suffix lose characters.
+    """
     if n == 0:
         return name
     stem, dot, suffix = name.lstrip(".").partition(".")
     lead = name[: len(name) - len(name.lstrip("."))]
-    return f"{lead}{stem}-{n}{dot}{suffix}"
+    number = f"-{n}"
+    while _utf8_len(lead, stem, number, dot, suffix) > max_bytes and len(stem) > 1:
+        stem = stem[:-1]
+    while _utf8_len(lead, stem, number, dot, suffix) > max_bytes and suffix:
+        suffix = suffix[:-1]
+    return f"{lead}{stem}{number}{dot}{suffix}"
+
+
+def _utf8_len(*parts: str) -> int:
+    return sum(len(part.encode("utf-8")) for part in parts)

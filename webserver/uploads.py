@@ -21,7 +21,7 @@ from urllib.parse import quote
 from .config import ServerConfig
 from .errors import HTTPError, PayloadTooLarge
 from .handler import Handler
-from .paths import TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
+from .paths import MAX_NAME_BYTES, TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
 from .request import Request
 from .response import Response
 
@@ -138,8 +138,9 @@ def _publish(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]
     Never replaces a file: ``os.link`` fails rather than overwrite. Returns the path and its
     number (0 for the name itself).
     """
+    limit = _name_limit(folder)
     for n in (0, *range(max(start, 1), max(start, 1) + MAX_NUMBERED_NAMES)):
-        target = folder / numbered_name(name, n)
+        target = folder / numbered_name(name, n, limit)
         try:
             os.link(temp, target)
         except FileExistsError:
@@ -150,6 +151,14 @@ def _publish(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]
             raise
         return target, n
     raise HTTPError("too many files with this name", status=409)
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes, in bytes (NAME_MAX)."""
+    try:
+        return min(os.pathconf(folder, "PC_NAME_MAX"), MAX_NAME_BYTES)
+    except (OSError, ValueError):
+        return MAX_NAME_BYTES
 
 
 def _storage_error(exc: OSError) -> HTTPError:

@@ -390,3 +390,16 @@ def test_failed_upload_removes_the_folders_it_created(
     assert status == 500
     assert (www / "kept").is_dir()
     assert not (www / "kept" / "new1").exists()
+
+
+def test_a_255_byte_name_uploaded_twice_gets_a_shortened_number(server: Server, www: Path) -> None:
+    """The second upload of a 255-byte name is stored under a numbered name cut to 255 bytes
+    (once a 400: ``name-1.txt`` was too long); the first is untouched."""
+    name = "n" * 251 + ".txt"
+    first = post(server, "/" + name, b"one")
+    second = post(server, "/" + name, b"two")
+    shortened = "n" * 249 + "-1.txt"
+    assert (first[0], first[1]["Location"]) == (200, "/" + name)
+    assert (second[0], second[1]["Location"]) == (200, "/" + shortened)
+    assert (www / name).read_bytes() == b"one"
+    assert (www / shortened).read_bytes() == b"two"
