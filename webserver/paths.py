@@ -18,6 +18,16 @@ from .errors import BadRequest, HTTPError, NotFound
 
 #: File and folder names longer than this are refused; it is the limit of common file systems.
 MAX_NAME_BYTES = 255
+#: Most segments in an upload's path (folders and the name). Each is a folder to create and a
+#: step of every path resolution; real trees (even ``node_modules``) stay well below, and a
+#: 2,000-segment path once exhausted ``Path.mkdir``'s recursion.
+MAX_UPLOAD_DEPTH = 64
+#: Longest upload path, in bytes of UTF-8 after decoding. Joined to the root it stays well under
+#: Linux's PATH_MAX (4,096 bytes), so every system call on the stored file accepts its path.
+MAX_UPLOAD_PATH_BYTES = 1024
+#: Status for an upload path over either bound: the target is longer than the server is willing
+#: to interpret (RFC 9110 §15.5.15), and the fix for the client is the same -- a shorter path.
+UPLOAD_PATH_TOO_LONG = 414
 #: Upload temporaries carry this prefix; the static handler never serves them.
 TEMP_PREFIX = ".webserver-upload-"
 #: The one hidden folder served even without ``--show-hidden`` (RFC 8615: ACME challenges,
@@ -101,8 +111,17 @@ def upload_segments(path: str) -> list[str]:
 
     Unlike reads, an upload name may not contain ``.``/``..`` or empty segments, control
     characters, or start with the temporary-file prefix: the stored name must be exactly the one
-    asked for, or a numbered sibling of it.
+    asked for, or a numbered sibling of it. A path deeper than ``MAX_UPLOAD_DEPTH`` segments or
+    longer than ``MAX_UPLOAD_PATH_BYTES`` is 414, checked first so no work scales with it.
     """
+    if len(path.encode("utf-8")) > MAX_UPLOAD_PATH_BYTES:
+        raise HTTPError(
+            f"upload path longer than {MAX_UPLOAD_PATH_BYTES} bytes", status=UPLOAD_PATH_TOO_LONG
+        )
+    if path.count("/") > MAX_UPLOAD_DEPTH:
+        raise HTTPError(
+            f"upload path deeper than {MAX_UPLOAD_DEPTH} segments", status=UPLOAD_PATH_TOO_LONG
+        )
     if path.endswith("/"):
         raise BadRequest("upload target names a folder")
     segments = path.split("/")[1:]
@@ -126,10 +145,24 @@ def upload_segments(path: str) -> list[str]:
     return segments
 
 
-def numbered_name(name: str, n: int) -> str:
-    """``report.txt`` → ``report-1.txt``, ``a.tar.gz`` → ``a-1.tar.gz``, ``.env`` → ``.env-1``."""
+def numbered_name(name: str, n: int, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``report.txt`` → ``report-1.txt``, ``a.tar.gz`` → ``a-1.tar.gz``, ``.env`` → ``.env-1``.
+
+    The result fits in ``max_bytes`` of UTF-8 (the file system's name limit), so a name that was
+    accepted is never refused once numbered: the stem loses whole characters from its end to make
+    room for the number, down to one character; only then does the suffix lose characters.
+    """
     if n == 0:
         return name
     stem, dot, suffix = name.lstrip(".").partition(".")
     lead = name[: len(name) - len(name.lstrip("."))]
-    return f"{lead}{stem}-{n}{dot}{suffix}"
+    number = f"-{n}"
+    while _utf8_len(lead, stem, number, dot, suffix) > max_bytes and len(stem) > 1:
+        stem = stem[:-1]
+    while _utf8_len(lead, stem, number, dot, suffix) > max_bytes and suffix:
+        suffix = suffix[:-1]
+    return f"{lead}{stem}{number}{dot}{suffix}"
+
+
+def _utf8_len(*parts: str) -> int:
+    return sum(len(part.encode("utf-8")) for part in parts)

@@ -43,6 +43,7 @@ from types import FrameType, TracebackType
 import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
+from ._errorlog import bound_error_log
 from ._exchange import Outcome, Turn, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
@@ -487,6 +488,8 @@ class Server:
             self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
         poller = self._poller = _Poller()
+        # Every entry bounded and repeats counted while we serve: a client must not fill a disk.
+        release_error_log = bound_error_log(error_log)
         try:
             # A socket shared with other processes wakes one of them per connection, not all.
             for listener in listeners:
@@ -498,6 +501,7 @@ class Server:
                 self._drain(poller, pool)
         finally:
             poller.close()
+            release_error_log()
 
     def shutdown(self) -> None:
         """Ask :meth:`serve_forever` to stop; safe from any thread and from signal handlers."""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from .config import ServerConfig
 from .errors import HTTPError, PayloadTooLarge
 from .handler import Handler
-from .paths import TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
+from .paths import MAX_NAME_BYTES, TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
 from .request import Request
 from .response import Response
 
@@ -54,8 +54,12 @@ class Uploads(Handler):
         declared = request.body.length
         if declared is not None and declared > self.max_size:
             raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
-        folder = self._make_folder(segments[:-1])
-        stored = self._store(request, folder, segments[-1])
+        folder, created = self._make_folder(segments[:-1])
+        try:
+            stored = self._store(request, folder, segments[-1])
+        except BaseException:
+            _remove_folders(created)
+            raise
         relative = stored.relative_to(self.root).as_posix()
         location = quote("/" + relative, safe="/")
         return Response.text(
@@ -64,18 +68,35 @@ class Uploads(Handler):
             headers=[("Location", location)],
         )
 
-    def _make_folder(self, names: list[str]) -> Path:
-        folder = resolve_inside(self.root, names)
+    def _make_folder(self, names: list[str]) -> tuple[Path, list[str]]:
+        """Create the folders ``names`` under the root one level at a time -- no recursion, so no
+        depth exhausts the stack; returns the innermost and those created, outermost first.
+
+        Each level is resolved and checked to lie inside the root once it exists, so a symlink
+        made meanwhile cannot lead the next ``mkdir`` out of it.
+        """
+        resolve_inside(self.root, names)  # a path out of the root is 404 before anything is made
+        created: list[str] = []
+        folder = self.root
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise HTTPError(
-                "a parent of the upload path is a file", status=409, close=True
-            ) from None
-        except OSError as exc:
-            raise _storage_error(exc) from exc
-        # mkdir may have followed a symlink created meanwhile: check again, now that it exists.
-        return resolve_inside(self.root, names)
+            for depth, name in enumerate(names, 1):
+                path = os.path.join(folder, name)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path)
+                    created.append(path)
+                folder = resolve_inside(self.root, names[:depth])
+                if not folder.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+        except BaseException as exc:
+            _remove_folders(created)
+            if isinstance(exc, NotADirectoryError):
+                raise HTTPError(
+                    "a parent of the upload path is a file", status=409, close=True
+                ) from None
+            if isinstance(exc, OSError):
+                raise _storage_error(exc) from exc
+            raise
+        return folder, created
 
     def _store(self, request: Request, folder: Path, name: str) -> Path:
         try:
@@ -103,14 +124,23 @@ class Uploads(Handler):
                 os.unlink(temp)
 
 
+def _remove_folders(created: list[str]) -> None:
+    """Remove the folders a failed upload created, innermost first; one that another upload
+    filled meanwhile is not empty and stays."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 def _publish(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]:
     """Link ``temp`` at ``name``, or else at a free numbered variant from ``start`` on.
 
     Never replaces a file: ``os.link`` fails rather than overwrite. Returns the path and its
     number (0 for the name itself).
     """
+    limit = _name_limit(folder)
     for n in (0, *range(max(start, 1), max(start, 1) + MAX_NUMBERED_NAMES)):
-        target = folder / numbered_name(name, n)
+        target = folder / numbered_name(name, n, limit)
         try:
             os.link(temp, target)
         except FileExistsError:
@@ -121,6 +151,14 @@ def _publish(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]
             raise
         return target, n
     raise HTTPError("too many files with this name", status=409)
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes, in bytes (NAME_MAX)."""
+    try:
+        return min(os.pathconf(folder, "PC_NAME_MAX"), MAX_NAME_BYTES)
+    except (OSError, ValueError):
+        return MAX_NAME_BYTES
 
 
 def _storage_error(exc: OSError) -> HTTPError:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from webserver.errors import BadRequest, HTTPError, NotFound
 from webserver.paths import (
+    MAX_NAME_BYTES,
     TEMP_PREFIX,
     decode_path,
     file_segments,
@@ -165,6 +166,24 @@ class TestUploadSegments:
 def test_numbered_name(name: str, n: int, expected: str) -> None:
     """Numbered variants keep the extension so the file still opens with the right program."""
     assert numbered_name(name, n) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "expected"),
+    [
+        ("s" * 251 + ".txt", 1, "s" * 249 + "-1.txt"),
+        ("s" * 251 + ".txt", 10_000, "s" * 245 + "-10000.txt"),
+        ("é" * 125 + "x.txt", 1, "é" * 124 + "-1.txt"),  # whole characters, never half of one
+        ("a." + "x" * 253, 1, "a-1." + "x" * 251),  # a one-character stem: the suffix gives way
+        ("." + "e" * 254, 1, "." + "e" * 252 + "-1"),
+    ],
+)
+def test_numbered_name_fits_the_name_limit(name: str, n: int, expected: str) -> None:
+    """A name at the 255-byte limit loses characters of its stem so its numbered name fits."""
+    assert len(name.encode()) == MAX_NAME_BYTES
+    numbered = numbered_name(name, n)
+    assert numbered == expected
+    assert len(numbered.encode()) <= MAX_NAME_BYTES
 
 
 class TestHidden:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from webserver import Server
-from webserver.paths import TEMP_PREFIX
+from webserver.paths import MAX_UPLOAD_DEPTH, MAX_UPLOAD_PATH_BYTES, TEMP_PREFIX
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, open_fds, peak_rss_kib, webserver_process
@@ -343,3 +343,65 @@ def test_hidden_names_cannot_be_uploaded(server: Server, www: Path, target: str)
     status, _, _ = post(server, target, b"payload")
     assert status == 403
     assert sorted(www.rglob("*")) == before
+
+
+def test_deep_upload_path_is_414_without_traceback(
+    server: Server, www: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 2,000-segment upload path is 414 (once a 500 with a RecursionError); nothing is made."""
+    before = sorted(www.rglob("*"))
+    status, _, body = post(server, "/a" * 2000 + "/f.txt", b"x")
+    assert status == 414
+    assert b"upload path longer than" in body
+    assert sorted(www.rglob("*")) == before
+    assert "RecursionError" not in caplog.text
+
+
+def test_upload_depth_bound_is_exact(server: Server, www: Path) -> None:
+    """``MAX_UPLOAD_DEPTH`` segments are stored (folders made level by level); one more is 414."""
+    deepest = "/d" * (MAX_UPLOAD_DEPTH - 1) + "/f.txt"
+    status, headers, _ = post(server, deepest, b"deep")
+    assert (status, headers["Location"]) == (200, deepest)
+    assert (www / deepest.lstrip("/")).read_bytes() == b"deep"
+    status, _, body = post(server, "/d" + deepest, b"x")
+    assert (status, b"deeper than" in body) == (414, True)
+
+
+def test_long_upload_path_is_414(server: Server, www: Path) -> None:
+    """An upload path over ``MAX_UPLOAD_PATH_BYTES`` bytes (each segment short enough) is 414."""
+    segment = "/" + "n" * 200
+    target = segment * (MAX_UPLOAD_PATH_BYTES // len(segment) + 1)
+    assert len(target) > MAX_UPLOAD_PATH_BYTES
+    before = sorted(www.rglob("*"))
+    assert post(server, target, b"x")[0] == 414
+    assert sorted(www.rglob("*")) == before
+
+
+def test_failed_upload_removes_the_folders_it_created(
+    server: Server, www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload that fails after making its folders removes them; folders that existed stay."""
+    from types import SimpleNamespace
+
+    def refuse(**kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", str(kwargs.get("dir")))
+
+    (www / "kept").mkdir()
+    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=refuse))
+    status, _, _ = post(server, "/kept/new1/new2/f.txt", b"x")
+    assert status == 500
+    assert (www / "kept").is_dir()
+    assert not (www / "kept" / "new1").exists()
+
+
+def test_a_255_byte_name_uploaded_twice_gets_a_shortened_number(server: Server, www: Path) -> None:
+    """The second upload of a 255-byte name is stored under a numbered name cut to 255 bytes
+    (once a 400: ``name-1.txt`` was too long); the first is untouched."""
+    name = "n" * 251 + ".txt"
+    first = post(server, "/" + name, b"one")
+    second = post(server, "/" + name, b"two")
+    shortened = "n" * 249 + "-1.txt"
+    assert (first[0], first[1]["Location"]) == (200, "/" + name)
+    assert (second[0], second[1]["Location"]) == (200, "/" + shortened)
+    assert (www / name).read_bytes() == b"one"
+    assert (www / shortened).read_bytes() == b"two"
