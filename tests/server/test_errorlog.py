@@ -48,7 +48,7 @@ def record_for(
     logger: logging.Logger, exc: BaseException, msg: str = "failed"
 ) -> logging.LogRecord:
     return logger.makeRecord(
-        logger.name, logging.ERROR, __file__, 1, msg, None, (type(exc), exc, None)
+        logger.name, logging.ERROR, __file__, 1, msg, (), (type(exc), exc, None)
     )
 
 
