@@ -178,6 +178,15 @@ def main() -> None:
     help="List a folder that has no index.html (else 404).",
 )
 @click.option(
+    "--compress/--no-compress",
+    default=True,
+    show_default=True,
+    help=(
+        "Gzip text, JSON, JS, SVG and XML files of 1 KiB to 8 MiB on the fly when the client"
+        " accepts gzip (never a range). Precompressed x.gz/x.br siblings are sent either way."
+    ),
+)
+@click.option(
     "--show-hidden",
     is_flag=True,
     help="Serve and list dot-names (.git, .env); /.well-known/ is served either way.",

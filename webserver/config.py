@@ -148,6 +148,9 @@ class ServerConfig:
     listing: bool = True
     #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
     show_hidden: bool = False
+    #: Gzip text-like files of 1 KiB..8 MiB on the fly for clients that accept it (precompressed
+    #: ``.br``/``.gz`` siblings are sent either way); never for ranges.
+    compress: bool = True
     #: Answer ``GET`` here with a cheap 200 for load balancers, and leave it out of the access log.
     health: str | None = None
     #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` or

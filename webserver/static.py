@@ -24,6 +24,14 @@ from urllib.parse import quote
 
 from .conditional import etag_matches, make_etag, not_modified
 from .config import ServerConfig
+from .encoding import (
+    SIBLING_CODINGS,
+    SIBLING_SUFFIX,
+    choose_coding,
+    gzip_bytes,
+    gzip_file,
+    is_compressible,
+)
 from .errors import NotFound, RangeNotSatisfiable
 from .handler import Handler
 from .httpdate import format_http_date
@@ -44,12 +52,26 @@ _PART_CHUNK = 64 * 1024
 #: Sent with every static response: a browser must not sniff an uploaded .txt into HTML.
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 _ACCEPT_RANGES = ("Accept-Ranges", "bytes")
+_VARY = ("Vary", "Accept-Encoding")
+#: Smallest file gzipped on the fly: below this the gzip header and the CPU outweigh the saving.
+COMPRESS_MIN = 1024
+#: Largest file gzipped on the fly: bigger ones go by sendfile, as compressing them would hold a
+#: worker for long (a precompressed sibling is still sent whatever its size).
+COMPRESS_MAX = 8 * 1024 * 1024
 
 
 class _CachedFile:
     """What serving one version of a file needs, computed once per version."""
 
-    __slots__ = ("body", "content_type", "etag", "fields", "identity", "last_modified")
+    __slots__ = (
+        "body",
+        "compressible",
+        "content_type",
+        "etag",
+        "fields",
+        "identity",
+        "last_modified",
+    )
 
     def __init__(
         self,
@@ -59,8 +81,11 @@ class _CachedFile:
         last_modified: str,
         etag: str,
         body: bytes | None,
+        compressible: bool = False,
     ) -> None:
         self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        #: gzip on the fly applies to this file (type and size); its 200 then varies by coding.
+        self.compressible = compressible
         self.content_type = content_type
         self.last_modified = last_modified
         self.etag = etag
@@ -73,6 +98,8 @@ class _CachedFile:
             _ACCEPT_RANGES,
             NOSNIFF,
         ]
+        if compressible:
+            self.fields.append(_VARY)
 
     def matches(self, st: os.stat_result) -> bool:
         return self.identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -148,6 +175,7 @@ class StaticFiles(Handler):
         cache_size: int = CACHE_SIZE,
         listing: bool = True,
         show_hidden: bool = False,
+        compress: bool = True,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         self.index = index
@@ -155,6 +183,9 @@ class StaticFiles(Handler):
         self.listing = listing
         #: Dot-names (``.git``, ``.env``) are served and listed (else 404 and left out).
         self.show_hidden = show_hidden
+        #: Compressible files of COMPRESS_MIN..COMPRESS_MAX bytes are gzipped on the fly for
+        #: clients that accept it; precompressed ``.br``/``.gz`` siblings are sent either way.
+        self.compress = compress
         #: Files up to this size are kept in memory and sent with their head in one write;
         #: 0 turns the cache off. Larger files go by ``sendfile`` (their headers are cached).
         self.cache_file_limit = cache_file_limit
@@ -163,7 +194,12 @@ class StaticFiles(Handler):
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
-        return cls(config.root, listing=config.listing, show_hidden=config.show_hidden)
+        return cls(
+            config.root,
+            listing=config.listing,
+            show_hidden=config.show_hidden,
+            compress=config.compress,
+        )
 
     def content_type(self, path: Path) -> str:
         """The Content-Type for ``path``: by its suffix, text in UTF-8, else octet-stream."""
@@ -231,6 +267,7 @@ class StaticFiles(Handler):
                 last_modified=format_http_date(st.st_mtime),
                 etag=make_etag(st),
                 body=_read_small(file, st.st_size, self.cache_file_limit),
+                compressible=self._compressible(path, st),
             )
             # Only a path that is its own real path is cached: no symlink, no '..' on the way.
             if str(path) == joined and self.cache_file_limit:
@@ -253,13 +290,15 @@ class StaticFiles(Handler):
     ) -> Response:
         """The 200, 206, 304, 416 or HEAD answer for a regular file; ``file`` is sent unless
         cached."""
+        accept_encoding = request.headers.get("accept-encoding")
+        if accept_encoding is not None and request.headers.get("range") is None:
+            encoded = self._encoded(request, accept_encoding, path, st, cached, file)
+            if encoded is not None:
+                return encoded
         if not_modified(request.headers, cached.etag, st.st_mtime):
             if file is not None:
                 file.close()
-            headers = [("Last-Modified", cached.last_modified), ("ETag", cached.etag), NOSNIFF]
-            if self._has_extra_headers:
-                headers += self.extra_headers(path, st)
-            return Response(304, headers)
+            return self._unchanged(path, st, cached)
         headers = cached.fields.copy()
         if self._has_extra_headers:
             headers += self.extra_headers(path, st)
@@ -276,6 +315,131 @@ class StaticFiles(Handler):
             assert cached.body is not None
             return Response(200, headers, cached.body)
         return Response(200, headers, file, st.st_size)
+
+    def _unchanged(self, path: Path, st: os.stat_result, cached: _CachedFile) -> Response:
+        """The 304 for the identity representation: its validators, no body."""
+        headers = [("Last-Modified", cached.last_modified), ("ETag", cached.etag), NOSNIFF]
+        if cached.compressible:
+            headers.append(_VARY)
+        if self._has_extra_headers:
+            headers += self.extra_headers(path, st)
+        return Response(304, headers)
+
+    def _compressible(self, path: Path, st: os.stat_result) -> bool:
+        """Whether this file may be gzipped on the fly: compression on, a text-like type, and
+        a size where it pays."""
+        return (
+            self.compress
+            and COMPRESS_MIN <= st.st_size <= COMPRESS_MAX
+            and is_compressible(self.content_type(path))
+        )
+
+    def _sibling(self, path: Path, coding: str) -> tuple[BinaryIO, os.stat_result] | None:
+        """The open precompressed sibling of ``path`` for ``coding``, if it is a regular file
+        that lies inside the root (a symlink leading out is ignored)."""
+        sibling = str(path) + SIBLING_SUFFIX[coding]
+        try:
+            fd = os.open(sibling, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        real = os.path.realpath(sibling)
+        if stat.S_ISREG(st.st_mode) and os.path.commonpath((self.root, real)) == str(self.root):
+            return os.fdopen(fd, "rb"), st
+        os.close(fd)
+        return None
+
+    def _encoded(
+        self,
+        request: Request,
+        accept_encoding: str,
+        path: Path,
+        st: os.stat_result,
+        cached: _CachedFile,
+        file: BinaryIO | None,
+    ) -> Response | None:
+        """The answer with a content coding the client accepts: a precompressed sibling, else
+        gzip made on the fly; ``None`` when identity is to be sent."""
+        siblings: dict[str, tuple[BinaryIO, os.stat_result]] = {}
+        for coding in SIBLING_CODINGS:
+            found = self._sibling(path, coding)
+            if found is not None:
+                siblings[coding] = found
+        available = list(siblings)
+        if cached.compressible and "gzip" not in siblings:
+            available.append("gzip")
+        chosen = choose_coding(accept_encoding, available) if available else None
+        for coding, (sibling, _) in siblings.items():
+            if coding != chosen:
+                sibling.close()
+        if chosen is None:
+            return None
+        if chosen not in siblings:
+            return self._gzipped(request, path, st, cached, file)
+        if file is not None:
+            file.close()
+        sibling, sibling_st = siblings[chosen]
+        return self._precompressed(request, chosen, path, sibling, sibling_st, cached)
+
+    def _encoded_fields(
+        self, path: Path, st: os.stat_result, cached: _CachedFile, coding: str, etag: str
+    ) -> list[tuple[str, str]]:
+        fields = [
+            ("Content-Type", cached.content_type),
+            ("Content-Encoding", coding),
+            ("Last-Modified", format_http_date(st.st_mtime)),
+            ("ETag", etag),
+            _VARY,
+            NOSNIFF,
+        ]
+        if self._has_extra_headers:
+            fields += self.extra_headers(path, st)
+        return fields
+
+    def _precompressed(
+        self,
+        request: Request,
+        coding: str,
+        path: Path,
+        sibling: BinaryIO,
+        st: os.stat_result,
+        cached: _CachedFile,
+    ) -> Response:
+        """A ``.br``/``.gz`` sibling as the coded representation, with its own validators."""
+        etag = f'{make_etag(st)[:-1]}-{coding}"'
+        headers = self._encoded_fields(path, st, cached, coding, etag)
+        if not_modified(request.headers, etag, st.st_mtime):
+            sibling.close()
+            return Response(304, headers[2:])
+        if request.method == "HEAD":
+            sibling.close()
+            return Response(200, [*headers, ("Content-Length", str(st.st_size))])
+        return Response(200, headers, sibling, st.st_size)
+
+    def _gzipped(
+        self,
+        request: Request,
+        path: Path,
+        st: os.stat_result,
+        cached: _CachedFile,
+        file: BinaryIO | None,
+    ) -> Response:
+        """The file gzipped on the fly: from memory when cached, else streamed from the file a
+        piece at a time (never read whole). Its ETag is weak, as zlib versions may differ."""
+        etag = f'W/{cached.etag[:-1]}-gzip"'
+        headers = self._encoded_fields(path, st, cached, "gzip", etag)
+        unchanged = not_modified(request.headers, etag, st.st_mtime)
+        if file is not None and (unchanged or request.method == "HEAD"):
+            file.close()
+        if unchanged:
+            return Response(304, headers[2:])
+        if request.method == "HEAD":
+            # The length is known only once compressed: the head promises no length.
+            return Response(200, headers, iter(()))
+        if file is None:
+            assert cached.body is not None  # a file not cached in memory arrives open
+            return Response(200, headers, gzip_bytes(cached.body))
+        return Response(200, headers, gzip_file(file, st.st_size))
 
     def _ranged(
         self,

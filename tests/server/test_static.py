@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -546,3 +547,131 @@ def test_ranged_responses_do_not_grow_memory_by_their_size(tmp_path: Path) -> No
     assert received[0] == (206, 48 << 20)
     assert received[1][0] == 206 and received[1][1] > 48 << 20
     assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
+
+
+# Compression: precompressed siblings and gzip on the fly (webserver.encoding decides the coding).
+
+PAGE = b"function f() { return 1; }\n" * 200
+
+
+@pytest.fixture
+def coded(www: Path) -> Path:
+    """A script big enough to compress, a stylesheet with a .gz and a .br sibling, an image."""
+    (www / "app.js").write_bytes(PAGE)
+    (www / "site.css").write_bytes(b"p { color: red }\n" * 100)
+    (www / "site.css.gz").write_bytes(gzip.compress((www / "site.css").read_bytes()))
+    (www / "site.css.br").write_bytes(b"pretend brotli bytes")
+    (www / "photo.png").write_bytes(b"\x89PNG" + bytes(4000))
+    return www
+
+
+def test_gzip_on_the_fly(server: Server, coded: Path) -> None:
+    """A compressible file is gzipped for a client that accepts gzip, with Vary and an ETag of
+    its own, and decodes to the file."""
+    _, plain, _ = fetch(server, "/app.js")
+    status, headers, body = fetch(server, "/app.js", headers={"Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(body) == PAGE
+    assert len(body) < len(PAGE)
+    assert headers["ETag"] != plain["ETag"]
+    assert plain["Vary"] == "Accept-Encoding"
+    assert "Content-Encoding" not in plain
+
+
+def test_gzip_variant_revalidates(server: Server, coded: Path) -> None:
+    """The gzip variant's ETag gives 304 for that variant, and not for the identity one."""
+    gz = {"Accept-Encoding": "gzip"}
+    _, headers, _ = fetch(server, "/app.js", headers=gz)
+    status, again, body = fetch(server, "/app.js", headers={**gz, "If-None-Match": headers["ETag"]})
+    assert (status, body) == (304, b"")
+    assert again["ETag"] == headers["ETag"]
+    assert again["Vary"] == "Accept-Encoding"
+    status, _, body = fetch(server, "/app.js", headers={"If-None-Match": headers["ETag"]})
+    assert (status, body) == (200, PAGE)
+
+
+def test_precompressed_sibling(server: Server, coded: Path) -> None:
+    """A .br sibling is preferred, a .gz one when br is refused; each with Content-Encoding, the
+    original's type and an ETag of its own that revalidates."""
+    status, headers, body = fetch(server, "/site.css", headers={"Accept-Encoding": "gzip, br"})
+    assert (status, headers["Content-Encoding"], body) == (200, "br", b"pretend brotli bytes")
+    assert headers["Content-Type"] == "text/css; charset=utf-8"
+    ae = {"Accept-Encoding": "gzip, br;q=0"}
+    status, headers, body = fetch(server, "/site.css", headers=ae)
+    assert (status, headers["Content-Encoding"]) == (200, "gzip")
+    assert body == (coded / "site.css.gz").read_bytes()
+    assert headers["Content-Length"] == str(len(body))
+    assert headers["Vary"] == "Accept-Encoding"
+    _, direct, _ = fetch(server, "/site.css.gz")
+    assert headers["ETag"] not in (direct["ETag"], fetch(server, "/site.css")[1]["ETag"])
+    status, _, body = fetch(server, "/site.css", headers={**ae, "If-None-Match": headers["ETag"]})
+    assert (status, body) == (304, b"")
+
+
+@pytest.mark.parametrize(
+    "accept", ["gzip;q=0", "identity", "deflate", "*;q=0", "br;q=0, gzip;q=0, identity;q=0"]
+)
+def test_refused_codings_get_identity(server: Server, coded: Path, accept: str) -> None:
+    """A client that refuses gzip (q=0, or by not listing it) gets the file as it is."""
+    status, headers, body = fetch(server, "/app.js", headers={"Accept-Encoding": accept})
+    assert (status, body) == (200, PAGE)
+    assert "Content-Encoding" not in headers
+
+
+def test_range_is_never_compressed(server: Server, coded: Path) -> None:
+    """A Range request gets the identity bytes, even from a client that accepts gzip."""
+    headers = {"Accept-Encoding": "gzip, br", "Range": "bytes=0-9"}
+    for name in ("/app.js", "/site.css"):
+        status, got, body = fetch(server, name, headers=headers)
+        assert (status, body) == (206, (coded / name[1:]).read_bytes()[:10])
+        assert "Content-Encoding" not in got
+
+
+@pytest.mark.parametrize("name", ["/photo.png", "/hello.txt"])
+def test_not_compressed_when_it_does_not_pay(server: Server, coded: Path, name: str) -> None:
+    """An image (already compressed type) and a file under 1 KiB go out as they are, without
+    Vary."""
+    status, headers, body = fetch(server, name, headers={"Accept-Encoding": "gzip"})
+    assert (status, body) == (200, (coded / name[1:]).read_bytes())
+    assert "Content-Encoding" not in headers
+    assert "Vary" not in headers
+
+
+def test_large_file_gzipped_as_a_stream(server: Server, www: Path) -> None:
+    """A file above the in-memory cache is gzipped a piece at a time, sent chunked."""
+    data = b"".join(b"%d\n" % i for i in range(300_000))
+    (www / "log.txt").write_bytes(data)
+    status, headers, body = fetch(server, "/log.txt", headers={"Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers["Transfer-Encoding"] == "chunked"
+    assert gzip.decompress(body) == data
+
+
+def test_head_of_gzip_variant(server: Server, coded: Path) -> None:
+    """HEAD with Accept-Encoding gets the variant's head and no body."""
+    status, headers, body = fetch(
+        server, "/app.js", method="HEAD", headers={"Accept-Encoding": "gzip"}
+    )
+    assert (status, headers["Content-Encoding"], body) == (200, "gzip", b"")
+
+
+def test_no_compress_keeps_siblings(coded: Path) -> None:
+    """With compression off nothing is gzipped on the fly, but siblings are still sent."""
+    with running_server(root=coded, access_log=False, compress=False) as srv:
+        _, headers, body = fetch(srv, "/app.js", headers={"Accept-Encoding": "gzip"})
+        assert body == PAGE
+        assert "Content-Encoding" not in headers
+        assert "Vary" not in headers
+        _, headers, _ = fetch(srv, "/site.css", headers={"Accept-Encoding": "gzip"})
+        assert headers["Content-Encoding"] == "gzip"
+
+
+def test_sibling_symlink_out_of_root_is_ignored(server: Server, www: Path) -> None:
+    """A .gz sibling that is a symlink leading outside the root is never sent."""
+    (www / "notes.txt").write_bytes(b"notes\n")
+    (www / "notes.txt.gz").symlink_to(www.parent / "secret.txt")
+    status, headers, body = fetch(server, "/notes.txt", headers={"Accept-Encoding": "gzip"})
+    assert (status, body) == (200, b"notes\n")
+    assert "Content-Encoding" not in headers
