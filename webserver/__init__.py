@@ -30,6 +30,7 @@ from .handler import Handler
 from .headers import Headers
 from .listing import ListingEntry
 from .mounting import Mount, MountError
+from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartStart
 from .proxy import Health
 from .request import Request, RequestBody
 from .response import Response
@@ -55,7 +56,12 @@ __all__ = [
     "ListingEntry",
     "Mount",
     "MountError",
+    "MultipartError",
+    "MultipartParser",
     "NotFound",
+    "PartData",
+    "PartEnd",
+    "PartStart",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "Request",
