@@ -5,6 +5,7 @@ arrived whole, with a hard link that fails rather than replace anything -- so a 
 disconnects leaves nothing, and an existing file is never overwritten (the upload takes a fresh
 numbered name ``name-1.txt``, ``name-2.txt``, ...; ``Location`` says which). Folders named in the
 path are created inside the root; a path escaping the root through a symlinked folder is refused.
+A ``multipart/form-data`` body is a form upload instead: its file parts are stored (``_forms.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import quote
 from .config import ServerConfig
 from .errors import HTTPError, PayloadTooLarge
 from .handler import Handler
+from .multipart import is_form_data
 from .paths import MAX_NAME_BYTES, TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
 from .request import Request
 from .response import Response
@@ -50,6 +52,12 @@ class Uploads(Handler):
         return cls(config.root, max_size=config.max_upload)
 
     def post(self, request: Request) -> Response:
+        if is_form_data(request.headers.get("content-type")):
+            # A form upload (curl -F, a browser form): each file part is stored; see _forms.py,
+            # imported here because it builds on this module.
+            from ._forms import store_form
+
+            return store_form(self, request)
         segments = upload_segments(request.route_path)
         declared = request.body.length
         if declared is not None and declared > self.max_size:

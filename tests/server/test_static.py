@@ -478,6 +478,14 @@ class TestListing:
             assert fetch(srv, "/")[0] == 404
             assert fetch(srv, "/docs/")[0] == 200
 
+    def test_upload_form_unless_read_only(self, server: Server, www: Path) -> None:
+        """A listing carries the multipart upload form while uploads are on; with read_only
+        it does not."""
+        form = '<form method="post" enctype="multipart/form-data">'
+        assert form in fetch(server, "/empty/")[2].decode()
+        with running_server(root=www, access_log=False, read_only=True) as srv:
+            assert form not in fetch(srv, "/empty/")[2].decode()
+
     def test_symlink_out_and_temporaries_are_not_listed(self, server: Server, www: Path) -> None:
         """Names GET would not serve (a link out of the root, an upload temporary) are not
         listed."""
