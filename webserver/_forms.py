@@ -96,15 +96,21 @@ def store_form(handler: Uploads, request: Request) -> Response:
             upload_segments(f"{prefix}/{file.name}")  # the path bounds hold for each file
         stored = _publish_all(handler, folder, received.files)
     except BaseException:
+        _discard(received)
         _remove_folders(created)
         raise
-    finally:
-        for file in received.files:
-            if file.out is not None:
-                file.out.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(file.temp)
+    _discard(received)
     return _answer(request, handler.root, stored, received)
+
+
+def _discard(received: _Received) -> None:
+    """Close and remove the temporary files (published files are hard links of their own)."""
+    for file in received.files:
+        if file.out is not None:
+            file.out.close()
+            file.out = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file.temp)
 
 
 def _folder_path(handler: Uploads, path: str) -> str:
