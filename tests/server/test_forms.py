@@ -265,9 +265,8 @@ class TestRefused:
     ) -> None:
         """When the second file cannot be published, the first is removed again: a form is
         stored whole or not at all."""
-        import webserver._forms as forms
+        from webserver.uploads import _publish as real
 
-        real = forms._publish
         calls = []
 
         def publish_once(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]:
@@ -276,7 +275,7 @@ class TestRefused:
                 raise OSError(5, "Input/output error")
             return real(temp, folder, name, start)
 
-        monkeypatch.setattr(forms, "_publish", publish_once)
+        monkeypatch.setattr("webserver._forms._publish", publish_once)
         before = tree(www)
         status, _, _ = post_form(
             server, "/new/", [file_part("one.txt", b"1"), file_part("two.txt", b"2")]
