@@ -172,3 +172,76 @@ def test_wget_mirrors_a_tree_through_listings(server: Server, www: Path, tmp_pat
         if p.is_file()
     }
     assert mirrored == expected
+
+
+def test_curl_form_upload(server: Server, www: Path, tmp_path: Path) -> None:
+    """curl -F file=@x -F other=@y stores both files byte-exact in the folder URL's folder;
+    201 Created names the first; a plain field is listed, not stored."""
+    curl = need("curl")
+    first, second = tmp_path / "x.bin", tmp_path / "y name.txt"
+    first.write_bytes(os.urandom(300_000))
+    second.write_bytes(b"second\r\n--not a boundary\r\n")
+    result = run(
+        curl, "-sS", "-D", "-", "-F", f"file=@{first}", "-F", f"other=@{second}",
+        "-F", "note=hello", server.url + "empty/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"201 Created" in result.stdout and b"Location: /empty/x.bin" in result.stdout
+    assert b"ignored field 'note'" in result.stdout
+    assert (www / "empty" / "x.bin").read_bytes() == first.read_bytes()
+    assert (www / "empty" / "y name.txt").read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in (www / "empty").iterdir()) == ["x.bin", "y name.txt"]
+
+
+#: The longest a browser test may take, start-up of Chromium included.
+BROWSER_TIMEOUT = 90
+
+
+@pytest.mark.timeout(BROWSER_TIMEOUT)
+def test_browser_uploads_through_the_listing_form(
+    server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headless Chromium opens a folder listing, picks two files in its upload form and
+    submits it: both are stored byte-exact and the browser shows the answer."""
+    chromium, chromedriver = need("chromium"), need("chromedriver")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (the test extra installs it)"
+    )
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setenv("SE_AVOID_STATS", "true")  # Selenium Manager: no usage report
+    files = [tmp_path / "photo.bin", tmp_path / "notes é.txt"]
+    files[0].write_bytes(os.urandom(150_000))
+    files[1].write_text("notes\n", encoding="utf-8")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # containers run as root, where Chromium's sandbox cannot start
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",  # traffic only to the server under test
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    try:
+        driver.set_page_load_timeout(NET_TIMEOUT)
+        driver.get(server.url + "empty/")
+        picker = driver.find_element(By.CSS_SELECTOR, "form input[type=file]")
+        picker.send_keys("\n".join(str(f) for f in files))
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        WebDriverWait(driver, NET_TIMEOUT).until(
+            lambda d: "stored /empty/" in d.find_element(By.TAG_NAME, "body").text
+        )
+        shown = driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()
+    assert "stored /empty/photo.bin (150000 bytes)" in shown
+    for file in files:
+        assert (www / "empty" / file.name).read_bytes() == file.read_bytes()
