@@ -14,7 +14,9 @@ or optional spaces and CRLF, a part's header block over ``MAX_PART_HEAD`` bytes 
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -178,6 +180,16 @@ def _part_start(block: bytes) -> PartStart:
     return PartStart(_html_unescape(params["name"]), filename, content_type, tuple(headers))
 
 
+class _State(enum.Enum):
+    """Where the parser is in the body; each value says so in an error message."""
+
+    PREAMBLE = "before its first boundary"
+    AFTER_DELIMITER = "right after a boundary"
+    HEAD = "in a part's headers"
+    DATA = "in a part's content"
+    EPILOGUE = "after its final boundary"
+
+
 class MultipartParser:
     """Turns a ``multipart/form-data`` body, fed in pieces, into events; see the module
     docstring for the rules. Call :meth:`feed` for each piece, then :meth:`close`."""
@@ -191,7 +203,7 @@ class MultipartParser:
         #: case: ``--boundary`` at the very start is a delimiter too.
         self._delimiter = b"\r\n--" + boundary
         self._buffer = bytearray(b"\r\n")
-        self._state = self._preamble
+        self._state = _State.PREAMBLE
         self._max_parts = max_parts
         self._max_head = max_head
         self._parts = 0
@@ -199,28 +211,24 @@ class MultipartParser:
     @property
     def complete(self) -> bool:
         """True once the close delimiter has been read."""
-        return self._state == self._epilogue
+        return self._state is _State.EPILOGUE
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[MultipartEvent]:
         """The events that ``data`` (the next piece of the body) completes."""
-        if self._state == self._epilogue:
+        if self._state is _State.EPILOGUE:
             return []
         self._buffer += data
         events: list[MultipartEvent] = []
-        while self._state(events):
+        while _STEPS[self._state](self, events):
             pass
         return events
 
     def close(self) -> None:
         """The body has ended: MultipartError unless it ended with the close delimiter."""
-        if self._state != self._epilogue:
-            where = {
-                self._preamble: "before its first boundary",
-                self._after_delimiter: "right after a boundary",
-                self._head: "in a part's headers",
-                self._data: "in a part's content",
-            }[self._state]
-            raise MultipartError(f"multipart body ended {where}, without its final boundary")
+        if self._state is not _State.EPILOGUE:
+            raise MultipartError(
+                f"multipart body ended {self._state.value}, without its final boundary"
+            )
 
     # Each state consumes what it can from the buffer, appends events, and says whether another
     # step may make progress (False: wait for more data).
@@ -231,7 +239,7 @@ class MultipartParser:
             del self._buffer[: max(0, len(self._buffer) - len(self._delimiter) + 1)]
             return False
         del self._buffer[: found + len(self._delimiter)]
-        self._state = self._after_delimiter
+        self._state = _State.AFTER_DELIMITER
         return True
 
     def _after_delimiter(self, events: list[MultipartEvent]) -> bool:
@@ -239,7 +247,7 @@ class MultipartParser:
         part; anything else means the boundary appeared inside content."""
         buffer = self._buffer
         if buffer[:2] == b"--":
-            self._state = self._epilogue
+            self._state = _State.EPILOGUE
             self._buffer = bytearray()
             return False
         spaces = _PADDING.match(buffer, 0, self._max_head + 1)
@@ -252,7 +260,7 @@ class MultipartParser:
             self._parts += 1
             if self._parts > self._max_parts:
                 raise MultipartError(f"more than {self._max_parts} parts")
-            self._state = self._head
+            self._state = _State.HEAD
             return True
         if rest in (b"", b"\r") or (padding == 0 and rest == b"-"):
             return False  # not decided yet
@@ -270,7 +278,7 @@ class MultipartParser:
             return False
         events.append(_part_start(bytes(buffer[:end])))
         del buffer[: end + skip]
-        self._state = self._data
+        self._state = _State.DATA
         return True
 
     def _data(self, events: list[MultipartEvent]) -> bool:
@@ -286,8 +294,14 @@ class MultipartParser:
             events.append(PartData(bytes(buffer[:found])))
         events.append(PartEnd())
         del buffer[: found + len(self._delimiter)]
-        self._state = self._after_delimiter
+        self._state = _State.AFTER_DELIMITER
         return True
 
-    def _epilogue(self, events: list[MultipartEvent]) -> bool:
-        return False
+
+#: What each state does with the buffer; the epilogue is never stepped (``feed`` drops it).
+_STEPS: dict[_State, Callable[[MultipartParser, list[MultipartEvent]], bool]] = {
+    _State.PREAMBLE: MultipartParser._preamble,
+    _State.AFTER_DELIMITER: MultipartParser._after_delimiter,
+    _State.HEAD: MultipartParser._head,
+    _State.DATA: MultipartParser._data,
+}
