@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from webserver import Server
 from webserver._forms import FALLBACK_NAME, safe_filename
 from webserver.multipart import MAX_PARTS
+from webserver.paths import upload_segments
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, peak_rss_kib, webserver_process
@@ -83,6 +86,18 @@ class TestSafeFilename:
         name = safe_filename("é" * 200 + ".tar.gz")
         assert name.endswith(".tar.gz") and len(name.encode()) <= 255
         assert name == "é" * 124 + ".tar.gz"
+
+    @given(
+        st.text(
+            alphabet=st.sampled_from("./\\:C a\x00\x1f\x7fé日-") | st.characters(), max_size=400
+        )
+    )
+    def test_property_always_a_valid_upload_name(self, raw: str) -> None:
+        """Whatever a part calls its file, the safe name is one plain POST would accept as a
+        single segment: not hidden, no separator, no control character, at most 255 bytes."""
+        name = safe_filename(raw)
+        assert upload_segments("/" + name) == [name]
+        assert not name.startswith(".") and len(name.encode()) <= 255
 
 
 class TestStoring:
