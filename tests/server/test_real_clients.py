@@ -245,3 +245,19 @@ def test_browser_uploads_through_the_listing_form(
     assert "stored /empty/photo.bin (150000 bytes)" in shown
     for file in files:
         assert (www / "empty" / file.name).read_bytes() == file.read_bytes()
+
+
+def test_curl_form_upload_of_awkward_names(server: Server, www: Path, tmp_path: Path) -> None:
+    """curl -F escapes a '"' in a file name (as %22); the file is stored under its real name,
+    and a name given with ;filename=../ stays in the folder."""
+    curl = need("curl")
+    quoted = tmp_path / 'say "hi" é.txt'
+    quoted.write_bytes(b"quoted")
+    result = run(
+        curl, "-sS", "-F", f"file=@{quoted}", "-F", f"f=@{quoted};filename=../../out.txt",
+        server.url + "empty/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (www / "empty" / 'say "hi" é.txt').read_bytes() == b"quoted"
+    assert (www / "empty" / "out.txt").read_bytes() == b"quoted"
+    assert not (www.parent / "out.txt").exists()
