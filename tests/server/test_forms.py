@@ -89,7 +89,9 @@ class TestSafeFilename:
 
     @given(
         st.text(
-            alphabet=st.sampled_from("./\\:C a\x00\x1f\x7fé日-") | st.characters(), max_size=400
+            alphabet=st.sampled_from("./\\:C a\x00\x1f\x7fé日-")
+            | st.characters(exclude_categories=["Cs"]),  # decoded UTF-8 holds no surrogate
+            max_size=400,
         )
     )
     def test_property_always_a_valid_upload_name(self, raw: str) -> None:
