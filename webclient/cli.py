@@ -21,8 +21,8 @@ from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, CommandFileError, ConfigError
 
 if TYPE_CHECKING:
-    from ._batch import Outcome
     from ._cache import Cache
+    from ._reporting import Outcome
 
 
 class _OneLineError(click.ClickException):
