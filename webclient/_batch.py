@@ -20,13 +20,24 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
-from ._outputs import CreatedFolders, Destinations, OutputFile, remove_stale_temps
-from ._reporting import SNIFF_SIZE, Outcome, Progress, ProgressSink, Summary, is_binary
+from ._outputs import CreatedFolders, Destinations, OutputFile, SpoolSink, remove_stale_temps
+from ._reporting import (
+    SNIFF_SIZE,
+    Outcome,
+    Progress,
+    ProgressSink,
+    Summary,
+    head_text,
+    is_binary,
+    json_line,
+    outcome_record,
+    summary_record,
+)
 from ._status import CacheStatus
 from .client import Client, Request, Response, Result
 from .commands import Command
@@ -55,8 +66,22 @@ class BatchRun:
         progress: bool = False,
         stdout_is_tty: bool = False,
         upload_root: Path | None = None,
+        json_lines: bool = False,
+        spool: bool = False,
+        save_names: Mapping[int, str] | None = None,
+        uploads: Mapping[int, Path] | None = None,
     ) -> None:
         self.client = client
+        #: One JSON object per command, then the summary, on stdout (no bodies, no report lines
+        #: but errors on stderr).
+        self.json_lines = json_lines
+        #: GET bodies go to stdout only, not saved (``webclient get URL``): each waits in an
+        #: anonymous temporary file for its turn.
+        self.spool = spool
+        #: Names to save GET bodies under (by command index) instead of their file names.
+        self._save_names = dict(save_names or {})
+        #: Local files to upload (by command index) instead of their file names.
+        self._uploads = dict(uploads or {})
         #: POST reads only files inside this folder (symlinks resolved); None: anywhere.
         self.upload_root = upload_root
         self._upload_real: Path | None = None
@@ -68,7 +93,7 @@ class BatchRun:
         self.quiet = quiet
         self.parallel = parallel
         self.stdout_is_tty = stdout_is_tty
-        self.progress = Progress(stderr, progress and not quiet)
+        self.progress = Progress(stderr, progress and not quiet and not json_lines)
         self.summary = Summary()
         self._pending: dict[int, Outcome] = {}
         self._next = 0
@@ -81,6 +106,8 @@ class BatchRun:
         #: The complete bodies of those, waiting for their turn (by command index).
         self._deferred: dict[int, OutputFile] = {}
         self._files_lock = threading.Lock()
+        #: Bodies to show, not save, waiting for their turn (by command index).
+        self._spools: dict[int, SpoolSink] = {}
         self._cwd = ""
         #: Set when stdout or stderr was closed by the reader (``| head``): the run stops.
         self.stop = threading.Event()
@@ -131,7 +158,11 @@ class BatchRun:
                 file.abort()
             self._folders.close()
         self.summary.elapsed = time.monotonic() - started
-        if not self.quiet and not self.stop.is_set():
+        if self.stop.is_set():
+            return self.summary
+        if self.json_lines:
+            self._write_stdout(json_line(summary_record(self.summary)))
+        elif not self.quiet:
             self._write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
@@ -151,8 +182,12 @@ class BatchRun:
     # -- building requests -----------------------------------------------------------------------
 
     def _request(self, index: int, command: Command) -> Request:
+        if command.method == "HEAD":
+            return Request("HEAD", command.url)
         if command.method == "POST":
-            local = Path(unquote(command.path.partition("?")[0]).lstrip("/"))
+            local = self._uploads.get(index) or Path(
+                unquote(command.path.partition("?")[0]).lstrip("/")
+            )
             try:
                 usable = local.is_file()
             except OSError as exc:  # a name the OS refuses: too long, a loop of symlinks
@@ -163,7 +198,10 @@ class BatchRun:
             return Request(
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
-        self._destinations[index] = self._destination(command.local_name)
+        if self.spool:
+            return Request("GET", command.url, sink=self._spool_factory(index))
+        name = self._save_names.get(index, command.local_name)
+        self._destinations[index] = self._destination(name)
         return Request("GET", command.url, sink=self._sink_factory(index, command))
 
     def _uploadable(self, local: Path) -> Path:
@@ -224,15 +262,39 @@ class BatchRun:
 
         return make
 
+    def _spool_factory(self, index: int) -> Callable[[Response], SpoolSink | None]:
+        """A sink to an anonymous temporary file, for bodies shown but not saved; with
+        ``--json`` (nothing shown) the body is read and dropped."""
+
+        def make(response: Response) -> SpoolSink | None:
+            if not response.ok or self.json_lines or not self.print_bodies:
+                return None
+            sink = SpoolSink()
+            with self._files_lock:
+                self._spools[index] = sink
+            return sink
+
+        return make
+
     # -- results ---------------------------------------------------------------------------------
 
     def _outcome(self, index: int, command: Command, result: Result) -> Outcome:
         where = _where(command)
+        with self._files_lock:
+            spool = self._spools.pop(index, None)
+        if spool is not None and (isinstance(result, WebClientError) or not result.ok):
+            spool.abort()
         if isinstance(result, WebClientError):
             return Outcome(command, False, f"{where}: {result}")
         status = f"{result.status} {result.reason}".strip()
         if not result.ok:
             return Outcome(command, False, f"{where}: {status}", response=result)
+        if command.method == "HEAD":
+            return Outcome(command, True, f"{where}: {status}", response=result)
+        if self.spool:
+            message = f"{where}: {status}, {human_size(result.body_size)}"
+            message += f" (cache {result.cache_status.value})"
+            return Outcome(command, True, message, response=result, spool=spool)
         if command.method == "POST":
             location = result.header("location")
             stored = f", stored at {location}" if location else ""
@@ -304,15 +366,34 @@ class BatchRun:
                 summary.stale += 1
 
     def _print(self, outcome: Outcome) -> None:
-        if not outcome.ok or not self.quiet:
-            self._write_stderr(("" if outcome.ok else "error: ") + outcome.message + "\n")
-        if (
-            outcome.ok
-            and outcome.saved is not None
-            and self.print_bodies
-            and not self.stop.is_set()
-        ):
-            self._print_body(outcome)
+        try:
+            if self.json_lines:
+                if not outcome.ok:
+                    self._write_stderr(f"error: {outcome.message}\n")
+                self._write_stdout(json_line(outcome_record(outcome)))
+                return
+            if not outcome.ok or not self.quiet:
+                self._write_stderr(("" if outcome.ok else "error: ") + outcome.message + "\n")
+            if not outcome.ok or not self.print_bodies or self.stop.is_set():
+                return
+            if outcome.command.method == "HEAD" and outcome.response is not None:
+                self._write_stdout(head_text(outcome.response))
+            elif outcome.spool is not None:
+                self._show(outcome, outcome.spool.file, "the body")
+            elif outcome.saved is not None:
+                self._print_body(outcome)
+        finally:
+            if outcome.spool is not None:
+                outcome.spool.abort()
+
+    def _write_stdout(self, text: str) -> None:
+        if self.stdout_closed:
+            return
+        try:
+            self.stdout.write(text.encode())
+            self.stdout.flush()
+        except BrokenPipeError:
+            self._stdout_gone()
 
     def _write_stderr(self, text: str) -> None:
         if self.stderr_closed:
@@ -331,29 +412,39 @@ class BatchRun:
 
     def _print_body(self, outcome: Outcome) -> None:
         assert outcome.saved is not None
+        try:
+            file = open(outcome.saved, "rb")  # noqa: SIM115 - closed just below
+        except OSError as exc:
+            self._write_stderr(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")
+            return
+        with file:
+            self._show(outcome, file, str(outcome.saved))
+
+    def _show(self, outcome: Outcome, file: BinaryIO, what: str) -> None:
+        """Copy a body to stdout (a note instead of binary content on a terminal)."""
         assert outcome.response is not None
         try:
-            with open(outcome.saved, "rb") as file:
-                sample = file.read(SNIFF_SIZE)
-                content_type = outcome.response.header("content-type")
-                if self.stdout_is_tty and is_binary(content_type, sample):
-                    note = (
-                        f"[{outcome.command.path}: binary content "
-                        f"({content_type or 'unknown type'}, "
-                        f"{human_size(outcome.response.body_size)}) not shown]\n"
-                    )
-                    self.stdout.write(note.encode())
-                    self.stdout.flush()
-                    return
-                last = sample[-1:]
-                self.stdout.write(sample)
-                while chunk := file.read(64 * 1024):
-                    self.stdout.write(chunk)
-                    last = chunk[-1:]
-                if self.stdout_is_tty and last not in (b"", b"\n"):
-                    self.stdout.write(b"\n")
+            file.seek(0)
+            sample = file.read(SNIFF_SIZE)
+            content_type = outcome.response.header("content-type")
+            if self.stdout_is_tty and is_binary(content_type, sample):
+                note = (
+                    f"[{outcome.command.path}: binary content "
+                    f"({content_type or 'unknown type'}, "
+                    f"{human_size(outcome.response.body_size)}) not shown]\n"
+                )
+                self.stdout.write(note.encode())
                 self.stdout.flush()
+                return
+            last = sample[-1:]
+            self.stdout.write(sample)
+            while chunk := file.read(64 * 1024):
+                self.stdout.write(chunk)
+                last = chunk[-1:]
+            if self.stdout_is_tty and last not in (b"", b"\n"):
+                self.stdout.write(b"\n")
+            self.stdout.flush()
         except BrokenPipeError:
             self._stdout_gone()
         except OSError as exc:
-            self._write_stderr(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")
+            self._write_stderr(f"warning: cannot show {what}: {exc.strerror}\n")

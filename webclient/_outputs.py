@@ -18,10 +18,12 @@ import fcntl
 import itertools
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import LocalFileError, UnsafePathError
 
@@ -442,3 +444,21 @@ class OutputFile:
             os.close(fd)
         if self._own_folders:
             self._folders.close()
+
+
+class SpoolSink:
+    """A body to show, not save (``webclient get URL``): kept in an anonymous temporary file
+    (gone from the file system from the start) until its turn to be copied to stdout."""
+
+    def __init__(self) -> None:
+        self.file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by abort()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        self.file.flush()
+
+    def abort(self) -> None:
+        """Let go of the body (shown, or not wanted)."""
+        self.file.close()

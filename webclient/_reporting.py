@@ -9,11 +9,12 @@ bar is shown at a time, on the stream given (stderr), and only for transfers of 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from ._outputs import OutputFile
+from ._outputs import OutputFile, SpoolSink
 from .client import Response
 from .commands import Command
 from .config import human_size
@@ -46,7 +47,7 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
 class Outcome:
     """What happened to one command."""
 
-    __slots__ = ("command", "message", "ok", "response", "saved")
+    __slots__ = ("command", "message", "ok", "response", "saved", "spool")
 
     def __init__(
         self,
@@ -55,12 +56,15 @@ class Outcome:
         message: str,
         saved: Path | None = None,
         response: Response | None = None,
+        spool: SpoolSink | None = None,
     ) -> None:
         self.command = command
         self.ok = ok
         self.message = message
         self.saved = saved
         self.response = response
+        #: The body to show on stdout, when it is not saved (``webclient get URL``).
+        self.spool = spool
 
     def __repr__(self) -> str:
         return f"Outcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
@@ -90,6 +94,56 @@ class Summary:
             + (f", {self.stale} stale" if self.stale else "")
             + f"; {self.elapsed:.2f} s"
         )
+
+
+def outcome_record(outcome: Outcome) -> dict[str, Any]:
+    """One command's result for ``--json``: the keys are documented in docs/client.md and
+    always all present (``null`` when they do not apply), so scripts can rely on them."""
+    command, response = outcome.command, outcome.response
+    return {
+        "type": "command",
+        "line": command.line or None,
+        "method": command.method,
+        "url": command.url,
+        "ok": outcome.ok,
+        "status": None if response is None else response.status,
+        "reason": None if response is None else response.reason,
+        "cache": None if response is None else response.cache_status.value,
+        "saved": None if outcome.saved is None else str(outcome.saved),
+        "size": None if response is None else response.body_size,
+        "received": 0 if response is None else response.bytes_received,
+        "sent": 0 if response is None or not outcome.ok else response.bytes_sent,
+        "message": outcome.message,
+    }
+
+
+def summary_record(summary: Summary) -> dict[str, Any]:
+    """The last ``--json`` object: the counts of the run (docs/client.md lists the keys)."""
+    return {
+        "type": "summary",
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "received": summary.bytes_received,
+        "sent": summary.bytes_sent,
+        "hits": summary.hits,
+        "revalidated": summary.revalidated,
+        "misses": summary.misses,
+        "stale": summary.stale,
+        "elapsed": round(summary.elapsed, 3),
+    }
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """A record as one line of JSON (no spaces to split on, non-ASCII escaped)."""
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def head_text(response: Response) -> str:
+    """A response's status and reason, then its header fields one a line, then a blank line
+    (``webclient head``; like ``curl -I`` without the protocol version)."""
+    lines = [f"{response.status} {response.reason}".rstrip()]
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    return "\r\n".join(lines) + "\r\n\r\n"
 
 
 class Progress:
