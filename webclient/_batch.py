@@ -16,6 +16,7 @@ closed by its reader, the run stops quietly (nothing more is sent or reported).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -25,7 +26,20 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
-from ._outputs import CreatedFolders, Destinations, OutputFile, SpoolSink, remove_stale_temps
+from ._outputs import (
+    CreatedFolders,
+    Destinations,
+    OutputFile,
+    Partial,
+    Resume,
+    SpoolSink,
+    content_range_start,
+    find_partial,
+    forget_partial,
+    if_range_validator,
+    remove_stale_parts,
+    remove_stale_temps,
+)
 from ._reporting import (
     SNIFF_SIZE,
     Outcome,
@@ -42,7 +56,11 @@ from ._status import CacheStatus
 from .client import Client, Request, Response, Result
 from .commands import Command
 from .config import human_size
-from .errors import LocalFileError, UnsafePathError, WebClientError
+from .errors import LocalFileError, ResponseTooLarge, UnsafePathError, WebClientError
+
+
+class _Refused(Exception):
+    """A 2xx response whose body is not saved (said in the message)."""
 
 
 def _where(command: Command) -> str:
@@ -108,6 +126,15 @@ class BatchRun:
         self._files_lock = threading.Lock()
         #: Bodies to show, not save, waiting for their turn (by command index).
         self._spools: dict[int, SpoolSink] = {}
+        #: Interrupted downloads this run resumes (by command index), found beside their files.
+        self._partials: dict[int, Partial] = {}
+        #: Where each resumed body started (a 206 appended to the .part).
+        self._resumed: dict[int, int] = {}
+        #: Why a response was not saved although its status was 2xx (a 206 not asked for).
+        self._refused: dict[int, str] = {}
+        #: Commands answered 416 to their range: they are sent again without it.
+        self._restart: set[int] = set()
+        self._now = 0.0
         self._cwd = ""
         #: Set when stdout or stderr was closed by the reader (``| head``): the run stops.
         self.stop = threading.Event()
@@ -118,6 +145,7 @@ class BatchRun:
         started = time.monotonic()
         cwd = os.getcwd()
         self._cwd = cwd if cwd.endswith("/") else cwd + "/"
+        self._now = time.time()
         requests: list[Request] = []
         positions: list[int] = []
         failed: list[tuple[int, Outcome]] = []
@@ -135,21 +163,22 @@ class BatchRun:
             positions.append(index)
         counts = Counter(self._destinations.values())
         self._shared = {path for path, count in counts.items() if count > 1}
+        self._resume_alone(requests, positions)
         self._folders = CreatedFolders(self._destination.root)
         if self._destinations:
             self._folders.hold()
         self._remove_stale_temps({os.path.dirname(path) for path in counts})
         for index, outcome in failed:
             self._complete(index, outcome)
-
-        def on_result(position: int, result: Result) -> None:
-            index = positions[position]
-            self._complete(index, self._outcome(index, self.commands[index], result))
-
         try:
-            self.client.request_all(
-                requests, parallel=self.parallel, on_result=on_result, stop=self.stop
-            )
+            self._send(requests, positions)
+            if self._restart and not self.stop.is_set():
+                # 416: the .part no longer fits the file; each of these starts afresh.
+                again = sorted(self._restart)
+                for index in again:
+                    self._partials.pop(index)
+                    forget_partial(self._destinations[index])
+                self._send([self._request(i, self.commands[i]) for i in again], again)
         finally:
             # Bodies still waiting for their turn (the run was interrupted) leave nothing behind.
             with self._files_lock:
@@ -166,17 +195,49 @@ class BatchRun:
             self._write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
+    def _send(self, requests: list[Request], positions: list[int]) -> None:
+        self._restart = set()
+
+        def on_result(position: int, result: Result) -> None:
+            index = positions[position]
+            if index in self._partials and isinstance(result, Response) and result.status == 416:
+                self._restart.add(index)  # (completed by the second round)
+                return
+            self._complete(index, self._outcome(index, self.commands[index], result))
+
+        self.client.request_all(
+            requests, parallel=self.parallel, on_result=on_result, stop=self.stop
+        )
+
+    def _resume_alone(self, requests: list[Request], positions: list[int]) -> None:
+        """Commands sharing a destination take turns through temporary files: none of them
+        resumes (their requests lose the Range)."""
+        for position, index in enumerate(positions):
+            if index in self._partials and self._destinations[index] in self._shared:
+                del self._partials[index]
+                requests[position] = dataclasses.replace(requests[position], headers=())
+
     def _remove_stale_temps(self, folders: set[str]) -> None:
-        """Clean the temporary files killed runs left where this one writes, and say so."""
+        """Clean the temporary files killed runs left where this one writes, and the
+        interrupted downloads too old to resume, and say so."""
         for folder in sorted(folders):
             removed = remove_stale_temps(folder)
-            if removed and not self.quiet:
-                inside = (folder + "/").startswith(self._cwd)
-                shown = (folder + "/")[len(self._cwd) :].rstrip("/") if inside else folder
+            parts = remove_stale_parts(folder, now=self._now)
+            if self.quiet or not (removed or parts):
+                continue
+            inside = (folder + "/").startswith(self._cwd)
+            shown = (folder + "/")[len(self._cwd) :].rstrip("/") or "." if inside else folder
+            if removed:
                 plural = "s" if removed > 1 else ""
                 self._write_stderr(
                     f"removed {removed} unfinished download{plural} (.part) of an interrupted"
-                    f" run from {shown or '.'}\n"
+                    f" run from {shown}\n"
+                )
+            if parts:
+                plural = "s" if parts > 1 else ""
+                self._write_stderr(
+                    f"removed {parts} interrupted download{plural} (.part) older than a day"
+                    f" from {shown}\n"
                 )
 
     # -- building requests -----------------------------------------------------------------------
@@ -201,8 +262,17 @@ class BatchRun:
         if self.spool:
             return Request("GET", command.url, sink=self._spool_factory(index))
         name = self._save_names.get(index, command.local_name)
-        self._destinations[index] = self._destination(name)
-        return Request("GET", command.url, sink=self._sink_factory(index, command))
+        target = self._destinations[index] = self._destination(name)
+        partial = find_partial(target, command.url, now=self._now)
+        if partial is None:
+            return Request("GET", command.url, sink=self._sink_factory(index, command))
+        self._partials[index] = partial
+        return Request(
+            "GET",
+            command.url,
+            headers=partial.request_headers(),
+            sink=self._sink_factory(index, command),
+        )
 
     def _uploadable(self, local: Path) -> Path:
         """The real path of a file to upload; UnsafePathError when it is outside the upload
@@ -249,7 +319,14 @@ class BatchRun:
                 return None
             target = self._destinations[index]
             deferred = target in self._shared
-            file = OutputFile(target, folders=self._folders, deferred=deferred)
+            try:
+                resume = None if deferred else self._resume_for(index, command, response)
+            except _Refused as exc:
+                with self._files_lock:
+                    self._refused[index] = str(exc)
+                forget_partial(target)  # whatever it holds, the next run starts afresh
+                return None
+            file = OutputFile(target, folders=self._folders, deferred=deferred, resume=resume)
             if deferred:
                 with self._files_lock:
                     self._deferred[index] = file
@@ -261,6 +338,29 @@ class BatchRun:
             return file if bar is None else ProgressSink(file, bar)
 
         return make
+
+    def _resume_for(self, index: int, command: Command, response: Response) -> Resume | None:
+        """How the body of ``response`` uses ``<name>.part``: appended after what an earlier
+        run left (a 206 that starts where that ends), or written afresh where a later run can
+        resume it (from the network, with a validator); None for a plain temporary file."""
+        partial = self._partials.get(index)
+        if response.status == 206:
+            start = content_range_start(response.header("content-range"))
+            if partial is None or start != partial.size:
+                asked = "no range" if partial is None else f"bytes {partial.size}-"
+                raise _Refused(
+                    f"206 Partial Content for bytes {start}- ({response.header('content-range')})"
+                    f" to a request for {asked}: not saved"
+                )
+            with self._files_lock:
+                self._resumed[index] = start
+            return Resume(command.url, partial.validator, start)
+        if response.cache_status not in (CacheStatus.MISS, CacheStatus.BYPASS):
+            return None  # from the cache: nothing to resume later
+        validator = if_range_validator(response.headers)
+        if validator is None:
+            return None
+        return Resume(command.url, validator)
 
     def _spool_factory(self, index: int) -> Callable[[Response], SpoolSink | None]:
         """A sink to an anonymous temporary file, for bodies shown but not saved; with
@@ -284,7 +384,14 @@ class BatchRun:
             spool = self._spools.pop(index, None)
         if spool is not None and (isinstance(result, WebClientError) or not result.ok):
             spool.abort()
+        with self._files_lock:
+            refused = self._refused.pop(index, None)
+            resumed = self._resumed.pop(index, None)
+        if refused is not None:
+            return Outcome(command, False, f"{where}: {refused}", response=None)
         if isinstance(result, WebClientError):
+            if isinstance(result, ResponseTooLarge) and index in self._destinations:
+                forget_partial(self._destinations[index])  # its rest would be too large too
             return Outcome(command, False, f"{where}: {result}")
         status = f"{result.status} {result.reason}".strip()
         if not result.ok:
@@ -301,14 +408,20 @@ class BatchRun:
             message = f"{where}: {status}, sent {human_size(result.bytes_sent)}{stored}"
             return Outcome(command, True, message, response=result)
         saved = self._destinations[index]
+        if resumed is None and index in self._partials:
+            forget_partial(saved)  # restarted from the start without a .part of its own
         text = str(saved)
         shown = text[len(self._cwd) :] if text.startswith(self._cwd) else text
         offline = ", offline" if self.client.config.offline else ""
+        size = result.body_size + (resumed or 0)
+        how = "" if resumed is None else f"resumed after {human_size(resumed)}, "
         message = (
-            f"{where}: {status}, {human_size(result.body_size)} saved to {shown}"
-            f" (cache {result.cache_status.value}{offline})"
+            f"{where}: {status}, {human_size(size)} saved to {shown}"
+            f" ({how}cache {result.cache_status.value}{offline})"
         )
-        return Outcome(command, True, message, saved=saved, response=result)
+        outcome = Outcome(command, True, message, saved=saved, response=result)
+        outcome.resumed = resumed or 0
+        return outcome
 
     def _complete(self, index: int, outcome: Outcome) -> None:
         """Record an outcome; print every outcome that is now next in command-file order.

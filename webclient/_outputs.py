@@ -8,6 +8,14 @@ that descriptor, so a folder swapped for a symlink meanwhile cannot redirect a b
 does not arrive whole leaves neither its temporary file nor the folders created for it (when
 empty); a complete body gets the mode any new file gets (``0o666 & ~umask``); temporary files of
 killed runs (older than :data:`STALE_TEMP_AGE`, unlocked) are removed by the next run.
+
+Resuming: a download from the network whose response carries a validator ``If-Range`` may use
+(a strong ETag, else a Last-Modified at least a second older than its Date) is written to
+``<name>.part`` beside its destination (mode 0600, locked while written) with the URL and the
+validator in ``<name>.part.meta``, written first; when the body does not arrive whole both stay,
+and the next run asks for the rest (``Range`` + ``If-Range``). A ``.part`` is only ever touched
+when its ``.meta`` names the same URL (a user's own ``notes.part`` is not ours), and one older than
+:data:`PART_MAX_AGE` is removed instead of resumed.
 """
 
 from __future__ import annotations
@@ -16,15 +24,19 @@ import contextlib
 import errno
 import fcntl
 import itertools
+import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ._freshness import HeaderList, header_value, parse_http_date
 from .errors import LocalFileError, UnsafePathError
 
 
@@ -321,6 +333,140 @@ class CreatedFolders:
                 current = parent
 
 
+#: An interrupted download older than this is removed rather than resumed: a day is enough to
+#: come back to a failed batch, and short enough not to hoard disk space for one never rerun.
+PART_MAX_AGE = 24 * 60 * 60
+#: ``<name>.part`` holds the body so far; ``<name>.part.meta`` its URL and validator.
+PART_SUFFIX = ".part"
+META_SUFFIX = ".part.meta"
+#: Largest metadata record read: a URL and a validator, never near this.
+_META_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An interrupted download found beside its destination: ``size`` bytes, and the
+    validator of the response they came from (for ``If-Range``)."""
+
+    size: int
+    validator: str
+
+    def request_headers(self) -> tuple[tuple[str, str], ...]:
+        """What asks for the rest, only if the resource is still the same (RFC 9110 §14.2,
+        §13.1.5): otherwise the server sends all of it with a 200."""
+        return (("Range", f"bytes={self.size}-"), ("If-Range", self.validator))
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How an :class:`OutputFile` uses ``<name>.part``: ``offset`` bytes of it are kept (0: it
+    starts afresh); ``validator`` (None: the response has none) lets a later run resume it."""
+
+    url: str
+    validator: str | None
+    offset: int = 0
+
+
+def if_range_validator(headers: HeaderList) -> str | None:
+    """The validator ``If-Range`` may carry for a response: a strong ETag, else a
+    Last-Modified that is strong because it is a second or more older than the Date
+    (RFC 9110 §13.1.5, §8.8.2.2); None when there is neither."""
+    etag = header_value(headers, "etag")
+    if etag is not None and etag.strip().startswith('"'):
+        return etag.strip()
+    modified = header_value(headers, "last-modified")
+    date = header_value(headers, "date")
+    now = time.time()
+    modified_at = parse_http_date(modified, now)
+    date_at = parse_http_date(date, now)
+    if modified is None or modified_at is None or date_at is None or date_at - modified_at < 1:
+        return None
+    return modified.strip()
+
+
+def content_range_start(value: str | None) -> int | None:
+    """The first byte position of ``Content-Range: bytes FIRST-LAST/LENGTH``; None otherwise."""
+    match = re.fullmatch(r"\s*bytes\s+([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)\s*", value or "")
+    if match is None or int(match.group(2)) < int(match.group(1)):
+        return None
+    return int(match.group(1))
+
+
+def find_partial(destination: Path, url: str, *, now: float | None = None) -> Partial | None:
+    """The interrupted download of ``url`` beside ``destination``, if there is a usable one."""
+    folder, name = os.path.dirname(destination), destination.name
+    meta = _read_meta(os.path.join(folder, name + META_SUFFIX))
+    validator = None if meta is None else meta.get("validator")
+    if meta is None or meta.get("url") != url or not isinstance(validator, str):
+        return None
+    try:
+        st = os.stat(os.path.join(folder, name + PART_SUFFIX), follow_symlinks=False)
+    except OSError:
+        return None
+    limit = (time.time() if now is None else now) - PART_MAX_AGE
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_mtime < limit:
+        return None
+    return Partial(st.st_size, validator)
+
+
+def _read_meta(path: str, folder_fd: int | None = None) -> dict[str, object] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as file:
+            data = json.loads(file.read(_META_LIMIT))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def forget_partial(destination: Path) -> None:
+    """Remove the ``.part`` of ``destination`` and its record (a download that restarted)."""
+    folder, name = os.path.dirname(destination), destination.name
+    for suffix in (PART_SUFFIX, META_SUFFIX):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name + suffix))
+
+
+def remove_stale_parts(folder: str, *, now: float | None = None) -> int:
+    """Remove the interrupted downloads in ``folder`` older than :data:`PART_MAX_AGE` (those
+    with a ``.part.meta`` record, and not locked by a live run); how many were removed."""
+    limit = (time.time() if now is None else now) - PART_MAX_AGE
+    try:
+        folder_fd = os.open(folder, _O_FOLDER)
+    except OSError:
+        return 0
+    removed = 0
+    try:
+        with os.scandir(folder_fd) as entries:
+            metas = [e.name for e in entries if e.name.endswith(META_SUFFIX) and e.is_file()]
+        for meta in metas:
+            removed += _remove_stale_part(folder_fd, meta, limit)
+    except OSError:
+        pass  # an unreadable folder: the downloads into it report their own errors
+    finally:
+        os.close(folder_fd)
+    return removed
+
+
+def _remove_stale_part(folder_fd: int, meta: str, limit: float) -> int:
+    part = meta[: -len(META_SUFFIX)] + PART_SUFFIX
+    try:
+        times = [os.stat(meta, dir_fd=folder_fd, follow_symlinks=False).st_mtime]
+        with contextlib.suppress(FileNotFoundError):
+            times.append(os.stat(part, dir_fd=folder_fd, follow_symlinks=False).st_mtime)
+    except OSError:
+        return 0
+    if max(times) >= limit:
+        return 0
+    removed = _remove_unlocked(folder_fd, part)
+    with contextlib.suppress(OSError):
+        os.unlink(meta, dir_fd=folder_fd)
+    return removed or 1
+
+
 #: Attempts at creating a temporary file whose folder another failed download may remove.
 _TEMP_ATTEMPTS = 5
 
@@ -335,7 +481,9 @@ class OutputFile:
     that does not arrive whole leaves nothing behind: its temporary file is removed, and so are
     the folders created for it, when empty, deepest first. With ``deferred``, :meth:`close`
     keeps the complete body in its temporary file and :meth:`publish` renames it into place
-    later (a batch does that in command-file order).
+    later (a batch does that in command-file order). With ``resume``, the temporary file is
+    ``<name>.part`` (see the module docstring), kept when the body is cut short if the response
+    had a validator.
     """
 
     def __init__(
@@ -345,8 +493,14 @@ class OutputFile:
         *,
         folders: CreatedFolders | None = None,
         deferred: bool = False,
+        resume: Resume | None = None,
     ) -> None:
         self.path = path
+        self._resume = resume
+        #: The name of the ``.part.meta`` record in the folder, once written.
+        self._meta: str | None = None
+        #: Bytes in the file: those kept from an earlier run, then those written.
+        self.size = resume.offset if resume is not None else 0
         self._on_write = on_write
         #: Folders of this file alone (none given): let go of when the file is done.
         self._own_folders = folders is None
@@ -359,7 +513,7 @@ class OutputFile:
             for attempt in range(_TEMP_ATTEMPTS):
                 self._folder_fd = self._folders.open(self._folder)
                 try:
-                    self._fd, self._temp = create_temp(self._folder_fd, prefix)
+                    self._fd, self._temp = self._open_part(self._folder_fd, prefix)
                     break
                 except FileNotFoundError:
                     # Another failed download of the run removed the folder it had created.
@@ -381,11 +535,63 @@ class OutputFile:
         self._pending = False
         self._published = False
 
+    def _open_part(self, folder_fd: int, prefix: str) -> tuple[int, str]:
+        """``<name>.part`` (record first, then the file, locked, its first ``offset`` bytes
+        kept); a unique temporary name instead when not resuming or another run holds it."""
+        resume = self._resume
+        if resume is None:
+            return create_temp(folder_fd, prefix)
+        name = self.path.name + PART_SUFFIX
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # another run is writing it: this one goes its own way
+            self._resume = None
+            self.size = 0
+            return create_temp(folder_fd, prefix)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size < resume.offset:
+                raise OSError(errno.ESTALE, f"{name} changed since the request was sent")
+            self._write_meta(folder_fd, resume)
+            os.fchmod(fd, 0o600)
+            os.ftruncate(fd, resume.offset)
+            os.lseek(fd, resume.offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, name
+
+    def _write_meta(self, folder_fd: int, resume: Resume) -> None:
+        """Record the URL and validator beside the ``.part`` (or remove an older record when
+        this response has no validator: what it leaves could not be resumed)."""
+        meta = self.path.name + META_SUFFIX
+        if resume.validator is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(meta, dir_fd=folder_fd)
+            return
+        record = json.dumps({"url": resume.url, "validator": resume.validator}).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(meta, flags, 0o600, dir_fd=folder_fd)
+        try:
+            os.write(fd, record)
+        finally:
+            os.close(fd)
+        self._meta = meta
+
+    @property
+    def resumable(self) -> bool:
+        """Whether what is written so far stays for a later run when the body is cut short."""
+        return self._meta is not None and self.size > 0
+
     def write(self, data: bytes) -> None:
         assert self._open
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+        self.size += len(data)
         if self._on_write is not None:
             self._on_write(len(data))
 
@@ -416,6 +622,9 @@ class OutputFile:
         except OSError as exc:
             self._discard()
             raise LocalFileError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        if self._meta is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._meta, dir_fd=fd)
         self._published = True
         self._release_folder()
 
@@ -423,11 +632,15 @@ class OutputFile:
         """Forget the body (unless already renamed into place): nothing is left behind."""
         if self._published:
             return
+        keep = self._open and self.resumable
         if self._open:
             self._open = False
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._pending = False
+        if keep:
+            self._release_folder()  # cut short: the .part waits for the next run
+            return
         self._discard()
 
     def _discard(self) -> None:
@@ -435,6 +648,9 @@ class OutputFile:
             return
         with contextlib.suppress(OSError):
             os.unlink(self._temp, dir_fd=self._folder_fd)
+        if self._meta is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._meta, dir_fd=self._folder_fd)
         self._folders.remove_empty(self._folder)
         self._release_folder()
 

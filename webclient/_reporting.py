@@ -47,7 +47,7 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
 class Outcome:
     """What happened to one command."""
 
-    __slots__ = ("command", "message", "ok", "response", "saved", "spool")
+    __slots__ = ("command", "message", "ok", "response", "resumed", "saved", "spool")
 
     def __init__(
         self,
@@ -65,6 +65,8 @@ class Outcome:
         self.response = response
         #: The body to show on stdout, when it is not saved (``webclient get URL``).
         self.spool = spool
+        #: Bytes an earlier run had saved in ``<name>.part`` before this one resumed it.
+        self.resumed = 0
 
     def __repr__(self) -> str:
         return f"Outcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
@@ -113,6 +115,7 @@ def outcome_record(outcome: Outcome) -> dict[str, Any]:
         "size": None if response is None else response.body_size,
         "received": 0 if response is None else response.bytes_received,
         "sent": 0 if response is None or not outcome.ok else response.bytes_sent,
+        "resumed": outcome.resumed,
         "message": outcome.message,
     }
 

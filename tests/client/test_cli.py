@@ -586,6 +586,7 @@ JSON_COMMAND_KEYS = {
     "size",
     "received",
     "sent",
+    "resumed",
     "message",
 }
 JSON_SUMMARY_KEYS = {
