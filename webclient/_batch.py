@@ -85,6 +85,7 @@ class BatchRun:
         stdout_is_tty: bool = False,
         upload_root: Path | None = None,
         json_lines: bool = False,
+        progress_tty: bool = True,
         spool: bool = False,
         save_names: Mapping[int, str] | None = None,
         uploads: Mapping[int, Path] | None = None,
@@ -111,7 +112,9 @@ class BatchRun:
         self.quiet = quiet
         self.parallel = parallel
         self.stdout_is_tty = stdout_is_tty
-        self.progress = Progress(stderr, progress and not quiet and not json_lines)
+        self.progress = Progress(
+            stderr, progress and not json_lines, total=len(self.commands), tty=progress_tty
+        )
         self.summary = Summary()
         self._pending: dict[int, Outcome] = {}
         self._next = 0
@@ -187,6 +190,7 @@ class BatchRun:
                 file.abort()
             self._folders.close()
         self.summary.elapsed = time.monotonic() - started
+        self.progress.close()
         if self.stop.is_set():
             return self.summary
         if self.json_lines:
@@ -436,6 +440,7 @@ class BatchRun:
                 ready = self._publish(position, self._pending.pop(position))
                 self._next += 1
                 self._count(ready)
+                self.progress.command_done()
                 if not self.stop.is_set():
                     self._print(ready)
 
@@ -512,8 +517,11 @@ class BatchRun:
         if self.stderr_closed:
             return
         try:
-            self.stderr.write(text)
-            self.stderr.flush()
+            if self.progress.enabled:
+                self.progress.write(text)
+            else:
+                self.stderr.write(text)
+                self.stderr.flush()
         except BrokenPipeError:
             self.stderr_closed = True
             self.stop.set()

@@ -1,16 +1,20 @@
-"""What a run tells its user: one outcome per command, the summary, progress bars, and whether a
-body may be shown on a terminal.
+"""What a run tells its user: one outcome per command, the summary, the ``--json`` records,
+progress on stderr, and whether a body may be shown on a terminal.
 
 Rules: an outcome is a value (command, success, message, saved path, response), printed by the
-run in command-file order; the summary counts outcomes and cache results; at most one progress
-bar is shown at a time, on the stream given (stderr), and only for transfers of at least
-:data:`PROGRESS_THRESHOLD` bytes; a body is binary by its Content-Type, else by its first bytes.
+run in command-file order; the summary counts outcomes and cache results; the ``--json`` records
+always carry all their keys; progress is one status line on stderr (a count of finished commands
+when there are several, and the bytes, rate and ETA of one transfer of at least
+:data:`PROGRESS_THRESHOLD` bytes at a time), redrawn in place on a terminal and cleared before any
+other line; a body is binary by its Content-Type, else by its first bytes.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +25,10 @@ from .config import human_size
 
 #: Transfers at least this large get a progress bar on a terminal.
 PROGRESS_THRESHOLD = 1024 * 1024
+#: Seconds between redraws of the status line on a terminal: smooth, at little cost.
+REDRAW_TTY = 0.1
+#: Seconds between ``progress:`` lines when stderr is a file or a pipe: a log stays readable.
+REDRAW_LINES = 1.0
 #: Bytes looked at to tell text from binary when the Content-Type does not say.
 SNIFF_SIZE = 8192
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "image/svg+xml")
@@ -150,39 +158,144 @@ def head_text(response: Response) -> str:
 
 
 class Progress:
-    """At most one progress bar at a time on a terminal; other transfers run without one."""
+    """One status line on stderr: ``[done/total]`` for a run of several commands, and the
+    bytes, rate and ETA of one large transfer at a time (others run without a bar).
 
-    def __init__(self, stream: TextIO, enabled: bool) -> None:
+    On a terminal the line is redrawn in place (at most every :data:`REDRAW_TTY` seconds) and
+    cleared before any other line is written; elsewhere (``--progress`` into a file or pipe)
+    it is written as ``progress: ...`` lines, at most one every :data:`REDRAW_LINES` seconds,
+    and once more at the end. ``clock`` is for tests.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        enabled: bool,
+        *,
+        total: int = 0,
+        tty: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.enabled = enabled
-        self._slot = threading.Lock()
+        self.total = total
+        self.tty = tty
+        self.clock = clock
+        self.done = 0
+        self._lock = threading.RLock()
+        self._bar: ProgressBar | None = None
+        self._drawn = ""
+        self._last_draw = -1e9
+        self._shown = False
 
     def bar(self, label: str, length: int | None) -> ProgressBar | None:
+        """A bar for a transfer of ``length`` bytes, if it is large and no other has one."""
         if not self.enabled or length is None or length < PROGRESS_THRESHOLD:
             return None
-        if not self._slot.acquire(blocking=False):
-            return None
-        return ProgressBar(self, label, length)
+        with self._lock:
+            if self._bar is not None:
+                return None
+            self._bar = ProgressBar(self, label, length)
+            self._draw(force=True)
+            return self._bar
+
+    def command_done(self) -> None:
+        with self._lock:
+            self.done += 1
+            self._draw(force=self.tty and self.done == self.total)
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (whole lines) to the stream without mixing it into the status line."""
+        with self._lock:
+            if self.tty and self._drawn:
+                self._drawn = self.status(self.clock())
+                self.stream.write("\r\x1b[K" + text + self._drawn)
+            else:
+                self.stream.write(text)
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the line on a terminal; elsewhere write the final state once."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if self.tty:
+                if self._drawn:
+                    self.stream.write("\r\x1b[K")
+                    self.stream.flush()
+                self._drawn = ""
+            elif self._shown or self.total > 1:
+                self._draw(force=True)  # (unless that line is the last one written)
+
+    def _finished(self, bar: ProgressBar) -> None:
+        with self._lock:
+            if self._bar is bar:
+                self._bar = None
+                self._draw(force=True)
+
+    def _draw(self, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        interval = REDRAW_TTY if self.tty else REDRAW_LINES
+        if not force and now - self._last_draw < interval:
+            return
+        line = self.status(now)
+        if not line or (not self.tty and line == self._drawn):
+            return
+        self._last_draw = now
+        self._shown = True
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+            self._drawn = line
+        else:
+            self.stream.write(f"progress: {line}\n")
+            self._drawn = line
+        self.stream.flush()
+
+    def status(self, now: float) -> str:
+        """The status line as it reads at ``now``."""
+        parts = [f"[{self.done}/{self.total}]"] if self.total > 1 else []
+        bar = self._bar
+        if bar is not None:
+            parts.append(bar.status(now))
+        return " ".join(parts)
 
 
 class ProgressBar:
-    def __init__(self, owner: Progress, label: str, length: int) -> None:
-        import click
+    """The bytes of one large transfer, for :class:`Progress` to show."""
 
+    def __init__(self, owner: Progress, label: str, length: int) -> None:
         self._owner = owner
-        self._bar = click.progressbar(length=length, label=label, file=owner.stream)
-        self._bar.__enter__()
+        self.label = label
+        self.length = length
+        self.count = 0
+        self.started = owner.clock()
         self._open = True
 
     def update(self, count: int) -> None:
         if self._open:
-            self._bar.update(count)
+            self.count += count
+            with self._owner._lock:
+                self._owner._draw()
 
     def finish(self) -> None:
         if self._open:
             self._open = False
-            self._bar.__exit__(None, None, None)
-            self._owner._slot.release()
+            self._owner._finished(self)
+
+    def status(self, now: float) -> str:
+        """``GET /big.bin 12.0 MiB / 100.0 MiB, 4.0 MiB/s, ETA 0:22``."""
+        elapsed = now - self.started
+        rate = self.count / elapsed if elapsed > 0 else 0.0
+        text = f"{self.label} {human_size(self.count)} / {human_size(self.length)}"
+        if rate <= 0:
+            return text
+        remaining = max(0, self.length - self.count) / rate
+        minutes, seconds = divmod(int(remaining + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        eta = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+        return f"{text}, {human_size(rate)}/s, ETA {eta}"
 
 
 class ProgressSink:

@@ -198,6 +198,11 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
             help="Print one JSON object per command, then a summary object, on stdout"
             " (no bodies; errors still on stderr).",
         ),
+        click.option(
+            "--progress",
+            is_flag=True,
+            help="Show progress on stderr even when it is not a terminal (never with --json).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -362,7 +367,8 @@ def _run(
             print_bodies=not settings["no_print"] and not quiet_print,
             quiet=settings["quiet"],
             parallel=settings["parallel"],
-            progress=stderr.isatty(),
+            progress=settings["progress"] or (stderr.isatty() and not settings["quiet"]),
+            progress_tty=stderr.isatty(),
             stdout_is_tty=stdout.isatty(),
             upload_root=upload_root,
             json_lines=settings["json_lines"],
