@@ -543,11 +543,19 @@ class OutputFile:
             return create_temp(folder_fd, prefix)
         name = self.path.name + PART_SUFFIX
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
         try:
+            fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            fd = -1  # a symlink in its place is never followed (nor removed)
+        try:
+            if fd < 0:
+                raise BlockingIOError
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)  # another run is writing it: this one goes its own way
+            if fd >= 0:
+                os.close(fd)  # another run is writing it: this one goes its own way
             self._resume = None
             self.size = 0
             return create_temp(folder_fd, prefix)

@@ -345,6 +345,22 @@ def test_a_part_for_another_url_is_not_used(static_server: Server, work: Path, b
     assert b"range:" not in sent
 
 
+def test_a_part_that_is_a_symlink_is_never_followed(
+    static_server: Server, work: Path, tmp_path: Path, big: bytes
+) -> None:
+    """A symlink named like the .part (pointing elsewhere) is neither resumed nor written
+    through: the download goes to a temporary file and the link's target is unchanged."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    target = tmp_path / "precious.txt"
+    target.write_bytes(b"keep me")
+    (work / ("x.bin" + PART_SUFFIX)).symlink_to(target)
+    (work / ("x.bin" + META_SUFFIX)).write_text(json.dumps({"url": url, "validator": '"e"'}))
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big and "resumed" not in result.stderr
+    assert target.read_bytes() == b"keep me"
+
+
 def _command_url(url: str) -> str:
     """The URL as a command names it (the port always written)."""
     from webclient.commands import command_for_url
