@@ -1,17 +1,22 @@
 """Running a parsed command file: requests through the client, bodies to files, a report.
 
-Rules: GET bodies are saved under the output folder at the command's file name, through a temporary
-file renamed into place once complete, and only for 2xx answers; a failed download leaves neither
-its temporary file nor the folders created for it (when empty); a name that resolves outside the
-output folder is refused before anything is sent; POST bodies are read from the file-name relative
-to the current directory and streamed, and only from inside the upload root (the command file's
+Rules: GET bodies are saved under the output folder at the command's file name (or the name given
+by ``get -o``), through a temporary file renamed into place once complete, and only for 2xx
+answers; a failed download leaves neither its temporary file nor the folders created for it (when
+empty), except a body cut short that can be resumed: its ``<name>.part`` stays, and the next run
+asks for the rest (see :mod:`webclient._outputs`; a 416 to that range sends the request again
+without it, in the same run); a name that resolves outside the output folder is refused before
+anything is sent; POST bodies are read from the file-name relative to the current directory (or
+the file ``post`` names) and streamed, and only from inside the upload root (the command file's
 folder unless ``--upload-root`` names another), symlinks resolved; a local name the system refuses
 is one error line; one failed command never stops the others; reports go to stderr in command-file
 order whatever order the work finished in, bodies to stdout (binary bodies are not written to a
 terminal). Commands saving to one file behave as if run one after the other in command-file order:
 their complete bodies wait in their temporary files and are renamed into place in that order, so
 each prints its own body and the last successful one is the file left. When stdout or stderr is
-closed by its reader, the run stops quietly (nothing more is sent or reported).
+closed by its reader, the run stops quietly (nothing more is sent or reported). Bodies that are
+shown but not saved (``webclient get URL``) wait in anonymous temporary files for their turn. With
+``json_lines``, stdout carries one JSON object per command and the summary, nothing else.
 """
 
 from __future__ import annotations
