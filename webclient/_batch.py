@@ -448,6 +448,8 @@ class BatchRun:
                 self.progress.command_done()
                 if not self.stop.is_set():
                     self._print(ready)
+                elif ready.spool is not None:
+                    ready.spool.abort()  # never to be shown
 
     def _publish(self, index: int, outcome: Outcome) -> Outcome:
         with self._files_lock:
