@@ -520,6 +520,10 @@ class BatchRun:
         except BrokenPipeError:
             self._stdout_gone()
 
+    def warn(self, message: str) -> None:
+        """A ``warning:`` line on stderr (clear of the progress line)."""
+        self._write_stderr(f"warning: {message}\n")
+
     def _write_stderr(self, text: str) -> None:
         if self.stderr_closed:
             return

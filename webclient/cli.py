@@ -357,7 +357,16 @@ def _run(
         raise InvalidSetting(str(exc)) from None
     stdout = sys.stdout.buffer
     stderr = sys.stderr
-    with Client(config, warn=_stderr_warn) as client:
+    runs: list[BatchRun] = []
+
+    def warn(message: str) -> None:
+        # Through the run once there is one, so a warning never lands inside the progress line.
+        if runs:
+            runs[0].warn(message)
+        else:
+            _stderr_warn(message)
+
+    with Client(config, warn=warn) as client:
         run = BatchRun(
             client,
             commands,
@@ -376,6 +385,7 @@ def _run(
             save_names=save_names,
             uploads=uploads,
         )
+        runs.append(run)
         summary = run.run()
     if settings["no_cache"]:
         _forget_fetched(settings["cache_dir"], summary.outcomes)

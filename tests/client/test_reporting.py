@@ -136,3 +136,26 @@ def test_no_progress_unless_asked_and_never_with_json(
     assert result.exit_code == 0, result.output
     assert "progress" not in result.stderr and "MiB/s" not in result.stderr
     assert Path("large.bin").read_bytes() == large
+
+
+def test_warnings_of_a_run_clear_the_status_line(tmp_path: Path) -> None:
+    """A client warning during a run goes through the run: the status line is cleared first."""
+    from webclient import Client, ClientConfig
+    from webclient._batch import BatchRun
+    from webclient.commands import parse_commands
+
+    stderr = io.StringIO()
+    commands = parse_commands(["GET a 127.0.0.1 1", "GET b 127.0.0.1 1"])
+    with Client(ClientConfig(use_cache=False)) as client:
+        run = BatchRun(
+            client,
+            commands,
+            out_dir=tmp_path,
+            stdout=io.BytesIO(),
+            stderr=stderr,
+            progress=True,
+            progress_tty=True,
+        )
+        run.progress.command_done()
+        run.warn("the cache is read-only")
+    assert stderr.getvalue().endswith("[1/2]\r\x1b[Kwarning: the cache is read-only\n[1/2]")
