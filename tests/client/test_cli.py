@@ -637,3 +637,43 @@ def test_json_with_get_reports_without_showing_the_body(static_server: Server, w
     first, summary = (json.loads(line) for line in result.stdout.splitlines())
     assert first["size"] == 13 and first["saved"] is None and first["line"] is None
     assert summary["ok"] == 1
+
+
+def test_get_shows_bodies_in_url_order_when_hosts_answer_out_of_order(
+    origin: tuple[Server, Any], bad_server: Any, work: Path
+) -> None:
+    """With --parallel, the first URL's host answering last still has its body shown first."""
+    from webserver import Response
+
+    fast = bad_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfast\n")
+    server, handler = origin
+
+    def slow(request: Any) -> Response:
+        deadline = time.monotonic() + 5
+        while not fast.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the fast answer has had time to arrive
+        return Response(200, [], b"slow\n")
+
+    handler.script("/slow", slow)
+    urls = [f"http://127.0.0.1:{server.listen()[1]}/slow", fast.url + "x"]
+    result = CliRunner().invoke(main, ["get", "--parallel", "2", "--no-cache", *urls])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"slow\nfast\n"
+    assert fast.requests  # both hosts were asked
+
+
+def test_batch_dash_uploads_from_the_current_folder_only(
+    static_server: Server, www: Path, work: Path
+) -> None:
+    """Commands from stdin upload from the current folder (the default upload root), and
+    nothing from outside it."""
+    port = static_server.listen()[1]
+    (work / "up.txt").write_bytes(b"up\n")
+    (work.parent / "secret.txt").write_bytes(b"secret\n")
+    lines = f"POST up.txt 127.0.0.1 {port}\nPOST ../secret.txt 127.0.0.1 {port}\n"
+    result = CliRunner().invoke(main, ["batch", "-"], input=lines)
+    assert result.exit_code == 1
+    assert (www / "up.txt").read_bytes() == b"up\n"
+    assert "refusing to upload ../secret.txt: it is outside ." in result.stderr
+    assert not (www / "secret.txt").exists()
