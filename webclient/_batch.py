@@ -58,7 +58,7 @@ from ._reporting import (
     summary_record,
 )
 from ._status import CacheStatus
-from .client import Client, Request, Response, Result
+from .client import BodySink, Client, Request, Response, Result
 from .commands import Command
 from .config import human_size
 from .errors import LocalFileError, ResponseTooLarge, UnsafePathError, WebClientError
@@ -269,7 +269,7 @@ class BatchRun:
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
         if self.spool:
-            return Request("GET", command.url, sink=self._spool_factory(index))
+            return Request("GET", command.url, sink=self._spool_factory(index, command))
         name = self._save_names.get(index, command.local_name)
         target = self._destinations[index] = self._destination(name)
         partial = find_partial(target, command.url, now=self._now)
@@ -320,10 +320,8 @@ class BatchRun:
 
         return on_sent
 
-    def _sink_factory(
-        self, index: int, command: Command
-    ) -> Callable[[Response], OutputFile | ProgressSink | None]:
-        def make(response: Response) -> OutputFile | ProgressSink | None:
+    def _sink_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
+        def make(response: Response) -> BodySink | None:
             if not response.ok:
                 return None
             target = self._destinations[index]
@@ -339,12 +337,7 @@ class BatchRun:
             if deferred:
                 with self._files_lock:
                     self._deferred[index] = file
-            if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
-                return file
-            length_text = response.header("content-length")
-            length = int(length_text) if length_text and length_text.isdigit() else None
-            bar = self.progress.bar(f"GET {command.path}", length)
-            return file if bar is None else ProgressSink(file, bar)
+            return self._with_progress(file, command, response)
 
         return make
 
@@ -371,17 +364,26 @@ class BatchRun:
             return None
         return Resume(command.url, validator)
 
-    def _spool_factory(self, index: int) -> Callable[[Response], SpoolSink | None]:
+    def _with_progress(self, sink: BodySink, command: Command, response: Response) -> BodySink:
+        """``sink``, moving a progress bar when the body is large and comes from the network."""
+        if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
+            return sink
+        length_text = response.header("content-length")
+        length = int(length_text) if length_text and length_text.isdigit() else None
+        bar = self.progress.bar(f"GET {command.path}", length)
+        return sink if bar is None else ProgressSink(sink, bar)
+
+    def _spool_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
         """A sink to an anonymous temporary file, for bodies shown but not saved; with
         ``--json`` (nothing shown) the body is read and dropped."""
 
-        def make(response: Response) -> SpoolSink | None:
+        def make(response: Response) -> BodySink | None:
             if not response.ok or self.json_lines or not self.print_bodies:
                 return None
             sink = SpoolSink()
             with self._files_lock:
                 self._spools[index] = sink
-            return sink
+            return self._with_progress(sink, command, response)
 
         return make
 

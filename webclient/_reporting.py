@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._outputs import OutputFile, SpoolSink
-from .client import Response
+from ._outputs import SpoolSink
+from .client import BodySink, Response
 from .commands import Command
 from .config import human_size
 
@@ -299,9 +299,9 @@ class ProgressBar:
 
 
 class ProgressSink:
-    """An :class:`OutputFile` that also moves a progress bar."""
+    """A body sink (a file, or a body waiting to be shown) that also moves a progress bar."""
 
-    def __init__(self, file: OutputFile, bar: ProgressBar | None) -> None:
+    def __init__(self, file: BodySink, bar: ProgressBar | None) -> None:
         self.file = file
         self.bar = bar
 

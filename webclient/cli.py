@@ -260,8 +260,8 @@ def batch(command_file: Path, out_dir: Path, upload_root: Path | None, **setting
     "-o",
     "--out",
     "out_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Save the body to this file instead of showing it (one URL only).",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Save the body to this file instead of showing it (one URL only; - is stdout).",
 )
 @_run_options
 def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
@@ -272,7 +272,7 @@ def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
     """
     _refuse_together_settings(settings)
     commands = _url_commands("GET", urls)
-    if out_file is None:
+    if out_file is None or str(out_file) == "-":
         _run(commands, settings, out_dir=Path("."), spool=True)
         return
     if len(commands) > 1:

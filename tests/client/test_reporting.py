@@ -159,3 +159,13 @@ def test_warnings_of_a_run_clear_the_status_line(tmp_path: Path) -> None:
         run.progress.command_done()
         run.warn("the cache is read-only")
     assert stderr.getvalue().endswith("[1/2]\r\x1b[Kwarning: the cache is read-only\n[1/2]")
+
+
+def test_get_to_stdout_shows_progress_for_a_large_body(static_server: Server, large: bytes) -> None:
+    """``get URL -o -`` (stdout) with --progress: the body on stdout, its bytes on stderr."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/large.bin"
+    result = CliRunner().invoke(main, ["get", url, "-o", "-", "--progress"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == large
+    assert "progress: GET /large.bin 0 bytes / 2.0 MiB" in result.stderr
+    assert list(Path().iterdir()) == []
