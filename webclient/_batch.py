@@ -32,6 +32,7 @@ from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
 from ._outputs import (
+    RESUME_MIN_SIZE,
     CreatedFolders,
     Destinations,
     OutputFile,
@@ -41,6 +42,7 @@ from ._outputs import (
     content_range_start,
     find_partial,
     forget_partial,
+    has_partials,
     if_range_validator,
     remove_stale_parts,
     remove_stale_temps,
@@ -140,6 +142,8 @@ class BatchRun:
         self._resumed: dict[int, int] = {}
         #: Why a response was not saved although its status was 2xx (a 206 not asked for).
         self._refused: dict[int, str] = {}
+        #: Whether each destination folder holds any .part record (listed once per folder).
+        self._resumable_folders: dict[str, bool] = {}
         #: Commands answered 416 to their range: they are sent again without it.
         self._restart: set[int] = set()
         self._now = 0.0
@@ -272,7 +276,11 @@ class BatchRun:
             return Request("GET", command.url, sink=self._spool_factory(index, command))
         name = self._save_names.get(index, command.local_name)
         target = self._destinations[index] = self._destination(name)
-        partial = find_partial(target, command.url, now=self._now)
+        folder = os.path.dirname(target)
+        resumable = self._resumable_folders.get(folder)
+        if resumable is None:
+            resumable = self._resumable_folders[folder] = has_partials(folder)
+        partial = find_partial(target, command.url, now=self._now) if resumable else None
         if partial is None:
             return Request("GET", command.url, sink=self._sink_factory(index, command))
         self._partials[index] = partial
@@ -344,7 +352,8 @@ class BatchRun:
     def _resume_for(self, index: int, command: Command, response: Response) -> Resume | None:
         """How the body of ``response`` uses ``<name>.part``: appended after what an earlier
         run left (a 206 that starts where that ends), or written afresh where a later run can
-        resume it (from the network, with a validator); None for a plain temporary file."""
+        resume it (from the network, large, with a validator); None for a plain temporary
+        file."""
         partial = self._partials.get(index)
         if response.status == 206:
             start = content_range_start(response.header("content-range"))
@@ -359,6 +368,9 @@ class BatchRun:
             return Resume(command.url, partial.validator, start)
         if response.cache_status not in (CacheStatus.MISS, CacheStatus.BYPASS):
             return None  # from the cache: nothing to resume later
+        length = response.header("content-length")
+        if length is None or not length.isdigit() or int(length) < RESUME_MIN_SIZE:
+            return None  # small (or of unknown size): fetched again whole if cut
         validator = if_range_validator(response.headers)
         if validator is None:
             return None
@@ -392,12 +404,11 @@ class BatchRun:
     def _outcome(self, index: int, command: Command, result: Result) -> Outcome:
         where = _where(command)
         with self._files_lock:
-            spool = self._spools.pop(index, None)
+            spool = self._spools.pop(index, None) if self.spool else None
+            refused = self._refused.pop(index, None) if self._refused else None
+            resumed = self._resumed.pop(index, None) if self._resumed else None
         if spool is not None and (isinstance(result, WebClientError) or not result.ok):
             spool.abort()
-        with self._files_lock:
-            refused = self._refused.pop(index, None)
-            resumed = self._resumed.pop(index, None)
         if refused is not None:
             return Outcome(command, False, f"{where}: {refused}", response=None)
         if isinstance(result, WebClientError):
@@ -447,7 +458,8 @@ class BatchRun:
                 ready = self._publish(position, self._pending.pop(position))
                 self._next += 1
                 self._count(ready)
-                self.progress.command_done()
+                if self.progress.enabled:
+                    self.progress.command_done()
                 if not self.stop.is_set():
                     self._print(ready)
                 elif ready.spool is not None:

@@ -9,8 +9,9 @@ does not arrive whole leaves neither its temporary file nor the folders created 
 empty); a complete body gets the mode any new file gets (``0o666 & ~umask``); temporary files of
 killed runs (older than :data:`STALE_TEMP_AGE`, unlocked) are removed by the next run.
 
-Resuming: a download from the network whose response carries a validator ``If-Range`` may use
-(a strong ETag, else a Last-Modified at least a second older than its Date) is written to
+Resuming: a download from the network of :data:`RESUME_MIN_SIZE` bytes or more (by its
+Content-Length) whose response carries a validator ``If-Range`` may use (a strong ETag, else a
+Last-Modified at least a second older than its Date) is written to
 ``<name>.part`` beside its destination (mode 0600, locked while written) with the URL and the
 validator in ``<name>.part.meta``, written first; when the body does not arrive whole both stay,
 and the next run asks for the rest (``Range`` + ``If-Range``). A ``.part`` is only ever touched
@@ -24,11 +25,9 @@ import contextlib
 import errno
 import fcntl
 import itertools
-import json
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -336,6 +335,10 @@ class CreatedFolders:
 #: An interrupted download older than this is removed rather than resumed: a day is enough to
 #: come back to a failed batch, and short enough not to hoard disk space for one never rerun.
 PART_MAX_AGE = 24 * 60 * 60
+#: Smallest body written where a later run can resume it: a smaller one costs about as much to
+#: fetch again as to resume, and each resumable body costs its record (create, write, unlink),
+#: measurable in a batch of many small files.
+RESUME_MIN_SIZE = 1024 * 1024
 #: ``<name>.part`` holds the body so far; ``<name>.part.meta`` its URL and validator.
 PART_SUFFIX = ".part"
 META_SUFFIX = ".part.meta"
@@ -392,6 +395,16 @@ def content_range_start(value: str | None) -> int | None:
     return int(match.group(1))
 
 
+def has_partials(folder: str) -> bool:
+    """Whether ``folder`` holds any ``.part.meta`` record: one listing spares a batch of many
+    files a lookup per file when there is nothing to resume (the usual case)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name.endswith(META_SUFFIX) for e in entries)
+    except OSError:
+        return False  # not there (yet), or unreadable: nothing to resume from it
+
+
 def find_partial(destination: Path, url: str, *, now: float | None = None) -> Partial | None:
     """The interrupted download of ``url`` beside ``destination``, if there is a usable one."""
     folder, name = os.path.dirname(destination), destination.name
@@ -410,6 +423,8 @@ def find_partial(destination: Path, url: str, *, now: float | None = None) -> Pa
 
 
 def _read_meta(path: str, folder_fd: int | None = None) -> dict[str, object] | None:
+    import json
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
     except OSError:
@@ -580,6 +595,8 @@ class OutputFile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(meta, dir_fd=folder_fd)
             return
+        import json
+
         record = json.dumps({"url": resume.url, "validator": resume.validator}).encode()
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(meta, flags, 0o600, dir_fd=folder_fd)
@@ -675,6 +692,8 @@ class SpoolSink:
     (gone from the file system from the start) until its turn to be copied to stdout."""
 
     def __init__(self) -> None:
+        import tempfile  # (only ``get`` without -o needs it: a batch does not pay its import)
+
         self.file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by abort()
 
     def write(self, data: bytes) -> None:

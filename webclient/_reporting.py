@@ -11,7 +11,6 @@ other line; a body is binary by its Content-Type, else by its first bytes.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -146,6 +145,8 @@ def summary_record(summary: Summary) -> dict[str, Any]:
 
 def json_line(record: dict[str, Any]) -> str:
     """A record as one line of JSON (no spaces to split on, non-ASCII escaped)."""
+    import json  # (only --json needs it)
+
     return json.dumps(record, separators=(",", ":")) + "\n"
 
 

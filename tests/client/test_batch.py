@@ -315,18 +315,11 @@ def test_network_failures_are_one_line_each(
     assert "Traceback" not in result.output
 
 
-#: Broken answers that cut a body short after some bytes: what arrived is kept to be resumed.
-RESUMABLE = {"truncated body", "stalls mid-body"}
-#: A body cut short that cannot be resumed (no validator for If-Range): nothing of it is kept.
-CUT_WITHOUT_VALIDATOR = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
-
-
 @pytest.mark.parametrize("case", BROKEN, ids=lambda case: case.name)
 def test_broken_server_is_one_line_and_leaves_nothing(
     bad_server: Callable[..., BadServer], static_server: Server, workdir: Path, case: Broken
 ) -> None:
-    """Each broken answer is one error line, exit 1, no file under --out (but the .part of a
-    body cut short, kept to be resumed), nothing cached."""
+    """Each broken answer is one error line, exit 1, no file under --out, nothing cached."""
     server = bad_server(case.reply, hang=case.hang)
     result = run(
         workdir,
@@ -340,8 +333,7 @@ def test_broken_server_is_one_line_and_leaves_nothing(
     assert len(errors) == 1
     assert re.search(r"^error: GET /a\.txt 127\.0\.0\.1:\d+: .*" + case.message, errors[0])
     assert "1 ok, 1 failed" in result.stderr
-    kept = ["a.txt.part", "a.txt.part.meta"] if case.name in RESUMABLE else []
-    assert sorted(p.name for p in (workdir / "out").iterdir()) == [*kept, "hello.txt"]
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
     info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
     assert "responses: 1" in info.stdout  # hello.txt only
     bodies = [p.name for p in (workdir / "cache" / "bodies").rglob("*") if p.is_file()]
@@ -600,7 +592,8 @@ def test_failed_nested_download_leaves_nothing_under_out(
     bad_server: Callable[..., BadServer], origin: tuple[Server, Origin], workdir: Path
 ) -> None:
     """A failed download removes the folders it created (deepest first), not the others'."""
-    bad = bad_server(CUT_WITHOUT_VALIDATOR)
+    truncated = next(case for case in BROKEN if case.name == "truncated body")
+    bad = bad_server(truncated.reply)
     server, handler = origin
     handler.script("/deep/ok.txt", (200, [], b"ok"))
     (workdir / "out" / "kept").mkdir(parents=True)
@@ -728,7 +721,8 @@ def test_out_created_by_a_failed_run_is_removed(
     bad_server: Callable[..., BadServer], workdir: Path
 ) -> None:
     """An output folder the run created for downloads that all failed is not left behind."""
-    bad = bad_server(CUT_WITHOUT_VALIDATOR)
+    truncated = next(case for case in BROKEN if case.name == "truncated body")
+    bad = bad_server(truncated.reply)
     result = run(
         workdir,
         [f"GET a/b.txt 127.0.0.1 {bad.port}"],
