@@ -195,6 +195,21 @@ def test_an_interrupted_download_resumes_where_it_stopped(
     assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
 
 
+def test_json_reports_where_a_download_resumed(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """With --json, a resumed download says how many bytes the .part held and how many came
+    now."""
+    with CuttingRelay(static_server.listen()[1]) as relay:
+        _interrupted(relay, work, big)
+        second = CliRunner().invoke(main, ["get", relay.url + "big.bin", "-o", "big.bin", "--json"])
+    assert second.exit_code == 0, second.output
+    record = json.loads(second.stdout.splitlines()[0])
+    assert record["resumed"] == CUT and record["size"] == SIZE - CUT
+    assert record["status"] == 206 and record["saved"] == str(work / "big.bin")
+    assert (work / "big.bin").read_bytes() == big
+
+
 def test_a_changed_file_restarts_cleanly(
     static_server: Server, www: Path, work: Path, big: bytes
 ) -> None:
