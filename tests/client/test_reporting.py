@@ -7,12 +7,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from webclient._reporting import PROGRESS_THRESHOLD, REDRAW_LINES, Progress
+from webclient._reporting import PROGRESS_THRESHOLD, REDRAW_LINES, REDRAW_TTY, Progress
 from webclient.cli import main
 from webserver import Server
 
@@ -169,3 +170,33 @@ def test_get_to_stdout_shows_progress_for_a_large_body(static_server: Server, la
     assert result.stdout_bytes == large
     assert "progress: GET /large.bin 0 bytes / 2.0 MiB" in result.stderr
     assert list(Path().iterdir()) == []
+
+
+def test_on_a_terminal_the_line_is_redrawn_at_most_ten_times_a_second() -> None:
+    """Updates closer together than REDRAW_TTY are not drawn; the next one after it is."""
+    clock, stream = Clock(), io.StringIO()
+    progress = Progress(stream, True, total=1, tty=True, clock=clock)
+    bar = progress.bar("GET /big.bin", 4 * MIB)
+    assert bar is not None
+    drawn = stream.getvalue().count("\r\x1b[K")
+    clock.now += REDRAW_TTY / 2
+    bar.update(MIB)
+    assert stream.getvalue().count("\r\x1b[K") == drawn
+    clock.now += REDRAW_TTY
+    bar.update(MIB)
+    assert stream.getvalue().count("\r\x1b[K") == drawn + 1
+
+
+def test_a_body_from_the_cache_shows_no_progress(
+    static_server: Server, www: Path, large: bytes
+) -> None:
+    """A large file served fresh from the cache gets no bar (nothing crosses the network)."""
+    ten_days_ago = time.time() - 10 * 24 * 3600
+    os.utime(www / "large.bin", (ten_days_ago, ten_days_ago))  # heuristically fresh for a day
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/large.bin"
+    runner = CliRunner()
+    first = runner.invoke(main, ["get", url, "-o", "large.bin", "--progress"])
+    assert "progress: GET /large.bin" in first.stderr
+    again = runner.invoke(main, ["get", url, "-o", "large.bin", "--progress"])
+    assert again.exit_code == 0, again.output
+    assert "(cache hit)" in again.stderr and "progress" not in again.stderr
