@@ -559,6 +559,22 @@ def test_post_uploads_the_file_given(static_server: Server, www: Path, work: Pat
     assert "sent 8 bytes" in result.stderr
 
 
+def test_post_reads_the_file_named_wherever_it_is(
+    static_server: Server, www: Path, work: Path
+) -> None:
+    """``post ../FILE URL`` sends that file (no upload root); --json counts the bytes sent."""
+    import json
+
+    port = static_server.listen()[1]
+    (work.parent / "elsewhere.csv").write_bytes(b"x,y\n")
+    url = f"http://127.0.0.1:{port}/up/elsewhere.csv"
+    result = CliRunner().invoke(main, ["post", "--json", "../elsewhere.csv", url])
+    assert result.exit_code == 0, result.output
+    assert (www / "up" / "elsewhere.csv").read_bytes() == b"x,y\n"
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["method"] == "POST" and record["sent"] == 4 and record["saved"] is None
+
+
 def test_batch_dash_reads_the_command_file_from_stdin(static_server: Server, work: Path) -> None:
     """``batch -`` reads commands from stdin, both grammars; its errors name <stdin>."""
     port = static_server.listen()[1]

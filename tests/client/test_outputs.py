@@ -376,6 +376,34 @@ def test_a_part_that_is_a_symlink_is_never_followed(
     assert target.read_bytes() == b"keep me"
 
 
+def test_commands_sharing_a_name_do_not_resume(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """Two commands saving to one name take turns through temporary files: neither asks for a
+    range, and the file left is whole."""
+    with CuttingRelay(static_server.listen()[1], cuts=0) as relay:
+        url = relay.url + "big.bin"
+        (work / "big.bin.part").write_bytes(b"x" * 10)
+        record = {"url": _command_url(url), "validator": '"e"'}
+        (work / "big.bin.part.meta").write_text(json.dumps(record))
+        (work / "cmds.txt").write_text(f"GET {url}\nGET {url}\n")
+        result = CliRunner().invoke(main, ["batch", "cmds.txt", "--no-print", "--no-cache"])
+        sent = b"".join(relay.requests).lower()
+    assert result.exit_code == 0, result.output
+    assert b"range:" not in sent and sent.count(b"get /big.bin") == 2
+    assert (work / "big.bin").read_bytes() == big
+
+
+def test_a_body_over_max_size_drops_the_part(static_server: Server, work: Path, big: bytes) -> None:
+    """When the file is now larger than --max-size, the command fails and its .part goes too."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    _plant(work, url, b"x" * 10, '"e"')
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin", "--max-size", "512K"])
+    assert result.exit_code == 1
+    assert "more than the limit of 512.0 KiB" in result.stderr
+    assert list(work.iterdir()) == []
+
+
 def _command_url(url: str) -> str:
     """The URL as a command names it (the port always written)."""
     from webclient.commands import command_for_url
