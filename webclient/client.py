@@ -32,6 +32,7 @@ from .errors import (
     InvalidURL,
     LocalFileError,
     NotCached,
+    ProtocolError,
     TransportError,
     WebClientError,
 )
@@ -623,12 +624,25 @@ class _Exchange:
         self._finish(served)
         return None
 
+    def _unasked_part(self, head: ResponseHead, body: Iterator[bytes]) -> bool:
+        """A 206 to a request without Range fails it: a part of a body is never taken for the
+        whole (RFC 9110 §15.3.7), so it is neither delivered nor stored."""
+        if head.status != 206 or header_value(self.wire.headers, "range") is not None:
+            return False
+        for _ in body:
+            pass
+        message = f"{self.request.url}: 206 Partial Content to a request that asked for no range"
+        self._finish(ProtocolError(message))
+        return True
+
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
         client, cache = self.client, self.client._cache
         response_time = client.clock()
         method = self.wire.method
         if head.status == 304 and self.lookup is not None and cache is not None:
             return self._revalidated(cache, self.lookup, head, body, response_time)
+        if self._unasked_part(head, body):
+            return None
         uses_cache = cache is not None and method in ("GET", "HEAD")
         response = Response(
             method=method,

@@ -1,4 +1,4 @@
-"""Tests of webclient/_batch.py through the ``webclient batch`` command (CliRunner)."""
+"""Tests of webclient/_batch.py, _outputs.py and _reporting.py, mostly through the CLI."""
 
 from __future__ import annotations
 
@@ -18,17 +18,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
-from webclient._batch import (
+from webclient._batch import BatchRun
+from webclient._outputs import (
     STALE_TEMP_AGE,
-    BatchRun,
     CreatedFolders,
     Destinations,
-    Outcome,
     OutputFile,
     destination,
-    is_binary,
     remove_stale_temps,
 )
+from webclient._reporting import Outcome, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import LocalFileError, UnsafePathError
