@@ -5,6 +5,7 @@ Call flow::
     serve_forever()                         the selector thread (the caller's)
       ├── accept()  → Connection            new sockets are parked at once (epoll, one-shot)
       ├── readable parked connection        the kernel disarms it; into the ready queue
+      │     (a body trickling in is received here, and re-armed until a worker has work)
       │     _admit()                        pool.submit(_work_loop) while few loops run
       │     _work_loop()                    a worker thread, taking ready connections in turn
       │       └── exchange.serve_ready()    answer every buffered request, in order
@@ -44,7 +45,7 @@ import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
-from ._exchange import Outcome, Turn, serve_ready
+from ._exchange import Outcome, Turn, receive_parked_body, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
@@ -589,6 +590,15 @@ class Server:
             ):
                 self._close(conn)
             return
+        if previous is Owner.BODY:
+            # A trickle of body bytes is received here; a worker is woken only for work.
+            turn = receive_parked_body(conn, self.config)
+            if turn is not None:
+                if not conn.park(
+                    Owner.BODY, turn.deadline, turn.hard_deadline, lambda: self._poller.rearm(conn)
+                ):
+                    self._close(conn)
+                return
         with self._busy_lock:
             # Only a new request can be refused: a body or a response in progress goes on.
             overloaded = previous is Owner.HEAD and len(self._ready) >= self.config.max_queue
@@ -655,6 +665,11 @@ class Server:
         """Cut connections past their deadline, parked or queued for a worker: a head or body
         too slow gets 408, a response the client does not read is dropped."""
         for conn in list(self._poller.connections.values()):
+            if conn.deadline > now:
+                # Read without the lock, to spare a thousand idle connections a lock each per
+                # sweep: ``deadline`` is never later than ``hard_deadline``, and a deadline
+                # changed meanwhile is judged at the next sweep.
+                continue
             previous = conn.claim(Owner.WORKER, PARKED | {Owner.QUEUED}, due=now)
             if previous is None:
                 continue
