@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webserver import Handler, Request, Response, Server
+from webserver import Handler, Request, Response, Server, ServerConfig
+from webserver._connection import Connection
+from webserver._exchange import Outcome, serve_ready
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, recv_until_closed
@@ -551,3 +553,43 @@ def test_pipelined_requests_then_end_of_stream_are_all_answered(server: Server) 
         raw = recv_until_closed(sock)
     assert raw.count(b"HTTP/1.1 200 OK") == 3
     assert raw.endswith(b"hello, world\n")
+
+
+def _pipeline_during_handler(others_waiting: bool) -> list[bytes]:
+    """Serve ``/a`` whose handler makes the client send ``/b`` meanwhile; the bodies answered
+    by the first turn, then by a second one."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        config = ServerConfig(port=0, access_log=False)
+
+        def app(request: Request) -> Response:
+            if request.path == "/a":
+                client_end.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            return Response.text(request.path)
+
+        client_end.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        client_end.settimeout(NET_TIMEOUT)
+        reader = WireReader(client_end)
+        turns = []
+        for _ in range(2):
+            turn = serve_ready(conn, app, config, lambda: False, lambda: others_waiting)
+            assert turn.outcome is Outcome.HEAD
+            bodies = []
+            while reader.buffer or select.select([client_end], [], [], 0)[0]:
+                bodies.append(reader.read().body)
+            turns.append(b",".join(bodies))
+        conn.close()
+    return turns
+
+
+def test_a_turn_that_answered_what_it_read_parks_while_others_wait() -> None:
+    """With other connections waiting, a turn that has answered what it read parks without
+    reading again; the request that came meanwhile is answered at the next turn."""
+    assert _pipeline_during_handler(others_waiting=True) == [b"/a", b"/b"]
+
+
+def test_a_turn_reads_on_while_no_other_connection_waits() -> None:
+    """With no other connection waiting, the turn reads the next request that came while it
+    answered and answers it too."""
+    assert _pipeline_during_handler(others_waiting=False) == [b"/a,/b", b""]

@@ -941,3 +941,30 @@ def test_serves_on_tcp_and_a_unix_socket_at_once(tmp_path: Path, www: Path) -> N
             sock.sendall(GET)
             assert WireReader(sock).read().body == b"hello, world\n"
     assert not path.exists()
+
+
+def test_a_lingering_worker_loop_takes_the_next_ready_connections(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loop that ran last waits for the next ready connection instead of returning
+    its thread: five requests on fresh connections, one after another, start one loop; the stop
+    still ends it at once."""
+    import webserver.server as server_module
+
+    monkeypatch.setattr(server_module, "LINGER_FOR_WORK", 60.0)
+    loops: list[int] = []
+    real = Server._work_loop
+
+    def counting(self: Server) -> None:
+        loops.append(1)
+        real(self)
+
+    monkeypatch.setattr(Server, "_work_loop", counting)
+    with running_server(root=www, access_log=False) as server:
+        for _ in range(5):
+            with connect(server) as sock:
+                sock.sendall(GET)
+                assert WireReader(sock).read().status == 200
+        started = time.monotonic()
+    assert time.monotonic() - started < NET_TIMEOUT / 2
+    assert len(loops) == 1
