@@ -59,6 +59,10 @@ class Mode(enum.Enum):
 class Owner(enum.Enum):
     """Who holds the connection, and what it waits for while parked."""
 
+    # Members are singletons: hash by identity, in C, not Enum's Python-level hash of the name
+    # (ownership is looked up in sets several times per request).
+    __hash__ = object.__hash__
+
     WORKER = "worker"  #: a thread runs it (a worker, or the selector closing it)
     QUEUED = "queued"  #: the network is ready; waiting in the server's queue for a worker
     HEAD = "head"  #: parked for a request head (idle keep-alive, or a head arriving)
@@ -87,6 +91,10 @@ class Refuse:
 
     status: int
     detail: str
+
+
+#: Every ``Wait`` there is, built once (one is answered after most requests).
+_WAITS = {(p, b): Wait(p, b) for p in (False, True) for b in (False, True)}
 
 
 class Ended:
@@ -315,7 +323,7 @@ class Connection:
         if self.eof or len(inbuf) > limits.max_head_size:
             self._use(Mode.H11)  # h11 and the strict checks say what is wrong, if anything
             return None
-        if _head_prefix_refused(inbuf, self._scanned, limits):
+        if inbuf and _head_prefix_refused(inbuf, self._scanned, limits):
             self._use(Mode.H11)  # framing hook: h11 mode answers it (_check_pending_head)
             return None
         self._scanned = max(0, len(inbuf) - 2)
@@ -353,7 +361,7 @@ class Connection:
         elif self.head_started is None:
             # The head deadline runs from the head's first byte and is never extended.
             self.head_started = self.last_active
-        return Wait(partial, blank_only)
+        return _WAITS[partial, blank_only]
 
     def take_plain_head(self) -> None:
         """The plain request just parsed is answered by the fast path: drop its head."""

@@ -79,6 +79,8 @@ SELECTOR_BODY_BYTES = 16 * 1024
 class Outcome(enum.Enum):
     """What the worker does with the connection after a turn."""
 
+    __hash__ = object.__hash__  # as ``Owner``: looked up once per turn
+
     HEAD = "head"  #: park until a request head arrives (idle keep-alive, or a partial head)
     BODY = "body"  #: park until more of a request body arrives
     SEND = "send"  #: park until the client has read enough for more to be sent
@@ -122,6 +124,7 @@ class _Exchange:
         stopping: Callable[[], bool],
         others_waiting: Callable[[], bool],
         spool_folder: SpoolFolder,
+        limits: HeadLimits | None,
     ) -> None:
         self.conn = conn
         self.spool_folder = spool_folder
@@ -134,11 +137,16 @@ class _Exchange:
         self.request: Request | None = None
         #: Requests the connection had answered when this turn began.
         self.requests_before = conn.requests
-        self.limits = HeadLimits(
-            max_request_line=config.max_request_line,
-            max_head_size=config.max_head_size,
-            max_header_count=config.max_header_count,
-        )
+        self.limits = limits or head_limits(config)
+
+
+def head_limits(config: ServerConfig) -> HeadLimits:
+    """The limits on a request head that ``config`` sets."""
+    return HeadLimits(
+        max_request_line=config.max_request_line,
+        max_head_size=config.max_head_size,
+        max_header_count=config.max_header_count,
+    )
 
 
 class _Incoming:
@@ -169,14 +177,16 @@ def serve_ready(
     others_waiting: Callable[[], bool] = lambda: True,
     *,
     spool_folder: SpoolFolder = lambda method, target: None,
+    limits: HeadLimits | None = None,
 ) -> Turn:
     """Carry the connection as far as the network lets it; never raises.
 
     ``stopping`` says the server is stopping; ``others_waiting`` that other connections wait
     for a worker, in which case this one is parked as soon as it has nothing buffered;
-    ``spool_folder`` where a request's body goes when it is too large for memory.
+    ``spool_folder`` where a request's body goes when it is too large for memory; ``limits``
+    those of ``config`` (:func:`head_limits`), built once by the caller rather than per turn.
     """
-    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder)
+    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder, limits)
     try:
         return _loop(exchange)
     except (OSError, ClientDisconnected):

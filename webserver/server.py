@@ -45,7 +45,7 @@ import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
-from ._exchange import Outcome, Turn, receive_parked_body, serve_ready
+from ._exchange import Outcome, Turn, head_limits, receive_parked_body, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
@@ -321,6 +321,7 @@ class Server:
         elif settings:
             raise TypeError("pass either a ServerConfig or keyword settings, not both")
         self.config = config
+        self._limits = head_limits(config)
         self.router = Router()
         #: The listening sockets, by descriptor; empty before listen() and after the stop.
         self._listeners: dict[int, socket.socket] = {}
@@ -709,7 +710,7 @@ class Server:
         """Run in a worker: serve waiting connections one after another until none is left."""
         while True:
             with self._busy_lock:
-                if (self._ready and self._over_limit()) or (
+                if (self._ready and self._running > RUNNING_WORKERS and self._over_limit()) or (
                     not self._ready and not self._linger_for_work()
                 ):
                     self._running -= 1
@@ -761,6 +762,7 @@ class Server:
             self._stopping.is_set,
             self._others_waiting,
             spool_folder=self.spool_folder,
+            limits=self._limits,
         )
         if self._park(conn, turn):
             return
