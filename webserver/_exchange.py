@@ -110,7 +110,6 @@ class _Exchange:
         "limits",
         "others_waiting",
         "request",
-        "requests_before",
         "server_name",
         "spool_folder",
         "stopping",
@@ -135,8 +134,6 @@ class _Exchange:
         self.server_name = config.server_name
         #: The request being answered, for its access line (its client may be a forwarded one).
         self.request: Request | None = None
-        #: Requests the connection had answered when this turn began.
-        self.requests_before = conn.requests
         self.limits = limits or head_limits(config)
 
 
@@ -285,17 +282,18 @@ def _wait(ex: _Exchange, wait: Wait) -> Turn | None:
         return _park_send(ex)
     if ex.stopping() and not wait.partial:
         return CLOSE
-    if wait.partial or conn.requests == ex.requests_before or not ex.others_waiting():
-        try:
-            conn.receive()
-            return None  # bytes, or the end of the stream: look again
-        except BlockingIOError:
-            pass
-        if not wait.partial and not wait.blank_only and _next_request_soon(conn):
-            return None
-    # Else this turn has answered what it read, and other connections wait: park without
-    # another read, which under load mostly fails (EAGAIN); epoll reports at once whatever has
-    # arrived, after the others' turn.
+    try:
+        conn.receive()
+        return None  # bytes, or the end of the stream: look again
+    except BlockingIOError:
+        pass
+    if (
+        not wait.partial
+        and not wait.blank_only
+        and not ex.others_waiting()
+        and _next_request_soon(conn)
+    ):
+        return None
     if wait.partial:
         assert conn.head_started is not None
         deadline = conn.head_started + ex.config.header_timeout
