@@ -5,6 +5,7 @@ Call flow::
     serve_forever()                         the selector thread (the caller's)
       ├── accept()  → Connection            new sockets are parked at once (epoll, one-shot)
       ├── readable parked connection        the kernel disarms it; into the ready queue
+      │     (a body trickling in is received here, and re-armed until a worker has work)
       │     _admit()                        pool.submit(_work_loop) while few loops run
       │     _work_loop()                    a worker thread, taking ready connections in turn
       │       └── exchange.serve_ready()    answer every buffered request, in order
@@ -44,7 +45,7 @@ import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
-from ._exchange import Outcome, Turn, serve_ready
+from ._exchange import Outcome, Turn, head_limits, receive_parked_body, serve_ready
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
@@ -70,6 +71,10 @@ RUNNING_WORKERS = 1
 #: A worker busy with one connection for longer than this is taken to be waiting on something
 #: (a slow client, a slow handler), and another worker may start.
 STUCK_AFTER = 0.01
+#: Seconds a worker loop with nothing to do waits for the next ready connection before it
+#: returns its thread to the pool: under load the next one comes within microseconds, and the
+#: same thread takes it.
+LINGER_FOR_WORK = 0.05
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
@@ -316,6 +321,7 @@ class Server:
         elif settings:
             raise TypeError("pass either a ServerConfig or keyword settings, not both")
         self.config = config
+        self._limits = head_limits(config)
         self.router = Router()
         #: The listening sockets, by descriptor; empty before listen() and after the stop.
         self._listeners: dict[int, socket.socket] = {}
@@ -338,9 +344,14 @@ class Server:
         self._ready: collections.deque[Connection] = collections.deque()
         #: Connections a worker is serving right now.
         self._serving: set[Connection] = set()
-        #: Worker loops submitted to the pool and not yet returned.
+        #: Worker loops submitted to the pool and not yet returned (``_lingering`` of them wait
+        #: for a connection to become ready).
         self._running = 0
+        self._lingering = 0
         self._busy_lock = threading.Lock()
+        #: Wakes a lingering worker loop: a connection is ready, or the loops are to return.
+        self._work_ready = threading.Condition(self._busy_lock)
+        self._retire = False
         #: The serving thread started by ``with server:``, and what made it fail.
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -589,6 +600,15 @@ class Server:
             ):
                 self._close(conn)
             return
+        if previous is Owner.BODY:
+            # A trickle of body bytes is received here; a worker is woken only for work.
+            turn = receive_parked_body(conn, self.config)
+            if turn is not None:
+                if not conn.park(
+                    Owner.BODY, turn.deadline, turn.hard_deadline, lambda: self._poller.rearm(conn)
+                ):
+                    self._close(conn)
+                return
         with self._busy_lock:
             # Only a new request can be refused: a body or a response in progress goes on.
             overloaded = previous is Owner.HEAD and len(self._ready) >= self.config.max_queue
@@ -612,9 +632,13 @@ class Server:
         """
         now = time.monotonic()
         with self._busy_lock:
-            stuck = sum(1 for c in self._serving if now - c.turn_started > STUCK_AFTER)
-            allowed = min(self.config.threads, RUNNING_WORKERS + stuck)
-            start = min(len(self._ready), allowed - self._running)
+            if self._lingering:
+                # The loop that ran last is still warm: hand it the work, rather than a pool
+                # thread picked in turn (a futex wake-up either way, but one thread, not eight
+                # taking turns with cold caches, and no future per hand-off).
+                self._work_ready.notify()
+                return
+            start = min(len(self._ready), self._allowed(now) - self._running)
             if start <= 0:
                 return
             self._running += start
@@ -655,6 +679,11 @@ class Server:
         """Cut connections past their deadline, parked or queued for a worker: a head or body
         too slow gets 408, a response the client does not read is dropped."""
         for conn in list(self._poller.connections.values()):
+            if conn.deadline > now:
+                # Read without the lock, to spare a thousand idle connections a lock each per
+                # sweep: ``deadline`` is never later than ``hard_deadline``, and a deadline
+                # changed meanwhile is judged at the next sweep.
+                continue
             previous = conn.claim(Owner.WORKER, PARKED | {Owner.QUEUED}, due=now)
             if previous is None:
                 continue
@@ -681,7 +710,9 @@ class Server:
         """Run in a worker: serve waiting connections one after another until none is left."""
         while True:
             with self._busy_lock:
-                if not self._ready:
+                if (self._ready and self._running > RUNNING_WORKERS and self._over_limit()) or (
+                    not self._ready and not self._linger_for_work()
+                ):
                     self._running -= 1
                     return
                 conn = self._ready.popleft()
@@ -697,6 +728,31 @@ class Server:
                 with self._busy_lock:
                     self._serving.discard(conn)
 
+    def _allowed(self, now: float) -> int:
+        """Worker loops that may run now (under ``_busy_lock``): see :meth:`_admit`."""
+        stuck = sum(1 for c in self._serving if now - c.turn_started > STUCK_AFTER)
+        return min(self.config.threads, RUNNING_WORKERS + stuck)
+
+    def _over_limit(self) -> bool:
+        """True (under ``_busy_lock``) when more loops run than may: a worker that was stuck
+        has finished, and the extra loop started for it returns instead of competing for the
+        GIL."""
+        return self._running - self._lingering > self._allowed(time.monotonic())
+
+    def _linger_for_work(self) -> bool:
+        """Wait (under ``_busy_lock``) up to ``LINGER_FOR_WORK`` for a connection to become
+        ready; True when one is. Only one loop lingers at a time; the others return."""
+        if self._lingering or self._retire:
+            return False
+        self._lingering += 1
+        try:
+            self._work_ready.wait_for(
+                lambda: bool(self._ready) or self._retire, timeout=LINGER_FOR_WORK
+            )
+        finally:
+            self._lingering -= 1
+        return bool(self._ready) and not self._retire
+
     def _work(self, conn: Connection) -> None:
         """Carry ``conn`` as far as the network allows, then park or close it."""
         turn = serve_ready(
@@ -706,6 +762,7 @@ class Server:
             self._stopping.is_set,
             self._others_waiting,
             spool_folder=self.spool_folder,
+            limits=self._limits,
         )
         if self._park(conn, turn):
             return
@@ -774,6 +831,8 @@ class Server:
             with self._busy_lock:
                 late = list(self._serving)
                 self._ready.clear()  # never started: closed below with everything else
+                self._retire = True
+                self._work_ready.notify_all()
             for conn in late:
                 # Stop a worker busy with it; the worker then closes the socket.
                 with contextlib.suppress(OSError):
