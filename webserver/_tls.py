@@ -28,14 +28,17 @@ ALPN_PROTOCOLS = ["http/1.1"]
 
 #: What a client that speaks plain HTTP to the TLS port reads before the connection closes (as
 #: nginx does), instead of a handshake failure it cannot interpret.
+_PLAIN_HTTP_TEXT = b"This port speaks HTTPS: plain HTTP was sent to it.\n"
 PLAIN_HTTP_ANSWER = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 50\r\n"
+    b"Content-Length: %d\r\n"
     b"Connection: close\r\n"
     b"\r\n"
-    b"This port speaks HTTPS: plain HTTP was sent to it.\n"
-)
+    b"%s"
+) % (len(_PLAIN_HTTP_TEXT), _PLAIN_HTTP_TEXT)
+#: At most this much of a plain-HTTP request is read (and discarded) before answering it.
+PLAIN_HTTP_DRAIN = 64 * 1024
 
 
 class Step(enum.Enum):
@@ -51,6 +54,10 @@ class Step(enum.Enum):
 
 class TLSSocket(ssl.SSLSocket):
     """A server-side TLS socket whose "not now" is ``BlockingIOError``, as a plain socket's."""
+
+    #: The handshake has completed: closing says close_notify (before it, TLS has not started
+    #: for the client, and a plain-HTTP client must read nothing after our plain answer).
+    established = False
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         try:
@@ -77,7 +84,7 @@ class TLSSocket(ssl.SSLSocket):
 
     def _close_notify(self) -> None:
         tls = getattr(self, "_sslobj", None)  # None once shut down
-        if tls is not None and self.fileno() >= 0:
+        if self.established and tls is not None and self.fileno() >= 0:
             with contextlib.suppress(OSError, ValueError):
                 tls.shutdown()  # sends close_notify; then "want read" for the peer's reply
 
@@ -165,7 +172,7 @@ def wrap(context: ssl.SSLContext, sock: socket.socket) -> TLSSocket:
 
 def handshake_step(sock: socket.socket) -> Step:
     """Carry the handshake of ``sock`` (a :class:`TLSSocket`) as far as the network allows."""
-    assert isinstance(sock, ssl.SSLSocket)
+    assert isinstance(sock, TLSSocket)
     try:
         sock.do_handshake()
     except ssl.SSLWantReadError:
@@ -176,6 +183,7 @@ def handshake_step(sock: socket.socket) -> Step:
         return Step.PLAIN_HTTP if exc.reason == "HTTP_REQUEST" else Step.FAILED
     except OSError:  # reset, or closed before a whole ClientHello
         return Step.FAILED
+    sock.established = True
     # The kernel does not know of bytes OpenSSL has already read: epoll would not report them.
     return Step.REQUEST if sock.pending() else Step.DONE
 
@@ -183,5 +191,9 @@ def handshake_step(sock: socket.socket) -> Step:
 def answer_plain_http(sock: socket.socket) -> None:
     """Tell a plain-HTTP client it reached the TLS port, in plain HTTP; never waits."""
     with contextlib.suppress(OSError):
-        # Past the TLS layer, straight to the kernel: the client speaks no TLS.
+        # Past the TLS layer, straight to the kernel: the client speaks no TLS. The rest of its
+        # request is read first (what has arrived), so that closing does not reset the
+        # connection under the answer.
+        socket.socket.recv(sock, PLAIN_HTTP_DRAIN)
+    with contextlib.suppress(OSError):
         socket.socket.send(sock, PLAIN_HTTP_ANSWER)
