@@ -474,3 +474,22 @@ def test_help_lists_the_tls_options() -> None:
     for option in ("--certfile", "--keyfile", "--keyfile-password", "--ssl-ciphers"):
         assert option in done.stdout
     assert "TLS 1.2" in done.stdout
+
+
+@needs_openssl
+def test_keyfile_password_from_the_environment(www: Path, certificate: Certificate) -> None:
+    """WEBSERVER_KEYFILE_PASSWORD gives the key's password without the command line: a wrong
+    one is reported as such (so it was read)."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "webserver", "run", "--port", "0", "--root", str(www),
+            "--certfile", str(certificate.cert), "--keyfile", str(certificate.encrypted_key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT * 3,
+        check=False,
+        env={**os.environ, "WEBSERVER_KEYFILE_PASSWORD": "not-it"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("Error: wrong --keyfile-password")
