@@ -14,8 +14,10 @@ a fixed number of requests bounded by ``--timeout``, alternated ours / uvicorn `
 * ``close``      the same with ``Connection: close``: a full TLS handshake for every request.
 * ``bigfile``    GET of the 16 MiB file, 4 at once, in MiB/s (our buffered TLS writes).
 
-Every response is checked (status 200 and the body size); the best round of each is reported
-with the ratio ours / uvicorn (above 1: ours is faster), and how busy the machine was.
+Every response is checked (status 200 and the body size). Two figures per workload: the rate
+(requests/s or MiB/s, best round), which depends on how busy the shared machine is, and the
+server's own CPU time per request (from /proc/PID/stat, median round), which hardly does; both
+with the ratio ours / uvicorn (for the rate above 1 is better, for CPU time below 1).
 
 Usage: python benchmarks/bench_tls.py [--rounds 3] [--requests 4000]
        [--workloads keepalive,close,bigfile]
@@ -24,7 +26,9 @@ Usage: python benchmarks/bench_tls.py [--rounds 3] [--requests 4000]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +84,12 @@ def uvicorn(tmp: Path, www: Path, cert: Path, key: Path) -> Service:
     argv += ["asgi_static:app"]
     env = child_env(BENCH_WWW_ROOT=str(www))
     return Service("uvicorn", argv, tmp, port=port, env=env, cwd=BENCH_DIR)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_curl(
@@ -140,6 +150,7 @@ def main() -> int:
     )
     meter = CpuMeter()
     results: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as folder:
         tmp = Path(folder)
         www = tmp / "www"
@@ -161,6 +172,8 @@ def main() -> int:
                         target = BIG_FILE if big else KIB_FILE
                         url = f"https://localhost:{service.port}/{target}"
                         count = counts[workload]
+                        assert service.proc is not None
+                        cpu_before = cpu_seconds(service.proc.pid)
                         seconds, good, size = run_curl(
                             curl, cert, url, count, PARALLEL[workload], options.timeout,
                             close=workload == "close",
@@ -171,12 +184,15 @@ def main() -> int:
                                 f"{name} {workload}: {good} of {count} answered 200,"
                                 f" {size} body bytes"
                             )
+                        used = cpu_seconds(service.proc.pid) - cpu_before
                         figure = size / MIB / seconds if big else count / seconds
                         key_ = (name, workload)
                         results[key_] = max(results.get(key_, 0.0), figure)
+                        cpu.setdefault(key_, []).append(used / count * 1e6)
                         unit = "MiB/s" if big else "req/s"
                         print(
                             f"round {round_number + 1} {name:8} {workload:10} {figure:9.1f} {unit}"
+                            f"  server CPU {used / count * 1e6:8.0f} us/request"
                         )
                 finally:
                     service.stop()
@@ -184,9 +200,23 @@ def main() -> int:
     for workload in workloads:
         unit = "MiB/s" if workload == "bigfile" else "req/s"
         mine, peer = results[("ours", workload)], results[("uvicorn", workload)]
-        rows.append([f"{workload} ({unit})", f"{mine:.1f}", f"{peer:.1f}", f"{mine / peer:.2f}"])
+        my_cpu = statistics.median(cpu[("ours", workload)])
+        peer_cpu = statistics.median(cpu[("uvicorn", workload)])
+        rows.append(
+            [
+                workload,
+                f"{mine:.1f} {unit}",
+                f"{peer:.1f} {unit}",
+                f"{mine / peer:.2f}",
+                f"{my_cpu:.0f}",
+                f"{peer_cpu:.0f}",
+                f"{my_cpu / peer_cpu:.2f}",
+            ]
+        )
     print()
-    print(markdown_table(["workload (best round)", "ours", "uvicorn", "ours / uvicorn"], rows))
+    header = ["workload", "ours (best)", "uvicorn (best)", "ratio"]
+    header += ["ours CPU us/req", "uvicorn CPU us/req", "ratio"]
+    print(markdown_table(header, rows))
     print()
     print(meter.summary())
     return 0

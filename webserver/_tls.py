@@ -60,10 +60,15 @@ class TLSSocket(ssl.SSLSocket):
     established = False
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """Decrypted bytes, as many as ``buflen`` allows: none is left inside OpenSSL, where
+        epoll could not see it."""
         try:
-            return super().recv(buflen, flags)
+            data = super().recv(buflen, flags)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise BlockingIOError("TLS record incomplete") from None
+        while data and len(data) < buflen and self.pending():
+            data += super().recv(min(self.pending(), buflen - len(data)), flags)
+        return data
 
     def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]
         try:
