@@ -493,3 +493,11 @@ def test_keyfile_password_from_the_environment(www: Path, certificate: Certifica
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().startswith("Error: wrong --keyfile-password")
+
+
+def test_server_refuses_a_bad_certificate_when_built(www: Path, certificate: Certificate) -> None:
+    """A library user learns of a key that does not match when building the Server, from a
+    ConfigError naming both files, before anything listens."""
+    with pytest.raises(ConfigError, match="does not match the certificate") as caught:
+        Server(root=www, port=0, certfile=certificate.cert, keyfile=certificate.other_key)
+    assert str(certificate.other_key) in str(caught.value)
