@@ -107,8 +107,11 @@ def client_context(certificate: Certificate) -> ssl.SSLContext:
 
 
 def tls_connect(server: Server, certificate: Certificate) -> ssl.SSLSocket:
-    """A TLS client socket to ``server`` (handshake done) with the test timeout."""
-    return client_context(certificate).wrap_socket(connect(server), server_hostname="localhost")
+    """A TLS client socket to ``server`` (handshake done) with the test timeout. An end of the
+    stream without close_notify (a truncation, as far as TLS can tell) raises SSLEOFError."""
+    return client_context(certificate).wrap_socket(
+        connect(server), server_hostname="localhost", suppress_ragged_eofs=False
+    )
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -173,7 +176,7 @@ def test_keep_alive_and_pipelining(tls_server: Server, certificate: Certificate)
         assert reader.read(head_only=True).header("content-length") == "16384"
         sock.sendall(b"GET /data.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert reader.read().body == bytes(range(256)) * 64
-        assert reader.at_eof()
+        assert reader.at_eof()  # the server said close_notify before closing
 
 
 def test_large_file_is_byte_exact_to_a_slow_reader(
@@ -501,3 +504,25 @@ def test_server_refuses_a_bad_certificate_when_built(www: Path, certificate: Cer
     with pytest.raises(ConfigError, match="does not match the certificate") as caught:
         Server(root=www, port=0, certfile=certificate.cert, keyfile=certificate.other_key)
     assert str(certificate.other_key) in str(caught.value)
+
+
+def test_refused_upload_is_answered_then_closed_cleanly(
+    www: Path, certificate: Certificate
+) -> None:
+    """An upload over the limit gets its 413 over TLS; the server then says close_notify and
+    discards the rest of the body (lingering), so the client reads the answer and a clean end."""
+    with (
+        running_server(
+            root=www,
+            certfile=certificate.cert,
+            keyfile=certificate.key,
+            max_upload=1024,
+            access_log=False,
+        ) as server,
+        tls_connect(server, certificate) as sock,
+    ):
+        sock.sendall(b"POST /big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        sock.sendall(b"x" * 65536)
+        reader = WireReader(sock)
+        assert reader.read().status == 413
+        assert reader.at_eof()  # with close_notify: else SSLEOFError
