@@ -78,10 +78,15 @@ class TLSSocket(ssl.SSLSocket):
 
     def shutdown(self, how: int) -> None:
         """On the owner's half-close (``SHUT_WR``), say close_notify first, so the client can
-        tell the end of the stream from a truncation; best effort, never waiting."""
+        tell the end of the stream from a truncation; best effort, never waiting. Any other
+        shutdown comes from another thread at the stop, to wake the worker using the socket:
+        the TLS state is left to that worker (which then sees the end of the stream) and only
+        the kernel's socket is shut."""
         if how == socket.SHUT_WR:
             self._close_notify()
-        super().shutdown(how)
+            super().shutdown(how)
+        else:
+            socket.socket.shutdown(self, how)
 
     def close(self) -> None:
         self._close_notify()

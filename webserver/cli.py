@@ -257,7 +257,10 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_HEADER_TIMEOUT,
     show_default=True,
-    help="Seconds a request head may take from its first byte; then 408.",
+    help=(
+        "Seconds a request head may take from its first byte; then 408. With TLS, also the"
+        " handshake, from the connection."
+    ),
 )
 @click.option(
     "--body-timeout",
