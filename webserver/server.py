@@ -676,6 +676,9 @@ class Server:
                 full = self._open >= self.config.max_connections
                 if not full:
                     self._open += 1
+            if full and self._tls is not None:
+                conn.close()  # no handshake (its CPU) for a client that gets no service
+                continue
             if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
