@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import logging
 import os
 import shutil
 import ssl
@@ -98,6 +99,28 @@ def tls_server(www: Path, certificate: Certificate) -> Iterator[Server]:
         root=www, certfile=certificate.cert, keyfile=certificate.key, access_log=False
     ) as server:
         yield server
+
+
+@pytest.fixture
+def error_log() -> Iterator[list[logging.LogRecord]]:
+    """What the server writes to its error log meanwhile (whatever else a test session has
+    configured for that logger)."""
+    handler = _Records()
+    logger = logging.getLogger("webserver.error")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def client_context(certificate: Certificate) -> ssl.SSLContext:
@@ -240,8 +263,11 @@ def test_slow_handshake_is_cut_at_the_head_deadline(
         assert 0.4 <= time.monotonic() - started <= 5
 
 
-def test_plain_http_on_the_tls_port_gets_400(tls_server: Server) -> None:
-    """Plain HTTP sent to the TLS port is answered 400 in plain HTTP, then closed."""
+def test_plain_http_on_the_tls_port_gets_400(
+    tls_server: Server, error_log: list[logging.LogRecord]
+) -> None:
+    """Plain HTTP sent to the TLS port is answered 400 in plain HTTP, then closed; nothing is
+    logged as an error."""
     with connect(tls_server) as sock:
         sock.sendall(GET)
         reader = WireReader(sock)
@@ -249,6 +275,7 @@ def test_plain_http_on_the_tls_port_gets_400(tls_server: Server) -> None:
         assert response.status == 400
         assert b"HTTPS" in response.body
         assert reader.at_eof()
+    assert error_log == []
 
 
 def test_tls_on_a_plain_port_fails_cleanly(server: Server, certificate: Certificate) -> None:
@@ -265,9 +292,10 @@ def test_tls_on_a_plain_port_fails_cleanly(server: Server, certificate: Certific
 
 
 def test_garbage_handshake_is_closed_and_leaks_nothing(
-    tls_server: Server, certificate: Certificate
+    tls_server: Server, certificate: Certificate, error_log: list[logging.LogRecord]
 ) -> None:
-    """Bytes that are neither TLS nor HTTP close the connection; descriptors do not leak."""
+    """Bytes that are neither TLS nor HTTP close the connection, logging no error; descriptors
+    do not leak."""
     with tls_connect(tls_server, certificate):
         pass  # warm up lazily opened descriptors
     before = open_fds()
@@ -283,6 +311,7 @@ def test_garbage_handshake_is_closed_and_leaks_nothing(
     while open_fds() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert open_fds() <= before
+    assert error_log == []
 
 
 def test_graceful_stop_closes_handshaking_connections(www: Path, certificate: Certificate) -> None:
