@@ -22,6 +22,7 @@ import contextlib
 import enum
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,9 @@ JOIN_SIZE = 256 * 1024
 LINGER_BYTES = 256 * 1024
 #: ...and for at most this many seconds (the selector does it; no thread waits).
 LINGER_SECONDS = 2.0
+#: Over TLS a file is read into memory this much at a time (the kernel cannot encrypt what
+#: ``sendfile`` sends): four full TLS records, and what one slow client may hold in memory.
+TLS_FILE_CHUNK = 64 * 1024
 
 
 class Mode(enum.Enum):
@@ -70,10 +74,11 @@ class Owner(enum.Enum):
     BODY = "body"  #: parked for more of a request body
     SEND = "send"  #: parked for room in the kernel's send buffer
     LINGER = "linger"  #: answered and half-closed: discarding input until the client closes
+    HANDSHAKE = "handshake"  #: TLS handshake in progress, stepped by the selector (_tls.py)
 
 
 #: The states in which the selector owns the connection.
-PARKED = frozenset({Owner.HEAD, Owner.BODY, Owner.SEND, Owner.LINGER})
+PARKED = frozenset({Owner.HEAD, Owner.BODY, Owner.SEND, Owner.LINGER, Owner.HANDSHAKE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +496,9 @@ class Connection:
         while out:
             item = out[0]
             if isinstance(item, _FileSlice):
+                if isinstance(self.sock, ssl.SSLSocket):
+                    self._read_slice(item)
+                    continue
                 if not self._sendfile(item):
                     return False
                 del out[0]
@@ -540,6 +548,21 @@ class Connection:
             self._progress(sent)
         piece.file.close()
         return True
+
+    def _read_slice(self, piece: _FileSlice) -> None:
+        """Put the next bytes of the file slice at the front of the queue before it (over TLS,
+        which encrypts in user space); a send refused is then retried with the same bytes."""
+        data = os.pread(piece.file.fileno(), min(piece.count, TLS_FILE_CHUNK), piece.offset)
+        if not data:
+            raise ConnectionError("file shrank while it was being sent")
+        piece.offset += len(data)
+        piece.count -= len(data)
+        if not piece.count:
+            self._out.popleft()
+            self._out_files -= 1
+            piece.file.close()
+        self._out.appendleft(data)
+        self._out_bytes += len(data)
 
     # -- closing --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._tls import build_context
 from .accesslog import ACCESS_LOG_FORMATS
 from .config import (
     DEFAULT_BODY_TIMEOUT,
@@ -147,6 +148,35 @@ def main() -> None:
     ),
 )
 @click.option(
+    "--certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=(
+        "Serve HTTPS (TLS 1.2 or later, ALPN http/1.1) with this PEM certificate chain;"
+        " the key may be in the same file."
+    ),
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The certificate's PEM private key, when not in --certfile.",
+)
+@click.option(
+    "--keyfile-password",
+    metavar="TEXT",
+    default=None,
+    envvar="WEBSERVER_KEYFILE_PASSWORD",
+    show_envvar=True,
+    help="Password of an encrypted --keyfile (better given in the environment).",
+)
+@click.option(
+    "--ssl-ciphers",
+    metavar="LIST",
+    default=None,
+    help="OpenSSL cipher list for TLS 1.2 (as nginx's ssl_ciphers); default: Python's.",
+)
+@click.option(
     "--unix-mode",
     type=_Mode(),
     default=None,
@@ -227,7 +257,10 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_HEADER_TIMEOUT,
     show_default=True,
-    help="Seconds a request head may take from its first byte; then 408.",
+    help=(
+        "Seconds a request head may take from its first byte; then 408. With TLS, also the"
+        " handshake, from the connection."
+    ),
 )
 @click.option(
     "--body-timeout",
@@ -350,6 +383,7 @@ def run(
         # Every other option is named after the ServerConfig field it sets.
         config = ServerConfig(access_log=not no_access_log, **settings)
         config.check_root()
+        build_context(config)  # certificate and key problems before anything listens
         mounts = _load_mounts(config, handlers, apps, multiprocess=workers > 1)
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
@@ -363,7 +397,8 @@ def run(
     # The files of the Unix sockets we bound go when we stop (not systemd's: it owns them).
     unix_files = [] if activated else [unix_path(sock) for sock in listeners]
     # One address keeps the original line; several are joined by ", ".
-    ready = f"Serving {config.root} on {', '.join(listener_url(sock) for sock in listeners)}"
+    urls = ", ".join(listener_url(sock, config.scheme) for sock in listeners)
+    ready = f"Serving {config.root} on {urls}"
     if workers > 1:
         supervisor = Supervisor(
             lambda socks: _build_server(config, mounts, socks),

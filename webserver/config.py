@@ -158,6 +158,15 @@ class ServerConfig:
     #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` or
     #: ``Forwarded`` field names the client; from anyone else those fields are ignored.
     trusted_proxies: tuple[str, ...] = ()
+    #: Serve HTTPS with this PEM certificate chain (TLS 1.2 or later, ALPN ``http/1.1``).
+    certfile: Path | None = None
+    #: The certificate's private key (PEM), when it is not in ``certfile`` itself.
+    keyfile: Path | None = None
+    #: The password of an encrypted ``keyfile``.
+    keyfile_password: str | None = field(default=None, repr=False)
+    #: OpenSSL cipher list for TLS 1.2 (as nginx's ``ssl_ciphers``); else the ssl module's
+    #: defaults. TLS 1.3 suites are not affected.
+    ssl_ciphers: str | None = None
     #: ``trusted_proxies`` parsed once, for the per-request check.
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False, default=()
@@ -190,6 +199,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         self._check_names()
         self._check_addresses()
+        self._check_tls()
         networks = [_trusted_network(proxy) for proxy in self.trusted_proxies]
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "trusted_networks", tuple(networks))
@@ -220,6 +230,22 @@ class ServerConfig:
         if self.unix_mode is not None and not 0 <= self.unix_mode <= 0o777:
             raise ConfigError(f"unix_mode must be permission bits 0..0o777, not {self.unix_mode:o}")
         object.__setattr__(self, "addresses", tuple(addresses))
+
+    def _check_tls(self) -> None:
+        """TLS settings are consistent (their files are read by the server, once)."""
+        for name in ("certfile", "keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(os.fspath(value)).expanduser())
+        if self.certfile is None:
+            for name in ("keyfile", "keyfile_password", "ssl_ciphers"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} needs a certfile (TLS is off without one)")
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server speaks TLS, else ``http``."""
+        return "http" if self.certfile is None else "https"
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

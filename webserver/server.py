@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -46,6 +47,8 @@ import h11
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
 from ._exchange import Outcome, Turn, head_limits, receive_parked_body, serve_ready
+from ._exchange import Outcome, Turn, serve_ready
+from ._tls import Step, answer_plain_http, build_context, handshake_step, wrap
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
@@ -83,6 +86,9 @@ SWEEP_INTERVAL = 0.5
 #: (logged as nginx does).
 UNIX_CLIENT = ("unix:", 0)
 
+#: Parked connections a graceful stop closes at once: between requests, or not yet speaking HTTP.
+_IDLE = frozenset({Owner.HEAD, Owner.HANDSHAKE})
+
 #: The signals a service manager or a terminal sends to ask for a stop.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -110,17 +116,18 @@ def raise_open_files_limit(connections: int) -> str | None:
     )
 
 
-def format_url(host: str, port: int) -> str:
-    """``http://host:port/``, with an IPv6 host in brackets."""
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+def format_url(host: str, port: int, scheme: str = "http") -> str:
+    """``http://host:port/`` (or ``https``), with an IPv6 host in brackets."""
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
-def listener_url(listener: socket.socket) -> str:
-    """Where clients reach ``listener``: ``http://host:port/``, or ``unix:PATH``."""
+def listener_url(listener: socket.socket, scheme: str = "http") -> str:
+    """Where clients reach ``listener``: ``http://host:port/`` (``https`` with TLS), or
+    ``unix:PATH``."""
     if listener.family == socket.AF_UNIX:
         return f"unix:{listener.getsockname()}"
     host, port = listener.getsockname()[:2]
-    return format_url(host, port)
+    return format_url(host, port, scheme)
 
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
@@ -322,6 +329,8 @@ class Server:
             raise TypeError("pass either a ServerConfig or keyword settings, not both")
         self.config = config
         self._limits = head_limits(config)
+        #: The SSL context when the server speaks TLS (certificate and key read once, here).
+        self._tls = build_context(config)
         self.router = Router()
         #: The listening sockets, by descriptor; empty before listen() and after the stop.
         self._listeners: dict[int, socket.socket] = {}
@@ -391,14 +400,14 @@ class Server:
         for listener in listeners:
             listener.setblocking(False)
             self._listeners[listener.fileno()] = listener
-        self._urls = [listener_url(listener) for listener in listeners]
+        self._urls = [listener_url(listener, self.config.scheme) for listener in listeners]
         first = listeners[0].getsockname()
         self._address = (first, 0) if isinstance(first, str) else (first[0], first[1])
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` of the first listening socket (IPv6 hosts in brackets), or
-        ``unix:PATH``."""
+        """``http://host:port/`` of the first listening socket (``https`` with TLS, IPv6 hosts
+        in brackets), or ``unix:PATH``."""
         self.listen()
         return self._urls[0]
 
@@ -609,6 +618,10 @@ class Server:
                 ):
                     self._close(conn)
                 return
+        if previous is Owner.HANDSHAKE:
+            if not self._handshake(conn):
+                return
+            previous = Owner.HEAD
         with self._busy_lock:
             # Only a new request can be refused: a body or a response in progress goes on.
             overloaded = previous is Owner.HEAD and len(self._ready) >= self.config.max_queue
@@ -620,6 +633,25 @@ class Server:
             self._forget(conn)
             return
         self._admit(pool)
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Step the TLS handshake of ``conn`` on the selector thread (never waiting: the socket
+        is non-blocking) and park it for what it needs next, under the deadline it had since it
+        was accepted -- the head deadline, so a slow or silent client is cut like a slow head.
+        True when request bytes are already decrypted and a worker should take it now."""
+        step = handshake_step(conn.sock)
+        if step is Step.REQUEST:
+            return True
+        if step in (Step.FAILED, Step.PLAIN_HTTP):
+            if step is Step.PLAIN_HTTP:
+                answer_plain_http(conn.sock)
+            self._close(conn)
+            return False
+        owner = Owner.HEAD if step is Step.DONE else Owner.HANDSHAKE
+        rearm = functools.partial(self._poller.rearm, conn, send=step is Step.WRITE)
+        if not conn.park(owner, conn.deadline, conn.hard_deadline, rearm):
+            self._close(conn)
+        return False
 
     def _admit(self, pool: ThreadPoolExecutor) -> None:
         """Start worker loops for waiting connections, as many as may run Python at once.
@@ -662,17 +694,27 @@ class Server:
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client = (address[0], address[1])
+            if self._tls is not None:
+                sock = wrap(self._tls, sock)
             conn = Connection(sock, client, max_head_size=self.config.max_head_size)
             with self._busy_lock:
                 full = self._open >= self.config.max_connections
                 if not full:
                     self._open += 1
+            if full and self._tls is not None:
+                conn.close()  # no handshake (its CPU) for a client that gets no service
+                continue
             if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
             deadline = conn.last_active + self.config.header_timeout
             conn.deadline = conn.hard_deadline = deadline
-            poller.add(conn)
+            if self._tls is None:
+                poller.add(conn)
+            elif not conn.park(
+                Owner.HANDSHAKE, deadline, deadline, functools.partial(poller.add, conn)
+            ):
+                self._close(conn)
         return True
 
     def _sweep(self, now: float) -> None:
@@ -809,7 +851,7 @@ class Server:
     def _close_idle(self) -> None:
         """Close connections parked between requests (not those halfway through one)."""
         for conn in list(self._poller.connections.values()):
-            if conn.claim(Owner.WORKER, frozenset({Owner.HEAD})) is not None:
+            if conn.claim(Owner.WORKER, _IDLE) is not None:
                 self._close(conn)
 
     def _drain(self, poller: _Poller, pool: ThreadPoolExecutor) -> None:

@@ -203,3 +203,27 @@ def test_rolling_restart_loses_no_request(deployment: Deployment) -> None:
         results = [future.result() for future in futures]
     assert [failure for _, failures in results for failure in failures] == []
     assert _lines(second) >= served_at_stop + 100, "the load stopped before the instance had"
+
+
+def test_socket_activation_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    """deploy/webserver.socket and the service it starts are valid units for systemd (checked
+    by `systemd-analyze verify`, with the program path of this test's installation)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    service = (DEPLOY / "webserver-activated.service").read_text()
+    assert "/opt/webserver/bin/webserver run" in service
+    python = shutil.which("python3") or "/usr/bin/python3"
+    (tmp_path / "webserver-activated.service").write_text(
+        service.replace("/opt/webserver/bin/webserver run", f"{python} -m webserver run")
+    )
+    shutil.copy(DEPLOY / "webserver.socket", tmp_path / "webserver.socket")
+    done = subprocess.run(
+        [analyze, "verify", "./webserver.socket", "./webserver-activated.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT * 3,
+        check=False,
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
