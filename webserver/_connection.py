@@ -558,10 +558,10 @@ class Connection:
         piece.offset += len(data)
         piece.count -= len(data)
         if not piece.count:
-            self._out.popleft()
+            del self._out[0]
             self._out_files -= 1
             piece.file.close()
-        self._out.appendleft(data)
+        self._out.insert(0, data)
         self._out_bytes += len(data)
 
     # -- closing --------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ import h11
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
 from ._exchange import Outcome, Turn, head_limits, receive_parked_body, serve_ready
-from ._exchange import Outcome, Turn, serve_ready
 from ._tls import Step, answer_plain_http, build_context, handshake_step, wrap
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
