@@ -1,10 +1,16 @@
 """Storing POST bodies as new files under the root.
 
-Rules: the body streams into a temporary file beside its final name and is published only once it
-arrived whole, with a hard link that fails rather than replace anything -- so a client that
-disconnects leaves nothing, and an existing file is never overwritten (the upload takes a fresh
+Rules: an upload in progress is a private file (0600) in the one private folder of the root
+(``IN_PROGRESS_FOLDER``, 0700: never served, listed, nor a valid upload name), locked with
+``flock`` while its process writes it; a large body is spooled there by the server itself
+(:meth:`Uploads.spool_folder`), so it is published without a copy. Only once the body arrived
+whole is it published, with a hard link that fails rather than replace anything -- so a client
+that disconnects leaves nothing, and an existing file is never overwritten (the upload takes a fresh
 numbered name ``name-1.txt``, ``name-2.txt``, ...; ``Location`` says which). Folders named in the
 path are created inside the root; a path escaping the root through a symlinked folder is refused.
+At start the temporaries no live process holds (a killed process's) are removed
+(:func:`remove_abandoned_uploads`); a sibling's (``--workers``) are locked and kept. A failed
+upload removes the folders it created.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import contextlib
 import errno
 import logging
 import os
-import tempfile
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 from urllib.parse import quote
 
+from ._spool import locked_temp_file, remove_unheld
 from .config import ServerConfig
 from .errors import HTTPError, PayloadTooLarge
 from .handler import Handler
@@ -29,6 +38,11 @@ _log = logging.getLogger("webserver.error")
 
 #: Permissions of a stored upload: readable by all, like a file copied into the folder.
 UPLOAD_MODE = 0o644
+#: The folder of the root holding uploads in progress: on the root's file system, so publishing
+#: is a link; its name starts with the temporary prefix, so it is never served nor uploaded to.
+IN_PROGRESS_FOLDER = TEMP_PREFIX + "in-progress"
+#: Its permissions: only the server's user sees uploads before they are published.
+IN_PROGRESS_MODE = 0o700
 #: Requested names whose next number is remembered; the memory is dropped past this many.
 MAX_REMEMBERED_NAMES = 4096
 #: Give up finding a free numbered name after this many tries (a folder of 10,000 copies is a bug).
@@ -47,26 +61,41 @@ class Uploads(Handler):
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
-        return cls(config.root, max_size=config.max_upload)
+        """The handler for ``config``'s root, after removing what killed processes left there."""
+        uploads = cls(config.root, max_size=config.max_upload)
+        # Made now, so a listing or a scan of the tree sees it from the start.
+        with contextlib.suppress(OSError):
+            in_progress_folder(uploads.root)
+        remove_abandoned_uploads(uploads.root)
+        return uploads
+
+    def spool_folder(self) -> str | None:
+        """The in-progress folder: a large body spooled there is published by a link."""
+        try:
+            return str(in_progress_folder(self.root))
+        except OSError:
+            return None  # a read-only root: the body goes to the system's temporary folder
 
     def post(self, request: Request) -> Response:
         segments = upload_segments(request.route_path)
-        declared = request.body.length
-        if declared is not None and declared > self.max_size:
-            raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
+        self._check_declared_length(request)
         folder, created = self._make_folder(segments[:-1])
         try:
-            stored = self._store(request, folder, segments[-1])
+            with self._body_file(request) as (temp, size):
+                stored = self._link(temp, folder, segments[-1])
         except BaseException:
             _remove_folders(created)
             raise
         relative = stored.relative_to(self.root).as_posix()
         location = quote("/" + relative, safe="/")
         return Response.text(
-            f"stored {relative} ({request.body.received} bytes)\n",
-            200,
-            headers=[("Location", location)],
+            f"stored {relative} ({size} bytes)\n", 200, headers=[("Location", location)]
         )
+
+    def _check_declared_length(self, request: Request) -> None:
+        declared = request.body.length
+        if declared is not None and declared > self.max_size:
+            raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
 
     def _make_folder(self, names: list[str]) -> tuple[Path, list[str]]:
         """Create the folders ``names`` under the root one level at a time -- no recursion, so no
@@ -98,30 +127,93 @@ class Uploads(Handler):
             raise
         return folder, created
 
-    def _store(self, request: Request, folder: Path, name: str) -> Path:
+    @contextmanager
+    def _body_file(self, request: Request) -> Iterator[tuple[str, int]]:
+        """The whole body as a private file in the in-progress folder, and its size.
+
+        A body the server spooled there is that very file, so publishing it is a link and never
+        a copy; any other is written there now. A file this made is removed on exit (a link to
+        it stays); a spooled one is removed by the server.
+        """
+        spooled = request.body.spooled_path
+        if spooled is not None and os.path.dirname(spooled) == str(self.root / IN_PROGRESS_FOLDER):
+            try:
+                size = os.stat(spooled).st_size
+                if size > self.max_size:
+                    raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
+                # Private until now; a published upload is an ordinary file.
+                os.chmod(spooled, UPLOAD_MODE)
+                yield spooled, size
+            except OSError as exc:
+                raise _storage_error(exc) from exc
+            return
+        with self._written_file(request.body) as written:
+            yield written
+
+    @contextmanager
+    def _written_file(self, chunks: Iterable[bytes]) -> Iterator[tuple[str, int]]:
+        """``chunks`` written to a new private file in the in-progress folder, locked while this
+        process holds it; the file and its size, removed on exit."""
         try:
-            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+            fd, temp = locked_temp_file(str(in_progress_folder(self.root)), TEMP_PREFIX)
         except OSError as exc:
             raise _storage_error(exc) from exc
         try:
-            # mkstemp makes the file private (0600); a published upload is an ordinary file.
-            os.fchmod(fd, UPLOAD_MODE)
+            size = 0
             with os.fdopen(fd, "wb") as out:
-                for chunk in request.body:
-                    if request.body.received > self.max_size:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_size:
                         raise PayloadTooLarge(f"upload limit is {self.max_size} bytes", close=True)
                     out.write(chunk)
-            key = str(folder / name)
-            target, number = _publish(temp, folder, name, self._next_number.get(key, 1))
-            if len(self._next_number) >= MAX_REMEMBERED_NAMES:
-                self._next_number.clear()
-            self._next_number[key] = number + 1
-            return target
+                out.flush()
+                os.fchmod(out.fileno(), UPLOAD_MODE)
+                yield temp, size
         except OSError as exc:
             raise _storage_error(exc) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+
+    def _link(self, temp: str, folder: Path, name: str) -> Path:
+        """Publish ``temp`` as ``name`` in ``folder`` or a free numbered variant of it."""
+        key = str(folder / name)
+        try:
+            target, number = _publish(temp, folder, name, self._next_number.get(key, 1))
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        if len(self._next_number) >= MAX_REMEMBERED_NAMES:
+            self._next_number.clear()
+        self._next_number[key] = number + 1
+        return target
+
+
+def in_progress_folder(root: Path) -> Path:
+    """The private folder of ``root`` for uploads in progress, created (0700) if missing;
+    ``OSError`` when it cannot be, or when something other than a folder has its name."""
+    folder = root / IN_PROGRESS_FOLDER
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, IN_PROGRESS_MODE)
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    return folder
+
+
+def remove_abandoned_uploads(root: Path) -> int:
+    """Remove the uploads in progress (and spooled bodies) of ``root`` that no live process
+    holds; how many. Run at start: a process killed mid-upload leaves its files behind, and
+    nothing else would ever remove them; a live sibling's (``--workers``) are locked and kept.
+    Never raises: a failure is a warning in the error log.
+    """
+    folder = root / IN_PROGRESS_FOLDER
+    try:
+        removed = remove_unheld(str(folder))
+    except OSError as exc:
+        _log.warning("cannot look for abandoned uploads in %s: %s", folder, exc.strerror)
+        return 0
+    if removed:
+        _log.warning("removed %d abandoned uploads from %s", removed, folder)
+    return removed
 
 
 def _remove_folders(created: list[str]) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
+import socket
+import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from webserver import Server
+from webserver._spool import MEMORY_LIMIT, locked_temp_file
+from webserver._spool import TEMP_PREFIX as SPOOL_PREFIX
 from webserver.paths import MAX_UPLOAD_DEPTH, MAX_UPLOAD_PATH_BYTES, TEMP_PREFIX
 from webserver.testing import running_server
+from webserver.uploads import IN_PROGRESS_FOLDER
 
 from .conftest import NET_TIMEOUT, connect, open_fds, peak_rss_kib, webserver_process
 from .wire import WireReader
@@ -31,8 +39,13 @@ def post(
 
 
 def leftovers(root: Path) -> list[Path]:
-    """Upload temporaries anywhere under root."""
-    return [p for p in root.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    """Upload temporaries and spooled bodies anywhere under root (the in-progress folder itself
+    stays once made)."""
+    return [
+        p
+        for p in root.rglob("*")
+        if p.name.startswith((TEMP_PREFIX, SPOOL_PREFIX)) and p.name != IN_PROGRESS_FOLDER
+    ]
 
 
 @pytest.fixture
@@ -244,19 +257,17 @@ def test_disk_full_is_507_and_temp_removed(
 ) -> None:
     """When the disk fills mid-upload the client gets 507, the log says why, and the
     temporary file is gone."""
-    import tempfile
-    from types import SimpleNamespace
-
     made: list[str] = []
 
-    def mkstemp_on_full_disk(**kwargs: object) -> tuple[int, str]:
-        fd, path = tempfile.mkstemp(**kwargs)  # type: ignore[call-overload]
+    def temp_on_full_disk(folder: str, prefix: str) -> tuple[int, str]:
+        fd, path = locked_temp_file(folder, prefix)
         os.close(fd)
         made.append(path)
         return os.open("/dev/full", os.O_WRONLY), path  # every write fails with ENOSPC
 
-    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=mkstemp_on_full_disk))
-    status, _, body = post(server, "/full.bin", os.urandom(100_000))
+    monkeypatch.setattr("webserver.uploads.locked_temp_file", temp_on_full_disk)
+    # Under the spool's memory limit, so the handler writes the file itself.
+    status, _, body = post(server, "/full.bin", os.urandom(50_000))
     assert status == 507
     assert b"no space" in body
     assert "disk full" in caplog.text
@@ -268,12 +279,11 @@ def test_permission_denied_is_500_with_log(
     server: Server, www: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A folder the server may not write to: 500, a log line, nothing stored."""
-    from types import SimpleNamespace
 
-    def refuse(**kwargs: object) -> tuple[int, str]:
-        raise PermissionError(13, "Permission denied", str(kwargs.get("dir")))
+    def refuse(folder: str, prefix: str) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", folder)
 
-    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=refuse))
+    monkeypatch.setattr("webserver.uploads.locked_temp_file", refuse)
     status, _, _ = post(server, "/denied.txt", b"x")
     assert status == 500
     assert "upload failed" in caplog.text and "Permission denied" in caplog.text
@@ -381,13 +391,12 @@ def test_failed_upload_removes_the_folders_it_created(
     server: Server, www: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An upload that fails after making its folders removes them; folders that existed stay."""
-    from types import SimpleNamespace
 
-    def refuse(**kwargs: object) -> tuple[int, str]:
-        raise PermissionError(13, "Permission denied", str(kwargs.get("dir")))
+    def refuse(folder: str, prefix: str) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", folder)
 
     (www / "kept").mkdir()
-    monkeypatch.setattr("webserver.uploads.tempfile", SimpleNamespace(mkstemp=refuse))
+    monkeypatch.setattr("webserver.uploads.locked_temp_file", refuse)
     status, _, _ = post(server, "/kept/new1/new2/f.txt", b"x")
     assert status == 500
     assert (www / "kept").is_dir()
@@ -405,3 +414,128 @@ def test_a_255_byte_name_uploaded_twice_gets_a_shortened_number(server: Server, 
     assert (second[0], second[1]["Location"]) == (200, "/" + shortened)
     assert (www / name).read_bytes() == b"one"
     assert (www / shortened).read_bytes() == b"two"
+
+
+def _in_progress(root: Path) -> Path:
+    return root / IN_PROGRESS_FOLDER
+
+
+def _start_upload(port: int, target: str, size: int) -> socket.socket:
+    """A connection that has sent the head and more than the spool's memory limit of a body of
+    ``size`` bytes, and then waits."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=NET_TIMEOUT)
+    sock.sendall(f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+    sock.sendall(b"a" * (MEMORY_LIMIT + 1000))
+    return sock
+
+
+def _wait_for_file(folder: Path) -> Path:
+    """The one file of ``folder``, once it is there (an upload being spooled)."""
+    deadline = time.monotonic() + NET_TIMEOUT
+    while True:
+        found = list(folder.iterdir()) if folder.is_dir() else []
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        assert time.monotonic() < deadline, f"nothing appeared in {folder}"
+        threading.Event().wait(0.005)
+
+
+def _finish_upload(sock: socket.socket, size: int) -> int:
+    sock.sendall(b"a" * (size - MEMORY_LIMIT - 1000))
+    return WireReader(sock).read().status
+
+
+def test_an_upload_in_progress_is_private_and_locked(server: Server, www: Path) -> None:
+    """While its body arrives an upload is a 0600 file, locked, in the one 0700 in-progress
+    folder of the root (once a 0644 file beside its final name); published, it is 0644."""
+    size = 3 * MEMORY_LIMIT
+    with _start_upload(server.listen()[1], "/sub/private.bin", size) as sock:
+        partial = _wait_for_file(_in_progress(www))
+        assert stat.S_IMODE(_in_progress(www).stat().st_mode) == 0o700
+        assert stat.S_IMODE(partial.stat().st_mode) == 0o600
+        with open(partial, "rb") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not (www / "sub").exists()
+        assert _finish_upload(sock, size) == 200
+    assert stat.S_IMODE((www / "sub" / "private.bin").stat().st_mode) == 0o644
+    assert (www / "sub" / "private.bin").read_bytes() == b"a" * size
+    assert leftovers(www) == []
+
+
+def test_a_spooled_body_is_published_by_a_link_not_a_copy(server: Server, www: Path) -> None:
+    """A body too large for memory is spooled in the in-progress folder and the stored file is
+    that very file (same inode): it is never copied a second time."""
+    size = 5 * MEMORY_LIMIT
+    with _start_upload(server.listen()[1], "/linked.bin", size) as sock:
+        spooled = _wait_for_file(_in_progress(www))
+        assert spooled.name.startswith(SPOOL_PREFIX)
+        inode = spooled.stat().st_ino
+        assert _finish_upload(sock, size) == 200
+    assert (www / "linked.bin").stat().st_ino == inode
+    assert (www / "linked.bin").stat().st_size == size
+    assert list(_in_progress(www).iterdir()) == []
+
+
+def test_the_in_progress_folder_is_never_served_listed_or_uploaded_to(
+    server: Server, www: Path
+) -> None:
+    """The in-progress folder exists from the start but is 404, absent from the listing, and
+    no upload can name it."""
+    assert _in_progress(www).is_dir()
+    host, port = server.listen()
+    conn = http.client.HTTPConnection(host, port, timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", f"/{IN_PROGRESS_FOLDER}/")
+        hidden = conn.getresponse()
+        hidden.read()
+        assert hidden.status == 404
+        conn.request("GET", "/?format=json")
+        listing = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    assert IN_PROGRESS_FOLDER not in listing
+    for target in (f"/{IN_PROGRESS_FOLDER}", f"/{IN_PROGRESS_FOLDER}/x.txt"):
+        assert post(server, target, b"x")[0] == 400
+    assert list(_in_progress(www).iterdir()) == []
+
+
+def test_a_killed_servers_leftovers_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A ``webserver run`` killed (SIGKILL) mid-upload leaves its partial file; the next start
+    on the same root removes it, and any other temporary no process holds."""
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 4 * MEMORY_LIMIT
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
+        sock = _start_upload(int(m["port"]), "/killed.bin", size)
+        try:
+            partial = _wait_for_file(_in_progress(root))
+            proc.kill()
+            proc.wait(NET_TIMEOUT)
+        finally:
+            sock.close()
+    stale = [_in_progress(root) / (TEMP_PREFIX + "old"), _in_progress(root) / (SPOOL_PREFIX + "x")]
+    for path in stale:
+        path.write_bytes(b"left over")
+    assert partial.exists()
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log"):
+        assert list(_in_progress(root).iterdir()) == []
+    assert not (root / "killed.bin").exists()
+
+
+def test_a_live_siblings_upload_is_kept_by_a_starting_server(tmp_path: Path) -> None:
+    """A server starting on a root where another live process (a ``--workers`` sibling) is
+    receiving an upload leaves that upload's locked file alone, and the upload completes."""
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 4 * MEMORY_LIMIT
+    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (_, m):
+        sock = _start_upload(int(m["port"]), "/kept.bin", size)
+        try:
+            partial = _wait_for_file(_in_progress(root))
+            with webserver_process("--port", "0", "--root", str(root), "--no-access-log"):
+                assert partial.exists()
+            assert _finish_upload(sock, size) == 200
+        finally:
+            sock.close()
+    assert (root / "kept.bin").read_bytes() == b"a" * size
