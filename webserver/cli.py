@@ -187,6 +187,14 @@ def main() -> None:
     ),
 )
 @click.option(
+    "--read-only",
+    is_flag=True,
+    help=(
+        "Store nothing: POST and PUT answer 405 (with Allow: GET, HEAD, OPTIONS). For a public"
+        " mirror."
+    ),
+)
+@click.option(
     "--show-hidden",
     is_flag=True,
     help="Serve and list dot-names (.git, .env); /.well-known/ is served either way.",
@@ -338,8 +346,10 @@ def run(
 
     GET and HEAD return files (a folder serves its index.html, else a listing), with ETag and
     Last-Modified for caches and byte ranges for resuming; POST /name stores the request body as
-    a new file under the root and never overwrites one. The first line on stdout, once
-    connections are accepted, is "Serving ROOT on http://HOST:PORT/".
+    a new file under the root and never overwrites one; PUT /name stores it at exactly that
+    name, replacing it atomically (If-Match, If-None-Match: * honoured); --read-only turns both
+    off. The first line on stdout, once connections are accepted, is "Serving ROOT on
+    http://HOST:PORT/".
     """
     if port_argument is not None:
         source = click.get_current_context().get_parameter_source("port")

@@ -1,4 +1,4 @@
-"""Storing POST bodies as new files under the root.
+"""Storing POST bodies as new files under the root, and PUT bodies at exactly their path.
 
 Rules: an upload in progress is a private file (0600) in the one private folder of the root
 (``IN_PROGRESS_FOLDER``, 0700: never served, listed, nor a valid upload name), locked with
@@ -11,6 +11,14 @@ path are created inside the root; a path escaping the root through a symlinked f
 At start the temporaries no live process holds (a killed process's) are removed
 (:func:`remove_abandoned_uploads`); a sibling's (``--workers``) are locked and kept. A failed
 upload removes the folders it created.
+
+PUT (RFC 9110 §9.3.4) stores the body at exactly the request path: linked there when the name is
+free (201 Created), else renamed over the file there (204 No Content) -- either way a reader
+sees the old file or the new one whole, never a mix. Its preconditions (``If-Match`` with the
+ETag GET sends, ``If-Unmodified-Since``, ``If-None-Match: *``) are evaluated against the file as
+it is at that moment, and the check and the replacement are one step for the requests of this
+process (``If-None-Match: *`` is exact across processes too: a link never replaces). A folder
+or a symlink at that name is not replaced (409). POST answers 201 Created with ``Location``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +36,12 @@ from typing import Self
 from urllib.parse import quote
 
 from ._spool import locked_temp_file, remove_unheld
+from .conditional import make_etag
 from .config import ServerConfig
 from .errors import HTTPError, PayloadTooLarge
 from .handler import Handler
+from .headers import Headers
+from .httpdate import parse_http_date
 from .paths import MAX_NAME_BYTES, TEMP_PREFIX, numbered_name, resolve_inside, upload_segments
 from .request import Request
 from .response import Response
@@ -58,6 +70,8 @@ class Uploads(Handler):
         #: Next number to try per requested path, so the thousandth upload of one name does not
         #: try a thousand links first. Only a hint: os.link still refuses any taken name.
         self._next_number: dict[str, int] = {}
+        #: Makes a PUT's precondition check and its replacement one step for this process.
+        self._put_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Self:
@@ -86,11 +100,58 @@ class Uploads(Handler):
         except BaseException:
             _remove_folders(created)
             raise
+        return self._created(stored, size)
+
+    def put(self, request: Request) -> Response:
+        """Store the body at exactly the request path; see the module docstring."""
+        segments = upload_segments(request.route_path)
+        self._check_declared_length(request)
+        folder, created = self._make_folder(segments[:-1])
+        target = folder / segments[-1]
+        try:
+            with self._body_file(request) as (temp, size):
+                replaced, etag = self._put_in_place(temp, target, request.headers)
+        except BaseException:
+            _remove_folders(created)
+            raise
+        if replaced:
+            return Response(204, [("ETag", etag)])
+        response = self._created(target, size)
+        response.headers.append(("ETag", etag))
+        return response
+
+    def _created(self, stored: Path, size: int) -> Response:
+        """201 Created, with the stored file's URL path in ``Location``."""
         relative = stored.relative_to(self.root).as_posix()
         location = quote("/" + relative, safe="/")
         return Response.text(
-            f"stored {relative} ({size} bytes)\n", 200, headers=[("Location", location)]
+            f"stored {relative} ({size} bytes)\n", 201, headers=[("Location", location)]
         )
+
+    def _put_in_place(self, temp: str, target: Path, headers: Headers) -> tuple[bool, str]:
+        """Publish ``temp`` at ``target`` if the request's preconditions hold there; whether a
+        file was replaced, and the new file's ETag."""
+        with self._put_lock:
+            try:
+                try:
+                    current: os.stat_result | None = os.lstat(target)
+                except FileNotFoundError:
+                    current = None
+                if current is not None and not stat.S_ISREG(current.st_mode):
+                    raise HTTPError("a folder or a symlink has this name", status=409)
+                if put_precondition_failed(headers, current):
+                    raise HTTPError("precondition failed", status=412)
+                try:
+                    os.link(temp, target)
+                    replaced = False
+                except FileExistsError:
+                    if (headers.get("if-none-match") or "").strip() == "*":
+                        raise HTTPError("precondition failed", status=412) from None
+                    os.rename(temp, target)
+                    replaced = True
+                return replaced, make_etag(os.lstat(target))
+            except OSError as exc:
+                raise _storage_error(exc) from exc
 
     def _check_declared_length(self, request: Request) -> None:
         declared = request.body.length
@@ -216,6 +277,35 @@ def remove_abandoned_uploads(root: Path) -> int:
     return removed
 
 
+def put_precondition_failed(headers: Headers, current: os.stat_result | None) -> bool:
+    """Whether a PUT's preconditions fail against the file now at its path (``current``, None
+    when there is none), in the order of RFC 9110 §13.2.2: ``If-Match`` (strong comparison
+    with the ETag GET sends; ``*``: any file), else ``If-Unmodified-Since``; then
+    ``If-None-Match`` (``*`` or a listed ETag: the file must not exist or differ)."""
+    etag = make_etag(current) if current is not None else None
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        if etag is None:
+            return True
+        if if_match.strip() != "*" and etag not in _strong_tags(if_match):
+            return True
+    else:
+        since = headers.get("if-unmodified-since")
+        since_time = parse_http_date(since) if since is not None else None
+        if current is not None and since_time is not None and int(current.st_mtime) > since_time:
+            return True
+    if_none_match = headers.get("if-none-match")
+    if if_none_match is None or etag is None:
+        return False
+    listed = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return if_none_match.strip() == "*" or etag in listed
+
+
+def _strong_tags(field: str) -> set[str]:
+    """The entity-tags of an ``If-Match`` value that can match strongly (weak ones never do)."""
+    return {tag.strip() for tag in field.split(",") if not tag.strip().startswith("W/")}
+
+
 def _remove_folders(created: list[str]) -> None:
     """Remove the folders a failed upload created, innermost first; one that another upload
     filled meanwhile is not empty and stays."""
@@ -262,5 +352,7 @@ def _storage_error(exc: OSError) -> HTTPError:
         return HTTPError("upload name too long", status=400, close=True)
     if isinstance(exc, NotADirectoryError):
         return HTTPError("a parent of the upload path is a file", status=409, close=True)
+    if isinstance(exc, IsADirectoryError):
+        return HTTPError("a folder has this name", status=409, close=True)
     _log.error("upload failed: %s", exc)
     return HTTPError("the upload could not be stored", status=500, close=True)

@@ -145,6 +145,8 @@ def test_help_explains_every_option() -> None:
         "--grace-period",
         "--no-listing",
         "--show-hidden",
+        "--read-only",
+        "--no-compress",
         "-p, --port",
         "-b, --bind",
         "-d, --root, --directory",
@@ -289,6 +291,24 @@ def test_show_hidden_option(www: Path) -> None:
         "--port", "0", "--root", str(www), "--no-access-log", "--show-hidden"
     ) as (_, match):
         assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
+
+
+def test_read_only_option(www: Path) -> None:
+    """--read-only answers POST and PUT with 405 and Allow, and stores nothing; GET serves."""
+    args = ("--port", "0", "--root", str(www), "--no-access-log", "--read-only")
+    with webserver_process(*args) as (_, match):
+        port = int(match["port"])
+        for method in ("POST", "PUT"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+            try:
+                conn.request(method, "/new.txt", b"x")
+                response = conn.getresponse()
+                response.read()
+            finally:
+                conn.close()
+            assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD, OPTIONS")
+        assert get(port, "/hello.txt")[0] == 200
+    assert not (www / "new.txt").exists()
 
 
 @pytest.mark.parametrize("fmt", ["combined", "json"])

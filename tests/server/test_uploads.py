@@ -1,4 +1,5 @@
-"""POST uploads: exact content, no overwrite, atomic publication, limits and bad names."""
+"""POST and PUT uploads: exact content, no overwrite (POST), atomic replacement (PUT),
+preconditions, read-only mode, limits and bad names."""
 
 from __future__ import annotations
 
@@ -17,21 +18,29 @@ import pytest
 from webserver import Server
 from webserver._spool import MEMORY_LIMIT, locked_temp_file
 from webserver._spool import TEMP_PREFIX as SPOOL_PREFIX
+from webserver.conditional import make_etag
+from webserver.headers import Headers
+from webserver.httpdate import format_http_date
 from webserver.paths import MAX_UPLOAD_DEPTH, MAX_UPLOAD_PATH_BYTES, TEMP_PREFIX
 from webserver.testing import running_server
-from webserver.uploads import IN_PROGRESS_FOLDER
+from webserver.uploads import IN_PROGRESS_FOLDER, put_precondition_failed
 
 from .conftest import NET_TIMEOUT, connect, open_fds, peak_rss_kib, webserver_process
 from .wire import WireReader
 
 
 def post(
-    server: Server, target: str, body: bytes, headers: dict[str, str] | None = None
+    server: Server,
+    target: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "POST",
 ) -> tuple[int, dict[str, str], bytes]:
     host, port = server.listen()
     conn = http.client.HTTPConnection(host, port, timeout=NET_TIMEOUT)
     try:
-        conn.request("POST", target, body=body, headers=headers or {})
+        conn.request(method, target, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -58,7 +67,7 @@ def test_stored_byte_exact(server: Server, www: Path) -> None:
     """The body lands under the root byte for byte; Location names it."""
     payload = os.urandom(300_000)
     status, headers, _ = post(server, "/new.bin", payload)
-    assert status == 200
+    assert status == 201
     assert headers["Location"] == "/new.bin"
     assert (www / "new.bin").read_bytes() == payload
     assert (www / "new.bin").stat().st_mode & 0o777 == 0o644
@@ -68,7 +77,7 @@ def test_stored_byte_exact(server: Server, www: Path) -> None:
 def test_nested_folders_created(server: Server, www: Path) -> None:
     """Parent folders named in the path are created inside the root."""
     status, headers, _ = post(server, "/a/b/c.txt", b"deep")
-    assert (status, headers["Location"]) == (200, "/a/b/c.txt")
+    assert (status, headers["Location"]) == (201, "/a/b/c.txt")
     assert (www / "a" / "b" / "c.txt").read_bytes() == b"deep"
 
 
@@ -83,7 +92,7 @@ def test_never_overwrites(server: Server, www: Path) -> None:
 def test_location_is_percent_encoded(server: Server, www: Path) -> None:
     """A name with spaces is stored as such and Location is a valid URL path."""
     status, headers, _ = post(server, "/my%20file.txt", b"x")
-    assert (status, headers["Location"]) == (200, "/my%20file.txt")
+    assert (status, headers["Location"]) == (201, "/my%20file.txt")
     assert (www / "my file.txt").read_bytes() == b"x"
 
 
@@ -94,7 +103,7 @@ def test_chunked_upload(server: Server, www: Path) -> None:
             b"POST /chunked.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         )
-        assert WireReader(sock).read().status == 200
+        assert WireReader(sock).read().status == 201
     assert (www / "chunked.txt").read_bytes() == b"hello world"
 
 
@@ -106,7 +115,7 @@ def test_disconnect_midway_leaves_nothing(server: Server, www: Path) -> None:
         sock.sendall(b"x" * 50_000)
     # The server answers other clients, and by then the abandoned upload is cleaned up.
     status, _, _ = post(server, "/after.txt", b"ok")
-    assert status == 200
+    assert status == 201
     for _ in range(200):
         if not leftovers(www) and open_fds() <= before:
             break
@@ -141,7 +150,7 @@ def test_too_large_chunked(small_limit_server: Server, www: Path) -> None:
 
 def test_at_limit_is_accepted(small_limit_server: Server, www: Path) -> None:
     """Exactly the limit is fine."""
-    assert post(small_limit_server, "/edge.bin", b"z" * 1000)[0] == 200
+    assert post(small_limit_server, "/edge.bin", b"z" * 1000)[0] == 201
 
 
 def test_expect_100_continue_413_without_body(small_limit_server: Server) -> None:
@@ -154,7 +163,7 @@ def test_expect_100_continue_413_without_body(small_limit_server: Server) -> Non
 
 
 def test_expect_100_continue_accepted(server: Server, www: Path) -> None:
-    """With Expect: 100-continue an acceptable upload gets 100, then 200."""
+    """With Expect: 100-continue an acceptable upload gets 100, then 201."""
     with connect(server) as sock:
         sock.sendall(
             b"POST /cont.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
@@ -163,7 +172,7 @@ def test_expect_100_continue_accepted(server: Server, www: Path) -> None:
         reader = WireReader(sock)
         assert reader.read().status == 100
         sock.sendall(b"data")
-        assert reader.read().status == 200
+        assert reader.read().status == 201
     assert (www / "cont.txt").read_bytes() == b"data"
 
 
@@ -219,7 +228,7 @@ def test_keep_alive_after_upload(server: Server, www: Path) -> None:
         sock_before = conn.sock
         conn.request("GET", "/ka.txt")
         second = conn.getresponse()
-        assert (first.status, second.status, second.read()) == (200, 200, b"kept")
+        assert (first.status, second.status, second.read()) == (201, 200, b"kept")
         assert conn.sock is sock_before
     finally:
         conn.close()
@@ -341,7 +350,7 @@ def test_a_large_upload_does_not_grow_memory_by_its_size(tmp_path: Path) -> None
         response.read()
         conn.close()
         after = peak_rss_kib(proc.pid)
-    assert response.status == 200
+    assert response.status == 201
     assert (root / "big.bin").stat().st_size == size
     assert after - before < 32 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
 
@@ -371,7 +380,7 @@ def test_upload_depth_bound_is_exact(server: Server, www: Path) -> None:
     """``MAX_UPLOAD_DEPTH`` segments are stored (folders made level by level); one more is 414."""
     deepest = "/d" * (MAX_UPLOAD_DEPTH - 1) + "/f.txt"
     status, headers, _ = post(server, deepest, b"deep")
-    assert (status, headers["Location"]) == (200, deepest)
+    assert (status, headers["Location"]) == (201, deepest)
     assert (www / deepest.lstrip("/")).read_bytes() == b"deep"
     status, _, body = post(server, "/d" + deepest, b"x")
     assert (status, b"deeper than" in body) == (414, True)
@@ -410,8 +419,8 @@ def test_a_255_byte_name_uploaded_twice_gets_a_shortened_number(server: Server, 
     first = post(server, "/" + name, b"one")
     second = post(server, "/" + name, b"two")
     shortened = "n" * 249 + "-1.txt"
-    assert (first[0], first[1]["Location"]) == (200, "/" + name)
-    assert (second[0], second[1]["Location"]) == (200, "/" + shortened)
+    assert (first[0], first[1]["Location"]) == (201, "/" + name)
+    assert (second[0], second[1]["Location"]) == (201, "/" + shortened)
     assert (www / name).read_bytes() == b"one"
     assert (www / shortened).read_bytes() == b"two"
 
@@ -457,7 +466,7 @@ def test_an_upload_in_progress_is_private_and_locked(server: Server, www: Path) 
         with open(partial, "rb") as other, pytest.raises(BlockingIOError):
             fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert not (www / "sub").exists()
-        assert _finish_upload(sock, size) == 200
+        assert _finish_upload(sock, size) == 201
     assert stat.S_IMODE((www / "sub" / "private.bin").stat().st_mode) == 0o644
     assert (www / "sub" / "private.bin").read_bytes() == b"a" * size
     assert leftovers(www) == []
@@ -471,7 +480,7 @@ def test_a_spooled_body_is_published_by_a_link_not_a_copy(server: Server, www: P
         spooled = _wait_for_file(_in_progress(www))
         assert spooled.name.startswith(SPOOL_PREFIX)
         inode = spooled.stat().st_ino
-        assert _finish_upload(sock, size) == 200
+        assert _finish_upload(sock, size) == 201
     assert (www / "linked.bin").stat().st_ino == inode
     assert (www / "linked.bin").stat().st_size == size
     assert list(_in_progress(www).iterdir()) == []
@@ -535,7 +544,201 @@ def test_a_live_siblings_upload_is_kept_by_a_starting_server(tmp_path: Path) -> 
             partial = _wait_for_file(_in_progress(root))
             with webserver_process("--port", "0", "--root", str(root), "--no-access-log"):
                 assert partial.exists()
-            assert _finish_upload(sock, size) == 200
+            assert _finish_upload(sock, size) == 201
         finally:
             sock.close()
     assert (root / "kept.bin").read_bytes() == b"a" * size
+
+
+def put(
+    server: Server, target: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    return post(server, target, body, headers, method="PUT")
+
+
+class TestPut:
+    def test_put_creates_then_replaces_in_place(self, server: Server, www: Path) -> None:
+        """PUT stores at exactly the path: 201 Created (Location, ETag) when new, 204 when it
+        replaced the file; no numbered copy; the ETag is the one GET then sends."""
+        status, headers, body = put(server, "/sub/doc.txt", b"first")
+        assert (status, headers["Location"]) == (201, "/sub/doc.txt")
+        assert body == b"stored sub/doc.txt (5 bytes)\n"
+        assert headers["ETag"] == make_etag((www / "sub" / "doc.txt").stat())
+        status, headers, body = put(server, "/sub/doc.txt", b"second version")
+        assert (status, body) == (204, b"")
+        assert (www / "sub" / "doc.txt").read_bytes() == b"second version"
+        assert sorted(p.name for p in (www / "sub").iterdir()) == ["doc.txt"]
+        host, port = server.listen()
+        conn = http.client.HTTPConnection(host, port, timeout=NET_TIMEOUT)
+        try:
+            conn.request("GET", "/sub/doc.txt")
+            response = conn.getresponse()
+            assert response.read() == b"second version"
+            assert response.getheader("ETag") == headers["ETag"]
+        finally:
+            conn.close()
+        assert leftovers(www) == []
+
+    def test_a_reader_sees_the_old_file_or_the_new_one_whole(
+        self, server: Server, www: Path
+    ) -> None:
+        """PUT replaces by rename, never by rewriting the file: a reader that opened the old
+        file keeps reading it whole while the path gives the new one."""
+        old = b"old " * 50_000
+        (www / "big.txt").write_bytes(old)
+        with open(www / "big.txt", "rb") as reader:
+            assert put(server, "/big.txt", b"new")[0] == 204
+            assert reader.read() == old
+        assert (www / "big.txt").read_bytes() == b"new"
+
+    def test_a_large_put_is_linked_from_the_spool(self, server: Server, www: Path) -> None:
+        """A body too large for memory is spooled in the in-progress folder and renamed into
+        place (same inode), never copied."""
+        (www / "large.bin").write_bytes(b"before")
+        size = 5 * MEMORY_LIMIT
+        with socket.create_connection(server.listen(), timeout=NET_TIMEOUT) as sock:
+            sock.sendall(
+                f"PUT /large.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+            )
+            sock.sendall(b"a" * (MEMORY_LIMIT + 1000))
+            inode = _wait_for_file(_in_progress(www)).stat().st_ino
+            assert _finish_upload(sock, size) == 204
+        assert (www / "large.bin").stat().st_ino == inode
+        assert (www / "large.bin").read_bytes() == b"a" * size
+        assert list(_in_progress(www).iterdir()) == []
+
+    def test_if_none_match_star_refuses_to_replace(self, server: Server, www: Path) -> None:
+        """``If-None-Match: *``: 412 when a file is there (left untouched), 201 when not."""
+        status, _, _ = put(server, "/hello.txt", b"x", {"If-None-Match": "*"})
+        assert status == 412
+        assert (www / "hello.txt").read_bytes() == b"hello, world\n"
+        assert put(server, "/fresh.txt", b"x", {"If-None-Match": "*"})[0] == 201
+        assert leftovers(www) == []
+
+    def test_if_match_replaces_only_the_version_named(self, server: Server, www: Path) -> None:
+        """``If-Match`` with the current ETag replaces (204); with an old one, a weak one, or
+        on a missing file, 412 and nothing changes."""
+        etag = make_etag((www / "hello.txt").stat())
+        assert put(server, "/hello.txt", b"v2", {"If-Match": f'"nope", {etag}'})[0] == 204
+        assert put(server, "/hello.txt", b"v3", {"If-Match": etag})[0] == 412
+        new_etag = make_etag((www / "hello.txt").stat())
+        assert put(server, "/hello.txt", b"v3", {"If-Match": "W/" + new_etag})[0] == 412
+        assert (www / "hello.txt").read_bytes() == b"v2"
+        assert put(server, "/absent.txt", b"x", {"If-Match": "*"})[0] == 412
+        assert put(server, "/new/absent.txt", b"x", {"If-Match": new_etag})[0] == 412
+        assert not (www / "absent.txt").exists()
+        assert not (www / "new").exists()  # the folder made for it is removed again
+        assert put(server, "/hello.txt", b"v4", {"If-Match": "*"})[0] == 204
+
+    @pytest.mark.parametrize(
+        ("target", "status"),
+        [
+            ("/.htaccess", 403),
+            ("/a/.git/config", 403),
+            ("/a//b.txt", 400),
+            ("/../escape.txt", 400),
+            ("/" + TEMP_PREFIX + "x", 400),
+            ("/folder/", 400),
+            ("/d" * (MAX_UPLOAD_DEPTH + 1), 414),
+            ("/hello.txt/child", 409),
+            ("/docs", 409),
+        ],
+    )
+    def test_put_obeys_the_upload_rules(
+        self, server: Server, www: Path, target: str, status: int
+    ) -> None:
+        """PUT refuses what POST refuses (hidden names, bad names, depth), and a folder at the
+        name is not replaced; nothing is written."""
+        before = sorted(www.rglob("*"))
+        assert put(server, target, b"payload")[0] == status
+        assert sorted(www.rglob("*")) == before
+
+    def test_put_over_the_limit_is_413(self, small_limit_server: Server, www: Path) -> None:
+        """A PUT body over ``--max-upload`` is 413 and the file there is untouched."""
+        assert put(small_limit_server, "/hello.txt", b"z" * 1001)[0] == 413
+        assert (www / "hello.txt").read_bytes() == b"hello, world\n"
+        assert put(small_limit_server, "/hello.txt", b"z" * 1000)[0] == 204
+
+    def test_put_on_a_full_disk_is_507(
+        self, server: Server, www: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the disk is full a PUT is 507 and the file there is untouched."""
+
+        def temp_on_full_disk(folder: str, prefix: str) -> tuple[int, str]:
+            fd, path = locked_temp_file(folder, prefix)
+            os.close(fd)
+            return os.open("/dev/full", os.O_WRONLY), path
+
+        monkeypatch.setattr("webserver.uploads.locked_temp_file", temp_on_full_disk)
+        assert put(server, "/hello.txt", b"x" * 1000)[0] == 507
+        assert (www / "hello.txt").read_bytes() == b"hello, world\n"
+        assert leftovers(www) == []
+
+    def test_put_onto_a_symlink_is_409(self, server: Server, www: Path) -> None:
+        """A symlink at the name is not replaced (nor what it points to)."""
+        os.symlink(www / "hello.txt", www / "link.txt")
+        assert put(server, "/link.txt", b"x")[0] == 409
+        assert (www / "link.txt").is_symlink()
+        assert (www / "hello.txt").read_bytes() == b"hello, world\n"
+
+
+class TestPutPreconditions:
+    """``put_precondition_failed``: RFC 9110 §13.2.2 order over a file's stat (or none)."""
+
+    @pytest.fixture
+    def current(self, tmp_path: Path) -> os.stat_result:
+        (tmp_path / "f").write_bytes(b"x")
+        os.utime(tmp_path / "f", (1_000_000, 1_000_000))
+        return (tmp_path / "f").stat()
+
+    def test_no_conditions_always_hold(self, current: os.stat_result) -> None:
+        """Without conditional fields a PUT proceeds whether or not a file exists."""
+        assert not put_precondition_failed(Headers(), current)
+        assert not put_precondition_failed(Headers(), None)
+
+    def test_if_match(self, current: os.stat_result) -> None:
+        """If-Match holds only for a listed strong ETag of an existing file, or ``*``."""
+        etag = make_etag(current)
+        for value, failed in [
+            (etag, False),
+            (f'"a", {etag}', False),
+            ("*", False),
+            ('"a"', True),
+            ("W/" + etag, True),
+        ]:
+            assert put_precondition_failed(Headers([("If-Match", value)]), current) is failed
+        assert put_precondition_failed(Headers([("If-Match", "*")]), None)
+
+    def test_if_unmodified_since(self, current: os.stat_result) -> None:
+        """If-Unmodified-Since fails for a file changed after the date; it is ignored when
+        If-Match is present, when no file exists, and when the date is not a date."""
+        before = format_http_date(999_999)
+        assert put_precondition_failed(Headers([("If-Unmodified-Since", before)]), current)
+        at = format_http_date(1_000_000)
+        assert not put_precondition_failed(Headers([("If-Unmodified-Since", at)]), current)
+        both = Headers([("If-Match", "*"), ("If-Unmodified-Since", before)])
+        assert not put_precondition_failed(both, current)
+        assert not put_precondition_failed(Headers([("If-Unmodified-Since", before)]), None)
+        assert not put_precondition_failed(Headers([("If-Unmodified-Since", "soon")]), current)
+
+    def test_if_none_match(self, current: os.stat_result) -> None:
+        """If-None-Match fails when the file exists and is ``*`` or listed (weak comparison)."""
+        etag = make_etag(current)
+        for value, failed in [("*", True), (etag, True), ("W/" + etag, True), ('"a"', False)]:
+            assert put_precondition_failed(Headers([("If-None-Match", value)]), current) is failed
+        assert not put_precondition_failed(Headers([("If-None-Match", "*")]), None)
+
+
+class TestReadOnly:
+    def test_post_and_put_are_405_with_allow(self, www: Path) -> None:
+        """With ``read_only`` POST and PUT are 405 with ``Allow: GET, HEAD, OPTIONS``, nothing is
+        written (not even the in-progress folder), and GET still serves."""
+        with running_server(root=www, read_only=True, access_log=False) as server:
+            for method in ("POST", "PUT"):
+                status, headers, _ = post(server, "/new.txt", b"x", method=method)
+                assert (status, headers["Allow"]) == (405, "GET, HEAD, OPTIONS")
+            assert post(server, "/hello.txt", b"x", method="PUT")[0] == 405
+            assert post(server, "/hello.txt", b"", method="GET")[2] == b"hello, world\n"
+        assert not (www / "new.txt").exists()
+        assert not _in_progress(www).exists()
+        assert (www / "hello.txt").read_bytes() == b"hello, world\n"
