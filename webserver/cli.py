@@ -169,7 +169,7 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder whose files GET/HEAD serve and where POST stores uploads.",
+    help="Folder whose files GET/HEAD serve and where POST/PUT store uploads.",
 )
 @click.option(
     "--listing/--no-listing",
