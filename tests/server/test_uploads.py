@@ -125,6 +125,18 @@ def test_disconnect_midway_leaves_nothing(server: Server, www: Path) -> None:
     assert leftovers(www) == []
 
 
+def test_a_compressed_body_is_stored_as_sent(small_limit_server: Server, www: Path) -> None:
+    """A body sent with ``Content-Encoding: gzip`` is stored byte for byte as it came, never
+    inflated, so a small "zip bomb" stays small and --max-upload counts what is stored."""
+    import gzip
+
+    bomb = gzip.compress(b"\0" * 900_000)
+    assert len(bomb) < 1000
+    status, _, _ = post(small_limit_server, "/bomb.gz", bomb, {"Content-Encoding": "gzip"})
+    assert status == 201
+    assert (www / "bomb.gz").read_bytes() == bomb
+
+
 def test_too_large_by_content_length(small_limit_server: Server, www: Path) -> None:
     """Content-Length over the limit is 413 before any byte is stored."""
     with connect(small_limit_server) as sock:
