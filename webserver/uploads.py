@@ -62,7 +62,8 @@ MAX_NUMBERED_NAMES = 10_000
 
 
 class Uploads(Handler):
-    """POST stores the body at the request path under ``root``; see the module docstring."""
+    """POST stores the body as a new file at the request path under ``root`` (or a numbered
+    sibling), PUT at exactly that path; see the module docstring."""
 
     def __init__(self, root: str | os.PathLike[str], *, max_size: int) -> None:
         self.root = Path(os.path.realpath(root))
@@ -255,8 +256,11 @@ def in_progress_folder(root: Path) -> Path:
     folder = root / IN_PROGRESS_FOLDER
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder, IN_PROGRESS_MODE)
-    if not stat.S_ISDIR(os.lstat(folder).st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):  # a symlink planted there is refused, never followed
+        raise FileExistsError(errno.EEXIST, "not a folder", str(folder))
+    if stat.S_IMODE(st.st_mode) != IN_PROGRESS_MODE:
+        os.chmod(folder, IN_PROGRESS_MODE)  # made by hand, or by another umask: private again
     return folder
 
 

@@ -521,6 +521,26 @@ def test_the_in_progress_folder_is_never_served_listed_or_uploaded_to(
     assert list(_in_progress(www).iterdir()) == []
 
 
+def test_an_open_in_progress_folder_is_made_private_and_a_symlink_refused(
+    www: Path, tmp_path: Path
+) -> None:
+    """An in-progress folder found readable by others is made 0700 again at start; a symlink
+    in its place (to a folder outside) is never written through: 500, nothing outside."""
+    _in_progress(www).mkdir(mode=0o755)
+    os.chmod(_in_progress(www), 0o755)  # noqa: S103 - the state the server must repair
+    with running_server(root=www, access_log=False):
+        assert stat.S_IMODE(_in_progress(www).stat().st_mode) == 0o700
+    _in_progress(www).rmdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    _in_progress(www).symlink_to(outside)
+    with running_server(root=www, access_log=False) as server:
+        assert post(server, "/x.txt", b"x")[0] == 500
+        assert post(server, "/big.bin", b"y" * (2 * MEMORY_LIMIT))[0] == 500
+    assert list(outside.iterdir()) == []
+    assert not (www / "x.txt").exists()
+
+
 def test_a_killed_servers_leftovers_are_removed_at_the_next_start(tmp_path: Path) -> None:
     """A ``webserver run`` killed (SIGKILL) mid-upload leaves its partial file; the next start
     on the same root removes it, and any other temporary no process holds."""
