@@ -3,14 +3,16 @@ preconditions, read-only mode, limits and bad names."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.client
 import os
+import signal
 import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -774,3 +776,73 @@ class TestReadOnly:
         assert not (www / "new.txt").exists()
         assert not _in_progress(www).exists()
         assert (www / "hello.txt").read_bytes() == b"hello, world\n"
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + NET_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        threading.Event().wait(0.01)
+
+
+def _children(parent: int) -> set[int]:
+    """The processes whose parent is ``parent`` (Linux /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat_line.rsplit(")", 1)[1].split()[1]) == parent:
+                found.add(int(entry))
+    return found
+
+
+def _holds(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+    return False
+
+
+def test_workers_restarted_after_a_kill_keep_live_uploads_and_remove_dead_ones(
+    tmp_path: Path,
+) -> None:
+    """With ``--workers 2``: a worker killed and restarted by the supervisor cleans the
+    in-progress folder at its start but leaves the upload its live sibling is receiving (which
+    then completes); when the worker holding an upload is killed, its replacement removes it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 4 * MEMORY_LIMIT
+    args = ("--port", "0", "--root", str(root), "--no-access-log", "--workers", "2")
+    with webserver_process(*args) as (proc, m):
+        port = int(m["port"])
+        _wait_until(lambda: len(_children(proc.pid)) == 2, "two workers run")
+        sock = _start_upload(port, "/live.bin", size)
+        try:
+            partial = _wait_for_file(_in_progress(root))
+            workers = _children(proc.pid)
+            holder = next(pid for pid in workers if _holds(pid, partial))
+            stale = _in_progress(root) / (SPOOL_PREFIX + "stale")
+            stale.write_bytes(b"left by a killed worker")
+            os.kill(next(iter(workers - {holder})), signal.SIGKILL)
+            _wait_until(lambda: not stale.exists(), "the restarted worker cleans up")
+            assert partial.exists()
+            assert _finish_upload(sock, size) == 201
+        finally:
+            sock.close()
+        assert (root / "live.bin").read_bytes() == b"a" * size
+        workers = _children(proc.pid)
+        with _start_upload(port, "/dead.bin", size):
+            partial = _wait_for_file(_in_progress(root))
+            holder = next(pid for pid in workers if _holds(pid, partial))
+            os.kill(holder, signal.SIGKILL)
+            _wait_until(lambda: not partial.exists(), "the replacement removes the dead upload")
+    assert not (root / "dead.bin").exists()
