@@ -199,7 +199,7 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder whose files GET/HEAD serve and where POST stores uploads.",
+    help="Folder whose files GET/HEAD serve and where POST/PUT store uploads.",
 )
 @click.option(
     "--listing/--no-listing",
@@ -214,6 +214,14 @@ def main() -> None:
     help=(
         "Gzip text, JSON, JS, SVG and XML files of 1 KiB to 8 MiB on the fly when the client"
         " accepts gzip (never a range). Precompressed x.gz/x.br siblings are sent either way."
+    ),
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help=(
+        "Store nothing: POST and PUT answer 405 (with Allow: GET, HEAD, OPTIONS). For a public"
+        " mirror."
     ),
 )
 @click.option(
@@ -371,8 +379,10 @@ def run(
 
     GET and HEAD return files (a folder serves its index.html, else a listing), with ETag and
     Last-Modified for caches and byte ranges for resuming; POST /name stores the request body as
-    a new file under the root and never overwrites one. The first line on stdout, once
-    connections are accepted, is "Serving ROOT on http://HOST:PORT/".
+    a new file under the root and never overwrites one; PUT /name stores it at exactly that
+    name, replacing it atomically (If-Match, If-None-Match: * honoured); --read-only turns both
+    off. The first line on stdout, once connections are accepted, is "Serving ROOT on
+    http://HOST:PORT/".
     """
     if port_argument is not None:
         source = click.get_current_context().get_parameter_source("port")

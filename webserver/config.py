@@ -148,7 +148,8 @@ class ServerConfig:
     listing: bool = True
     #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
     show_hidden: bool = False
-    #: Refuse uploads; listings then carry no upload form.
+    #: Store nothing: the upload handler is not registered, so POST and PUT on the file tree are
+    #: 405 (for a public mirror, where anyone could otherwise write).
     read_only: bool = False
     #: Gzip text-like files of 1 KiB..8 MiB on the fly for clients that accept it (precompressed
     #: ``.br``/``.gz`` siblings are sent either way); never for ranges.

@@ -310,7 +310,8 @@ class Server:
 
     ``Server(config)`` or ``Server(root="www", port=0, ...)`` (keywords of
     :class:`~webserver.ServerConfig`). The built-in :class:`~webserver.StaticFiles` and
-    :class:`~webserver.Uploads` handlers answer under ``/`` unless ``default_routes=False``;
+    :class:`~webserver.Uploads` handlers answer under ``/`` unless ``default_routes=False`` (no
+    ``Uploads`` with ``read_only``);
     :meth:`route` adds more, and a more specific route wins.
     """
 
@@ -367,7 +368,8 @@ class Server:
             self.route(config.health, Health)
         if default_routes:
             self.route("/", StaticFiles, prefix=True)
-            self.route("/", Uploads, prefix=True)
+            if not config.read_only:
+                self.route("/", Uploads, prefix=True)
 
     # -- set-up ---------------------------------------------------------------------------------
 

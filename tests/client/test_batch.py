@@ -156,7 +156,8 @@ def test_not_found_is_reported_and_the_run_goes_on(
 def test_post_uploads_and_reports_location(
     counted: tuple[Server, CountingFiles], www: Path, workdir: Path
 ) -> None:
-    """POST streams the local file; the stored name is reported; a missing file fails alone."""
+    """POST streams the local file; the server's 201 Created counts as success and the stored
+    name is reported; a missing file fails alone."""
     server, _ = counted
     port = port_of(server)
     (workdir / "report.txt").write_bytes(b"quarterly numbers\n")
@@ -169,8 +170,9 @@ def test_post_uploads_and_reports_location(
         ],
     )
     assert result.exit_code == 1
-    assert "stored at /report.txt" in result.stderr
+    assert "201 Created, sent 18 bytes, stored at /report.txt" in result.stderr
     assert "stored at /report-1.txt" in result.stderr
+    assert re.search(r"2 ok, 1 failed; \d+ bytes received, 36 bytes sent", result.stderr)
     assert "no such file to upload: nothere.txt" in result.stderr
     assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
 

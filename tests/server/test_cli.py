@@ -149,6 +149,8 @@ def test_help_explains_every_option() -> None:
         "--grace-period",
         "--no-listing",
         "--show-hidden",
+        "--read-only",
+        "--no-compress",
         "-p, --port",
         "-b, --bind",
         "-d, --root, --directory",
@@ -293,6 +295,53 @@ def test_show_hidden_option(www: Path) -> None:
         "--port", "0", "--root", str(www), "--no-access-log", "--show-hidden"
     ) as (_, match):
         assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
+
+
+def test_no_compress_option(www: Path) -> None:
+    """A text file is gzipped for a client that accepts gzip; with --no-compress it goes out as
+    it is, while a precompressed sibling is still sent."""
+    page = b"function f() { return 1; }\n" * 200
+    (www / "app.js").write_bytes(page)
+    (www / "site.css").write_bytes(b"p { color: red }\n" * 100)
+    (www / "site.css.gz").write_bytes(b"gzipped by hand")
+
+    def encodings(port: int) -> list[tuple[str | None, bytes]]:
+        found = []
+        for path in ("/app.js", "/site.css"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+            try:
+                conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+                response = conn.getresponse()
+                found.append((response.getheader("Content-Encoding"), response.read()))
+            finally:
+                conn.close()
+        return found
+
+    base = ("--port", "0", "--root", str(www), "--no-access-log")
+    with webserver_process(*base) as (_, match):
+        (coding, _), sibling = encodings(int(match["port"]))
+    assert coding == "gzip"
+    with webserver_process(*base, "--no-compress") as (_, match):
+        assert encodings(int(match["port"])) == [(None, page), sibling]
+    assert sibling == ("gzip", b"gzipped by hand")
+
+
+def test_read_only_option(www: Path) -> None:
+    """--read-only answers POST and PUT with 405 and Allow, and stores nothing; GET serves."""
+    args = ("--port", "0", "--root", str(www), "--no-access-log", "--read-only")
+    with webserver_process(*args) as (_, match):
+        port = int(match["port"])
+        for method in ("POST", "PUT"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+            try:
+                conn.request(method, "/new.txt", b"x")
+                response = conn.getresponse()
+                response.read()
+            finally:
+                conn.close()
+            assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD, OPTIONS")
+        assert get(port, "/hello.txt")[0] == 200
+    assert not (www / "new.txt").exists()
 
 
 @pytest.mark.parametrize("fmt", ["combined", "json"])

@@ -132,7 +132,7 @@ def test_concurrent_uploads_of_one_name_never_overwrite(deployment: Deployment) 
     bodies = [f"upload {i}\n".encode() * 100 for i in range(40)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda b: call(deployment.port, "POST", "/same.txt", b), bodies))
-    assert [status for status, _, _ in results] == [200] * 40
+    assert [status for status, _, _ in results] == [201] * 40
     assert len({headers["Location"] for _, _, headers in results}) == 40
     stored = [p.read_bytes() for p in deployment.root.iterdir() if p.name.startswith("same")]
     assert sorted(stored) == sorted(bodies)
@@ -168,7 +168,7 @@ def _load(port: int, done: threading.Event, deadline: float) -> tuple[int, list[
                 conn.request(method, "/hello.txt" if body is None else "/load.bin", body=body)
                 response = conn.getresponse()
                 response.read()
-                if response.status != 200:
+                if response.status != (201 if method == "POST" else 200):
                     failures.append(f"{method} answered {response.status}")
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{method} failed: {exc!r}")

@@ -309,7 +309,7 @@ def test_fast_path_and_h11_alternate_on_one_connection(
         (_get("/hello.txt"), 200, b"hello, world\n"),
         (_get("/stream"), 200, b"one two"),  # plain request, h11 response
         (_get("/hello.txt"), 200, b"hello, world\n"),
-        (b"POST /up.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc", 200, None),
+        (b"POST /up.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc", 201, None),
         (_get("/framed"), 200, b"framed"),
         (_get("/hello.txt", b"Content-Length: 0\r\n"), 200, b"hello, world\n"),  # h11 request
         (b"\r\n" + _get("/docs/"), 200, b"<h1>docs</h1>\n"),

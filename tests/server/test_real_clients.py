@@ -55,8 +55,52 @@ def test_curl_upload(server: Server, www: Path, tmp_path: Path, mode: str) -> No
     source = "@" + str(payload) if mode == "--data-binary" else str(payload)
     result = run(curl, "-sS", "-X", "POST", "-D", "-", mode, source, server.url + "up/p.bin")
     assert result.returncode == 0, result.stderr
-    assert b"200 OK" in result.stdout and b"Location: /up/p.bin" in result.stdout
+    assert b"201 Created" in result.stdout and b"Location: /up/p.bin" in result.stdout
     assert (www / "up" / "p.bin").read_bytes() == payload.read_bytes()
+
+
+def test_curl_put_creates_replaces_and_honours_if_none_match(
+    server: Server, www: Path, tmp_path: Path
+) -> None:
+    """curl -T (a PUT, with Expect: 100-continue for a large file) stores byte-exact at exactly
+    that path: 201 Created, then 204 replacing it; with If-None-Match: * a second PUT is 412."""
+    curl = need("curl")
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.write_bytes(os.urandom(2_000_000))
+    second.write_bytes(os.urandom(300_000))
+    url = server.url + "put/p.bin"
+    out = "%{http_code}"
+    assert run(curl, "-sS", "-o", "/dev/null", "-w", out, "-T", str(first), url).stdout == b"201"
+    assert (www / "put" / "p.bin").read_bytes() == first.read_bytes()
+    assert run(curl, "-sS", "-o", "/dev/null", "-w", out, "-T", str(second), url).stdout == b"204"
+    assert (www / "put" / "p.bin").read_bytes() == second.read_bytes()
+    refused = run(
+        curl, "-sS", "-o", "/dev/null", "-w", out, "-H", "If-None-Match: *", "-T", str(first), url
+    )
+    assert refused.stdout == b"412"
+    assert (www / "put" / "p.bin").read_bytes() == second.read_bytes()
+
+
+def test_http_client_put_with_if_match(server: Server, www: Path) -> None:
+    """http.client PUT with the ETag a GET gave replaces the file (204); the same ETag again
+    no longer matches (412)."""
+    conn = http.client.HTTPConnection(*server.listen(), timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", "/hello.txt")
+        response = conn.getresponse()
+        response.read()
+        etag = response.getheader("ETag")
+        assert etag
+        statuses = []
+        for body in (b"replaced\n", b"again\n"):
+            conn.request("PUT", "/hello.txt", body=body, headers={"If-Match": etag})
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        conn.close()
+    assert statuses == [204, 412]
+    assert (www / "hello.txt").read_bytes() == b"replaced\n"
 
 
 def test_wget(server: Server, www: Path, tmp_path: Path) -> None:
@@ -89,7 +133,7 @@ def test_urllib_post(server: Server, www: Path) -> None:
     """urllib POST stores the body."""
     request = urllib.request.Request(server.url + "via-urllib.txt", data=b"urllib", method="POST")
     with urllib.request.urlopen(request, timeout=NET_TIMEOUT) as response:
-        assert response.status == 200
+        assert response.status == 201
         assert response.headers["Location"] == "/via-urllib.txt"
     assert (www / "via-urllib.txt").read_bytes() == b"urllib"
 

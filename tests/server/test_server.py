@@ -448,7 +448,7 @@ def test_stalled_upload_does_not_hold_up_others(www: Path) -> None:
                 other.sendall(GET)
                 assert WireReader(other).read().status == 200
         stalled.sendall(b"c" * 98)
-        assert WireReader(stalled).read().status == 200
+        assert WireReader(stalled).read().status == 201
     assert (www / "slow.bin").read_bytes() == b"ab" + b"c" * 98
 
 

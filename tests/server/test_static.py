@@ -676,6 +676,31 @@ def test_no_compress_keeps_siblings(coded: Path) -> None:
         assert headers["Content-Encoding"] == "gzip"
 
 
+def test_only_static_files_are_compressed(www: Path) -> None:
+    """A handler's response mixing a secret with reflected request text, and a listing, go out
+    uncompressed even to a client that accepts gzip: the length of a compressed body cannot
+    leak a secret (BREACH)."""
+    from webserver import Handler, Request, Response
+
+    class Reflect(Handler):
+        def get(self, request: Request) -> Response:
+            return Response.text(f"token=s3cr3t-{'x' * 2000}\nyou asked for {request.query}\n")
+
+    (www / "many").mkdir()
+    for i in range(60):
+        (www / "many" / f"file-{i:03}.txt").write_bytes(b"")
+    gz = {"Accept-Encoding": "gzip"}
+    with running_server(
+        root=www, access_log=False, setup=lambda srv: srv.route("/reflect", Reflect())
+    ) as srv:
+        status, headers, body = fetch(srv, "/reflect?token=s3cr3t-a", headers=gz)
+        assert (status, body.startswith(b"token=s3cr3t-")) == (200, True)
+        assert "Content-Encoding" not in headers
+        status, headers, body = fetch(srv, "/many/", headers=gz)
+        assert (status, b"file-059.txt" in body) == (200, True)
+        assert len(body) > 1024 and "Content-Encoding" not in headers
+
+
 def test_sibling_symlink_out_of_root_is_ignored(server: Server, www: Path) -> None:
     """A .gz sibling that is a symlink leading outside the root is never sent."""
     (www / "notes.txt").write_bytes(b"notes\n")

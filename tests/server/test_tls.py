@@ -173,7 +173,7 @@ def test_curl_get_head_post_and_range(tls_server: Server, certificate: Certifica
     ranged = curl(*ca, "--range", "7-11", f"{url}hello.txt")
     assert ranged.stdout == b"world"
     posted = curl(*ca, "--data-binary", "uploaded", "-w", "%{http_code}", f"{url}new.txt")
-    assert posted.stdout.endswith(b"200"), posted
+    assert posted.stdout.endswith(b"201"), posted
     assert (tls_server.config.root / "new.txt").read_bytes() == b"uploaded"
     version = curl(*ca, "-o", "/dev/null", "-w", "%{http_version}", f"{url}hello.txt")
     assert version.stdout == b"1.1"  # curl offers h2 in ALPN; the server picks http/1.1
