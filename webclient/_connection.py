@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._fastpath import HEAD_END, parse_plain_response_head, plain_request_head
+from ._models import ResponseHead
 from .config import DEFAULT_MAX_BODY_SIZE, human_size
 from .errors import (
     ConnectionClosed,
@@ -195,21 +196,6 @@ class WireRequest:
             method=self.method, target=self.target.encode("ascii"), headers=headers
         )
         return request
-
-
-class ResponseHead:
-    __slots__ = ("headers", "http_version", "reason", "status")
-
-    def __init__(
-        self, status: int, reason: str, headers: list[tuple[str, str]], http_version: str
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.http_version = http_version
-
-    def __repr__(self) -> str:
-        return f"ResponseHead({self.status!r}, {self.reason!r}, {self.headers!r})"
 
 
 def _describe(host: str, port: int) -> str:

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._connection import Connection, ResponseHead, WireRequest
+from ._connection import Connection, WireRequest
+from ._models import ResponseHead
 from ._pool import ConnectionPool
 from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
 

@@ -14,14 +14,14 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
 from ._cache import Cache, Clock, Lookup, cache_key
-from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
-from ._freshness import HeaderList, current_age, header_value, may_serve_stale_on_error
+from ._connection import CHUNK_SIZE, Connection, WireRequest, file_length
+from ._freshness import HeaderList, current_age, may_serve_stale_on_error
+from ._models import BodySink, Request, Response, ResponseHead, Result, SinkFactory
 from ._pipeline import Lane
 from ._pool import ConnectionPool
 from ._status import CacheStatus
@@ -39,67 +39,8 @@ from .errors import (
 if TYPE_CHECKING:
     from ._storage import CacheInfo
 
-
-class BodySink(Protocol):
-    """Where a response body goes: ``close`` when it arrived whole, ``abort`` when it did not."""
-
-    def write(self, data: bytes, /) -> object: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-#: Given the response (body not yet read), a sink for its body, or None to discard the body.
-SinkFactory = Callable[["Response"], BodySink | None]
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request for :meth:`Client.request_all`; ``body`` is bytes or a local file to stream."""
-
-    method: str
-    url: str
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | Path | None = None
-    sink: SinkFactory | None = field(default=None, compare=False)
-    #: Called with each count of body bytes uploaded (for progress display).
-    on_sent: Callable[[int], None] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Response:
-    """A complete response; ``body`` is None when it went to a sink (or was discarded)."""
-
-    method: str
-    url: str
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    cache_status: CacheStatus
-    body: bytes | None = None
-    #: Length of the body as delivered (from the network or the cache).
-    body_size: int = 0
-    #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
-    bytes_received: int = 0
-    #: Body bytes uploaded: those written before the response came (a server that refuses an
-    #: upload and closes stops it short).
-    bytes_sent: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def header(self, name: str) -> str | None:
-        """A header field's value (repeated fields joined with ", ")."""
-        return header_value(self.headers, name)
-
-    @property
-    def text(self) -> str:
-        return (self.body or b"").decode("utf-8", "replace")
-
-
-Result = Response | WebClientError
+# The models live in ._models; they are named here too, where they were first defined.
+__all__ = ["BodySink", "Client", "Request", "Response", "Result", "SinkFactory", "split_url"]
 
 
 def split_url(url: str) -> tuple[str, int, str]:
