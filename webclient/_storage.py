@@ -19,7 +19,7 @@ garbage collection (which also runs under the write lock) cannot delete a body a
 is about to reference. Only these names are ever deleted. An index that is not SQLite, belongs to
 another program, has another schema version or fails its integrity check is reported and rebuilt.
 
-Faults are told apart, and only real damage rebuilds (:func:`webclient._index.classify`): a full disk (ENOSPC,
+Faults are told apart, and only real damage rebuilds (``_index.classify``): a full disk (ENOSPC,
 EDQUOT, ``SQLITE_FULL``) means the response at hand is not stored, with one warning, and every
 entry is kept; a folder or index that cannot be written (EROFS, EACCES, ``SQLITE_READONLY``) is
 used read-only, with one warning: hits are served, nothing is stored, and what would have been
