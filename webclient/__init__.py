@@ -14,9 +14,9 @@ The public API is what ``__all__`` lists. Modules whose names start with an unde
 connection, pipelining, cache and batch machinery) are internal and may change at any time.
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from ._shared import VERSION as __version__
 
 if TYPE_CHECKING:
     from ._models import BodySink, Request, Response

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ._shared.tempfiles import create_private
 from .errors import CacheError
 
 BODIES = "bodies"
@@ -32,11 +33,6 @@ TEMP_STALE = 300.0
 _HASH_CHUNK = 1024 * 1024
 #: A body's name: the SHA-256 of its bytes; anything else in a row is never used as a path.
 SHA_NAME = re.compile(r"[0-9a-f]{64}\Z")
-
-#: Distinguishes the temporary files of this process from those of others.
-_TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
-_temp_numbers = iter(range(1 << 62))
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def _remove_if_abandoned(item: os.DirEntry[str], now: float) -> None:
@@ -96,17 +92,10 @@ class BodyWriter:
         self.dropped = False
         self.fault: OSError | None = None
         self._hash = hashlib.sha256()
+        self._fd: int | None = None
+        name = ""
         try:
-            self._fd: int | None = None
-            for _ in range(100):
-                name = f"{folder}/body-{_TEMP_TAG}{next(_temp_numbers):x}"
-                try:
-                    self._fd = os.open(name, _O_CREATE, 0o600)
-                    break
-                except FileExistsError:
-                    continue
-            else:
-                raise FileExistsError(f"no unused temporary name in {folder}")
+            self._fd, name = create_private(os.fspath(folder), "body-")
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if self._fd is not None:

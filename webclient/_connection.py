@@ -41,8 +41,9 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from ._fastpath import HEAD_END, parse_plain_response_head, plain_request_head
+from ._fastpath import parse_plain_response_head, plain_request_head
 from ._models import ResponseHead
+from ._shared.grammar import HEAD_END, NO_BODY_STATUSES
 from .config import DEFAULT_MAX_BODY_SIZE, human_size
 from .errors import (
     ConnectionClosed,
@@ -67,8 +68,6 @@ CHUNK_SIZE = 64 * 1024
 #: Largest status line plus header fields accepted; servers rarely send more than a few KiB, and
 #: without a limit a server could make the client buffer an endless head.
 MAX_HEAD_SIZE = 64 * 1024
-#: Statuses whose responses never have a body, whatever their Content-Length says (RFC 9112 §6.3).
-_NO_BODY_STATUSES = frozenset({204, 304})
 #: Header fields that describe a request's body; the reading state machine must not see them.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 #: Request fields after which the response is read by h11 (they change how it is framed).
@@ -433,7 +432,7 @@ class Connection:
             self._reader.start(request._for_reader or request.h11_request(framing=False))
         head = self._reader.read_head()
         self._check_framing(head)
-        if request.method != "HEAD" and head.status not in _NO_BODY_STATUSES:
+        if request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
             self._check_announced_size(head)
         return head
 

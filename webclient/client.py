@@ -84,7 +84,7 @@ class Client:
                     max_size=self.config.cache_max_size,
                     clock=clock,
                     warn=self.warn,
-                    verify=self.config.verify_cache,  # cache hook: --verify-cache
+                    verify=self.config.verify_cache,
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")

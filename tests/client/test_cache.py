@@ -14,8 +14,8 @@ import pytest
 
 from webclient import CacheStatus, Client, ClientConfig, ConnectionRefused
 from webclient._cache import SMALL_BODY, Cache, Fresh, Miss, Plan, Revalidate, Store
-from webclient._freshness import format_http_date
 from webclient._models import ResponseHead
+from webclient._shared.httpdate import format_http_date
 from webclient.errors import CacheError
 from webserver import Request, Response, Server
 from webserver.testing import running_server
