@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,3 +187,85 @@ def test_plain_exchanges_never_load_h11() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+# -- responses read whole, byte by byte, in pieces, with the next response behind ------------------
+
+
+class _Pieces:
+    """A socket whose peer's bytes arrive at most ``size`` at a time (``0``: as they come)."""
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        self._sock = sock
+        self._size = size
+
+    def recv(self, count: int) -> bytes:
+        return self._sock.recv(min(count, self._size) if self._size else count)
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+_NEXT = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+_HTTP10 = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+_INTERIM = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Made\r\nContent-Length: 1\r\n\r\nx"
+_READS = [
+    ("GET", b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "a"\r\n\r\nhello', 200, b"hello", True),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_OK,
+        200,
+        b"ok",
+        True,
+    ),
+    ("GET", _INTERIM, 201, b"x", True),
+    ("GET", _HTTP10, 200, b"ok", False),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", 200, b"", True),
+    ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 204, b"", True),
+    ("GET", b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 200, b"ok", True),  # bare LF: h11's
+    ("GET", b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", True),
+]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 7], ids=["whole", "byte-by-byte", "2", "7"])
+@pytest.mark.parametrize(("method", "reply", "status", "body", "reusable"), _READS)
+def test_a_response_reads_the_same_however_it_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    method: str,
+    reply: bytes,
+    status: int,
+    body: bytes,
+    reusable: bool,
+) -> None:
+    """The head and body of a response, and the response after it (trailing data), are read
+    the same whether the bytes arrive whole, byte by byte or in small pieces, by the fast path
+    or by h11: each response ends exactly where it should. (h11 keeps no HTTP/1.0 connection
+    alive, so nothing is read after one.)"""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(2)
+    monkeypatch.setattr("webclient._connection.open_socket", lambda *_a: _Pieces(ours, size))
+    conn = Connection("h", 80, timeout=2)
+    try:
+        theirs.sendall(reply + _NEXT)
+        request = WireRequest(method, "/x", [("Host", "h")])
+        conn.send(request)
+        head = conn.receive_head(request)
+        assert (head.status, b"".join(conn.iter_body())) == (status, body)
+        assert conn.reusable is reusable
+        if not reusable:
+            return
+        follow = WireRequest("GET", "/y", [("Host", "h")])
+        conn.send(follow)
+        head = conn.receive_head(follow)
+        assert (head.status, b"".join(conn.iter_body())) == (200, b"next")
+        assert conn.answered == 2 and not conn.has_buffered()
+    finally:
+        conn.close()
+        theirs.close()

@@ -396,3 +396,37 @@ def test_accepts_stale(request_cc: str, response_cc: str, age: float, accepted: 
     stored = [("Cache-Control", response_cc)]
     request = [("Cache-Control", request_cc)]
     assert f.accepts_stale(stored, request, age, status=200, response_time=0.0) is accepted
+
+
+# -- the Cache-Control parser, fed whole, member by member, and with trailing data -----------------
+
+_members = st.one_of(
+    st.sampled_from(["no-cache", "no-store", "public", "private", "max-age=60", "MAX-AGE=5"]),
+    st.sampled_from(['no-cache="a, b"', 'x="q\\"uote, ,"', "max-age =5", "max-age= 5", "=5"]),
+    st.builds(
+        "{}={}".format,
+        st.sampled_from(["max-age", "max-stale", "stale-if-error", "x-ext"]),
+        st.integers(0, 10**12).map(str) | st.sampled_from(["-1", "1.5", "abc", ""]),
+    ),
+)
+
+
+@given(st.lists(_members, max_size=6), st.sampled_from(["", ",", " ,  ,", ",\t"]))
+def test_cache_control_reads_the_same_in_one_line_or_many(
+    members: list[str], trailing: str
+) -> None:
+    """Directives read the same from one field line, from one line per member (RFC 9110 §5.3
+    lets a list be split across lines) and with empty list members trailing."""
+    whole = f.parse_cache_control([", ".join(members)])
+    assert f.parse_cache_control(members) == whole
+    assert f.parse_cache_control([", ".join(members) + trailing]) == whole
+
+
+@given(st.lists(_members, max_size=4), _members)
+def test_cache_control_trailing_member_adds_only_itself(members: list[str], last: str) -> None:
+    """A member after the others adds its own directive and changes none of theirs."""
+    before = f.parse_cache_control(members)
+    after = f.parse_cache_control([*members, last])
+    alone = f.parse_cache_control([last])
+    for name, values in after.items():
+        assert values == before.get(name, []) + alone.get(name, [])

@@ -86,3 +86,13 @@ def test_rfc850_two_digit_year_is_at_most_50_years_ahead() -> None:
     assert rfc850_year(50, NOW) == 2050  # NOW is in 2023
     assert rfc850_year(74, NOW) == 1974
     assert rfc850_year(73, NOW) == 2073
+
+
+@settings(max_examples=100)
+@given(_whens, st.sampled_from(["imf", "rfc850", "asctime"]))
+def test_no_proper_prefix_of_a_date_is_a_date(when: int, form: str) -> None:
+    """A date read as it arrives, byte by byte, is no date until it is whole."""
+    text = _format(when, form)
+    assert parse_http_date(text, NOW if form != "rfc850" else float(when)) == when
+    for end in range(len(text)):
+        assert parse_http_date(text[:end], NOW) is None
