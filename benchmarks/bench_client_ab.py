@@ -3,7 +3,8 @@
 Why: the machine these runs share is noisy, so absolute times from two separate runs of
 ``bench_client.py`` cannot say whether a change made the client slower. Here both trees run the
 same cases against the same nginx in one process, alternating (A B, then B A, ...), and the
-report gives each case's median for both and their ratio.
+report gives each case's median for both and their ratio, in wall-clock time and in the CPU
+time of the client process (user + system, which other load on the machine disturbs less).
 
 What it does: the files, nginx and cases of ``bench_client.py`` (``--no-cache``,
 ``--pipeline 16``, an empty cache filled, then answered from it); each tree's ``webclient`` is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import resource
 import shutil
 import statistics
 import sys
@@ -48,7 +50,15 @@ def cases_for(tree: Path, setup: Setup, label: str) -> list[Case]:
     ]
 
 
-def run_rounds(pairs: list[tuple[Case, Case]], setup: Setup, repeat: int) -> None:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_rounds(pairs: list[tuple[Case, Case]], setup: Setup, repeat: int) -> dict[int, list[float]]:
+    """Run every pair ``repeat`` times, alternating which goes first; the CPU seconds of each
+    run by ``id`` of its case (nginx is not reaped until the end, so only the client counts)."""
+    cpu: dict[int, list[float]] = {}
     for round_no in range(repeat):
         print(f"  round {round_no + 1}", file=sys.stderr, flush=True)
         for index, (a, b) in enumerate(pairs):
@@ -57,16 +67,22 @@ def run_rounds(pairs: list[tuple[Case, Case]], setup: Setup, repeat: int) -> Non
                 if index == 2:  # the first cache run starts from an empty cache
                     label = "a" if case is a else "b"
                     shutil.rmtree(setup.tmp / f"cache-{label}", ignore_errors=True)
+                runs = len(case.times)
+                start = _children_cpu()
                 run_case(case, setup, setup.tmp / "out")
+                if len(case.times) > runs:
+                    cpu.setdefault(id(case), []).append(_children_cpu() - start)
+    return cpu
 
 
-def report(pairs: list[tuple[Case, Case]], count: int) -> str:
+def report(pairs: list[tuple[Case, Case]], cpu: dict[int, list[float]], count: int) -> str:
     rows = []
     for a, b in pairs:
         if a.error or b.error or not a.times or not b.times:
-            rows.append([a.name, a.error or "-", b.error or "-", "-", "-"])
+            rows.append([a.name, a.error or "-", b.error or "-", "-", "-", "-", "-", "-"])
             continue
         ratios = [y / x for x, y in zip(a.times, b.times, strict=False)]
+        cpu_a, cpu_b = statistics.median(cpu[id(a)]), statistics.median(cpu[id(b)])
         rows.append(
             [
                 a.name,
@@ -74,12 +90,25 @@ def report(pairs: list[tuple[Case, Case]], count: int) -> str:
                 f"{statistics.median(b.times):.3f}",
                 f"{statistics.median(b.times) / statistics.median(a.times):.3f}",
                 f"{min(ratios):.2f}..{max(ratios):.2f}",
+                f"{cpu_a:.3f}",
+                f"{cpu_b:.3f}",
+                f"{cpu_b / cpu_a:.3f}",
             ]
         )
-    header = ["case", "before median s", "after median s", "after / before", "per-round range"]
+    header = [
+        "case",
+        "before median s",
+        "after median s",
+        "after / before",
+        "per-round range",
+        "before CPU s",
+        "after CPU s",
+        "CPU after / before",
+    ]
     legend = (
-        f"{count} files of 1 KiB from nginx; wall-clock seconds for the whole command. "
-        "after / before below 1 means the change is faster."
+        f"{count} files of 1 KiB from nginx; wall-clock seconds for the whole command, and the "
+        "client process's CPU seconds (user + system), medians. after / before below 1 means "
+        "the change is faster."
     )
     return markdown_table(header, rows) + "\n\n" + legend
 
@@ -123,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                     strict=True,
                 )
             )
-            run_rounds(pairs, setup, args.repeat)
+            cpu = run_rounds(pairs, setup, args.repeat)
         finally:
             nginx.stop()
     print(meter.summary() + "\n")
-    print(report(pairs, args.files))
+    print(report(pairs, cpu, args.files))
     return 0
 
 
