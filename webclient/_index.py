@@ -159,16 +159,12 @@ class Index:
 
     def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.folder = folder
-        self._bodies = os.path.join(folder, BODIES)
         self._warn_callback = warn or (lambda message: None)
         self._warned: set[str] = set()
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         #: Nothing is written: the folder or its index refused a write (see the module docstring).
         self.read_only = False
-        #: Rows and keys deleted while read-only: hidden from lookups for the rest of the run.
-        self._hidden_ids: set[int] = set()
-        self._hidden_keys: set[str] = set()
         #: Open batches (nested ``batch()`` calls); writes share a transaction while above 0.
         self._batches = 0
         #: Writes in the open batch transaction, when it began, and its commit timer.

@@ -119,6 +119,13 @@ class Storage(Index):
     (a rebuilt index, a dropped row, a full disk, a read-only folder), once per kind.
     """
 
+    def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
+        self._bodies = os.path.join(folder, BODIES)
+        #: Rows and keys deleted while read-only: hidden from lookups for the rest of the run.
+        self._hidden_ids: set[int] = set()
+        self._hidden_keys: set[str] = set()
+        super().__init__(folder, warn=warn)
+
     # -- bodies ----------------------------------------------------------------------------------
 
     def body_path(self, sha: str) -> Path:
