@@ -253,23 +253,28 @@ class RoundTrip:
 
     def fail(self, error: WebClientError) -> None:
         # RFC 9111 §4.2.4: a stored response may answer, stale, when the server is unreachable.
-        cache = self.context.cache
-        if cache is not None and isinstance(error, TransportError):
-            fresh = cache.stale_on_error(self.plan, self.headers)
-            if fresh is not None:
-                try:
-                    served = self.context.serve(self.request, fresh)
-                except WebClientError as exc:
-                    self._finish(exc)
-                    return
-                if served is not None:
-                    age = int(fresh.lookup.age)
-                    self.context.warn(
-                        f"{self.request.url}: {error}; served the stored copy ({age} s old)"
-                    )
-                    self._finish(served)
-                    return
+        if isinstance(error, TransportError) and self._serve_stale(str(error)):
+            return
         self._finish(error)
+
+    def _serve_stale(self, cause: str) -> bool:
+        """Answer with the stored response, stale, when the cache allows it (said in a warning,
+        with ``cause``); False when it does not, or its body could not be read."""
+        cache = self.context.cache
+        fresh = cache.stale_on_error(self.plan, self.headers) if cache is not None else None
+        if fresh is None:
+            return False
+        try:
+            served = self.context.serve(self.request, fresh)
+        except WebClientError as exc:  # the sink failed: that is the request's result
+            self._finish(exc)
+            return True
+        if served is None:
+            return False
+        age = int(fresh.lookup.age)
+        self.context.warn(f"{self.request.url}: {cause}; served the stored copy ({age} s old)")
+        self._finish(served)
+        return True
 
     def _unconditional(self) -> WireRequest:
         """The request again without validators, when the 304 cannot be used."""
