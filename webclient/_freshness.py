@@ -13,10 +13,11 @@ Rules kept (section numbers of RFC 9111 unless said otherwise):
   a private cache (§4.2.1). An Expires that is not a valid HTTP-date (``0``, ``UTC`` for ``GMT``, a
   missing comma, doubled spaces, dashes in the IMF-fixdate form), or several Expires fields, count
   as already expired (§5.3).
-- HTTP-date: exactly the three forms of RFC 9110 §5.6.7 -- IMF-fixdate, rfc850-date (a two-digit
-  year more than 50 years ahead of ``now`` is the century before) and asctime-date -- with real
-  calendar days, hours to 23, minutes to 59 and seconds to 60 (a leap second). Day and month names
-  and ``GMT`` are read in any letter case; the day name is not checked against the date.
+- HTTP-date (parsed by :mod:`webclient._shared.httpdate`, the server's parser too): exactly the
+  three forms of RFC 9110 §5.6.7 -- IMF-fixdate, rfc850-date (a two-digit year more than 50 years
+  ahead of ``now`` is the century before) and asctime-date -- with real calendar days, hours to
+  23, minutes to 59 and seconds to 60 (a leap second). Day and month names and ``GMT`` are read in
+  any letter case; the day name is not checked against the date.
 - Heuristic freshness (10% of the time since Last-Modified, at most a day) only for heuristically
   cacheable status codes or ``public`` responses without explicit freshness (§4.2.2).
 - Age: the corrected initial age plus the time resident (§4.2.3). Of several Age field lines the
