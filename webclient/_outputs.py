@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ._freshness import HeaderList, header_value, parse_http_date
+from ._freshness import HeaderList, header_value
+from ._shared.httpdate import parse_http_date
 from .errors import LocalFileError, UnsafePathError
 
 

@@ -13,6 +13,8 @@ Serve files with ``webserver run``, or build a small service::
     server.serve_forever()
 """
 
+from webclient._shared import VERSION as __version__
+
 from .config import ServerConfig, TCPAddress, UnixAddress, parse_bind, parse_size
 from .errors import (
     BadRequest,
@@ -40,8 +42,6 @@ from .static import StaticFiles
 from .uploads import Uploads
 from .workers import Supervisor
 from .wsgi import FileWrapper, WSGIHandler
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BadRequest",

@@ -27,13 +27,15 @@ import functools
 import re
 from dataclasses import dataclass
 
+from webclient._shared.grammar import FIELD_NAME as _NAME
+from webclient._shared.grammar import FIELD_VALUE as _VALUE
+from webclient._shared.grammar import NO_BODY_STATUSES
+
 from ._authority import valid_host
 from .framing import HeadLimits
 
-_NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-# Stricter than h11's field value (which also allows control characters): any head with one of
+# Field values stricter than h11's (which also allows control characters): any head with one of
 # those goes to h11.
-_VALUE = r"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
 _FIELD = rf"({_NAME}):[ \t]*({_VALUE})[ \t]*\r\n"
 _PLAIN_HEAD = re.compile(
     rf"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n((?:{_NAME}:[ \t]*{_VALUE}[ \t]*\r\n)*)\r\n"
@@ -138,7 +140,7 @@ def plain_response_head(
         elif lowered in _H11_RESPONSE_FIELDS:
             return None
         lines.append(line)
-    if status in (204, 304):
+    if status in NO_BODY_STATUSES:
         if body_length:
             return None  # h11 refuses a body on these
     else:

@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webclient._shared import sizes
+from webclient._shared.sizes import GIB as GIB
+from webclient._shared.sizes import KIB as KIB
+from webclient._shared.sizes import MIB as MIB
+
 from .accesslog import ACCESS_LOG_FORMATS
 from .errors import ConfigError
-
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
 
 #: Uploads above this are refused with 413: large enough for real files, small enough that one
 #: client cannot fill a disk by accident.
@@ -47,23 +48,20 @@ DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 #: Listen backlog: bursts of new connections queue in the kernel rather than being refused.
 DEFAULT_BACKLOG = 1024
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 #: What a Server header may say: visible ASCII words separated by single spaces.
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 #: A health-check path: visible ASCII after the slash, no query or fragment.
 _HEALTH_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 #: ``[v6]`` or ``[v6]:port``, as in a URL.
 _BRACKETED = re.compile(r"\[(?P<host>[^\]]+)\](?::(?P<port>[^:]*))?")
-_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
 def parse_size(text: str) -> int:
     """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
-    number, unit, _ = match.groups()
-    return int(number) * _UNITS[unit.lower()]
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -331,3 +331,23 @@ def test_an_overlong_line_is_a_line_error(tmp_path: Path) -> None:
         (2, f"line longer than {MAX_LINE_LENGTH:,} bytes"),
         (3, "port not in 1..65535: '0'"),
     ]
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(valid_lines(), max_size=5),
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from(["", "\n", "\n\n", "\n# the end\n", "\n \t\n"]),
+)
+def test_a_command_file_reads_the_same_whole_by_line_and_with_trailing_lines(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], newline: str, trailing: str
+) -> None:
+    """A command file read from disk gives the commands its lines give one by one, whatever
+    its line ends and whatever blank or comment lines trail it (with or without a last
+    newline)."""
+    expected = parse_commands(lines)
+    text = newline.join(lines) + trailing
+    path = tmp_path_factory.mktemp("commands") / "c.txt"
+    path.write_bytes(text.encode("utf-8"))
+    assert read_command_file(path) == expected
+    assert parse_commands(text.split("\n")) == expected
