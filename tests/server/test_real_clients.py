@@ -251,6 +251,7 @@ def test_browser_uploads_through_the_listing_form(
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium is not installed (the test extra installs it)"
     )
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -280,9 +281,10 @@ def test_browser_uploads_through_the_listing_form(
         picker = driver.find_element(By.CSS_SELECTOR, "form input[type=file]")
         picker.send_keys("\n".join(str(f) for f in files))
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        WebDriverWait(driver, NET_TIMEOUT).until(
-            lambda d: "stored /empty/" in d.find_element(By.TAG_NAME, "body").text
-        )
+        # The click navigates: until the answer page is in, the old page's body may go stale.
+        WebDriverWait(
+            driver, NET_TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda d: "stored /empty/" in d.find_element(By.TAG_NAME, "body").text)
         shown = driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()
