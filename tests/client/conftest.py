@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -277,18 +277,11 @@ def refused_port() -> int:
     return free_port()
 
 
-class BadServer:
-    """A raw-socket server answering every connection with fixed bytes, however broken.
+class ListeningThreads:
+    """A listener on a free port of 127.0.0.1 whose accept loop hands each connection to
+    :meth:`_accepted` (a subclass's), and the threads it spawns, all joined on exit."""
 
-    Each connection gets the next of ``replies`` (the last one repeats) once its request head has
-    arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
-    ends, as a stalled server would. The request heads it received are kept in ``requests``.
-    """
-
-    def __init__(self, *replies: bytes, hang: bool = False) -> None:
-        self.replies = list(replies) or [b""]
-        self.hang = hang
-        self.requests: list[bytes] = []
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener = socket.socket()
@@ -304,7 +297,7 @@ class BadServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def __enter__(self) -> BadServer:
+    def __enter__(self) -> Self:
         self._spawn(self._accept_loop)
         return self
 
@@ -332,8 +325,30 @@ class BadServer:
             if self._stop.is_set():
                 conn.close()
                 return
-            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-            self._spawn(self._answer, conn, reply)
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        """Take over ``conn`` (in the accept loop's thread: spawn a thread for anything long)."""
+        raise NotImplementedError
+
+
+class BadServer(ListeningThreads):
+    """A raw-socket server answering every connection with fixed bytes, however broken.
+
+    Each connection gets the next of ``replies`` (the last one repeats) once its request head has
+    arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
+    ends, as a stalled server would. The request heads it received are kept in ``requests``.
+    """
+
+    def __init__(self, *replies: bytes, hang: bool = False) -> None:
+        super().__init__()
+        self.replies = list(replies) or [b""]
+        self.hang = hang
+        self.requests: list[bytes] = []
+
+    def _accepted(self, conn: socket.socket) -> None:
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        self._spawn(self._answer, conn, reply)
 
     def _answer(self, conn: socket.socket, reply: bytes) -> None:
         with conn:
