@@ -7,9 +7,11 @@ rules (:func:`~webserver.paths.upload_segments`: 400 for ``..`` and the like, 40
 414 past the bounds; missing folders are created). Each part with a file name is stored under
 that name made safe (:func:`safe_filename`), never overwriting: a taken name gets the plain
 POST's numbered sibling (``name-1.txt``). Parts without a file name (plain fields) are not
-stored; their names are listed in the answer. Every file goes to a temporary file in the
-folder first and is published only once the whole body has parsed, so a malformed body (400)
-publishes nothing; a failure while publishing removes what this request published.
+stored; their names are listed in the answer. Every file goes first to a private temporary
+file in the root's in-progress folder, as a plain upload's body does (``uploads.py``: locked,
+never served nor listed), and is published only once the whole body has parsed -- by the plain
+POST's own never-overwriting link -- so a malformed body (400) publishes nothing; a failure while
+publishing removes what this request published.
 """
 
 from __future__ import annotations
@@ -18,26 +20,19 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from ._spool import locked_temp_file
 from .errors import HTTPError, PayloadTooLarge
 from .listing import wants_json
 from .multipart import MultipartParser, PartData, PartEnd, PartStart, form_boundary
 from .paths import MAX_NAME_BYTES, TEMP_PREFIX, resolve_inside, upload_segments
 from .request import Request
 from .response import Response
-from .uploads import (
-    MAX_REMEMBERED_NAMES,
-    UPLOAD_MODE,
-    Uploads,
-    _publish,
-    _remove_folders,
-    _storage_error,
-)
+from .uploads import UPLOAD_MODE, Uploads, _remove_folders, _storage_error, in_progress_folder
 
 #: The name a file part gets when nothing of its own name is left once made safe (``..``).
 FALLBACK_NAME = "upload"
@@ -89,7 +84,7 @@ def store_form(handler: Uploads, request: Request) -> Response:
     folder, created = handler._make_folder(upload_segments(prefix + "/x")[:-1])
     received = _Received()
     try:
-        _receive(handler, request, boundary, folder, received)
+        _receive(handler, request, boundary, received)
         if not received.files:
             raise HTTPError("the form carries no file", status=400)
         for file in received.files:
@@ -123,13 +118,13 @@ def _folder_path(handler: Uploads, path: str) -> str:
     return path.rpartition("/")[0]
 
 
-def _receive(
-    handler: Uploads, request: Request, boundary: bytes, folder: Path, received: _Received
-) -> None:
-    """Parse the whole body, each file part into its own temporary file in ``folder``."""
+def _receive(handler: Uploads, request: Request, boundary: bytes, received: _Received) -> None:
+    """Parse the whole body, each file part into its own temporary file in the in-progress
+    folder."""
     parser = MultipartParser(boundary)
     current: _File | None = None
     try:
+        temporaries = str(in_progress_folder(handler.root))
         for chunk in request.body:
             if request.body.received > handler.max_size:
                 raise PayloadTooLarge(f"upload limit is {handler.max_size} bytes", close=True)
@@ -139,7 +134,7 @@ def _receive(
                         current.out.write(event.data)
                         current.size += len(event.data)
                 elif isinstance(event, PartStart):
-                    current = _start(event, folder, received)
+                    current = _start(event, temporaries, received)
                 elif isinstance(event, PartEnd) and current is not None and current.out:
                     current.out.close()
                     current.out = None
@@ -148,43 +143,35 @@ def _receive(
         raise _storage_error(exc) from exc
 
 
-def _start(event: PartStart, folder: Path, received: _Received) -> _File | None:
+def _start(event: PartStart, temporaries: str, received: _Received) -> _File | None:
     """Begin a part: a temporary file for a file part, a listed name for a field (a file input
     left empty, ``filename=""``, counts as a field)."""
     if not event.filename:
         received.fields.append(event.name)
         return None
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    fd, temp = locked_temp_file(temporaries, TEMP_PREFIX)
     # Listed before anything can fail, so the temporary is removed whatever happens next.
     file = _File(temp, safe_filename(event.filename), None)
     received.files.append(file)
     try:
-        os.fchmod(fd, UPLOAD_MODE)  # mkstemp makes it 0600; a published upload is ordinary
+        os.fchmod(fd, UPLOAD_MODE)  # private until now; a published upload is ordinary
     finally:
         file.out = os.fdopen(fd, "wb")
     return file
 
 
 def _publish_all(handler: Uploads, folder: Path, files: list[_File]) -> list[tuple[Path, int]]:
-    """Link each temporary at its name or a free numbered one; on a failure, remove what was
-    published, so the request stores all of its files or none."""
+    """Link each temporary at its name or a free numbered one (the plain POST's
+    :meth:`~webserver.uploads.Uploads._link`); on a failure, remove what was published, so the
+    request stores all of its files or none."""
     stored: list[tuple[Path, int]] = []
     try:
         for file in files:
-            key = str(folder / file.name)
-            target, number = _publish(
-                file.temp, folder, file.name, handler._next_number.get(key, 1)
-            )
-            stored.append((target, file.size))
-            if len(handler._next_number) >= MAX_REMEMBERED_NAMES:
-                handler._next_number.clear()
-            handler._next_number[key] = number + 1
-    except BaseException as exc:
+            stored.append((handler._link(file.temp, folder, file.name), file.size))
+    except BaseException:
         for target, _ in stored:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
-        if isinstance(exc, OSError):
-            raise _storage_error(exc) from exc
         raise
     return stored
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +18,16 @@ from hypothesis import strategies as st
 
 from webserver import Server
 from webserver._forms import FALLBACK_NAME, safe_filename
+from webserver._spool import MEMORY_LIMIT
+from webserver._spool import TEMP_PREFIX as SPOOL_PREFIX
 from webserver.multipart import MAX_PARTS
-from webserver.paths import upload_segments
+from webserver.paths import TEMP_PREFIX, upload_segments
 from webserver.testing import running_server
+from webserver.uploads import IN_PROGRESS_FOLDER, Uploads
 
 from .conftest import NET_TIMEOUT, connect, peak_rss_kib, webserver_process
 from .test_multipart import Part, encode
-from .test_uploads import leftovers
+from .test_uploads import _wait_for_file, leftovers
 from .wire import WireReader
 
 BOUNDARY = b"----formboundaryXyZ"
@@ -54,6 +59,21 @@ def file_part(filename: str, content: bytes, name: str = "file") -> Part:
 
 def tree(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*"))
+
+
+def form_head(target: str, length: int) -> bytes:
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def wait_until_empty(folder: Path) -> None:
+    """Return once ``folder`` holds nothing (a failed request's clean-up runs on its worker)."""
+    deadline = time.monotonic() + NET_TIMEOUT
+    while list(folder.iterdir()):
+        assert time.monotonic() < deadline, list(folder.iterdir())
+        threading.Event().wait(0.005)
 
 
 class TestSafeFilename:
@@ -123,6 +143,40 @@ class TestStoring:
             "ignored field 'comment'",
         ]
         assert not (www / "docs" / "comment").exists()
+        assert leftovers(www) == []
+
+    def test_a_form_in_progress_stays_in_the_in_progress_folder(
+        self, server: Server, www: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While its body arrives a form is spooled in the in-progress folder and nothing else
+        of the root changes; its files then wait there until each is published under its name
+        -- never as a temporary in the target folder -- and none is left after."""
+        one = os.urandom(3 * MEMORY_LIMIT)
+        body = encode(BOUNDARY, [file_part("one.bin", one), file_part("two.txt", b"2")])
+        in_progress = www / IN_PROGRESS_FOLDER
+        at_publishing: list[tuple[list[str], list[str]]] = []
+        real_link = Uploads._link
+
+        def link(handler: Uploads, temp: str, folder: Path, name: str) -> Path:
+            if not at_publishing:
+                waiting = sorted(p.name for p in in_progress.iterdir())
+                at_publishing.append((waiting, sorted(os.listdir(folder))))
+            return real_link(handler, temp, folder, name)
+
+        monkeypatch.setattr(Uploads, "_link", link)
+        before = tree(www)
+        with connect(server) as sock:
+            sock.sendall(form_head("/new/", len(body)) + body[: 2 * MEMORY_LIMIT])
+            spooled = _wait_for_file(in_progress)
+            assert spooled.name.startswith(SPOOL_PREFIX)
+            assert tree(www) == sorted([*before, spooled.relative_to(www)])
+            sock.sendall(body[2 * MEMORY_LIMIT :])
+            assert WireReader(sock).read().status == 201
+        [(waiting, in_folder)] = at_publishing
+        temporaries = [name for name in waiting if name.startswith(TEMP_PREFIX)]
+        assert (len(temporaries), in_folder) == (2, [])
+        assert (www / "new" / "one.bin").read_bytes() == one
+        wait_until_empty(in_progress)
         assert leftovers(www) == []
 
     def test_json_answer(self, server: Server, www: Path) -> None:
@@ -292,13 +346,45 @@ class TestRefused:
                 raise OSError(5, "Input/output error")
             return real(temp, folder, name, start)
 
-        monkeypatch.setattr("webserver._forms._publish", publish_once)
+        monkeypatch.setattr("webserver.uploads._publish", publish_once)
         before = tree(www)
         status, _, _ = post_form(
             server, "/new/", [file_part("one.txt", b"1"), file_part("two.txt", b"2")]
         )
         assert (status, calls) == (500, ["one.txt", "two.txt"])
         assert tree(www) == before
+
+    @pytest.mark.parametrize("fault", ["malformed", "publishing", "disconnect"])
+    def test_a_failed_form_leaves_nothing_anywhere(
+        self, server: Server, www: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+    ) -> None:
+        """A form that fails -- a malformed body, a file that cannot be published, a client gone
+        mid-body -- leaves no file, no folder it made and no temporary, in the in-progress folder
+        or elsewhere."""
+
+        def refuse(temp: str, folder: Path, name: str, start: int) -> tuple[Path, int]:
+            raise OSError(5, "Input/output error")
+
+        if fault == "publishing":
+            monkeypatch.setattr("webserver.uploads._publish", refuse)
+        big = file_part("big.bin", os.urandom(3 * MEMORY_LIMIT))
+        body = encode(BOUNDARY, [big, file_part("small.txt", b"s")])
+        if fault == "malformed":
+            body = body[:-4]
+        before = tree(www)
+        with connect(server) as sock:
+            sock.sendall(form_head("/new/", len(body)))
+            if fault == "disconnect":
+                sock.sendall(body[: 2 * MEMORY_LIMIT])
+                _wait_for_file(www / IN_PROGRESS_FOLDER)
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                sock.sendall(body)
+                status = WireReader(sock).read().status
+                assert status == (400 if fault == "malformed" else 500)
+        wait_until_empty(www / IN_PROGRESS_FOLDER)
+        assert tree(www) == before
+        assert leftovers(www) == []
 
     def test_connection_kept_after_a_malformed_form(self, server: Server) -> None:
         """A 400 for a malformed form keeps the connection: the body was read whole."""
