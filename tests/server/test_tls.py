@@ -17,8 +17,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,11 +95,19 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
+def running_tls(
+    www: Path, certificate: Certificate, **settings: Any
+) -> AbstractContextManager[Server]:
+    """A quiet TLS server of ``www`` with ``certificate`` and any other ``settings``, running
+    for the ``with`` block."""
+    return running_server(
+        root=www, certfile=certificate.cert, keyfile=certificate.key, access_log=False, **settings
+    )
+
+
 @pytest.fixture
 def tls_server(www: Path, certificate: Certificate) -> Iterator[Server]:
-    with running_server(
-        root=www, certfile=certificate.cert, keyfile=certificate.key, access_log=False
-    ) as server:
+    with running_tls(www, certificate) as server:
         yield server
 
 
@@ -220,9 +230,7 @@ def test_large_file_is_byte_exact_to_a_slow_reader(
     body = os.urandom(8 * 1024 * 1024 + 123)
     (www / "big.bin").write_bytes(body)
     with (
-        running_server(
-            root=www, certfile=certificate.cert, keyfile=certificate.key, access_log=False
-        ) as server,
+        running_tls(www, certificate) as server,
         tls_connect(server, certificate) as sock,
     ):
         sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -243,14 +251,7 @@ def test_slow_handshake_is_cut_at_the_head_deadline(
     """A client that sends nothing, or half a ClientHello, is parked (no thread waits on it),
     the server answers others meanwhile, and it is closed at --header-timeout."""
     with (
-        running_server(
-            root=www,
-            certfile=certificate.cert,
-            keyfile=certificate.key,
-            header_timeout=0.5,
-            threads=1,
-            access_log=False,
-        ) as server,
+        running_tls(www, certificate, header_timeout=0.5, threads=1) as server,
         connect(server) as slow,
     ):
         slow.sendall(sent)
@@ -401,13 +402,7 @@ def test_tls_settings_need_a_certificate(www: Path, setting: str) -> None:
 
 def test_ciphers_are_applied(www: Path, certificate: Certificate) -> None:
     """--ssl-ciphers restricts TLS 1.2 suites: a TLS 1.2 client negotiates the one allowed."""
-    with running_server(
-        root=www,
-        certfile=certificate.cert,
-        keyfile=certificate.key,
-        ssl_ciphers="ECDHE-ECDSA-AES128-GCM-SHA256",
-        access_log=False,
-    ) as server:
+    with running_tls(www, certificate, ssl_ciphers="ECDHE-ECDSA-AES128-GCM-SHA256") as server:
         context = client_context(certificate)
         context.maximum_version = ssl.TLSVersion.TLSv1_2
         with context.wrap_socket(connect(server), server_hostname="localhost") as sock:
@@ -550,13 +545,7 @@ def test_refused_upload_is_answered_then_closed_cleanly(
     """An upload over the limit gets its 413 over TLS; the server then says close_notify and
     discards the rest of the body (lingering), so the client reads the answer and a clean end."""
     with (
-        running_server(
-            root=www,
-            certfile=certificate.cert,
-            keyfile=certificate.key,
-            max_upload=1024,
-            access_log=False,
-        ) as server,
+        running_tls(www, certificate, max_upload=1024) as server,
         tls_connect(server, certificate) as sock,
     ):
         sock.sendall(b"POST /big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
@@ -572,13 +561,7 @@ def test_over_max_connections_is_closed_without_a_handshake(
     """Past --max-connections a TLS client is closed at once (no 503: it speaks no HTTP yet,
     and a handshake would spend CPU on a client that gets no service); the held one is served."""
     with (
-        running_server(
-            root=www,
-            certfile=certificate.cert,
-            keyfile=certificate.key,
-            max_connections=1,
-            access_log=False,
-        ) as server,
+        running_tls(www, certificate, max_connections=1) as server,
         tls_connect(server, certificate) as held,
     ):
         # The ClientHello is there before the server decides (as under load, when accepting
