@@ -12,9 +12,10 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -56,6 +57,9 @@ from .server import (
     unix_path,
 )
 from .workers import Supervisor
+
+#: A command function a click decorator is applied to.
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class UsageProblem(click.ClickException):
@@ -122,6 +126,43 @@ def _hint(config: ServerConfig) -> None:
         )
 
 
+# One helper per kind of option, so each kind's type, default display and help layout is
+# decided once.
+
+
+def _seconds_option(name: str, default: float, help: str) -> Callable[[_F], _F]:
+    """A duration in seconds, above zero."""
+    return click.option(
+        name,
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
+def _count_option(name: str, default: int, help: str) -> Callable[[_F], _F]:
+    """A count of at least one."""
+    return click.option(name, type=click.IntRange(1), default=default, show_default=True, help=help)
+
+
+def _size_option(name: str, default: str, help: str) -> Callable[[_F], _F]:
+    """A byte size with an optional K, M, G or T suffix."""
+    return click.option(name, type=_Size(), default=default, show_default=True, help=help)
+
+
+def _file_option(name: str, help: str) -> Callable[[_F], _F]:
+    """A file's path (not a folder), None when not given."""
+    return click.option(
+        name, type=click.Path(dir_okay=False, path_type=Path), default=None, help=help
+    )
+
+
+def _repeated_option(*names: str, metavar: str, help: str) -> Callable[[_F], _F]:
+    """An option that may be given several times, collected as a tuple."""
+    return click.option(*names, multiple=True, metavar=metavar, help=help)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webserver")
 def main() -> None:
@@ -136,32 +177,20 @@ def main() -> None:
     show_default=True,
     help="Address to listen on; 0.0.0.0 or :: (dual-stack) to accept other machines.",
 )
-@click.option(
+@_repeated_option(
     "-b",
     "--bind",
     "binds",
-    multiple=True,
     metavar="ADDR",
-    help=(
-        "Listen here instead of --host (repeatable): HOST (with --port), HOST:PORT,"
-        " [IPV6]:PORT, or unix:PATH."
-    ),
+    help="Listen here instead of --host (repeatable): HOST (with --port), HOST:PORT,"
+    " [IPV6]:PORT, or unix:PATH.",
 )
-@click.option(
+@_file_option(
     "--certfile",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=(
-        "Serve HTTPS (TLS 1.2 or later, ALPN http/1.1) with this PEM certificate chain;"
-        " the key may be in the same file."
-    ),
+    "Serve HTTPS (TLS 1.2 or later, ALPN http/1.1) with this PEM certificate chain;"
+    " the key may be in the same file.",
 )
-@click.option(
-    "--keyfile",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The certificate's PEM private key, when not in --certfile.",
-)
+@_file_option("--keyfile", "The certificate's PEM private key, when not in --certfile.")
 @click.option(
     "--keyfile-password",
     metavar="TEXT",
@@ -246,85 +275,54 @@ def main() -> None:
     show_default=True,
     help="Server processes sharing the port; set it to the number of cores for throughput.",
 )
-@click.option(
-    "--max-upload",
-    type=_Size(),
-    default="1G",
-    show_default=True,
-    help="Largest request body accepted (K, M, G suffixes); larger gets 413.",
+@_size_option(
+    "--max-upload", "1G", "Largest request body accepted (K, M, G suffixes); larger gets 413."
 )
-@click.option(
+@_seconds_option(
     "--keep-alive-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_KEEP_ALIVE_TIMEOUT,
-    show_default=True,
-    help="Seconds an idle keep-alive connection is kept open.",
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    "Seconds an idle keep-alive connection is kept open.",
 )
-@click.option(
+@_seconds_option(
     "--header-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_HEADER_TIMEOUT,
-    show_default=True,
-    help=(
-        "Seconds a request head may take from its first byte; then 408. With TLS, also the"
-        " handshake, from the connection."
-    ),
+    DEFAULT_HEADER_TIMEOUT,
+    "Seconds a request head may take from its first byte; then 408. With TLS, also the"
+    " handshake, from the connection.",
 )
-@click.option(
+@_seconds_option(
     "--body-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_BODY_TIMEOUT,
-    show_default=True,
-    help=(
-        "Seconds a request body may go without progress before 408, and a response the"
-        " client does not read before the connection is dropped; past it, each must also"
-        " keep 500 bytes/s on average."
-    ),
+    DEFAULT_BODY_TIMEOUT,
+    "Seconds a request body may go without progress before 408, and a response the"
+    " client does not read before the connection is dropped; past it, each must also"
+    " keep 500 bytes/s on average.",
 )
-@click.option(
+@_seconds_option(
     "--grace-period",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_GRACE_PERIOD,
-    show_default=True,
-    help="On Ctrl-C/SIGTERM, seconds in-flight requests get to finish.",
+    DEFAULT_GRACE_PERIOD,
+    "On Ctrl-C/SIGTERM, seconds in-flight requests get to finish.",
 )
-@click.option(
+@_count_option(
     "--max-connections",
-    type=click.IntRange(1),
-    default=DEFAULT_MAX_CONNECTIONS,
-    show_default=True,
-    help="Open connections beyond this are answered 503 with Retry-After.",
+    DEFAULT_MAX_CONNECTIONS,
+    "Open connections beyond this are answered 503 with Retry-After.",
 )
-@click.option(
+@_count_option(
     "--max-queue",
-    type=click.IntRange(1),
-    default=DEFAULT_MAX_QUEUE,
-    show_default=True,
-    help=(
-        "Requests ready to run (fully received) waiting for a free thread; a new request"
-        " beyond this is answered 503. Clients still sending or reading are not counted."
-    ),
+    DEFAULT_MAX_QUEUE,
+    "Requests ready to run (fully received) waiting for a free thread; a new request"
+    " beyond this is answered 503. Clients still sending or reading are not counted.",
 )
-@click.option(
+@_count_option(
     "--max-requests-per-connection",
-    type=click.IntRange(1),
-    default=DEFAULT_MAX_REQUESTS_PER_CONNECTION,
-    show_default=True,
-    help="Close a keep-alive connection after this many requests.",
+    DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+    "Close a keep-alive connection after this many requests.",
 )
-@click.option(
+@_size_option(
     "--max-head-size",
-    type=_Size(),
-    default=str(DEFAULT_MAX_HEAD_SIZE),
-    show_default=True,
-    help="Largest request head (request line and header fields); larger gets 431.",
+    str(DEFAULT_MAX_HEAD_SIZE),
+    "Largest request head (request line and header fields); larger gets 431.",
 )
-@click.option(
-    "--access-log",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Append the access log to this file instead of stderr.",
-)
+@_file_option("--access-log", "Append the access log to this file instead of stderr.")
 @click.option(
     "--access-log-format",
     type=click.Choice(ACCESS_LOG_FORMATS),
@@ -333,20 +331,16 @@ def main() -> None:
     help="common (CLF), combined (adds Referer and User-Agent) or json (one object a line).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log requests.")
-@click.option(
+@_repeated_option(
     "--handler",
     "handlers",
-    multiple=True,
     metavar="[/PREFIX=]MODULE:CLASS|PLUGIN",
-    help=(
-        "Serve PREFIX and below with a webserver.Handler subclass, or with an installed plugin"
-        " by name (see `webserver handlers`). Repeatable."
-    ),
+    help="Serve PREFIX and below with a webserver.Handler subclass, or with an installed plugin"
+    " by name (see `webserver handlers`). Repeatable.",
 )
-@click.option(
+@_repeated_option(
     "--app",
     "apps",
-    multiple=True,
     metavar="[/PREFIX=]MODULE:CALLABLE",
     help="Serve PREFIX (default /) and below with a WSGI application (Flask...). Repeatable.",
 )
@@ -356,15 +350,12 @@ def main() -> None:
     default=None,
     help="Answer GET PATH (e.g. /healthz) with 200 for load balancers; not logged.",
 )
-@click.option(
+@_repeated_option(
     "--trusted-proxy",
     "trusted_proxies",
-    multiple=True,
     metavar="ADDR",
-    help=(
-        "A reverse proxy (address or CIDR network) whose X-Forwarded-For/Forwarded names the"
-        " client in the access log and request.client. Repeatable."
-    ),
+    help="A reverse proxy (address or CIDR network) whose X-Forwarded-For/Forwarded names the"
+    " client in the access log and request.client. Repeatable.",
 )
 def run(
     port_argument: int | None,
