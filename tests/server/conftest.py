@@ -10,12 +10,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from webserver import Server
+from webserver import Handler, Server
 from webserver._connection import Owner
 from webserver.testing import running_server
 
@@ -42,6 +43,16 @@ def www(tmp_path: Path) -> Path:
 def server(www: Path) -> Iterator[Server]:
     with running_server(root=www, access_log=False) as srv:
         yield srv
+
+
+def serving(
+    www: Path, path: str, handler: Handler, **settings: Any
+) -> AbstractContextManager[Server]:
+    """A quiet server of ``www`` with ``handler`` routed at ``path`` (and any other
+    ``settings``), running for the ``with`` block."""
+    return running_server(
+        root=www, access_log=False, setup=lambda srv: srv.route(path, handler), **settings
+    )
 
 
 def connect(server: Server) -> socket.socket:

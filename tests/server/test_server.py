@@ -24,7 +24,7 @@ from webserver.framing import HeadLimits
 from webserver.server import raise_open_files_limit
 from webserver.testing import running_server
 
-from .conftest import NET_TIMEOUT, connect, open_fds, wait_for_owner
+from .conftest import NET_TIMEOUT, connect, open_fds, serving, wait_for_owner
 from .wire import WireReader
 
 GET = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -414,13 +414,7 @@ def test_connections_queued_at_stop_are_closed(www: Path) -> None:
     leaked."""
     handler = SlowHandler()
     before = open_fds()
-    with running_server(
-        root=www,
-        access_log=False,
-        threads=1,
-        grace_period=0.3,
-        setup=lambda srv: srv.route("/slow", handler),
-    ) as server:
+    with serving(www, "/slow", handler, threads=1, grace_period=0.3) as server:
         busy = connect(server)
         busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         assert handler.entered.wait(NET_TIMEOUT)
@@ -466,9 +460,7 @@ def test_blocking_handler_does_not_hold_up_others(www: Path) -> None:
             return Response.text("done\n")
 
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/block", Blocking())
-        ) as server,
+        serving(www, "/block", Blocking()) as server,
         connect(server) as blocked,
     ):
         blocked.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -670,9 +662,7 @@ def test_the_body_arrives_whole_before_the_handler_runs(www: Path) -> None:
             return Response.text("ok\n")
 
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/echo", Echo())
-        ) as server,
+        serving(www, "/echo", Echo()) as server,
         connect(server) as sock,
     ):
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
@@ -733,9 +723,7 @@ def test_a_trickled_body_is_received_without_a_worker_per_piece(
     turns = _count_turns(monkeypatch)
     handler = _Collect()
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/echo", handler)
-        ) as server,
+        serving(www, "/echo", handler) as server,
         connect(server) as sock,
     ):
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 21\r\n\r\n")
@@ -760,9 +748,7 @@ def test_a_slow_body_moves_to_its_spool_each_time_enough_has_gathered(
     piece = SELECTOR_BODY_BYTES * 5 // 8
     body = bytes(range(256)) * (piece * 3 // 256)
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/echo", handler)
-        ) as server,
+        serving(www, "/echo", handler) as server,
         connect(server) as sock,
     ):
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -804,9 +790,7 @@ def test_a_large_body_is_spooled_where_its_handler_asks_and_can_be_linked(
 
     body = os.urandom(300_000)
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/keep", Keeper())
-        ) as server,
+        serving(www, "/keep", Keeper()) as server,
         connect(server) as sock,
     ):
         sock.sendall(b"POST /keep HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + body)

@@ -17,7 +17,7 @@ from webserver.httpdate import format_http_date, parse_http_date
 from webserver.paths import TEMP_PREFIX
 from webserver.testing import running_server
 
-from .conftest import NET_TIMEOUT, connect, peak_rss_kib, webserver_process
+from .conftest import NET_TIMEOUT, connect, peak_rss_kib, serving, webserver_process
 from .wire import WireReader
 
 
@@ -690,9 +690,7 @@ def test_only_static_files_are_compressed(www: Path) -> None:
     for i in range(60):
         (www / "many" / f"file-{i:03}.txt").write_bytes(b"")
     gz = {"Accept-Encoding": "gzip"}
-    with running_server(
-        root=www, access_log=False, setup=lambda srv: srv.route("/reflect", Reflect())
-    ) as srv:
+    with serving(www, "/reflect", Reflect()) as srv:
         status, headers, body = fetch(srv, "/reflect?token=s3cr3t-a", headers=gz)
         assert (status, body.startswith(b"token=s3cr3t-")) == (200, True)
         assert "Content-Encoding" not in headers

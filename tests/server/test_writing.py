@@ -10,9 +10,8 @@ from pathlib import Path
 from webserver import Handler, Request, Response
 from webserver._connection import Owner
 from webserver._writing import WINDOW
-from webserver.testing import running_server
 
-from .conftest import NET_TIMEOUT, connect, wait_for_owner
+from .conftest import NET_TIMEOUT, connect, serving, wait_for_owner
 from .wire import WireReader
 
 CHUNK = 64 * 1024
@@ -39,9 +38,7 @@ def test_a_generated_body_is_pulled_only_as_the_client_reads(www: Path) -> None:
     window plus what the socket buffers hold, and the connection waits in the selector; once
     the client reads, the whole body arrives intact."""
     handler = Generated()
-    with running_server(
-        root=www, access_log=False, setup=lambda srv: srv.route("/gen", handler)
-    ) as server:
+    with serving(www, "/gen", handler) as server:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(NET_TIMEOUT)
@@ -65,9 +62,7 @@ def test_pipelined_answers_leave_in_order(www: Path) -> None:
     in request order."""
     handler = Generated()
     with (
-        running_server(
-            root=www, access_log=False, setup=lambda srv: srv.route("/gen", handler)
-        ) as server,
+        serving(www, "/gen", handler) as server,
         connect(server) as sock,
     ):
         sock.sendall(
@@ -104,9 +99,7 @@ def test_each_chunk_of_a_generated_body_leaves_as_it_is_produced(www: Path) -> N
     """The first chunk reaches the client while the handler is still producing the next one
     (server-sent events, PEP 3333's "no delayed block"), not when the body ends."""
     handler = Paced()
-    with running_server(
-        root=www, access_log=False, setup=lambda srv: srv.route("/paced", handler)
-    ) as server:
+    with serving(www, "/paced", handler) as server:
         with connect(server) as sock:
             sock.sendall(b"GET /paced HTTP/1.1\r\nHost: x\r\n\r\n")
             received = b""
