@@ -146,6 +146,23 @@ class Service:
         return total_kib / 1024
 
 
+def ours_service(
+    logdir: Path,
+    root: Path,
+    *options: str,
+    python: str = sys.executable,
+    source: Path | None = None,
+    name: str = "ours",
+) -> Service:
+    """``webserver run`` serving ``root`` without an access log, on a port of HOST it picks
+    itself (read from its first line), with any other command-line ``options``. ``python`` runs
+    it; ``source``, when given, is the tree it is imported from (a checkout to compare with)."""
+    argv = [python, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
+    argv += ["--root", str(root), "--no-access-log", *options]
+    env = child_env(PYTHONPATH=str(source)) if source is not None else child_env()
+    return Service(name, argv, logdir, env=env, cwd=source, banner=True)
+
+
 def wait_listening(
     port: int, deadline: float, proc: subprocess.Popen[bytes] | None, log: Path | None
 ) -> None:

@@ -45,6 +45,7 @@ from _harness import (
     HOST,
     BenchError,
     CpuMeter,
+    Service,
     check_get,
     child_env,
     command_output,
@@ -113,6 +114,22 @@ def make_files(www: Path, count: int) -> list[str]:
         make_world_readable(www / name)
     make_world_readable(www.parent, www)
     return names
+
+
+def start_origin(tmp: Path, files: int) -> tuple[Service, Setup]:
+    """nginx serving ``files`` new 1 KiB files from ``tmp/www`` (``expires 1h``, so a cache may
+    keep them; an access log, to count the requests that reached it), started and answering;
+    the caller stops it. BenchError when it cannot run."""
+    names = make_files(tmp / "www", files)
+    access_log = tmp / "access.log"
+    nginx = nginx_service(tmp, tmp / "www", location_extra="expires 1h;", access_log=access_log)
+    try:
+        nginx.start()
+        check_get(nginx.port, f"/{names[0]}", FILE_SIZE)
+    except BaseException:
+        nginx.stop()
+        raise
+    return nginx, Setup(tmp, nginx.port, names, access_log)
 
 
 def write_inputs(setup: Setup) -> tuple[Path, Path]:
@@ -357,26 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"webclient: {' '.join(webclient)}")
     print(f"files and outputs under: {args.tmp_root or tempfile.gettempdir()}")
     with tempfile.TemporaryDirectory(prefix="bench-client-", dir=args.tmp_root) as tmp_name:
-        tmp = Path(tmp_name)
-        names = make_files(tmp / "www", args.files)
-        access_log = tmp / "access.log"
         try:
-            nginx = nginx_service(
-                tmp, tmp / "www", location_extra="expires 1h;", access_log=access_log
-            )
+            nginx, setup = start_origin(Path(tmp_name), args.files)
         except BenchError as exc:
             print(f"cannot run the client benchmark: {exc}", file=sys.stderr)
             return 2
         cases: list[Case] = []
         try:
-            nginx.start()
-            check_get(nginx.port, f"/{names[0]}", FILE_SIZE)
             print(f"nginx: {command_output([nginx.argv[0], '-v'])}; port {nginx.port}\n")
-            setup = Setup(tmp, nginx.port, names, access_log)
             cases = build_cases(setup, webclient, args.python)
             run_all(cases, setup, args.repeat)
         except BenchError as exc:
-            print(f"nginx did not start: {exc}", file=sys.stderr)
+            print(f"the client benchmark failed: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted; partial results follow", file=sys.stderr)

@@ -26,9 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import BenchError, CpuMeter, check_get, host_description, markdown_table
-from _harness import nginx_service as start_nginx
-from bench_client import FILE_SIZE, TMPFS, Case, Setup, make_files, run_case, write_inputs
+from _harness import BenchError, CpuMeter, host_description, markdown_table
+from bench_client import TMPFS, Case, Setup, run_case, start_origin, write_inputs
 
 LAUNCH = "import sys; sys.path.insert(0, sys.argv.pop(1)); from webclient.cli import main; main()"
 
@@ -131,20 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     root = Path(TMPFS) if Path(TMPFS).is_dir() else None
     with tempfile.TemporaryDirectory(prefix="bench-ab-", dir=root) as tmp_name:
-        tmp = Path(tmp_name)
-        names = make_files(tmp / "www", args.files)
-        access_log = tmp / "access.log"
         try:
-            nginx = start_nginx(
-                tmp, tmp / "www", location_extra="expires 1h;", access_log=access_log
-            )
+            nginx, setup = start_origin(Path(tmp_name), args.files)
         except BenchError as exc:
             print(f"cannot run: {exc}", file=sys.stderr)
             return 2
         try:
-            nginx.start()
-            check_get(nginx.port, f"/{names[0]}", FILE_SIZE)
-            setup = Setup(tmp, nginx.port, names, access_log)
             pairs = list(
                 zip(
                     cases_for(args.before.resolve(), setup, "a"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import HOST, BenchError, Service, markdown_table, process_tree
+from _harness import BenchError, Service, markdown_table, ours_service, process_tree
 from bench_scaling import pipeline_script
 from bench_server import LUA_DONE, SMALL, Context, build_service, make_www, run_wrk
 
@@ -53,9 +53,7 @@ def _start(target: str, ctx: Context, workers: int) -> Service:
     if target.startswith("peer:"):
         service, _ = build_service(target[5:], ctx)
     else:
-        argv = [target, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
-        argv += ["--root", str(ctx.www), "--no-access-log", "--workers", str(workers)]
-        service = Service("ours", argv, ctx.tmp, banner=True)
+        service = ours_service(ctx.tmp, ctx.www, "--workers", str(workers), python=target)
     service.start()
     return service
 

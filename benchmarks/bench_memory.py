@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import HOST, MIB, Service, markdown_table, raise_nofile
+from _harness import HOST, MIB, markdown_table, ours_service, raise_nofile
 
 GIB = 1024 * MIB
 CHUNK = 1 << 20
@@ -183,10 +183,8 @@ def main() -> int:
         www = tmp / "www"
         www.mkdir()
         (www / "f1024.bin").write_bytes(os.urandom(1024))
-        argv = [args.python, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
-        argv += ["--root", str(www), "--no-access-log", "--keep-alive-timeout", "600"]
-        argv += ["--max-connections", str(count + 100), "--max-upload", f"{int(args.huge) + 1}G"]
-        service = Service("ours", argv, tmp, banner=True)
+        limits = ["--max-connections", str(count + 100), "--max-upload", f"{int(args.huge) + 1}G"]
+        service = ours_service(tmp, www, "--keep-alive-timeout", "600", *limits, python=args.python)
         service.start()
         try:
             assert service.proc is not None

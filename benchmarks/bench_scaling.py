@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import MIB, Service, markdown_table, raise_nofile
+from _harness import MIB, markdown_table, ours_service, raise_nofile
 from bench_server import LUA_DONE, run_wrk
 
 CONNECTIONS = [1, 10, 50, 200, 1000, 2000]
@@ -54,24 +54,7 @@ def main() -> int:
             (www / f"f{size}.bin").write_bytes(os.urandom(size))
         plain = tmp / "plain.lua"
         plain.write_text(LUA_DONE)
-        service = Service(
-            "ours",
-            [
-                args.python,
-                "-m",
-                "webserver",
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--root",
-                str(www),
-                "--no-access-log",
-            ],
-            tmp,
-            banner=True,
-        )
+        service = ours_service(tmp, www, python=args.python)
         service.start()
         try:
             rows = []

@@ -72,6 +72,7 @@ from _harness import (
     markdown_table,
     module_version,
     nginx_service,
+    ours_service,
     raise_nofile,
 )
 
@@ -194,13 +195,11 @@ def build_service(name: str, ctx: Context) -> tuple[Service, str]:
         version = module_version(ctx.ours_python, "webserver")
         if version is None:
             raise BenchError(f"webserver is not importable by {ctx.ours_python}")
-        argv = [ctx.ours_python, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
-        argv += ["--root", str(ctx.www), "--no-access-log"]
-        if ctx.threads:
-            argv += ["--threads", str(ctx.threads)]
+        options = ["--threads", str(ctx.threads)] if ctx.threads else []
         if name == "ours-w2":
-            argv += ["--workers", "2"]
-        return Service(name, argv, ctx.tmp, banner=True), version
+            options += ["--workers", "2"]
+        service = ours_service(ctx.tmp, ctx.www, *options, python=ctx.ours_python, name=name)
+        return service, version
     if name == "nginx":
         if find_nginx() is None:
             raise BenchError("nginx is not installed (apt-get install -y nginx)")

@@ -48,6 +48,7 @@ from _harness import (
     host_description,
     markdown_table,
     module_version,
+    ours_service,
 )
 
 KIB_FILE = "1k.bin"
@@ -71,9 +72,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 def ours(tmp: Path, www: Path, cert: Path, key: Path) -> Service:
-    argv = [sys.executable, "-m", "webserver", "run", "--port", "0", "--root", str(www)]
-    argv += ["--certfile", str(cert), "--keyfile", str(key), "--no-access-log"]
-    return Service("ours", argv, tmp, banner=True)
+    return ours_service(tmp, www, "--certfile", str(cert), "--keyfile", str(key))
 
 
 def uvicorn(tmp: Path, www: Path, cert: Path, key: Path) -> Service:

@@ -11,41 +11,25 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from pathlib import Path
+
+from _harness import HOST, ours_service
 
 BLOCK = os.urandom(1 << 20)
 
 
 def once(source: str, size: int, folder: str) -> float:
     """Seconds from the first byte sent to the whole answer, for one upload of ``size`` bytes."""
-    with tempfile.TemporaryDirectory(dir=folder) as root:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webserver",
-                "run",
-                "--port",
-                "0",
-                "--root",
-                root,
-                "--no-access-log",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONPATH=source),
-            cwd=source,
-        )
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        root = Path(tmp) / "www"
+        root.mkdir()
+        server = ours_service(Path(tmp), root, source=Path(source))
         try:
-            assert proc.stdout is not None
-            found = re.search(r":(\d+)/$", proc.stdout.readline().strip())
-            assert found, "no readiness line"
-            conn = http.client.HTTPConnection("127.0.0.1", int(found[1]), timeout=120)
+            server.start()
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
             start = time.perf_counter()
             conn.putrequest("POST", "/big.bin")
             conn.putheader("Content-Length", str(size))
@@ -56,11 +40,10 @@ def once(source: str, size: int, folder: str) -> float:
             response.read()
             took = time.perf_counter() - start
             assert response.status in (200, 201), response.status
-            assert os.path.getsize(os.path.join(root, "big.bin")) == size
+            assert (root / "big.bin").stat().st_size == size
             return took
         finally:
-            proc.kill()
-            proc.wait()
+            server.stop()
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import HOST, BenchError, Service, check_get, child_env, markdown_table
+from _harness import HOST, BenchError, check_get, child_env, markdown_table, ours_service
 
 
 def summarize(raw: Path, top: int, gil: bool = False) -> str:
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         www = tmp / "www"
         www.mkdir()
         (www / "1k.bin").write_bytes(os.urandom(1024))
-        argv_server = [sys.executable, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
-        argv_server += ["--root", str(www), "--no-access-log"]
-        server = Service("ours", argv_server, tmp, banner=True)
+        server = ours_service(tmp, www)
         wrk: subprocess.Popen[bytes] | None = None
         try:
             server.start()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Service, markdown_table
+from _harness import markdown_table, ours_service
 from bench_scaling import pipeline_script
 from bench_server import LUA_DONE, run_wrk
 
@@ -92,8 +92,7 @@ def main() -> int:
         (www / "f1024.bin").write_bytes(os.urandom(1024))
         script = tmp / "wrk.lua"
         script.write_text(pipeline_script("/f1024.bin", args.depth) if args.depth > 1 else LUA_DONE)
-        argv = [args.python, "-m", "webserver", "run", "--host", "127.0.0.1", "--port", "0"]
-        service = Service("ours", [*argv, "--root", str(www), "--no-access-log"], tmp, banner=True)
+        service = ours_service(tmp, www, python=args.python)
         service.start()
         summary = tmp / "strace.txt"
         try:

@@ -13,15 +13,15 @@ import argparse
 import os
 import random
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _harness import ours_service, tail
 
 #: Upper bound on requests per client, whatever the duration, so the loop always ends.
 MAX_REQUESTS_PER_CLIENT = 1_000_000
@@ -144,33 +144,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="client threads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
+        root = Path(folder) / "www"
+        root.mkdir()
         (root / "small.txt").write_bytes(b"x" * 1024)
         (root / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
         (root / "uploads").mkdir()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webserver",
-                "run",
-                "--port",
-                "0",
-                "--root",
-                folder,
-                "--no-access-log",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        server = ours_service(Path(folder), root)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+            server.start()
+            assert server.proc is not None
+            pid, port = server.proc.pid, server.port
             # One request first, so the selector, wake-up sockets and first workers exist.
             warm = Tally()
             client(port, time.monotonic() + 0.5, warm, seed=-1)
-            start_fds, start_rss = server_stats(proc.pid)
+            start_fds, start_rss = server_stats(pid)
             tally = Tally()
             deadline = time.monotonic() + args.duration
             threads = [
@@ -183,12 +170,13 @@ def main() -> int:
                 thread.join(args.duration + 30)
             # Let the server notice the last closes before sampling.
             time.sleep(1.0)
-            end_fds, end_rss = server_stats(proc.pid)
+            end_fds, end_rss = server_stats(pid)
             uploads = len(list((root / "uploads").iterdir()))
             leftovers = [p for p in root.rglob(".webserver-*") if p.is_file()]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(30)
+            server.stop(wait_s=30)  # SIGTERM, then SIGKILL
+            code = server.proc.returncode if server.proc is not None else None
+            log = tail(server.log_path, 20)
     print(f"duration            {args.duration:.0f} s, {args.clients} clients")
     print(f"requests            {tally.requests} ({tally.requests / args.duration:.0f}/s)")
     print(f"client-side errors  {dict(sorted(tally.errors.items())) or 'none'}")
@@ -198,6 +186,8 @@ def main() -> int:
     )
     print(f"uploads stored      {uploads}; temporaries left behind: {len(leftovers)}")
     print(f"server exit status  {code}")
+    if log:
+        print(f"server's error log  {log}")
     return 0 if code == 0 and not leftovers and end_fds <= start_fds + 2 else 1
 
 
