@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import socket
@@ -86,25 +87,32 @@ SERVING = re.compile(r"^Serving (?P<root>.+) on http://(?P<host>[^/]+):(?P<port>
 
 
 @contextmanager
-def webserver_process(
-    *args: str, cwd: Path | None = None
-) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
-    """Start ``python -m webserver run ARGS`` (in ``cwd``) and wait for its readiness line."""
+def serving_process(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``argv`` (a ``webserver run`` command line), wait for its first stdout line, which
+    must say ``Serving ...``, and yield the process and the line; killed if still running at
+    the end."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "webserver", "run", *args],
+        argv,
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
+        pass_fds=pass_fds,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().rstrip("\n")
-        match = SERVING.match(line)
-        assert match, (
+        assert line.startswith("Serving "), (
             f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
         )
-        yield proc, match
+        yield proc, line
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -112,6 +120,29 @@ def webserver_process(
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+@contextmanager
+def webserver_process(
+    *args: str, cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+    """Start ``python -m webserver run ARGS`` (in ``cwd``) and wait for its readiness line."""
+    argv = [sys.executable, "-m", "webserver", "run", *args]
+    with serving_process(argv, cwd=cwd) as (proc, line):
+        match = SERVING.match(line)
+        assert match, f"unexpected first line {line!r}"
+        yield proc, match
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """One GET of ``path`` on 127.0.0.1:``port`` over a new connection: status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -22,18 +22,8 @@ from click.testing import CliRunner
 
 from webserver.cli import main
 
-from .conftest import NET_TIMEOUT, webserver_process
+from .conftest import NET_TIMEOUT, http_get, serving_process, webserver_process
 from .conftest import SERVING as SERVING_ONE
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def test_port_zero_prints_real_port_and_serves(www: Path) -> None:
@@ -42,13 +32,13 @@ def test_port_zero_prints_real_port_and_serves(www: Path) -> None:
         assert match["root"] == str(www.resolve())
         port = int(match["port"])
         assert port > 0
-        assert get(port, "/hello.txt") == (200, b"hello, world\n")
+        assert http_get(port, "/hello.txt") == (200, b"hello, world\n")
 
 
 def test_sigterm_stops_gracefully_with_status_0(www: Path) -> None:
     """SIGTERM stops the server; it exits 0."""
     with webserver_process("--port", "0", "--root", str(www)) as (proc, match):
-        assert get(int(match["port"]), "/hello.txt")[0] == 200
+        assert http_get(int(match["port"]), "/hello.txt")[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(NET_TIMEOUT) == 0
 
@@ -69,8 +59,8 @@ def test_access_log_to_file(www: Path, tmp_path: Path) -> None:
         proc,
         match,
     ):
-        get(int(match["port"]), "/hello.txt")
-        get(int(match["port"]), "/nope")
+        http_get(int(match["port"]), "/hello.txt")
+        http_get(int(match["port"]), "/nope")
         proc.send_signal(signal.SIGTERM)
         proc.wait(NET_TIMEOUT)
     # One line each; a line is written once its response is sent, so the order may vary.
@@ -81,7 +71,7 @@ def test_access_log_to_file(www: Path, tmp_path: Path) -> None:
 def test_access_log_on_stderr_by_default(www: Path) -> None:
     """Without options the access log goes to stderr."""
     with webserver_process("--port", "0", "--root", str(www)) as (proc, match):
-        get(int(match["port"]), "/hello.txt")
+        http_get(int(match["port"]), "/hello.txt")
         proc.send_signal(signal.SIGTERM)
         proc.wait(NET_TIMEOUT)
         assert proc.stderr is not None
@@ -196,7 +186,7 @@ def test_workers_share_the_port_and_are_restarted(www: Path) -> None:
         wait_for(lambda: len(children(proc.pid)) == 2, "two workers")
         first = children(proc.pid)
         for _ in range(10):
-            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+            assert http_get(port, "/hello.txt") == (200, b"hello, world\n")
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         wait_for(
@@ -204,7 +194,7 @@ def test_workers_share_the_port_and_are_restarted(www: Path) -> None:
             "a replacement worker",
         )
         for _ in range(10):
-            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+            assert http_get(port, "/hello.txt") == (200, b"hello, world\n")
         workers = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(NET_TIMEOUT) == 0
@@ -233,7 +223,7 @@ def test_max_connections_above_the_open_files_limit_is_reported(www: Path) -> No
         pytest.skip("no hard limit on open files here")
     args = ("--port", "0", "--root", str(www), "--no-access-log", "--max-connections")
     with webserver_process(*args, str(hard * 2)) as (proc, match):
-        assert get(int(match["port"]), "/hello.txt")[0] == 200
+        assert http_get(int(match["port"]), "/hello.txt")[0] == 200
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
         soft_line = next(line for line in limits.splitlines() if "open files" in line)
         assert soft_line.split()[3] == str(hard)  # soft raised to the hard limit
@@ -250,13 +240,13 @@ def test_short_options_like_http_server(www: Path) -> None:
         match,
     ):
         assert (match["root"], match["host"]) == (str(www.resolve()), "127.0.0.1")
-        assert get(int(match["port"]), "/hello.txt") == (200, b"hello, world\n")
+        assert http_get(int(match["port"]), "/hello.txt") == (200, b"hello, world\n")
 
 
 def test_port_as_the_argument(www: Path) -> None:
     """`webserver run 0` takes the argument as the port."""
     with webserver_process("0", "--root", str(www), "--no-access-log") as (_, match):
-        assert get(int(match["port"]), "/hello.txt")[0] == 200
+        assert http_get(int(match["port"]), "/hello.txt")[0] == 200
 
 
 def test_two_different_ports_exit_2(www: Path) -> None:
@@ -274,7 +264,7 @@ def test_hint_when_the_first_page_would_be_404(tmp_path: Path, listing: bool) ->
     if not listing:
         args.append("--no-listing")
     with webserver_process(*args) as (proc, match):
-        status = get(int(match["port"]), "/")[0]
+        status = http_get(int(match["port"]), "/")[0]
         proc.send_signal(signal.SIGTERM)
         proc.wait(NET_TIMEOUT)
         assert proc.stdout is not None
@@ -290,11 +280,11 @@ def test_show_hidden_option(www: Path) -> None:
     """--show-hidden serves dot-files, which are 404 without it."""
     (www / ".env").write_bytes(b"K=1\n")
     with webserver_process("--port", "0", "--root", str(www), "--no-access-log") as (_, match):
-        assert get(int(match["port"]), "/.env")[0] == 404
+        assert http_get(int(match["port"]), "/.env")[0] == 404
     with webserver_process(
         "--port", "0", "--root", str(www), "--no-access-log", "--show-hidden"
     ) as (_, match):
-        assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
+        assert http_get(int(match["port"]), "/.env") == (200, b"K=1\n")
 
 
 def test_no_compress_option(www: Path) -> None:
@@ -340,7 +330,7 @@ def test_read_only_option(www: Path) -> None:
             finally:
                 conn.close()
             assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD, OPTIONS")
-        assert get(port, "/hello.txt")[0] == 200
+        assert http_get(port, "/hello.txt")[0] == 200
     assert not (www / "new.txt").exists()
 
 
@@ -378,30 +368,10 @@ def started(
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Run ``ARGS`` (a ``webserver run`` command line), wait for its first stdout line, and
     yield the process and the line; stop it with SIGTERM at the end, which must exit 0."""
-    proc = subprocess.Popen(
-        list(args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        pass_fds=pass_fds,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().rstrip("\n")
-        assert line.startswith("Serving "), (
-            f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
-        )
+    with serving_process(list(args), env=env, pass_fds=pass_fds) as (proc, line):
         yield proc, line
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(NET_TIMEOUT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(NET_TIMEOUT)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
 
 
 def activated(listener: socket.socket, *args: str, pid: str | None = None) -> list[str]:
@@ -457,7 +427,7 @@ def test_first_line_names_every_address(www: Path, tmp_path: Path) -> None:
             line,
         )
         assert match, line
-        assert get(int(match[1]), "/hello.txt") == (200, b"hello, world\n")
+        assert http_get(int(match[1]), "/hello.txt") == (200, b"hello, world\n")
         v6 = http.client.HTTPConnection("::1", int(match[2]), timeout=NET_TIMEOUT)
         v6.request("GET", "/hello.txt")
         assert v6.getresponse().read() == b"hello, world\n"
@@ -476,7 +446,7 @@ def test_socket_activation_serves_on_the_passed_socket(www: Path) -> None:
         command = activated(listener, "--root", str(www), "--port", "1", "--no-access-log")
         with started(*command, pass_fds=(listener.fileno(),)) as (_, line):
             assert line == f"Serving {www.resolve()} on http://127.0.0.1:{port}/"
-            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+            assert http_get(port, "/hello.txt") == (200, b"hello, world\n")
 
 
 def test_socket_activation_keeps_systemds_unix_socket(www: Path, tmp_path: Path) -> None:
@@ -503,4 +473,4 @@ def test_socket_activation_for_another_process_is_ignored(www: Path) -> None:
         with started(*command, pass_fds=(listener.fileno(),)) as (_, line):
             match = SERVING_ONE.match(line)
             assert match and int(match["port"]) != listener.getsockname()[1], line
-            assert get(int(match["port"]), "/hello.txt")[0] == 200
+            assert http_get(int(match["port"]), "/hello.txt")[0] == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import sys
 import textwrap
 from pathlib import Path
@@ -14,7 +13,7 @@ from webserver import ServerConfig
 from webserver.cli import main
 from webserver.mounting import MountError, handler_plugins, load_app, load_handler, split_spec
 
-from .conftest import NET_TIMEOUT, webserver_process
+from .conftest import http_get, webserver_process
 
 SHOP = """
 from webserver import Handler, Response
@@ -53,16 +52,6 @@ def code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("shop", "explodes", "demo_hello"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     return folder
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize(
@@ -135,16 +124,16 @@ def test_handler_and_app_mounted_beside_the_files(code: Path, www: Path) -> None
     args += ["--handler", "/api=shop:Api", "--app", "/wsgi=shop:app"]
     with webserver_process(*args, cwd=code) as (_, match):
         port = int(match["port"])
-        assert get(port, "/api/orders") == (200, b"api /orders\n")
-        assert get(port, "/wsgi/x") == (200, b"wsgi /wsgi /x\n")
-        assert get(port, "/hello.txt") == (200, b"hello, world\n")
+        assert http_get(port, "/api/orders") == (200, b"api /orders\n")
+        assert http_get(port, "/wsgi/x") == (200, b"wsgi /wsgi /x\n")
+        assert http_get(port, "/hello.txt") == (200, b"hello, world\n")
 
 
 def test_app_at_root_replaces_the_files(code: Path, www: Path) -> None:
     """--app module:callable (at /) answers every path, files included."""
     args = ["--port", "0", "--root", str(www), "--no-access-log", "--app", "shop:app"]
     with webserver_process(*args, cwd=code) as (_, match):
-        assert get(int(match["port"]), "/hello.txt") == (200, b"wsgi  /hello.txt\n")
+        assert http_get(int(match["port"]), "/hello.txt") == (200, b"wsgi  /hello.txt\n")
 
 
 def test_app_with_several_workers(code: Path, www: Path) -> None:
@@ -152,7 +141,7 @@ def test_app_with_several_workers(code: Path, www: Path) -> None:
     args = ["--port", "0", "--root", str(www), "--no-access-log", "--workers", "2"]
     with webserver_process(*args, "--app", "/w=shop:app", cwd=code) as (_, match):
         port = int(match["port"])
-        assert [get(port, f"/w/{i}") for i in range(4)] == [
+        assert [http_get(port, f"/w/{i}") for i in range(4)] == [
             (200, f"wsgi /w /{i}\n".encode()) for i in range(4)
         ]
 
@@ -193,7 +182,7 @@ def test_plugin_mounted_by_name(plugin: Path, www: Path) -> None:
     """--handler /prefix=NAME mounts an installed plugin."""
     args = ["--port", "0", "--root", str(www), "--no-access-log", "--handler", "/hi=hello"]
     with webserver_process(*args) as (_, match):
-        assert get(int(match["port"]), "/hi") == (200, b"hello from a plugin\n")
+        assert http_get(int(match["port"]), "/hi") == (200, b"hello from a plugin\n")
 
 
 def test_no_plugins_says_so() -> None:
