@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +554,21 @@ def restore_nofile() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
+def _trickle(sock: socket.socket, pieces: Iterable[bytes]) -> bytes:
+    """Send ``pieces`` one per 0.1 s without an answer (60 pieces: 6 s at most); the first
+    bytes the server answers with, or ``b""`` when it drops the connection or never answers."""
+    sock.settimeout(0.1)
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+            return sock.recv(4096)
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    return b""
+
+
 def test_trickled_head_is_cut_at_the_header_timeout(www: Path) -> None:
     """A request line followed by one header line every 0.1 s gets 408 once the head deadline
     (counted from its first byte, never extended) has passed."""
@@ -563,17 +578,7 @@ def test_trickled_head_is_cut_at_the_header_timeout(www: Path) -> None:
     ):
         started = time.monotonic()
         sock.sendall(b"GET /hello.txt HTTP/1.1\r\n")
-        sock.settimeout(0.1)
-        reply = b""
-        for i in range(60):  # 6 s at most
-            try:
-                sock.sendall(f"X-Slow-{i}: y\r\n".encode())
-                reply = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            break
+        reply = _trickle(sock, (f"X-Slow-{i}: y\r\n".encode() for i in range(60)))
         elapsed = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert elapsed < 3.0
@@ -588,17 +593,7 @@ def test_trickled_body_is_cut_by_the_minimum_rate(www: Path) -> None:
     ):
         sock.sendall(b"POST /trickle.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         started = time.monotonic()
-        sock.settimeout(0.1)
-        reply = b""
-        for _ in range(60):  # 6 s at most
-            try:
-                sock.sendall(b"x")
-                reply = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            break
+        reply = _trickle(sock, [b"x"] * 60)
         elapsed = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert elapsed < 3.0

@@ -7,6 +7,9 @@ import http.client
 import json
 import os
 import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -286,29 +289,40 @@ def test_folder_redirect_stays_on_this_host(server: Server, target: bytes) -> No
     assert urljoin("http://x/", location).startswith("http://x/")
 
 
-def test_a_large_file_does_not_grow_memory_by_its_size(tmp_path: Path) -> None:
-    """A file above the in-memory limit goes out by sendfile: serving 64 MiB raises the server
-    process's peak memory by far less than its size (the limit here is 8 MiB)."""
-    size = 64 << 20
+@contextmanager
+def _serving_64_mib(
+    tmp_path: Path,
+) -> Iterator[tuple[http.client.HTTPConnection, subprocess.Popen[str]]]:
+    """``webserver run`` serving a 64 MiB random ``/big.bin``, and a connection to it that has
+    made one request already (so the peak memory measured next is the serving's alone)."""
     root = tmp_path / "root"
     root.mkdir()
     with (root / "big.bin").open("wb") as handle:
-        for _ in range(size >> 20):
+        for _ in range(64):
             handle.write(os.urandom(1 << 20))
     with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
         conn = http.client.HTTPConnection("127.0.0.1", int(m["port"]), timeout=NET_TIMEOUT)
-        conn.request("GET", "/warm-up")
-        conn.getresponse().read()
+        try:
+            conn.request("GET", "/warm-up")
+            conn.getresponse().read()
+            yield conn, proc
+        finally:
+            conn.close()
+
+
+def test_a_large_file_does_not_grow_memory_by_its_size(tmp_path: Path) -> None:
+    """A file above the in-memory limit goes out by sendfile: serving 64 MiB raises the server
+    process's peak memory by far less than its size (the limit here is 8 MiB)."""
+    with _serving_64_mib(tmp_path) as (conn, proc):
         before = peak_rss_kib(proc.pid)
         conn.request("GET", "/big.bin")
         response = conn.getresponse()
         received = 0
         while chunk := response.read(1 << 20):
             received += len(chunk)
-        conn.close()
         after = peak_rss_kib(proc.pid)
     assert response.status == 200
-    assert received == size
+    assert received == 64 << 20
     assert after - before < 8 << 10, f"peak RSS grew by {(after - before) >> 10} MiB"
 
 
@@ -531,16 +545,7 @@ class TestHidden:
 def test_ranged_responses_do_not_grow_memory_by_their_size(tmp_path: Path) -> None:
     """A 48 MiB single range (sendfile from the offset) and a multipart response of two 24 MiB
     ranges (read 64 KiB at a time) raise the server's peak memory by far less than their size."""
-    size = 64 << 20
-    root = tmp_path / "root"
-    root.mkdir()
-    with (root / "big.bin").open("wb") as handle:
-        for _ in range(size >> 20):
-            handle.write(os.urandom(1 << 20))
-    with webserver_process("--port", "0", "--root", str(root), "--no-access-log") as (proc, m):
-        conn = http.client.HTTPConnection("127.0.0.1", int(m["port"]), timeout=NET_TIMEOUT)
-        conn.request("GET", "/warm-up")
-        conn.getresponse().read()
+    with _serving_64_mib(tmp_path) as (conn, proc):
         before = peak_rss_kib(proc.pid)
         received = []
         for spec in (f"bytes={8 << 20}-{(56 << 20) - 1}", f"bytes=0-{(24 << 20) - 1},-{24 << 20}"):
@@ -550,7 +555,6 @@ def test_ranged_responses_do_not_grow_memory_by_their_size(tmp_path: Path) -> No
             while chunk := response.read(1 << 20):
                 total += len(chunk)
             received.append((response.status, total))
-        conn.close()
         after = peak_rss_kib(proc.pid)
     assert received[0] == (206, 48 << 20)
     assert received[1][0] == 206 and received[1][1] > 48 << 20
