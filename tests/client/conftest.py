@@ -263,6 +263,16 @@ def http_server(www: Path) -> Iterator[int]:
 
 
 @pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder for a run, with the cache outside it (tmp_path/cache)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+@pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections (kernel backlog) but never answers."""
     with socket.socket() as sock:
