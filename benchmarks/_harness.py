@@ -146,6 +146,16 @@ class Service:
         return total_kib / 1024
 
 
+def random_root(tmp: Path, files: dict[str, int]) -> Path:
+    """``tmp/www``, made and holding a file of that many random bytes for each name of
+    ``files``: what a server under test serves."""
+    www = tmp / "www"
+    www.mkdir()
+    for name, size in files.items():
+        (www / name).write_bytes(os.urandom(size))
+    return www
+
+
 def ours_service(
     logdir: Path,
     root: Path,

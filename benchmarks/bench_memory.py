@@ -22,7 +22,6 @@ Usage: python benchmarks/bench_memory.py [--connections 10000] [--huge 10] [--py
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import HOST, MIB, markdown_table, ours_service, raise_nofile
+from _harness import HOST, MIB, markdown_table, ours_service, raise_nofile, random_root
 
 GIB = 1024 * MIB
 CHUNK = 1 << 20
@@ -180,9 +179,7 @@ def main() -> int:
     count = min(args.connections, limit - 256)
     with tempfile.TemporaryDirectory(prefix="bench-memory-", dir=Path.home()) as name:
         tmp = Path(name)
-        www = tmp / "www"
-        www.mkdir()
-        (www / "f1024.bin").write_bytes(os.urandom(1024))
+        www = random_root(tmp, {"f1024.bin": 1024})
         limits = ["--max-connections", str(count + 100), "--max-upload", f"{int(args.huge) + 1}G"]
         service = ours_service(tmp, www, "--keep-alive-timeout", "600", *limits, python=args.python)
         service.start()

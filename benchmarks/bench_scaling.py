@@ -11,14 +11,13 @@ within one run only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import MIB, markdown_table, ours_service, raise_nofile
+from _harness import MIB, markdown_table, ours_service, raise_nofile, random_root
 from bench_server import LUA_DONE, run_wrk
 
 CONNECTIONS = [1, 10, 50, 200, 1000, 2000]
@@ -48,10 +47,7 @@ def main() -> int:
     raise_nofile(8192)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as name:
         tmp = Path(name)
-        www = tmp / "www"
-        www.mkdir()
-        for size in SIZES.values():
-            (www / f"f{size}.bin").write_bytes(os.urandom(size))
+        www = random_root(tmp, {f"f{size}.bin": size for size in SIZES.values()})
         plain = tmp / "plain.lua"
         plain.write_text(LUA_DONE)
         service = ours_service(tmp, www, python=args.python)

@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _harness import HOST, BenchError, check_get, child_env, markdown_table, ours_service
+from _harness import (
+    HOST,
+    BenchError,
+    check_get,
+    child_env,
+    markdown_table,
+    ours_service,
+    random_root,
+)
 
 
 def summarize(raw: Path, top: int, gil: bool = False) -> str:
@@ -94,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="profile-server-") as tmp_name:
         tmp = Path(tmp_name)
-        www = tmp / "www"
-        www.mkdir()
-        (www / "1k.bin").write_bytes(os.urandom(1024))
+        www = random_root(tmp, {"1k.bin": 1024})
         server = ours_service(tmp, www)
         wrk: subprocess.Popen[bytes] | None = None
         try:

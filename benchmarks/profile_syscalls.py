@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import markdown_table, ours_service
+from _harness import markdown_table, ours_service, random_root
 from bench_scaling import pipeline_script
 from bench_server import LUA_DONE, run_wrk
 
@@ -87,9 +87,7 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-syscalls-") as name:
         tmp = Path(name)
-        www = tmp / "www"
-        www.mkdir()
-        (www / "f1024.bin").write_bytes(os.urandom(1024))
+        www = random_root(tmp, {"f1024.bin": 1024})
         script = tmp / "wrk.lua"
         script.write_text(pipeline_script("/f1024.bin", args.depth) if args.depth > 1 else LUA_DONE)
         service = ours_service(tmp, www, python=args.python)
