@@ -7,6 +7,8 @@ runs the property tests for much longer, and ``--run-slow`` adds the tests marke
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,3 +41,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def nginx_or_skip() -> str:
+    """The nginx binary (on PATH, else /usr/sbin/nginx), the peer of the tests that need one;
+    the test is skipped, saying so, where there is none."""
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        pytest.skip("nginx not installed: no nginx on PATH or in /usr/sbin (.ci/run installs it)")
+    return binary

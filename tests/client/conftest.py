@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from webclient import (
 )
 from webserver import Handler, Request, Response, Server
 from webserver.testing import running_server
+
+from ..conftest import nginx_or_skip
 
 #: Longest wait for a third-party server to accept connections.
 STARTUP_DEADLINE = 10.0
@@ -204,11 +205,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def nginx(tmp_path: Path, www: Path) -> Iterator[int]:
     """nginx serving ``www`` on an ephemeral port; the port."""
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
-        pytest.skip("nginx not installed: no nginx on PATH or in /usr/sbin")
+    binary = nginx_or_skip()
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()

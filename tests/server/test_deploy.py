@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..client.conftest import free_port, wait_listening
+from ..conftest import nginx_or_skip
 from .conftest import NET_TIMEOUT, webserver_process
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -78,11 +79,7 @@ def start_instance(root: Path, port: int, log: Path) -> ExitStack:
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     """Two instances (2 workers each) on one root, behind nginx configured by deploy/nginx.conf."""
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
-        pytest.skip("nginx not installed: no nginx on PATH or in /usr/sbin (.ci/run installs it)")
+    binary = nginx_or_skip()
     root = tmp_path / "root"
     root.mkdir()
     (root / "hello.txt").write_bytes(b"hello, world\n")
