@@ -9,48 +9,27 @@ from __future__ import annotations
 
 import selectors
 import socket
-import threading
-from dataclasses import dataclass, field
+
+from .conftest import ListeningThreads
 
 
-@dataclass
-class Probe:
-    window: float = 0.25
-    close_after: int | None = None
-    #: Apply ``close_after`` to every connection, not just the first.
-    close_all: bool = False
-    #: Per connection, the batches of request lines as they arrived together.
-    batches: list[list[list[str]]] = field(default_factory=list)
-    _sock: socket.socket = field(init=False)
-    _thread: threading.Thread = field(init=False)
-    _stop: threading.Event = field(default_factory=threading.Event)
+class Probe(ListeningThreads):
+    """The test server of the module docstring; connections are served one after another."""
 
-    def __enter__(self) -> Probe:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.1)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        return self
+    def __init__(
+        self, window: float = 0.25, close_after: int | None = None, close_all: bool = False
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.close_after = close_after
+        #: Apply ``close_after`` to every connection, not just the first.
+        self.close_all = close_all
+        #: Per connection, the batches of request lines as they arrived together.
+        self.batches: list[list[list[str]]] = []
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._sock.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                self._connection(conn)
+    def _accepted(self, conn: socket.socket) -> None:
+        with conn:
+            self._connection(conn)
 
     def _connection(self, conn: socket.socket) -> None:
         batches: list[list[str]] = []
