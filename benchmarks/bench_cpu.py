@@ -24,8 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import BenchError, Service, markdown_table, ours_service, process_tree
-from bench_scaling import pipeline_script
-from bench_server import LUA_DONE, SMALL, Context, build_service, make_www, run_wrk
+from bench_server import (
+    LUA_DONE,
+    SMALL,
+    Context,
+    build_service,
+    make_www,
+    pipeline_script,
+    run_wrk,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -18,25 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import MIB, markdown_table, ours_service, raise_nofile, random_root
-from bench_server import LUA_DONE, run_wrk
+from bench_server import LUA_DONE, pipeline_script, run_wrk
 
 CONNECTIONS = [1, 10, 50, 200, 1000, 2000]
 SIZES = {"1 KiB": 1024, "16 KiB": 16 * 1024, "64 KiB": 64 * 1024, "1 MiB": MIB, "16 MiB": 16 * MIB}
 DEPTHS = [1, 4, 16, 64]
-
-
-def pipeline_script(path: str, depth: int) -> str:
-    return (
-        f"""
-init = function(args)
-  local r = {{}}
-  for i = 1, {depth} do r[i] = wrk.format(nil, "{path}") end
-  req = table.concat(r)
-end
-request = function() return req end
-"""
-        + LUA_DONE
-    )
 
 
 def main() -> int:

@@ -108,14 +108,21 @@ done = function(summary, latency, requests)
     e.status, e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
-LUA_PIPELINE = f"""
+
+
+def pipeline_script(path: str, depth: int) -> str:
+    """A wrk script sending ``depth`` GETs of ``path`` in one write, reporting as LUA_DONE."""
+    return (
+        f"""
 init = function(args)
   local r = {{}}
-  for i = 1, {PIPELINE_DEPTH} do r[i] = wrk.format(nil, "{SMALL}") end
+  for i = 1, {depth} do r[i] = wrk.format(nil, "{path}") end
   req = table.concat(r)
 end
 request = function() return req end
 """
+        + LUA_DONE
+    )
 
 
 @dataclass
@@ -663,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         scripts = {"plain": tmp / "plain.lua", "pipeline": tmp / "pipeline.lua"}
         scripts["plain"].write_text(LUA_DONE)
-        scripts["pipeline"].write_text(LUA_PIPELINE + LUA_DONE)
+        scripts["pipeline"].write_text(pipeline_script(SMALL, PIPELINE_DEPTH))
         ctx = Context(tmp, make_www(tmp), args.ours_python, args.peer_python, args.threads)
         try:
             for name in names:

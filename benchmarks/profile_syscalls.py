@@ -31,8 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import markdown_table, ours_service, random_root
-from bench_scaling import pipeline_script
-from bench_server import LUA_DONE, run_wrk
+from bench_server import LUA_DONE, pipeline_script, run_wrk
 
 
 def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
