@@ -8,10 +8,11 @@ rules (:func:`~webserver.paths.upload_segments`: 400 for ``..`` and the like, 40
 that name made safe (:func:`safe_filename`), never overwriting: a taken name gets the plain
 POST's numbered sibling (``name-1.txt``). Parts without a file name (plain fields) are not
 stored; their names are listed in the answer. Every file goes first to a private temporary
-file in the root's in-progress folder, as a plain upload's body does (``uploads.py``: locked,
-never served nor listed), and is published only once the whole body has parsed -- by the plain
-POST's own never-overwriting link -- so a malformed body (400) publishes nothing; a failure while
-publishing removes what this request published.
+file in the root's in-progress folder, as a plain upload's body does (``uploads.py``: never
+served nor listed, and locked until the request ends -- one descriptor per file part, at most
+``MAX_PARTS`` -- so a sibling's clean-up at start leaves it alone), and is published only once
+the whole body has parsed, by the plain POST's own never-overwriting link; so a malformed body
+(400) publishes nothing, and a failure while publishing removes what this request published.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ class _File:
 
     temp: str
     name: str
-    out: BinaryIO | None
+    #: The temporary's descriptor, open (so locked) until the form is published or discarded:
+    #: the lock keeps a starting sibling's clean-up (``remove_abandoned_uploads``) away from it.
+    fd: int
+    #: Writes the part, through a second descriptor of the same open file, closed at the part's
+    #: end: a finished part holds its lock, not a write buffer.
+    out: BinaryIO | None = None
     size: int = 0
 
 
@@ -99,13 +105,17 @@ def store_form(handler: Uploads, request: Request) -> Response:
 
 
 def _discard(received: _Received) -> None:
-    """Close and remove the temporary files (published files are hard links of their own)."""
+    """Remove and close the temporary files (published files are hard links of their own),
+    each removed while still locked."""
     for file in received.files:
         if file.out is not None:
             file.out.close()
             file.out = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(file.temp)
+        if file.fd >= 0:
+            os.close(file.fd)
+            file.fd = -1
 
 
 def _folder_path(handler: Uploads, path: str) -> str:
@@ -151,12 +161,10 @@ def _start(event: PartStart, temporaries: str, received: _Received) -> _File | N
         return None
     fd, temp = locked_temp_file(temporaries, TEMP_PREFIX)
     # Listed before anything can fail, so the temporary is removed whatever happens next.
-    file = _File(temp, safe_filename(event.filename), None)
+    file = _File(temp, safe_filename(event.filename), fd)
     received.files.append(file)
-    try:
-        os.fchmod(fd, UPLOAD_MODE)  # private until now; a published upload is ordinary
-    finally:
-        file.out = os.fdopen(fd, "wb")
+    os.fchmod(fd, UPLOAD_MODE)  # private until now; a published upload is ordinary
+    file.out = os.fdopen(os.dup(fd), "wb")
     return file
 
 

@@ -3,6 +3,7 @@ never overwriting, all or nothing, with bounded memory."""
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -66,6 +67,16 @@ def form_head(target: str, length: int) -> bytes:
         f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM_TYPE}\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
+
+
+def _locked(path: Path) -> bool:
+    """Whether a process holds ``path`` locked (as the clean-up at start would find it)."""
+    with open(path, "rb") as other:
+        try:
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def wait_until_empty(folder: Path) -> None:
@@ -149,18 +160,19 @@ class TestStoring:
         self, server: Server, www: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """While its body arrives a form is spooled in the in-progress folder and nothing else
-        of the root changes; its files then wait there until each is published under its name
-        -- never as a temporary in the target folder -- and none is left after."""
+        of the root changes; its files then wait there, locked, until each is published under
+        its name -- never as a temporary in the target folder -- and none is left after."""
         one = os.urandom(3 * MEMORY_LIMIT)
         body = encode(BOUNDARY, [file_part("one.bin", one), file_part("two.txt", b"2")])
         in_progress = www / IN_PROGRESS_FOLDER
-        at_publishing: list[tuple[list[str], list[str]]] = []
+        at_publishing: list[tuple[list[str], list[str], list[bool]]] = []
         real_link = Uploads._link
 
         def link(handler: Uploads, temp: str, folder: Path, name: str) -> Path:
             if not at_publishing:
                 waiting = sorted(p.name for p in in_progress.iterdir())
-                at_publishing.append((waiting, sorted(os.listdir(folder))))
+                locked = [_locked(in_progress / name) for name in waiting]
+                at_publishing.append((waiting, sorted(os.listdir(folder)), locked))
             return real_link(handler, temp, folder, name)
 
         monkeypatch.setattr(Uploads, "_link", link)
@@ -172,9 +184,9 @@ class TestStoring:
             assert tree(www) == sorted([*before, spooled.relative_to(www)])
             sock.sendall(body[2 * MEMORY_LIMIT :])
             assert WireReader(sock).read().status == 201
-        [(waiting, in_folder)] = at_publishing
+        [(waiting, in_folder, locked)] = at_publishing
         temporaries = [name for name in waiting if name.startswith(TEMP_PREFIX)]
-        assert (len(temporaries), in_folder) == (2, [])
+        assert (len(temporaries), in_folder, locked) == (2, [], [True] * len(waiting))
         assert (www / "new" / "one.bin").read_bytes() == one
         wait_until_empty(in_progress)
         assert leftovers(www) == []
