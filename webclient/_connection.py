@@ -50,6 +50,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     import h11
 
 #: Bytes asked of the socket per read, and sent per write of a file body.
@@ -237,13 +239,26 @@ class Connection:
     """A keep-alive connection to one server; one thread uses it at a time."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_body_size = max_body_size
         self.sock = open_socket(host, port, timeout)
+        #: "https" when the socket speaks TLS (the pool keeps the two kinds apart).
+        self.scheme = "http"
+        if tls is not None:
+            from ._tls import wrap
+
+            self.sock = wrap(self.sock, tls, host, self.where)
+            self.scheme = "https"
         #: The one state machine that reads every response h11 frames on this connection, made
         #: the first time one needs it; between such responses it is idle and empty.
         self._reader_machine: h11.Connection | None = None
@@ -303,11 +318,42 @@ class Connection:
         """Whether the socket has bytes or an end of stream waiting (or cannot be polled)."""
         import select
 
+        if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
+            return True  # decrypted already: select() on the socket cannot see these bytes
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return True
+        if readable and self.scheme == "https":
+            return self._tls_readable()
         return bool(readable)
+
+    def _tls_readable(self) -> bool:
+        """Whether a readable TLS socket holds application data or its end.
+
+        A TLS 1.3 server sends session tickets after the handshake: the socket is readable but
+        there is nothing to read. One read without waiting tells; what it returns joins the input
+        (it is the start of whatever the server sends next).
+        """
+        import ssl
+
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(CHUNK_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(self.timeout)
+        if not data:
+            self._eof = True
+        elif self._engaged:
+            self._reader.receive_data(data)
+        else:
+            self._inbuf += data
+        self.bytes_received += len(data)
+        return True
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -594,6 +640,8 @@ class Connection:
     def has_buffered(self) -> bool:
         """Whether bytes of the next response were already received (reading them will not wait
         for the server to start answering)."""
+        if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
+            return True  # decrypted bytes wait in the TLS layer: the next read will not wait
         if not self._engaged:
             return bool(self._inbuf)
         return bool(self._reader.trailing_data[0])

@@ -106,6 +106,29 @@ def _stderr_warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
+# -- transport options: TLS, redirects, retries, deadlines, connections ------------------------
+
+
+def _transport_options(command: Any) -> Any:
+    """The options that shape how requests travel; each lands in ClientConfig unchanged."""
+    options = [
+        click.option(
+            "--cacert",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Trust only the CA certificates in this PEM file for https (default: the"
+            " system's).",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Do not verify https certificates or host names (says so in a warning).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webclient")
 def main() -> None:
@@ -193,6 +216,7 @@ def main() -> None:
     is_flag=True,
     help="Hash every cached body before serving it (always checked by size).",
 )
+@_transport_options
 def batch(
     command_file: Path,
     out_dir: Path,
@@ -210,6 +234,7 @@ def batch(
     refresh: bool = False,
     max_stale: float | None = None,
     offline: bool = False,
+    **transport: Any,
 ) -> None:
     """Run the GET and POST commands of COMMAND_FILE.
 
@@ -240,14 +265,19 @@ def batch(
             refresh=refresh,
             max_stale=max_stale,
             offline=offline,
+            **transport,
         )
     except ConfigError as exc:
+        raise InvalidSetting(str(exc)) from None
+    try:
+        client = Client(config, warn=_stderr_warn)
+    except ConfigError as exc:  # a --cacert file that cannot be used
         raise InvalidSetting(str(exc)) from None
     if not commands:
         _stderr_warn(f"{command_file} has no commands (lines are: GET|POST file host [port])")
     stdout = sys.stdout.buffer
     stderr = sys.stderr
-    with Client(config, warn=_stderr_warn) as client:
+    with client:
         run = BatchRun(
             client,
             commands,

@@ -37,6 +37,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from ._storage import CacheInfo
 
 
@@ -102,19 +104,26 @@ class Response:
 Result = Response | WebClientError
 
 
-def split_url(url: str) -> tuple[str, int, str]:
-    """``(host, port, target)`` of an http:// URL."""
+#: The schemes fetched, with the port a URL without one means.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Where requests go: (scheme, host, port).
+Origin = tuple[str, str, int]
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, target)`` of an http:// or https:// URL."""
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        scheme = parts.scheme.lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
     except ValueError as exc:
         raise InvalidURL(f"not a valid URL: {url!r} ({exc})") from exc
-    if parts.scheme.lower() != "http":
-        raise InvalidURL(f"only http:// URLs are supported, not {url!r}")
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidURL(f"only http:// and https:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise InvalidURL(f"no host in URL {url!r}")
     target = encode_target(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname.lower(), port, target
+    return scheme, parts.hostname.lower(), port, target
 
 
 class Client:
@@ -137,6 +146,10 @@ class Client:
         self.warnings: list[str] = []
         self._warn_lock = threading.Lock()
         self._pool = ConnectionPool(self._connect)
+        self._tls: ssl.SSLContext | None = None
+        self._tls_lock = threading.Lock()
+        if self.config.cacert is not None:
+            self._tls_context()  # a CA file that cannot be used fails here, before any request
         self._cache: Cache | None = None
         if self.config.use_cache:
             try:
@@ -150,10 +163,26 @@ class Client:
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")
 
-    def _connect(self, host: str, port: int) -> Connection:
+    def _connect(self, host: str, port: int, scheme: str) -> Connection:
         return Connection(
-            host, port, timeout=self.config.timeout, max_body_size=self.config.max_body_size
+            host,
+            port,
+            timeout=self.config.timeout,
+            max_body_size=self.config.max_body_size,
+            tls=self._tls_context() if scheme == "https" else None,
         )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context, made when the first https:// origin is reached (loading the
+        system's roots takes milliseconds that an http-only run does not pay)."""
+        with self._tls_lock:
+            if self._tls is None:
+                from ._tls import INSECURE_WARNING, make_context
+
+                self._tls = make_context(cacert=self.config.cacert, insecure=self.config.insecure)
+                if self.config.insecure:
+                    self.warn(INSECURE_WARNING)
+            return self._tls
 
     @property
     def connections_opened(self) -> int:
@@ -248,14 +277,14 @@ class Client:
             if on_result is not None:
                 on_result(index, result)
 
-        lanes: dict[tuple[str, int], list[tuple[int, Request, str]]] = {}
+        lanes: dict[Origin, list[tuple[int, Request, str]]] = {}
         for index, request in enumerate(requests):
             try:
-                host, port, target = split_url(request.url)
+                scheme, host, port, target = split_url(request.url)
             except InvalidURL as exc:
                 record(index, exc)
                 continue
-            lanes.setdefault((host, port), []).append((index, request, target))
+            lanes.setdefault((scheme, host, port), []).append((index, request, target))
 
         jobs = list(lanes.items())
         with self._cache_batch(r.url for r in requests if r.method.upper() == "GET"):
@@ -298,18 +327,19 @@ class Client:
 
     def _run_lane(
         self,
-        origin: tuple[str, int],
+        origin: Origin,
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> None:
-        lane = Lane(self._pool, origin[0], origin[1], depth=self.config.pipeline)
+        scheme, host, port = origin
+        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme)
         lane.run(self._exchanges(lane, origin, items, record, stop))
 
     def _exchanges(
         self,
         lane: Lane,
-        origin: tuple[str, int],
+        origin: Origin,
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
@@ -354,11 +384,11 @@ class Client:
             outstanding.append(exchange)
             yield exchange
 
-    def _headers(self, origin: tuple[str, int], request: Request) -> list[tuple[str, str]]:
-        host, port = origin
+    def _headers(self, origin: Origin, request: Request) -> list[tuple[str, str]]:
+        scheme, host, port = origin
         host_text = f"[{host}]" if ":" in host else host
         defaults = [
-            ("Host", host_text if port == 80 else f"{host_text}:{port}"),
+            ("Host", host_text if port == _DEFAULT_PORTS[scheme] else f"{host_text}:{port}"),
             ("User-Agent", self.config.user_agent),
             ("Accept", "*/*"),
         ]

@@ -77,6 +77,8 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--cache-max-size", "lots"], "not a size"),
         (["--max-size", "1.5G"], "not a size"),
         (["--max-size", "-1"], "not a size"),
+        (["--cacert", "missing.pem"], "no such CA file"),
+        (["--cacert", "c.pem", "--insecure"], "cannot be used together"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, options: list[str], message: str) -> None:
