@@ -123,6 +123,22 @@ def _transport_options(command: Any) -> Any:
             is_flag=True,
             help="Do not verify https certificates or host names (says so in a warning).",
         ),
+        click.option(
+            "--max-redirects",
+            type=click.IntRange(0, 100),
+            default=5,
+            show_default=True,
+            help="Redirects followed per command (0: a 3xx is the answer); the file keeps the"
+            " command's name.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 100),
+            default=2,
+            show_default=True,
+            help="Retries of a GET after a connection error, 503 or 429 (backoff with jitter,"
+            " Retry-After honoured, at most 30 s of waiting per run).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -131,6 +132,7 @@ class Client:
 
     ``clock`` (seconds since the epoch) decides freshness; tests move it instead of sleeping.
     ``warn`` receives one sentence per problem that did not stop the work (a rebuilt cache).
+    ``sleep`` waits between retries; tests pass one that records instead of waiting.
     """
 
     def __init__(
@@ -139,9 +141,11 @@ class Client:
         *,
         clock: Clock = time.time,
         warn: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config or ClientConfig()
         self.clock = clock
+        self._sleep = sleep
         self._warn_callback = warn
         self.warnings: list[str] = []
         self._warn_lock = threading.Lock()
@@ -264,8 +268,27 @@ class Client:
         Requests for one origin run in order on one connection; with ``parallel`` > 1 that many
         origins run at once. ``on_result(index, result)`` is called as each one completes (from
         worker threads when parallel). Once ``stop`` is set, requests not yet started are not
-        sent: each one's result is a :class:`WebClientError` saying so.
+        sent: each one's result is a :class:`WebClientError` saying so. Redirects are followed
+        and failed GET/HEADs retried in rounds (:mod:`webclient._rounds`).
         """
+        from ._rounds import Rounds
+
+        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=random.uniform)
+
+        def send(batch: Sequence[Request], done: Callable[[int, Result], None]) -> None:
+            self._send_round(batch, parallel=parallel, on_result=done, stop=stop)
+
+        return rounds.run(requests, send, on_result, stop)
+
+    def _send_round(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int = 1,
+        on_result: Callable[[int, Result], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[Result]:
+        """Each request sent once (no redirect followed, no retry)."""
         results: list[Result | None] = [None] * len(requests)
         lock = threading.Lock()
 
