@@ -35,8 +35,9 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ._deadline import ResponseDeadline
 from ._fastpath import HEAD_END, parse_plain_response_head, plain_request_head
-from .config import DEFAULT_MAX_BODY_SIZE, human_size
+from .config import DEFAULT_MAX_BODY_SIZE, MIN_RATE, human_size
 from .errors import (
     ConnectionClosed,
     ConnectionRefused,
@@ -45,6 +46,7 @@ from .errors import (
     ProtocolError,
     ReadTimeout,
     ResolveError,
+    ResponseTimeout,
     ResponseTooLarge,
     TransportError,
 )
@@ -246,11 +248,13 @@ class Connection:
         timeout: float,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         tls: ssl.SSLContext | None = None,
+        max_time: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_body_size = max_body_size
+        self._deadline = ResponseDeadline(window=timeout, min_rate=MIN_RATE, max_time=max_time)
         self.sock = open_socket(host, port, timeout)
         #: "https" when the socket speaks TLS (the pool keeps the two kinds apart).
         self.scheme = "http"
@@ -449,10 +453,22 @@ class Connection:
         """The next bytes from the socket (b"" at EOF), with the client's errors."""
         if self._unsent:
             self.flush()
+        deadline = self._deadline
+        bounded = deadline.max_time is not None
         try:
+            if bounded:
+                self.sock.settimeout(deadline.read_timeout(self.timeout, self.where))
             data = self.sock.recv(CHUNK_SIZE)
+            if bounded:
+                self.sock.settimeout(self.timeout)
+            deadline.received(len(data), self.where)
+        except ResponseTimeout:
+            self._broken = True
+            raise
         except TimeoutError as exc:
             self._broken = True
+            if deadline.expired():
+                raise deadline.too_long(self.where) from exc
             raise ReadTimeout(
                 f"{self.where} stopped sending mid-response for {self.timeout:g} s"
                 if started
@@ -498,6 +514,7 @@ class Connection:
         """The status line and header fields of the response to ``request`` (the next one)."""
         if self._unsent:
             self.flush()
+        self._deadline.begin(buffered=self.has_buffered())
         if not self._engaged:
             plain = self._plain_head(request)
             if plain is not None:

@@ -139,6 +139,12 @@ def _transport_options(command: Any) -> Any:
             help="Retries of a GET after a connection error, 503 or 429 (backoff with jitter,"
             " Retry-After honoured, at most 30 s of waiting per run).",
         ),
+        click.option(
+            "--max-time",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Seconds one response may take from its first byte to its last (default: no"
+            " bound, but a body slower than 1 byte/s over --timeout seconds is cut).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -174,6 +174,7 @@ class Client:
             timeout=self.config.timeout,
             max_body_size=self.config.max_body_size,
             tls=self._tls_context() if scheme == "https" else None,
+            max_time=self.config.max_time,
         )
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -79,6 +79,9 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--max-size", "-1"], "not a size"),
         (["--cacert", "missing.pem"], "no such CA file"),
         (["--cacert", "c.pem", "--insecure"], "cannot be used together"),
+        (["--max-time", "0"], "--max-time"),
+        (["--retries", "-1"], "--retries"),
+        (["--max-redirects", "-1"], "--max-redirects"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, options: list[str], message: str) -> None:
