@@ -105,6 +105,9 @@ class Response:
 Result = Response | WebClientError
 
 
+#: Server errors that a stale stored response may answer instead (RFC 5861 §4, "an error is any
+#: situation that would result in a 500, 502, 503, or 504 HTTP response status code").
+STALE_ON_STATUSES = frozenset({500, 502, 503, 504})
 #: The schemes fetched, with the port a URL without one means.
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Where requests go: (scheme, host, port).
@@ -445,11 +448,18 @@ class Client:
             return None
 
     def _stale_on_error(
-        self, request: Request, headers: HeaderList, lookup: Lookup | None, error: WebClientError
+        self,
+        request: Request,
+        headers: HeaderList,
+        lookup: Lookup | None,
+        error: WebClientError | str,
     ) -> Result | None:
-        """The stored response, stale, for a request whose server could not be reached, when
-        RFC 9111 §4.2.4 allows it (said in a warning); None when it does not."""
-        if self._cache is None or lookup is None or not isinstance(error, TransportError):
+        """The stored response, stale, for a request whose server could not be reached or
+        answered with a server error (``error`` is then its status line), when RFC 9111 §4.2.4
+        and RFC 5861 allow it (said in a warning); None when they do not."""
+        if self._cache is None or lookup is None:
+            return None
+        if not isinstance(error, str | TransportError):
             return None
         entry = lookup.entry
         age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
@@ -462,7 +472,8 @@ class Client:
         except WebClientError as exc:
             return exc
         if served is not None:
-            self.warn(f"{request.url}: {error}; served the stored copy ({int(age)} s old)")
+            cause = error if isinstance(error, WebClientError) else f"the server answered {error}"
+            self.warn(f"{request.url}: {cause}; served the stored copy ({int(age)} s old)")
         return served
 
     def _serve_stored(
@@ -677,12 +688,27 @@ class _Exchange:
         self._finish(served)
         return None
 
+    def _stale_instead(self, head: ResponseHead, body: Iterator[bytes]) -> bool:
+        """Answer a server error with the stored copy when RFC 5861 allows (True if done)."""
+        if head.status not in STALE_ON_STATUSES or self.lookup is None:
+            return False
+        status = f"{head.status} {head.reason}".strip()
+        stale = self.client._stale_on_error(self.request, self.headers, self.lookup, status)
+        if stale is None:
+            return False
+        for _ in body:
+            pass
+        self._finish(stale)
+        return True
+
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
         client, cache = self.client, self.client._cache
         response_time = client.clock()
         method = self.wire.method
         if head.status == 304 and self.lookup is not None and cache is not None:
             return self._revalidated(cache, self.lookup, head, body, response_time)
+        if self._stale_instead(head, body):
+            return None
         uses_cache = cache is not None and method in ("GET", "HEAD")
         response = Response(
             method=method,

@@ -149,8 +149,9 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(cache_dir: Path, clock: FakeClock) -> Iterator[Client]:
-    """A client with a private cache folder and a movable clock."""
-    with Client(ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT), clock=clock) as c:
+    """A client with a private cache folder and a movable clock (retries wait milliseconds)."""
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, retry_base_delay=0.001)
+    with Client(config, clock=clock) as c:
         yield c
 
 
