@@ -145,6 +145,15 @@ def _transport_options(command: Any) -> Any:
             help="Seconds one response may take from its first byte to its last (default: no"
             " bound, but a body slower than 1 byte/s over --timeout seconds is cut).",
         ),
+        click.option(
+            "--connections",
+            type=click.IntRange(1, 32),
+            default=4,
+            show_default=True,
+            help="Keep-alive connections per host, each pipelined up to --pipeline. Several hide"
+            " a slow link's round trips; 4 stays well under what browsers open (6), and"
+            " commands other than GET keep to one connection so their order holds.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -152,7 +152,7 @@ class Client:
         self._warn_callback = warn
         self.warnings: list[str] = []
         self._warn_lock = threading.Lock()
-        self._pool = ConnectionPool(self._connect)
+        self._pool = ConnectionPool(self._connect, max_idle=max(4, self.config.connections))
         self._tls: ssl.SSLContext | None = None
         self._tls_lock = threading.Lock()
         if self.config.cacert is not None:
@@ -353,6 +353,33 @@ class Client:
             self.warn(f"cache update failed: {exc}")
 
     def _run_lane(
+        self,
+        origin: Origin,
+        items: list[tuple[int, Request, str]],
+        record: Callable[[int, Result], None],
+        stop: threading.Event | None = None,
+    ) -> None:
+        from ._spread import spread
+
+        runs = spread(
+            items,
+            self.config.connections,
+            method=lambda item: item[1].method,
+            key=lambda item: item[1].url,
+        )
+        if len(runs) <= 1:
+            for run in runs:
+                self._run_connection(origin, run, record, stop)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # One thread per connection: each spends most of its time waiting on its socket.
+        with ThreadPoolExecutor(len(runs), "webclient-connection") as executor:
+            futures = [executor.submit(self._run_connection, origin, r, record, stop) for r in runs]
+            for future in futures:
+                future.result()
+
+    def _run_connection(
         self,
         origin: Origin,
         items: list[tuple[int, Request, str]],

@@ -903,6 +903,10 @@ def test_a_failed_command_does_not_replace_a_shared_file(
 # -- a reader that goes away -----------------------------------------------------------------------
 
 
+#: One connection per host, so that commands run strictly one after the other.
+ONE = ("--connections", "1")
+
+
 def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], workdir: Path) -> None:
     """Once stdout's reader is gone (``| head``) the run stops: no warning, no traceback, exit 1."""
     server, handler = origin
@@ -922,7 +926,8 @@ def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work
     )
     script = Path(sys.executable).parent / "webclient"
     proc = subprocess.Popen(
-        [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5"],
+        # One connection: with several, later commands are fetched while the first print waits.
+        [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5", *ONE],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

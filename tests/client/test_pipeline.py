@@ -21,9 +21,9 @@ pytestmark = pytest.mark.timeout(20)
 
 
 def make_client(tmp_path: Path, pipeline: int, retries: int = 0) -> Client:
-    """Without the client's own retries, so that only the lane's are seen."""
+    """One connection per origin, without the client's own retries: the lane alone is seen."""
     config = ClientConfig(
-        use_cache=False, pipeline=pipeline, timeout=CLIENT_TIMEOUT, retries=retries
+        use_cache=False, pipeline=pipeline, timeout=CLIENT_TIMEOUT, retries=retries, connections=1
     )
     return Client(config)
 

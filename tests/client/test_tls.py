@@ -63,7 +63,8 @@ def test_https_pipelines_without_losing_buffered_responses(
     is read whole: bytes already decrypted in the TLS layer are never left waiting."""
     names = ["hello.txt", "data.bin", "sub/page.html"] * 20
     requests = [Request("GET", f"https://localhost:{nginx_tls}/{name}") for name in names]
-    with _client(tmp_path, cacert=certificates.ca, use_cache=False, pipeline=16) as client:
+    settings = {"use_cache": False, "pipeline": 16, "connections": 1}
+    with _client(tmp_path, cacert=certificates.ca, **settings) as client:
         results = client.request_all(requests)
         assert client.connections_opened == 1
     for name, result in zip(names, results, strict=True):
