@@ -148,11 +148,11 @@ def _transport_options(command: Any) -> Any:
         click.option(
             "--connections",
             type=click.IntRange(1, 32),
-            default=4,
+            default=6,
             show_default=True,
             help="Keep-alive connections per host, each pipelined up to --pipeline. Several hide"
-            " a slow link's round trips; 4 stays well under what browsers open (6), and"
-            " commands other than GET keep to one connection so their order holds.",
+            " a slow link's round trips; 6 is what browsers open per host. Commands other than"
+            " GET keep to one connection so their order holds.",
         ),
     ]
     for option in reversed(options):
