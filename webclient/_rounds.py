@@ -53,6 +53,8 @@ class _Chain:
     decided: _Next | WebClientError = None
     decided_for: int = -1
     result: Result | None = None
+    #: Body bytes uploaded by the requests of the chain that were redirected.
+    sent: int = 0
 
 
 class Rounds:
@@ -125,9 +127,16 @@ class Rounds:
             elif isinstance(step, _Follow):
                 chain.urls.append(step.request.url)
                 chain.current = step.request
+                if not isinstance(result, WebClientError):
+                    chain.sent += result.bytes_sent
             else:
-                chain.result = step if isinstance(step, WebClientError) else result
-                report(index, chain.result)
+                if isinstance(step, WebClientError):
+                    result = step
+                elif chain.sent and not isinstance(result, WebClientError):
+                    # A POST redirected to a GET still uploaded its body: the answer says so.
+                    result = replace(result, bytes_sent=result.bytes_sent + chain.sent)
+                chain.result = result
+                report(index, result)
 
         send([self._prepared(chains[i]) for i in pending], done)
         return retries

@@ -114,6 +114,7 @@ def test_post_307_keeps_the_body_and_303_becomes_get(origin: Where, tmp_path: Pa
     with _client(tmp_path) as client:
         response = client.post(server.url + "up", b"payload")
     assert response.body == b"ok"
+    assert response.bytes_sent == 2 * len(b"payload")  # the uploads of the redirected POSTs
     assert [(s.method, s.body) for s in handler.seen] == [
         ("POST", b"payload"),
         ("POST", b"payload"),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from webclient import Client, ClientConfig, Request, Response
 from webclient._spread import spread
+from webserver import Request as WebRequest
+from webserver import Response as WebResponse
 from webserver import Server
 
 from .conftest import CLIENT_TIMEOUT, Origin
@@ -48,10 +52,21 @@ def test_no_more_connections_than_requests() -> None:
 
 
 def test_a_batch_uses_several_connections(origin: tuple[Server, Origin], tmp_path: Path) -> None:
-    """Eight GETs with connections=4 arrive on four connections, each answered correctly."""
+    """Eight GETs with connections=4 are in flight on four connections at once (the first four
+    answers wait until four requests are being served), each answered correctly."""
     server, handler = origin
+    together = threading.Barrier(4)
+
+    def answer(body: bytes) -> Callable[[WebRequest], WebResponse]:
+        def step(request: WebRequest) -> WebResponse:
+            if int(body) < 4:
+                together.wait(CLIENT_TIMEOUT)
+            return WebResponse(200, [], body)
+
+        return step
+
     for n in range(8):
-        handler.script(f"/{n}", (200, [], str(n).encode()))
+        handler.script(f"/{n}", answer(str(n).encode()))
     config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4, pipeline=4)
     with Client(config) as client:
         results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(8)])
