@@ -359,30 +359,43 @@ class Client:
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> None:
-        from ._spread import spread
+        from ._spread import SharedQueue, spreadable
 
-        runs = spread(
-            items,
-            self.config.connections,
-            method=lambda item: item[1].method,
-            key=lambda item: item[1].url,
-        )
-        if len(runs) <= 1:
-            for run in runs:
-                self._run_connection(origin, run, record, stop)
+        if self.config.connections <= 1 or not spreadable(i[1].method for i in items):
+            self._run_connection(origin, items, record, stop)
             return
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-        # One thread per connection: each spends most of its time waiting on its socket.
-        with ThreadPoolExecutor(len(runs), "webclient-connection") as executor:
-            futures = [executor.submit(self._run_connection, origin, r, record, stop) for r in runs]
-            for future in futures:
-                future.result()
+        extra: list[Future[None]] = []
+        executor = ThreadPoolExecutor(self.config.connections - 1, "webclient-connection")
+
+        def more(count: int) -> None:
+            # One thread per connection: each spends most of its time waiting on its socket.
+            for _ in range(count):
+                extra.append(executor.submit(self._run_connection, origin, run(), answered, stop))
+
+        queue = SharedQueue(
+            ((i[0], i) for i in items), connections=self.config.connections, more=more
+        )
+
+        def run() -> Iterator[tuple[int, Request, str]]:
+            return (item for _, item in queue.take())
+
+        def answered(index: int, result: Result) -> None:
+            record(index, result)
+            queue.answered(index)
+
+        try:
+            self._run_connection(origin, run(), answered, stop)
+        finally:
+            executor.shutdown(wait=True)
+        for future in extra:
+            future.result()
 
     def _run_connection(
         self,
         origin: Origin,
-        items: list[tuple[int, Request, str]],
+        items: Iterable[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> None:
@@ -394,7 +407,7 @@ class Client:
         self,
         lane: Lane,
         origin: Origin,
-        items: list[tuple[int, Request, str]],
+        items: Iterable[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> Iterator[_Exchange]:

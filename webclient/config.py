@@ -45,11 +45,10 @@ DEFAULT_RETRY_BASE_DELAY = 0.5
 #: Seconds of waiting between retries allowed in one run, whatever Retry-After asks: a batch tool
 #: must end; a server asking for longer gets its 503 reported instead.
 DEFAULT_RETRY_MAX_WAIT = 30.0
-#: Keep-alive connections per host: six round trips in flight instead of one hides most of a slow
-#: link's latency even without pipelining, and six is what browsers open per host, so servers and
-#: their per-client limits expect it; requests other than GET/HEAD keep to one connection so
-#: their order holds. On localhost several connections cost nothing measurable (1,000 x 1 KiB:
-#: 1.02 s with 4, 1.14 s with 1, 1.15 s with 6, a loaded 2-core machine).
+#: Keep-alive connections per host, opened only when answers are slow to come (see
+#: webclient._spread): six requests in flight instead of one hide most of a slow link's latency
+#: even without pipelining, and six is what browsers open per host, so servers and their
+#: per-client limits expect it; requests other than GET/HEAD keep to one connection.
 DEFAULT_CONNECTIONS = 6
 MAX_CONNECTIONS = 32
 #: A response body must keep arriving at this many bytes per second, measured over windows of

@@ -1,15 +1,16 @@
-"""Tests of webclient/_spread.py: one origin's requests over several keep-alive connections."""
+"""Tests of webclient/_spread.py: one origin's requests over several keep-alive connections,
+opened only when answers are slow to come."""
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from webclient import Client, ClientConfig, Request, Response
-from webclient._spread import spread
+from webclient._spread import SAMPLES, SPREAD_LATENCY, SharedQueue, spreadable
 from webserver import Request as WebRequest
 from webserver import Response as WebResponse
 from webserver import Server
@@ -19,62 +20,101 @@ from .conftest import CLIENT_TIMEOUT, Origin
 pytestmark = pytest.mark.timeout(30)
 
 
-def _spread(items: list[tuple[str, str]], connections: int) -> list[list[tuple[str, str]]]:
-    return spread(items, connections, method=lambda i: i[0], key=lambda i: i[1])
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_requests_are_dealt_in_turn() -> None:
-    """GETs go to the connections in turn, so the first ones finish first everywhere."""
-    items = [("GET", f"/{n}") for n in range(7)]
-    assert [[u for _, u in run] for run in _spread(items, 3)] == [
-        ["/0", "/3", "/6"],
-        ["/1", "/4"],
-        ["/2", "/5"],
-    ]
+def _queue(count: int, connections: int, ticks: Ticks) -> tuple[SharedQueue[str], list[int]]:
+    asked: list[int] = []
+    items = [(n, f"/{n}") for n in range(count)]
+    return SharedQueue(items, connections=connections, more=asked.append, now=ticks), asked
 
 
-def test_a_repeated_url_stays_on_its_first_connection() -> None:
-    """A URL asked again goes where it went first (the cache that run fills can answer it)."""
-    items = [("GET", "/a"), ("GET", "/b"), ("GET", "/a"), ("HEAD", "/c")]
-    assert _spread(items, 2) == [[("GET", "/a"), ("GET", "/a"), ("HEAD", "/c")], [("GET", "/b")]]
+def test_slow_answers_open_more_connections() -> None:
+    """When the first answers took longer than SPREAD_LATENCY, the others are asked for, once,
+    and never more than there are requests left."""
+    ticks = Ticks()
+    queue, asked = _queue(10, 6, ticks)
+    taken = queue.take()
+    first = [next(taken) for _ in range(SAMPLES)]
+    ticks.now += SPREAD_LATENCY * 5
+    for index, _ in first:
+        queue.answered(index)
+    assert asked == [5]
+    queue.answered(next(taken)[0])
+    assert asked == [5]
+    short, asked_short = _queue(SAMPLES + 2, 6, ticks)
+    for index, _ in [next(short.take()) for _ in range(SAMPLES)]:
+        ticks.now += 1
+        short.answered(index)
+    assert asked_short == [2]
 
 
-def test_other_methods_keep_one_connection() -> None:
-    """A POST among the requests keeps them all on one connection, in order."""
-    items = [("GET", "/a"), ("POST", "/b"), ("GET", "/c")]
-    assert _spread(items, 4) == [items]
+def test_fast_answers_keep_one_connection() -> None:
+    """Answers within SPREAD_LATENCY (a busy client, not a waiting one) open nothing more."""
+    ticks = Ticks()
+    queue, asked = _queue(100, 6, ticks)
+    for index, _ in queue.take():
+        ticks.now += SPREAD_LATENCY / 10
+        queue.answered(index)
+    assert asked == []
 
 
-def test_no_more_connections_than_requests() -> None:
-    """Two requests never open four connections; nothing gives no run."""
-    assert len(_spread([("GET", "/a"), ("GET", "/b")], 4)) == 2
-    assert _spread([], 4) == []
+def test_the_queue_is_shared_in_order() -> None:
+    """Connections taking from one queue get the requests in order, each once."""
+    ticks = Ticks()
+    queue, _ = _queue(5, 2, ticks)
+    a, b = queue.take(), queue.take()
+    assert [next(a), next(b), next(a), next(a), next(b)] == [(n, f"/{n}") for n in range(5)]
+    assert list(a) == [] and list(b) == []
 
 
-def test_a_batch_uses_several_connections(origin: tuple[Server, Origin], tmp_path: Path) -> None:
-    """Eight GETs with connections=4 are in flight on four connections at once (the first four
-    answers wait until four requests are being served), each answered correctly."""
+def test_only_get_and_head_are_spread() -> None:
+    """A POST among the requests keeps them on one connection."""
+    assert spreadable(["GET", "head"]) and not spreadable(["GET", "POST"])
+
+
+def _slow(body: bytes) -> Callable[[WebRequest], WebResponse]:
+    """A step that answers like a slow server: the latency several connections should hide."""
+
+    def step(request: WebRequest) -> WebResponse:
+        time.sleep(0.03)
+        return WebResponse(200, [], body)
+
+    return step
+
+
+def test_a_slow_server_gets_several_connections(
+    origin: tuple[Server, Origin], tmp_path: Path
+) -> None:
+    """Sixteen GETs to a server taking 30 ms per answer end up on four connections, each
+    answered correctly and in the right place."""
     server, handler = origin
-    together = threading.Barrier(4)
-
-    def answer(body: bytes) -> Callable[[WebRequest], WebResponse]:
-        def step(request: WebRequest) -> WebResponse:
-            if int(body) < 4:
-                together.wait(CLIENT_TIMEOUT)
-            return WebResponse(200, [], body)
-
-        return step
-
-    for n in range(8):
-        handler.script(f"/{n}", answer(str(n).encode()))
-    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4, pipeline=4)
+    for n in range(16):
+        handler.script(f"/{n}", _slow(str(n).encode()))
+    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4)
     with Client(config) as client:
-        results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(8)])
+        results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(16)])
         assert client.connections_opened == 4
     assert [r.body for r in results if isinstance(r, Response)] == [
-        str(n).encode() for n in range(8)
+        str(n).encode() for n in range(16)
     ]
     assert len(handler.connections) == 4
+
+
+def test_a_fast_server_keeps_one_connection(origin: tuple[Server, Origin], tmp_path: Path) -> None:
+    """On localhost answers come in well under SPREAD_LATENCY: one connection does it all."""
+    server, handler = origin
+    handler.script("/a", (200, [], b"a"))
+    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=6)
+    with Client(config) as client:
+        results = client.request_all([Request("GET", server.url + "a") for _ in range(50)])
+        assert client.connections_opened == 1
+    assert all(isinstance(r, Response) and r.body == b"a" for r in results)
 
 
 def test_a_batch_with_a_post_uses_one_connection(
@@ -83,13 +123,13 @@ def test_a_batch_with_a_post_uses_one_connection(
     """With a POST among them, the requests keep their order on one connection."""
     server, handler = origin
     handler.script("/a", (200, [], b"a"))
-    handler.script("/up", (201, [], b""))
+    handler.script("/up", _slow(b""))
     requests = [
         Request("GET", server.url + "a"),
         Request("POST", server.url + "up", body=b"x"),
-        Request("GET", server.url + "a"),
+        *[Request("GET", server.url + "a") for _ in range(4)],
     ]
     with Client(ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4)) as client:
         client.request_all(requests)
         assert client.connections_opened == 1
-    assert [s.method for s in handler.seen] == ["GET", "POST", "GET"]
+    assert [s.method for s in handler.seen] == ["GET", "POST", "GET", "GET", "GET", "GET"]
