@@ -6,6 +6,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from webclient import (
     CertificateError,
@@ -16,8 +17,10 @@ from webclient import (
     Response,
     TransportError,
 )
+from webclient._cache import cache_key
 from webclient._connection import Connection, WireRequest
 from webclient._tls import INSECURE_WARNING
+from webclient.cli import main
 from webclient.client import split_url
 
 from .conftest import CLIENT_TIMEOUT, BadServer, Certificates
@@ -161,3 +164,18 @@ def test_decrypted_bytes_count_as_buffered(
             assert not conn.has_buffered()
         finally:
             conn.close()
+
+
+def test_the_cache_keeps_schemes_apart() -> None:
+    """http:// and https:// of one host and path are different cache entries (default ports
+    written out)."""
+    assert cache_key("https://H/x") == "https://h:443/x"
+    assert cache_key("http://h/x") == "http://h:80/x"
+
+
+def test_cache_clear_accepts_https_urls(tmp_path: Path) -> None:
+    """webclient cache clear takes an https:// URL like an http:// one."""
+    args = ["cache", "clear", "--cache-dir", str(tmp_path / "c"), "https://localhost/x"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "cleared 0 responses of https://localhost/x\n"
