@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from webclient import (
+    CertificateError,
     Client,
     ClientConfig,
     ConnectionClosed,
@@ -50,13 +51,15 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
 
 
 def test_which_failures_are_retried() -> None:
-    """Connection failures of GET/HEAD are retried; DNS failures, read timeouts and POSTs not."""
+    """Connection failures of GET/HEAD are retried; DNS failures, read timeouts, untrusted
+    certificates and POSTs not."""
     assert retryable_error("GET", ConnectionRefused("x"))
     assert retryable_error("HEAD", ConnectionClosed("x"))
     assert not retryable_error("POST", ConnectionRefused("x"))
     assert not retryable_error("GET", ResolveError("x"))
     assert not retryable_error("GET", ReadTimeout("x"))
     assert not retryable_error("GET", WebClientError("x"))
+    assert not retryable_error("GET", CertificateError("x"))
 
 
 def test_backoff_has_full_jitter_within_the_budget() -> None:
