@@ -372,7 +372,16 @@ class Client:
         def more(count: int) -> None:
             # One thread per connection: each spends most of its time waiting on its socket.
             for _ in range(count):
-                extra.append(executor.submit(self._run_connection, origin, run(), answered, stop))
+                extra.append(executor.submit(another_connection))
+
+        def another_connection() -> None:
+            # Connected before it takes any request: a server that refuses more connections
+            # leaves the requests to the connections it accepted instead of failing them.
+            try:
+                self._pool.release(self._pool.acquire(origin[1], origin[2], origin[0]))
+            except TransportError:
+                return
+            self._run_connection(origin, run(), answered, stop)
 
         queue = SharedQueue(
             ((i[0], i) for i in items), connections=self.config.connections, more=more

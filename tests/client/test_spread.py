@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from webclient import Client, ClientConfig, Request, Response
+from webclient import Client, ClientConfig, ConnectionRefused, Request, Response
+from webclient._connection import Connection
 from webclient._spread import SAMPLES, SPREAD_LATENCY, SharedQueue, spreadable
 from webserver import Request as WebRequest
 from webserver import Response as WebResponse
@@ -133,3 +134,29 @@ def test_a_batch_with_a_post_uses_one_connection(
         client.request_all(requests)
         assert client.connections_opened == 1
     assert [s.method for s in handler.seen] == ["GET", "POST", "GET", "GET", "GET", "GET"]
+
+
+def test_refused_extra_connections_leave_the_work_to_the_first(
+    origin: tuple[Server, Origin], tmp_path: Path
+) -> None:
+    """When the server refuses the extra connections, the first one answers every request."""
+    server, handler = origin
+    for n in range(8):
+        handler.script(f"/{n}", _slow(str(n).encode()))
+    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4, retries=0)
+    with Client(config) as client:
+        connect = client._connect
+        made: list[int] = []
+
+        def only_one(host: str, port: int, scheme: str) -> Connection:
+            made.append(port)
+            if len(made) > 1:
+                raise ConnectionRefused("no more connections from you")
+            return connect(host, port, scheme)
+
+        client._pool._connect = only_one
+        results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(8)])
+    assert [r.body for r in results if isinstance(r, Response)] == [
+        str(n).encode() for n in range(8)
+    ]
+    assert len(made) == 4 and len(handler.connections) == 1
