@@ -235,3 +235,19 @@ def test_batch_reports_a_redirect_loop_in_one_line(
     [line] = result.stderr.splitlines()
     assert "redirect loop: " in line, line
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_batch_with_max_redirects_0_reports_the_redirect(
+    origin: Where, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient batch --max-redirects 0: the 302 is the answer, a failed command (status 1)."""
+    server, handler = origin
+    port = server.listen()[1]
+    handler.script("/a.txt", (302, [("Location", "/b.txt")], b""))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cmds.txt").write_text(f"GET a.txt 127.0.0.1 {port}\n")
+    args = ["batch", "cmds.txt", "--no-cache", "--no-print", "-q", "--max-redirects", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: GET /a.txt 127.0.0.1:{port}: 302 Found\n"
+    assert handler.requests_to("/b.txt") == []
