@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from webclient import Client, ClientConfig, ReadTimeout, ResponseTimeout
 from webclient._deadline import ResponseDeadline
+from webclient.cli import main
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -156,3 +158,21 @@ def test_the_minimum_rate_cuts_a_dripping_body(
 def test_a_response_timeout_is_a_read_timeout() -> None:
     """Callers that catch ReadTimeout also catch the new deadline errors."""
     assert issubclass(ResponseTimeout, ReadTimeout)
+
+
+def test_batch_max_time_fails_the_command_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient batch --max-time: a dripped body fails its command with one line, no file."""
+    monkeypatch.chdir(tmp_path)
+    with dripping(1000, pause=0, every=0.05) as port:
+        (tmp_path / "cmds.txt").write_text(f"GET slow.bin 127.0.0.1 {port}\n")
+        args = ["batch", "cmds.txt", "--no-cache", "--no-print", "-q", "--max-time", "0.3"]
+        args += ["--retries", "0", "--timeout", "5"]
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: GET /slow.bin 127.0.0.1:{port}: the response from 127.0.0.1:{port} took more"
+        " than 0.3 s (max_time); it was cut off\n"
+    )
+    assert not (tmp_path / "slow.bin").exists()
