@@ -10,7 +10,7 @@ seen twice in one chain is a loop and more than ``max_redirects`` hops is an err
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urldefrag, urljoin
 
 from ._freshness import HeaderList, header_value, url_origin
@@ -27,8 +27,7 @@ _ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie", "ho
 _BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
-@dataclass(frozen=True)
-class Hop:
+class Hop(NamedTuple):
     """The request a redirect leads to."""
 
     method: str

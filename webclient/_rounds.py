@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ._redirects import check_chain, next_hop
@@ -29,32 +29,46 @@ if TYPE_CHECKING:
 SendRound = Callable[["Sequence[Request]", "Callable[[int, Result], None]"], None]
 
 
-@dataclass(frozen=True)
+# Plain classes with slots, not dataclasses: this module is imported by every run, and a dataclass
+# generates and compiles its methods at import.
+
+
 class _Follow:
-    request: Request
+    """Send this request next (a redirect)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
 
 
-@dataclass(frozen=True)
 class _Retry:
-    wait: float
+    """Send the same request again after ``wait`` seconds."""
+
+    __slots__ = ("wait",)
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
 
 
 _Next = _Follow | _Retry | None
 
 
-@dataclass(eq=False)
 class _Chain:
     """One request of the call and what became of it so far."""
 
-    current: Request
-    urls: list[str]
-    attempts: int = 0
-    #: What the response of this round leads to, decided when its head arrived.
-    decided: _Next | WebClientError = None
-    decided_for: int = -1
-    result: Result | None = None
-    #: Body bytes uploaded by the requests of the chain that were redirected.
-    sent: int = 0
+    __slots__ = ("attempts", "current", "decided", "decided_for", "result", "sent", "urls")
+
+    def __init__(self, current: Request) -> None:
+        self.current = current
+        self.urls = [current.url]
+        self.attempts = 0
+        #: What the response of this round leads to, decided when its head arrived.
+        self.decided: _Next | WebClientError = None
+        self.decided_for = -1
+        self.result: Result | None = None
+        #: Body bytes uploaded by the requests of the chain that were redirected.
+        self.sent = 0
 
 
 class Rounds:
@@ -84,7 +98,7 @@ class Rounds:
         on_result: Callable[[int, Result], None] | None = None,
         stop: threading.Event | None = None,
     ) -> list[Result]:
-        chains = [_Chain(request, [request.url]) for request in requests]
+        chains = [_Chain(request) for request in requests]
         report = on_result or (lambda index, result: None)
         pending = list(range(len(chains)))
         while pending:

@@ -2,8 +2,9 @@
 
 Rules: a run starts on one connection. Each connection takes the next request from one shared
 queue when it has room for it, so requests leave in order and results come back nearly in order.
-Once the first :data:`SAMPLES` requests have their answers, if the median time from taking a
-request to its answer is over :data:`SPREAD_LATENCY`, up to ``connections - 1`` more connections
+Once the first :data:`SAMPLES` requests have their answers (or the first alone, when it took
+over :data:`CLEARLY_SLOW`), if the median time from taking a request to its answer is over
+:data:`SPREAD_LATENCY`, up to ``connections - 1`` more connections
 are opened to share what is left: the time goes to waiting (a slow link, a slow server), and more
 requests in flight hide it. Below it the client is busy, not waiting: on localhost more
 connections only add threads contending for the interpreter (1,000 x 1 KiB from nginx: 20%
@@ -13,7 +14,6 @@ keeps every request on one connection, so a POST and the requests around it stay
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
@@ -30,6 +30,9 @@ SAMPLES = 3
 #: on localhost an answer takes 0.1-1 ms even on a loaded machine, across a network or from a
 #: slow server several ms; 4 ms keeps a LAN's sub-millisecond round trips on one connection.
 SPREAD_LATENCY = 0.004
+#: A first answer this slow decides alone: a large file or a distant server, where waiting for two
+#: more answers before opening the others would cost two more of them.
+CLEARLY_SLOW = 10 * SPREAD_LATENCY
 
 
 def spreadable(methods: Iterable[str]) -> bool:
@@ -80,11 +83,15 @@ class SharedQueue(Generic[T]):
             taken = self._taken.pop(index, None)
             if taken is None or self._decided:
                 return
-            self._latencies.append(self._now() - taken)
-            if len(self._latencies) < SAMPLES:
+            latency = self._now() - taken
+            self._latencies.append(latency)
+            clearly_slow = len(self._latencies) == 1 and latency > CLEARLY_SLOW
+            if len(self._latencies) < SAMPLES and not clearly_slow:
                 return
             self._decided = True
-            slow = statistics.median(self._latencies) > SPREAD_LATENCY
+            slow = (
+                clearly_slow or sorted(self._latencies)[len(self._latencies) // 2] > SPREAD_LATENCY
+            )
             count = min(self._connections - 1, len(self._items)) if slow else 0
         if count > 0:
             self._more(count)

@@ -11,7 +11,13 @@ import pytest
 
 from webclient import Client, ClientConfig, ConnectionRefused, Request, Response
 from webclient._connection import Connection
-from webclient._spread import SAMPLES, SPREAD_LATENCY, SharedQueue, spreadable
+from webclient._spread import (
+    CLEARLY_SLOW,
+    SAMPLES,
+    SPREAD_LATENCY,
+    SharedQueue,
+    spreadable,
+)
 from webserver import Request as WebRequest
 from webserver import Response as WebResponse
 from webserver import Server
@@ -160,3 +166,19 @@ def test_refused_extra_connections_leave_the_work_to_the_first(
         str(n).encode() for n in range(8)
     ]
     assert len(made) == 4 and len(handler.connections) == 1
+
+
+def test_a_clearly_slow_first_answer_decides_alone() -> None:
+    """A first answer over CLEARLY_SLOW (a large file, a distant server) opens the others at
+    once; one just over SPREAD_LATENCY waits for more answers."""
+    ticks = Ticks()
+    queue, asked = _queue(10, 4, ticks)
+    index, _ = next(queue.take())
+    ticks.now += CLEARLY_SLOW * 1.5
+    queue.answered(index)
+    assert asked == [3]
+    patient, asked_patient = _queue(10, 4, ticks)
+    index, _ = next(patient.take())
+    ticks.now += SPREAD_LATENCY * 2
+    patient.answered(index)
+    assert asked_patient == []
