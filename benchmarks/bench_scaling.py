@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import MIB, Service, markdown_table, raise_nofile
 from bench_server import LUA_DONE, run_wrk
 
-CONNECTIONS = [1, 10, 50, 200, 1000]
+CONNECTIONS = [1, 10, 50, 200, 1000, 2000]
 SIZES = {"1 KiB": 1024, "16 KiB": 16 * 1024, "64 KiB": 64 * 1024, "1 MiB": MIB, "16 MiB": 16 * MIB}
 DEPTHS = [1, 4, 16, 64]
 

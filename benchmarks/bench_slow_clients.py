@@ -8,14 +8,15 @@ the peers run the same way on the same files.
 What it does, for each server and each N (default 24, 300, 1000): opens N connections, half
 uploading a 1 MB body at 1 byte per second (one byte to each every second), half asking for the
 16 MiB file with a 4 KiB receive buffer and never reading it; then times ``--probes`` fresh
-``GET`` of the 1 KiB file on new connections, one after another (``--timeout`` each), while the
+``GET`` of the 1 KiB file on new connections, one after another (``--timeout`` each) and
+``--gap`` seconds apart, so that they meet the slow clients' bursts at every phase, while the
 slow clients keep trickling. Reports the probe median and worst (a failed probe counts as
 failed), how many slow connections the server had closed by then, and the server's peak
 resident memory (VmHWM summed over its process tree). A peer that cannot start is reported with
 the reason, not dropped.
 
 Usage: python benchmarks/bench_slow_clients.py [--counts 24,300,1000] [--only ours,nginx,...]
-       [--probes 20] [--timeout 5]
+       [--probes 20] [--timeout 5] [--gap 0.05]
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class SlowClients:
             sock.close()
 
 
-def measure(name: str, ctx: Context, count: int, probes: int, timeout: float) -> Row:
+def measure(
+    name: str, ctx: Context, count: int, probes: int, timeout: float, gap: float = 0.0
+) -> Row:
     row = Row(name, count)
     try:
         service, _ = build_service(name, ctx)
@@ -129,7 +132,9 @@ def measure(name: str, ctx: Context, count: int, probes: int, timeout: float) ->
         try:
             time.sleep(TRICKLE_EVERY * 2)  # every slow client has reached its waiting state
             times: list[float] = []
-            for _ in range(probes):
+            for i in range(probes):
+                if i and gap:
+                    time.sleep(gap)
                 try:
                     times.append(_fresh_get(service.port, timeout))
                 except OSError:
@@ -150,7 +155,7 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def report(rows: list[Row], probes: int, timeout: float) -> str:
+def report(rows: list[Row], probes: int, timeout: float, gap: float = 0.0) -> str:
     lines = [
         "| server | slow clients | probe median ms | worst ms | probes failed | slow closed"
         " | peak RSS MiB |",
@@ -167,7 +172,8 @@ def report(rows: list[Row], probes: int, timeout: float) -> str:
     lines.append("")
     lines.append(
         f"Half the slow clients upload at 1 byte/s, half never read a 16 MiB file; {probes} fresh"
-        f" GETs of 1 KiB one after another, {timeout:g} s timeout each (a timeout is a failure)."
+        f" GETs of 1 KiB one after another, {gap:g} s apart, {timeout:g} s timeout each (a timeout"
+        " is a failure)."
     )
     return "\n".join(lines)
 
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SERVERS), help="comma list of servers")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between two probes")
     parser.add_argument("--threads", type=int, default=None, help="--threads for our server")
     parser.add_argument("--ours-python", default=sys.executable, help="python with webserver")
     parser.add_argument("--peer-python", default=sys.executable, help="python with the peers")
@@ -191,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n for n in args.only.split(",") if n]:
             for count in counts:
                 print(f"  {name}: {count} slow clients ...", file=sys.stderr, flush=True)
-                rows.append(measure(name, ctx, count, args.probes, args.timeout))
-    print(report(rows, args.probes, args.timeout))
+                rows.append(measure(name, ctx, count, args.probes, args.timeout, args.gap))
+    print(report(rows, args.probes, args.timeout, args.gap))
     return 0
 
 

@@ -185,7 +185,7 @@ def main() -> int:
             time.sleep(1.0)
             end_fds, end_rss = server_stats(proc.pid)
             uploads = len(list((root / "uploads").iterdir()))
-            leftovers = list(root.rglob(".webserver-upload-*"))
+            leftovers = [p for p in root.rglob(".webserver-*") if p.is_file()]
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)

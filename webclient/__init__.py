@@ -14,14 +14,15 @@ The public API is what ``__all__`` lists. Modules whose names start with an unde
 connection, pipelining, cache and batch machinery) are internal and may change at any time.
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
+from ._shared import VERSION as __version__
+
 if TYPE_CHECKING:
+    from ._models import BodySink, Request, Response
     from ._status import CacheStatus
     from ._storage import CacheInfo
-    from .client import BodySink, Client, Request, Response
+    from .client import Client
     from .commands import Command, parse_commands, read_command_file
     from .config import ClientConfig, default_cache_dir, parse_size
     from .errors import (
@@ -52,10 +53,10 @@ if TYPE_CHECKING:
 _HOMES = {
     "CacheStatus": "_status",
     "CacheInfo": "_storage",
-    "BodySink": "client",
+    "BodySink": "_models",
     "Client": "client",
-    "Request": "client",
-    "Response": "client",
+    "Request": "_models",
+    "Response": "_models",
     "Command": "commands",
     "parse_commands": "commands",
     "read_command_file": "commands",

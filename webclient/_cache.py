@@ -10,6 +10,15 @@ are evicted to stay under it. A stored body is served only when its file is the 
 (and, with ``verify``, has the SHA-256 it is named by); otherwise its entry is dropped with a
 warning and the request is a miss. The rules themselves are in :mod:`webclient._freshness`;
 this module applies them to :mod:`webclient._storage`.
+
+The decisions are taken here, in two calls, and the exchange logic only follows them:
+:meth:`Cache.plan` says what a request needs (:class:`Fresh`: the stored response answers;
+:class:`Revalidate`: the origin is asked, with validators when the stored response has them;
+:class:`Miss`: the origin is asked), and :meth:`Cache.settle` says what the origin's answer does
+to the cache (a 304 makes the stored response answer, or asks for the request again without
+validators; anything else is offered to a :class:`Store` as its body arrives). A failing cache
+never fails a request: these calls report the failure through ``warn`` once and carry on as if
+nothing were stored.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
@@ -29,11 +39,24 @@ from ._status import CacheStatus
 from .errors import CacheError
 
 if TYPE_CHECKING:
+    from ._models import ResponseHead
     from ._storage import BodyWriter, CacheInfo, CheckReport, Entry
 
 Clock = Callable[[], float]
+Warn = Callable[[str], None]
 
-__all__ = ["Cache", "CacheStatus", "Clock", "Lookup", "cache_key"]
+__all__ = [
+    "Cache",
+    "CacheStatus",
+    "Clock",
+    "Fresh",
+    "Lookup",
+    "Miss",
+    "Plan",
+    "Revalidate",
+    "Store",
+    "cache_key",
+]
 
 #: Stored bodies up to this size are read whole in one call when served.
 SMALL_BODY = 256 * 1024
@@ -62,6 +85,40 @@ class Lookup:
         return freshness.conditional_headers(self.entry.headers)
 
 
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """The stored response answers without the network."""
+
+    lookup: Lookup
+    #: HIT (fresh), STALE (accepted by the request's max-stale, or the origin unreachable) or
+    #: REVALIDATED (a 304 confirmed it).
+    status: CacheStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Revalidate:
+    """The origin is asked; the stored response answers if a 304 confirms it, or, stale, if
+    the origin cannot be reached and RFC 9111 §4.2.4 allows it."""
+
+    lookup: Lookup
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The validators to send (none when the stored response has none usable)."""
+        return self.lookup.revalidation_headers
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """The origin is asked; nothing stored can answer."""
+
+
+#: What a request needs from the cache, decided by :meth:`Cache.plan`.
+Plan = Fresh | Revalidate | Miss
+#: The plan of a request that does not use the cache (or meets no cache).
+MISS = Miss()
+
+
 @functools.lru_cache(maxsize=4096)
 def cache_key(url: str) -> str:
     """The URL in one spelling: lower-case scheme and host, explicit port, no fragment."""
@@ -82,13 +139,15 @@ class Cache:
         *,
         max_size: int,
         clock: Clock = time.time,
-        warn: Callable[[str], None] | None = None,
+        warn: Warn | None = None,
         verify: bool = False,
     ) -> None:
         from ._storage import Storage
 
         self.max_size = max_size
         self.clock = clock
+        #: Receives one sentence per failure the cache survived (the request went on without it).
+        self.warn: Warn = warn if warn is not None else _ignore
         #: Hash every stored body before serving it, not only check its size.
         self.verify = verify
         self.storage = Storage(folder, warn=warn)
@@ -106,6 +165,88 @@ class Cache:
 
     def close(self) -> None:
         self.storage.close()
+
+    # -- the two decisions ------------------------------------------------------------------------
+
+    def plan(self, method: str, url: str, request_headers: HeaderList) -> Plan:
+        """What this request needs: only a GET may be answered from the cache."""
+        if method != "GET":
+            return MISS
+        try:
+            lookup = self.lookup(url, request_headers)
+        except CacheError as exc:
+            self.warn(f"cache lookup failed, fetching instead: {exc}")
+            return MISS
+        if lookup is None:
+            return MISS
+        if lookup.fresh:
+            return Fresh(lookup, CacheStatus.STALE if lookup.stale else CacheStatus.HIT)
+        return Revalidate(lookup)
+
+    def settle(
+        self,
+        plan: Plan,
+        *,
+        method: str,
+        url: str,
+        request_headers: HeaderList,
+        head: ResponseHead,
+        request_time: float,
+        response_time: float,
+    ) -> Fresh | Miss | Store:
+        """What the origin's answer does: a 304 for a revalidated response makes it answer
+        (:class:`Fresh`) or, when it cannot be applied, asks for the request again without
+        validators (:class:`Miss`); any other answer goes through a :class:`Store`."""
+        if head.status == 304 and isinstance(plan, Revalidate):
+            try:
+                fresh = self.freshen(
+                    plan.lookup,
+                    head.headers,
+                    request_time=request_time,
+                    response_time=response_time,
+                )
+            except CacheError as exc:
+                self.warn(f"cache update failed: {exc}")
+                fresh = None
+            return MISS if fresh is None else Fresh(fresh, CacheStatus.REVALIDATED)
+        writer = None
+        if self.wants(method, head.status, head.headers, request_headers):
+            try:
+                writer = self.begin()
+            except CacheError as exc:
+                self.warn(f"not caching: {exc}")
+        return Store(self, writer, method, url, request_headers, head, request_time, response_time)
+
+    def stale_on_error(self, plan: Plan, request_headers: HeaderList) -> Fresh | None:
+        """The stored response, stale, for a request whose origin could not be reached, when
+        RFC 9111 §4.2.4 allows it; None when it does not."""
+        if not isinstance(plan, Revalidate):
+            return None
+        entry = plan.lookup.entry
+        age = freshness.current_age(
+            entry.headers, entry.request_time, entry.response_time, self.clock()
+        )
+        if not freshness.may_serve_stale_on_error(
+            entry.headers,
+            request_headers,
+            age,
+            status=entry.status,
+            response_time=entry.response_time,
+        ):
+            return None
+        return Fresh(Lookup(entry, False, age), CacheStatus.STALE)
+
+    def open(self, fresh: Fresh) -> tuple[list[tuple[str, str]], BinaryIO | bytes] | None:
+        """The header fields and body to serve a stored response with; None (said in a warning)
+        when its body cannot be read, and the request goes to the origin."""
+        try:
+            body = self.use(fresh.lookup)
+        except CacheError as exc:
+            self.warn(f"cache entry unusable, fetching instead: {exc}")
+            return None
+        return self.served_headers(fresh.lookup), body
+
+    # -- the mechanics ----------------------------------------------------------------------------
 
     def lookup(self, url: str, request_headers: HeaderList) -> Lookup | None:
         """The stored response that may answer this GET, if any: fresh, in need of a 304, or
@@ -287,3 +428,69 @@ class Cache:
     def check(self, *, verify: bool = True) -> CheckReport:
         """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
         return self.storage.check(verify=verify)
+
+
+def _ignore(message: str) -> None:
+    """Warnings of a cache made without a ``warn`` callback."""
+
+
+class Store:
+    """The cache's side of a response from the origin: its body, offered chunk by chunk, is
+    stored once complete when the RFC allows it (:meth:`commit`), and what an unsafe request
+    made stale is dropped."""
+
+    __slots__ = (
+        "cache",
+        "head",
+        "method",
+        "request_headers",
+        "request_time",
+        "response_time",
+        "url",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        cache: Cache,
+        writer: BodyWriter | None,
+        method: str,
+        url: str,
+        request_headers: HeaderList,
+        head: ResponseHead,
+        request_time: float,
+        response_time: float,
+    ) -> None:
+        self.cache = cache
+        #: Where the body goes while it arrives; None when it is not stored.
+        self.writer = writer
+        self.method = method
+        self.url = url
+        self.request_headers = request_headers
+        self.head = head
+        self.request_time = request_time
+        self.response_time = response_time
+
+    def commit(self) -> None:
+        """The body arrived whole: store it, and invalidate (§4.4)."""
+        cache, head = self.cache, self.head
+        try:
+            if self.writer is not None:
+                cache.store(
+                    self.url,
+                    self.request_headers,
+                    head.status,
+                    head.reason,
+                    head.headers,
+                    self.writer,
+                    request_time=self.request_time,
+                    response_time=self.response_time,
+                )
+            cache.invalidate(self.method, self.url, head.status, head.headers)
+        except CacheError as exc:
+            cache.warn(f"cache update failed: {exc}")
+
+    def discard(self) -> None:
+        """The body did not arrive whole (or could not be delivered): store nothing."""
+        if self.writer is not None:
+            self.writer.discard()

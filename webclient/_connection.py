@@ -9,7 +9,13 @@ long-lived h11 client per connection, made when first needed. Before each respon
 is given the matching request (so it knows, e.g., that a HEAD response has no body) and its output
 is thrown away; it is handed every byte received from then on, and after a complete response,
 ``start_next_cycle`` readies it for the next; once it is idle with nothing buffered, the fast path
-reads again. There is no third parser of responses.
+reads again. There is no third parser of responses. The h11 side lives in
+:mod:`webclient._h11reader`, imported the first time a connection needs it.
+
+The connection's state is one :class:`State`, changed only by :meth:`Connection._set_state`
+(``OPEN`` → ``CLOSING`` when the server announced it closes after the response being read, any
+state → ``BROKEN`` on a failure, through :meth:`Connection.fail`, the one failure helper); who
+reads the input is one :class:`Mode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
 
 Requests without a body are collected and written together just before the next read, so a
 pipelined window goes out in one system call; the socket is read in large chunks, so the responses
@@ -33,14 +39,16 @@ session ticket) is not taken for the server closing an idle connection.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
-import re
 import socket
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ._deadline import ResponseDeadline
-from ._fastpath import HEAD_END, parse_plain_response_head, plain_request_head
+from ._fastpath import parse_plain_response_head, plain_request_head
+from ._models import ResponseHead
+from ._shared.grammar import HEAD_END, NO_BODY_STATUSES
 from .config import DEFAULT_MAX_BODY_SIZE, MIN_RATE, human_size
 from .errors import (
     ConnectionClosed,
@@ -53,12 +61,15 @@ from .errors import (
     ResponseTimeout,
     ResponseTooLarge,
     TransportError,
+    WebClientError,
 )
 
 if TYPE_CHECKING:
     import ssl
 
     import h11
+
+    from ._h11reader import H11Reader
 
 #: Bytes asked of the socket per read, and sent per write of a file body.
 CHUNK_SIZE = 64 * 1024
@@ -69,29 +80,30 @@ BODY_CHUNK_SIZE = 256 * 1024
 #: Largest status line plus header fields accepted; servers rarely send more than a few KiB, and
 #: without a limit a server could make the client buffer an endless head.
 MAX_HEAD_SIZE = 64 * 1024
-#: Characters of h11's explanation of an invalid response kept in the error message.
-_REASON_MAX = 200
-#: Statuses whose responses never have a body, whatever their Content-Length says (RFC 9112 §6.3).
-_NO_BODY_STATUSES = frozenset({204, 304})
 #: Header fields that describe a request's body; the reading state machine must not see them.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 #: Request fields after which the response is read by h11 (they change how it is framed).
 _H11_ONLY_FIELDS = frozenset({*_FRAMING, "connection", "upgrade", "expect", "te"})
 
-_h11: Any = None
-#: ``h11.EndOfMessage()``, made once: events are immutable, so one serves every request.
-_END: Any = None
+_E = TypeVar("_E", bound=WebClientError)
 
 
-def _h11_module() -> Any:
-    """h11, imported the first time a request or response needs it."""
-    global _h11, _END
-    if _h11 is None:
-        import h11
+class State(enum.Enum):
+    """Whether the connection may carry another request after the response being read."""
 
-        _END = h11.EndOfMessage()
-        _h11 = h11
-    return _h11
+    OPEN = "open"
+    #: The server announced it closes after the response being read (or its framing cannot be
+    #: trusted past it): that response is read, nothing more is sent.
+    CLOSING = "closing"
+    #: Failed or closed: never used again.
+    BROKEN = "broken"
+
+
+class Mode(enum.Enum):
+    """Who reads the input: the fast path, or h11 (until it is idle and empty again)."""
+
+    PLAIN = "plain"
+    H11 = "h11"
 
 
 class WireRequest:
@@ -167,7 +179,7 @@ class WireRequest:
     def wire_head(self) -> bytes:
         """The request line and header fields as a fresh h11 client writes them.
 
-        Raises ``h11.LocalProtocolError`` for a request h11 refuses. The bytes are kept: h11
+        Raises :class:`ProtocolError` for a request h11 refuses. The bytes are kept: h11
         writes the same request the same way, so a request sent again reuses them.
         """
         head = self._head
@@ -175,9 +187,9 @@ class WireRequest:
             if self.body is None and self.method != "POST":
                 head = plain_request_head(self.method, self.target, self.headers)
             if head is None:
-                h11 = _h11_module()
-                head = h11.Connection(h11.CLIENT).send(self.h11_request())
-                assert head is not None
+                from ._h11reader import request_head
+
+                head = request_head(self.h11_request())
             self._head = head
         return head
 
@@ -195,7 +207,8 @@ class WireRequest:
         return self._for_reader
 
     def _make(self, *, framing: bool) -> h11.Request:
-        module = _h11_module()
+        from ._h11reader import make_request
+
         headers = [
             (n.encode("latin-1"), v.encode("latin-1"))
             for n, v in self.headers
@@ -203,25 +216,7 @@ class WireRequest:
         ]
         if framing and self._framed():
             headers.append((b"Content-Length", str(self.body_length).encode("ascii")))
-        request: h11.Request = module.Request(
-            method=self.method, target=self.target.encode("ascii"), headers=headers
-        )
-        return request
-
-
-class ResponseHead:
-    __slots__ = ("headers", "http_version", "reason", "status")
-
-    def __init__(
-        self, status: int, reason: str, headers: list[tuple[str, str]], http_version: str
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.http_version = http_version
-
-    def __repr__(self) -> str:
-        return f"ResponseHead({self.status!r}, {self.reason!r}, {self.headers!r})"
+        return make_request(self.method, self.target, headers)
 
 
 def _describe(host: str, port: int) -> str:
@@ -273,22 +268,20 @@ class Connection:
             self.scheme = "https"
         #: The one state machine that reads every response h11 frames on this connection, made
         #: the first time one needs it; between such responses it is idle and empty.
-        self._reader_machine: h11.Connection | None = None
-        #: True while h11 holds the input; otherwise received bytes gather in ``_inbuf`` and the
+        self._h11: H11Reader | None = None
+        self._state = State.OPEN
+        #: H11 while h11 holds the input; PLAIN: received bytes gather in ``_inbuf`` and the
         #: fast path reads plain responses from it.
-        self._engaged = False
+        self._mode = Mode.PLAIN
         self._inbuf = bytearray()
         #: Body bytes still to come of the plain response being read, else None.
         self._plain_remaining: int | None = None
-        #: The server announced it closes after the response being read (fast path).
-        self._closing = False
         #: Request heads not yet written (flushed before any read).
         self._unsent: list[bytes] = []
         #: Responses completely read on this connection.
         self.answered = 0
         self.bytes_sent = 0
         self.bytes_received = 0
-        self._broken = False
         self._eof = False
 
     @property
@@ -296,33 +289,45 @@ class Connection:
         return _describe(self.host, self.port)
 
     @property
-    def _reader(self) -> h11.Connection:
-        reader = self._reader_machine
+    def state(self) -> State:
+        return self._state
+
+    def _set_state(self, state: State) -> None:
+        """The one place the state changes; a broken connection stays broken."""
+        if self._state is not State.BROKEN:
+            self._state = state
+
+    def fail(self, error: _E) -> _E:
+        """The connection cannot be used again; returns ``error`` for the caller to raise."""
+        self._set_state(State.BROKEN)
+        return error
+
+    @property
+    def _reader(self) -> H11Reader:
+        reader = self._h11
         if reader is None:
-            module = _h11_module()
-            reader = module.Connection(module.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
-            self._reader_machine = reader
+            from ._h11reader import H11Reader
+
+            reader = self._h11 = H11Reader(self, MAX_HEAD_SIZE)
         return reader
 
     @property
     def reusable(self) -> bool:
         """Whether another request may be sent: alive, between responses, not closing."""
-        if self._broken or self._closing:
+        if self._state is not State.OPEN:
             return False
-        if not self._engaged:
+        if self._mode is Mode.PLAIN:
             return self._plain_remaining is None
-        h11 = _h11
-        reader = self._reader
-        return reader.our_state is h11.IDLE and reader.their_state is h11.IDLE
+        return self._reader.idle
 
     def close(self) -> None:
-        self._broken = True
+        self._set_state(State.BROKEN)
         self.sock.close()
 
     def dropped(self) -> bool:
         """Whether an idle connection was closed by the server (readable while idle = EOF), or
         is unusable because the server sent bytes nobody asked for."""
-        if self._broken or self.has_buffered():
+        if self._state is State.BROKEN or self.has_buffered():
             return True
         return self._readable()
 
@@ -360,8 +365,8 @@ class Connection:
             self.sock.settimeout(self.timeout)
         if not data:
             self._eof = True
-        elif self._engaged:
-            self._reader.receive_data(data)
+        elif self._mode is Mode.H11:
+            self._reader.receive(data)
         else:
             self._inbuf += data
         self.bytes_received += len(data)
@@ -377,11 +382,8 @@ class Connection:
         """
         try:
             head = request.wire_head()
-        except Exception as exc:
-            # Only h11 refuses requests, so it is loaded if this is one of its errors.
-            if _h11 is not None and isinstance(exc, _h11.LocalProtocolError):
-                raise ProtocolError(f"cannot send this request to {self.where}: {exc}") from exc
-            raise
+        except ProtocolError as exc:  # h11 refused it: nothing was written
+            raise ProtocolError(f"cannot send this request to {self.where}: {exc}") from exc
         if request.body is None:
             self._unsent.append(head)
             return
@@ -428,11 +430,9 @@ class Connection:
         try:
             yield
         except TimeoutError as exc:
-            self._broken = True
-            raise ReadTimeout(timeout) from exc
+            raise self.fail(ReadTimeout(timeout)) from exc
         except OSError as exc:
-            self._broken = True
-            raise ConnectionClosed(closed) from exc
+            raise self.fail(ConnectionClosed(closed)) from exc
 
     def _sent(self, request: WireRequest, count: int) -> None:
         self.bytes_sent += count
@@ -457,7 +457,7 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def _recv(self, started: bool, size: int = 0) -> bytes:
+    def recv(self, started: bool, size: int = 0) -> bytes:
         """The next bytes from the socket (b"" at EOF), at most ``size`` (else CHUNK_SIZE), with
         the client's errors."""
         if self._unsent:
@@ -471,104 +471,42 @@ class Connection:
             if bounded:
                 self.sock.settimeout(self.timeout)
             deadline.received(len(data), self.where)
-        except ResponseTimeout:
-            self._broken = True
+        except ResponseTimeout as exc:
+            self.fail(exc)
             raise
         except TimeoutError as exc:
-            self._broken = True
             if deadline.expired():
-                raise deadline.too_long(self.where) from exc
-            raise ReadTimeout(
-                f"{self.where} stopped sending mid-response for {self.timeout:g} s"
-                if started
-                else f"no response from {self.where} within {self.timeout:g} s"
+                raise self.fail(deadline.too_long(self.where)) from exc
+            raise self.fail(
+                ReadTimeout(
+                    f"{self.where} stopped sending mid-response for {self.timeout:g} s"
+                    if started
+                    else f"no response from {self.where} within {self.timeout:g} s"
+                )
             ) from exc
         except OSError as exc:
-            self._broken = True
-            raise ConnectionClosed(f"{self.where} reset the connection") from exc
+            raise self.fail(ConnectionClosed(f"{self.where} reset the connection")) from exc
         if not data:
             self._eof = True
         self.bytes_received += len(data)
         return data
-
-    def _next_event(self, started: bool) -> Any:
-        h11 = _h11
-        reader = self._reader
-        while True:
-            try:
-                event = reader.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._broken = True
-                if started and self._eof:
-                    raise ConnectionClosed(
-                        f"{self.where} closed the connection mid-response ({_reason(exc)})"
-                    ) from exc
-                if exc.error_status_hint == 431:
-                    raise self._head_too_large() from exc
-                raise ProtocolError(
-                    f"{self.where} sent an invalid response ({_reason(exc)})"
-                ) from exc
-            if event is not h11.NEED_DATA:
-                return event
-            data = self._recv(started)
-            if not data:
-                if not started and not reader.trailing_data[0]:
-                    self._broken = True
-                    raise ConnectionClosed(f"{self.where} closed the connection without answering")
-                if started:
-                    self._broken = True
-            reader.receive_data(data)
 
     def receive_head(self, request: WireRequest) -> ResponseHead:
         """The status line and header fields of the response to ``request`` (the next one)."""
         if self._unsent:
             self.flush()
         self._deadline.begin(buffered=self.has_buffered())
-        if not self._engaged:
+        if self._mode is Mode.PLAIN:
             plain = self._plain_head(request)
             if plain is not None:
                 return plain
         else:
-            self._reader.send(request._for_reader or request.h11_request(framing=False))
-            self._reader.send(_END)
-        h11 = _h11
-        reader = self._reader
-        # h11 stops an incomplete head at MAX_HEAD_SIZE, but takes a longer one that arrives whole
-        # in one read; counting what it consumed makes the limit exact. It consumed at most what
-        # it held plus what arrived since, so the exact count is needed only above the limit.
-        held = len(reader.trailing_data[0])
-        received = self.bytes_received
-        while True:
-            event = self._next_event(started=False)
-            arrived = self.bytes_received - received
-            if (
-                held + arrived > MAX_HEAD_SIZE
-                and held + arrived - len(reader.trailing_data[0]) > MAX_HEAD_SIZE
-            ):
-                self._broken = True
-                raise self._head_too_large()
-            kind = type(event)
-            if kind is h11.InformationalResponse:
-                continue
-            if kind is h11.Response:
-                head = ResponseHead(
-                    event.status_code,
-                    event.reason.decode("latin-1"),
-                    # Names lowercased, as h11 compares them.
-                    [
-                        (n.lower().decode("latin-1"), v.decode("latin-1"))
-                        for n, v in event.headers.raw_items()
-                    ],
-                    event.http_version.decode("ascii"),
-                )
-                self._check_framing(head)
-                if request.method != "HEAD" and head.status not in _NO_BODY_STATUSES:
-                    self._check_announced_size(head)
-                return head
-            self._broken = True
-            if kind is h11.ConnectionClosed:
-                raise ConnectionClosed(f"{self.where} closed the connection without answering")
-            raise ProtocolError(f"{self.where} sent something other than a response")
+            self._reader.start(request._for_reader or request.h11_request(framing=False))
+        head = self._reader.read_head()
+        self._check_framing(head)
+        if request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
+            self._check_announced_size(head)
+        return head
 
     def _plain_head(self, request: WireRequest) -> ResponseHead | None:
         """The next response head read by the fast path, or ``None`` after handing the input
@@ -583,8 +521,7 @@ class Connection:
                 if match is not None:
                     end = match.end()
                     if end > MAX_HEAD_SIZE:
-                        self._broken = True
-                        raise self._head_too_large()
+                        raise self.fail(self.head_too_large())
                     plain = parse_plain_response_head(
                         bytes(inbuf[:end]), head_request=request.method == "HEAD"
                     )
@@ -595,34 +532,32 @@ class Connection:
                     if plain.body_length:
                         self._check_announced_size(head)
                     self._plain_remaining = plain.body_length
-                    self._closing = plain.close
+                    if plain.close:
+                        self._set_state(State.CLOSING)
                     return head
                 if len(inbuf) > MAX_HEAD_SIZE:
-                    self._broken = True
-                    raise self._head_too_large()
+                    raise self.fail(self.head_too_large())
                 if self._eof:
                     break
                 scanned = max(0, len(inbuf) - 2)  # the end is at most 3 bytes: LF CR LF
-                data = self._recv(started=False)
+                data = self.recv(started=False)
                 if not data and not inbuf:
-                    self._broken = True
-                    raise ConnectionClosed(f"{self.where} closed the connection without answering")
+                    raise self.fail(
+                        ConnectionClosed(f"{self.where} closed the connection without answering")
+                    )
                 inbuf += data
         self._hand_to_h11(request)
         return None
 
     def _hand_to_h11(self, request: WireRequest) -> None:
         """h11 reads the next response: it learns the request, then takes everything received."""
-        self._engaged = True
-        reader = self._reader
-        reader.send(request._for_reader or request.h11_request(framing=False))
-        reader.send(_END)
+        self._mode = Mode.H11
         inbuf = self._inbuf
-        if inbuf:
-            reader.receive_data(bytes(inbuf))
-            inbuf.clear()
-        if self._eof:
-            reader.receive_data(b"")
+        data = bytes(inbuf)
+        inbuf.clear()
+        self._reader.start(
+            request._for_reader or request.h11_request(framing=False), data, eof=self._eof
+        )
 
     def _plain_body(self) -> Iterator[bytes]:
         """The body of the plain response whose head was just read."""
@@ -637,14 +572,15 @@ class Connection:
             else:
                 # Straight from the socket, without passing through the buffer: a large body
                 # is then copied once, in reads as large as BODY_CHUNK_SIZE.
-                chunk = self._recv(started=True, size=min(remaining, BODY_CHUNK_SIZE))
+                chunk = self.recv(started=True, size=min(remaining, BODY_CHUNK_SIZE))
                 if not chunk:
-                    self._broken = True
                     # In h11's words, as when h11 reads the response.
-                    raise ConnectionClosed(
-                        f"{self.where} closed the connection mid-response (peer closed"
-                        " connection without sending complete message body (received"
-                        f" {length - remaining} bytes, expected {length}))"
+                    raise self.fail(
+                        ConnectionClosed(
+                            f"{self.where} closed the connection mid-response (peer closed"
+                            " connection without sending complete message body (received"
+                            f" {length - remaining} bytes, expected {length}))"
+                        )
                     )
             remaining -= len(chunk)
             yield chunk
@@ -657,8 +593,8 @@ class Connection:
         remaining = self._plain_remaining
         return (
             remaining is not None
-            and not self._closing
-            and not self._engaged
+            and self._state is State.OPEN
+            and self._mode is Mode.PLAIN
             # More than the response was sent unasked (nothing else is in flight), and a
             # readable socket means the server closed or sent more: dropped() refuses both.
             and len(self._inbuf) == remaining
@@ -670,11 +606,11 @@ class Connection:
         for the server to start answering)."""
         if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
             return True  # decrypted bytes wait in the TLS layer: the next read will not wait
-        if not self._engaged:
+        if self._mode is Mode.PLAIN:
             return bool(self._inbuf)
-        return bool(self._reader.trailing_data[0])
+        return self._reader.buffered
 
-    def _head_too_large(self) -> ProtocolError:
+    def head_too_large(self) -> ProtocolError:
         return ProtocolError(
             f"{self.where} sent a response head larger than {human_size(MAX_HEAD_SIZE)}"
         )
@@ -691,25 +627,29 @@ class Connection:
         if "transfer-encoding" not in names:
             return
         if head.http_version == "1.0":
-            self._broken = True
-            raise ProtocolError(
-                f"{self.where} sent Transfer-Encoding in an HTTP/1.0 response (faulty framing)"
+            raise self.fail(
+                ProtocolError(
+                    f"{self.where} sent Transfer-Encoding in an HTTP/1.0 response (faulty framing)"
+                )
             )
         if "content-length" in names:
-            self._closing = True
+            self._set_state(State.CLOSING)
 
     def _check_announced_size(self, head: ResponseHead) -> None:
         """Refuse a body whose Content-Length is over the limit, before reading any of it."""
-        if self._closing and any(name == "transfer-encoding" for name, _ in head.headers):
+        if self._state is State.CLOSING and any(
+            name == "transfer-encoding" for name, _ in head.headers
+        ):
             return  # the body is chunked: its Content-Length means nothing
         for name, value in head.headers:
             if name == "content-length":
                 # h11 has checked that Content-Length is digits, and that repeated values agree.
                 if int(value) > self.max_body_size:
-                    self._broken = True
-                    raise ResponseTooLarge(
-                        f"{self.where} announced a body of {human_size(int(value))}, more than"
-                        f" the limit of {human_size(self.max_body_size)}"
+                    raise self.fail(
+                        ResponseTooLarge(
+                            f"{self.where} announced a body of {human_size(int(value))}, more"
+                            f" than the limit of {human_size(self.max_body_size)}"
+                        )
                     )
                 return
 
@@ -718,42 +658,14 @@ class Connection:
         if self._plain_remaining is not None:
             yield from self._plain_body()
             return
-        h11 = _h11
-        data_event, end_event = h11.Data, h11.EndOfMessage
         reader = self._reader
-        limit = self.max_body_size
-        size = 0
-        while True:
-            event = self._next_event(started=True)
-            kind = type(event)
-            if kind is data_event:
-                size += len(event.data)
-                if size > limit:
-                    self._broken = True
-                    raise ResponseTooLarge(
-                        f"the body from {self.where} grew past the limit of"
-                        f" {human_size(limit)}; it was cut off"
-                    )
-                yield bytes(event.data)
-            elif kind is end_event:
-                break
-            else:
-                self._broken = True
-                raise ConnectionClosed(f"{self.where} closed the connection mid-response")
+        yield from reader.read_body(self.max_body_size)
         self.answered += 1
-        if reader.our_state is h11.DONE and reader.their_state is h11.DONE:
-            reader.start_next_cycle()
-            if reader.trailing_data == (b"", False):
-                self._engaged = False  # idle and empty: the fast path reads what comes next
+        if reader.next_cycle():
+            self._mode = Mode.PLAIN  # idle and empty: the fast path reads what comes next
 
     def fileno(self) -> int:
         return self.sock.fileno()
-
-
-def _reason(exc: Exception) -> str:
-    """h11's explanation, shortened, with ``bytearray(b'...')`` shown as the text it holds."""
-    text = re.sub(r"bytearray\((b(['\"]).*?\2)\)", lambda m: m.group(1)[1:], str(exc))
-    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 3] + "..."
 
 
 def file_length(file: BinaryIO) -> int:

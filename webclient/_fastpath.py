@@ -21,9 +21,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-# Stricter than h11's field value (which also allows control characters): such heads go to h11.
-_VALUE = r"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
+from ._shared.grammar import FIELD_NAME as _NAME
+from ._shared.grammar import FIELD_VALUE as _VALUE
+from ._shared.grammar import HEAD_END as HEAD_END
+from ._shared.grammar import NO_BODY_STATUSES
+
 _FIELD_NAME = re.compile(_NAME)
 _FIELD_VALUE = re.compile(_VALUE)
 _TARGET = re.compile(r"[\x21-\x7e]+")
@@ -35,8 +37,6 @@ _FIELDS = re.compile(rf"({_NAME}):[ \t]*({_VALUE})[ \t]*\r\n")
 _DIGITS = re.compile(r"[0-9]+")
 #: h11 refuses a Content-Length of more digits (its CONTENT_LENGTH_MAX_DIGITS).
 _MAX_LENGTH_DIGITS = 20
-#: The end of a head by h11's rule (a LF, an optional CR, a LF).
-HEAD_END = re.compile(rb"\n\r?\n")
 
 #: Request fields that need h11: framing, hop-by-hop and protocol switches.
 _H11_REQUEST_FIELDS = frozenset(
@@ -103,7 +103,7 @@ def parse_plain_response_head(head: bytes, *, head_request: bool) -> PlainRespon
         elif name == "connection":
             tokens = {token.strip(" \t").lower() for token in value.split(",")}
             close = close or "close" in tokens  # h11 reads the tokens of every Connection field
-    if head_request or status in (204, 304):
+    if head_request or status in NO_BODY_STATUSES:
         body_length = 0
     elif length is None:
         return None  # the body runs to the close: h11 reads it

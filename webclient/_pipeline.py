@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._connection import Connection, ResponseHead, WireRequest
+from ._connection import Connection, WireRequest
+from ._models import ResponseHead
 from ._pool import ConnectionPool
 from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
 
@@ -73,8 +74,6 @@ class Lane:
         self._inflight: deque[_Item] = deque()
         self._conn: Connection | None = None
         self._failure: WebClientError | None = None
-        #: Connections this lane opened or took from the pool.
-        self.connections_used = 0
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -93,10 +92,6 @@ class Lane:
     def settle(self) -> None:
         """Wait until every request sent or queued so far has its outcome."""
         self._advance(drain=True)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._queue or self._inflight)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -128,7 +123,6 @@ class Lane:
             self._drop_connection()
         if self._conn is None:
             self._conn = self.pool.acquire(self.host, self.port, self.scheme)
-            self.connections_used += 1
         return self._conn
 
     def _send(self, item: _Item) -> None:
@@ -137,7 +131,7 @@ class Lane:
             return
         try:
             conn = self._connection()
-        except TransportError as exc:
+        except WebClientError as exc:  # unreachable, or a certificate that did not verify
             self._failure = exc
             item.exchange.fail(exc)
             return
@@ -201,7 +195,7 @@ class Lane:
                 for _ in body:
                     pass
             if not conn.reusable:
-                self._requeue(list(self._inflight), count_retry=False)
+                self._requeue(list(self._inflight))
                 self._inflight.clear()
                 self._drop_connection()
             return
@@ -209,7 +203,7 @@ class Lane:
             self._queue.appendleft(_Item(item.exchange, follow_up, item.retries))
         if not conn.reusable:
             # The server said it closes: what it did not answer it never processed.
-            self._requeue(list(self._inflight), count_retry=False)
+            self._requeue(list(self._inflight))
             self._inflight.clear()
             self._drop_connection()
 
@@ -245,12 +239,11 @@ class Lane:
                 retry.append(item)
             else:
                 item.exchange.fail(error)
-        self._requeue(retry, count_retry=False)
+        self._requeue(retry)
 
-    def _requeue(self, items: list[_Item], *, count_retry: bool) -> None:
+    def _requeue(self, items: list[_Item]) -> None:
+        """Put requests back at the head of the queue, in their order."""
         for item in reversed(items):
-            if count_retry:
-                item.retries += 1
             self._queue.appendleft(item)
 
     def _drop_connection(self) -> None:

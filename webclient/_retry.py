@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._freshness import HeaderList, header_value, parse_http_date
+from ._freshness import HeaderList, header_value
+from ._shared.httpdate import parse_http_date
 from .errors import ReadTimeout, ResolveError, TransportError, WebClientError
 
 #: Statuses that say "not now": service unavailable, too many requests.

@@ -22,7 +22,7 @@ from ._retry import retry_after, retryable_error, retryable_status, wait_before_
 from .errors import WebClientError
 
 if TYPE_CHECKING:
-    from .client import BodySink, Request, Response, Result
+    from ._models import BodySink, Request, Response, Result
     from .config import ClientConfig
 
 #: Runs one round: every request once, ``on_result(position, result)`` for each.

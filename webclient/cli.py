@@ -1,8 +1,10 @@
 """The ``webclient`` command: a thin layer of options and messages over the library.
 
 Rules: every failure the user can cause ends with one line on stderr and an exit status, never
-a traceback (``batch``: 0 when every command succeeded, 1 when any failed, 2 for an invalid command
-file or invalid options); settings are validated by :class:`~webclient.ClientConfig`, not here.
+a traceback (``batch``, ``get``, ``head``, ``post``: 0 when every command succeeded, 1 when any
+failed, 2 for an invalid command file, URL or options, when nothing is sent); the one-off commands
+are one-line batches: same options, same cache, same reports; settings are validated by
+:class:`~webclient.ClientConfig`, not here.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,9 @@ from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, CommandFileError, ConfigError
 
 if TYPE_CHECKING:
-    from ._batch import Outcome
     from ._cache import Cache
+    from ._reporting import Outcome
+    from .commands import Command
 
 
 class _OneLineError(click.ClickException):
@@ -106,11 +109,109 @@ def _stderr_warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-# -- transport options: TLS, redirects, retries, deadlines, connections ------------------------
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="webclient")
+def main() -> None:
+    """Fetch and upload files in batches over HTTP/1.x, with a persistent cache."""
 
 
-def _transport_options(command: Any) -> Any:
-    """The options that shape how requests travel; each lands in ClientConfig unchanged."""
+def _run_options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options every command that sends requests takes (``batch``, ``get``, ``head``,
+    ``post``): the cache, limits, concurrency and output, then how requests travel."""
+    options = [
+        click.option(
+            "--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache folder."
+        ),
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            help="Neither use nor fill the cache; what is stored for the URLs fetched is removed.",
+        ),
+        click.option(
+            "--refresh",
+            is_flag=True,
+            help="Revalidate every stored response with the server"
+            " (an unchanged file costs a 304).",
+        ),
+        click.option(
+            "--max-stale",
+            metavar="[SECONDS]",
+            is_flag=False,
+            flag_value="any",
+            callback=_max_stale,
+            help="Use stored responses up to SECONDS past their freshness"
+            " (any age without a value).",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            help="Use only what is stored, however old; anything not stored fails.",
+        ),
+        click.option(
+            "--cache-max-size",
+            default="1G",
+            show_default=True,
+            callback=_size,
+            help="Cache size limit (K, M, G suffixes).",
+        ),
+        click.option(
+            "--max-size",
+            default="1G",
+            show_default=True,
+            callback=_size,
+            help="Largest response body accepted (K, M, G suffixes);"
+            " a larger one fails its command.",
+        ),
+        click.option(
+            "--pipeline",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            help="GET requests written ahead of their responses on one connection.",
+        ),
+        click.option(
+            "--parallel",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            help="Hosts served at the same time.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="Report failures only; no summary."),
+        click.option("--no-print", is_flag=True, help="Do not show bodies on stdout."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            show_default=True,
+            help="Seconds to wait for a connection or for the server.",
+        ),
+        click.option(
+            "--verify-cache",
+            is_flag=True,
+            help="Hash every cached body before serving it (always checked by size).",
+        ),
+        # -- output for scripts and people ----------------------------------------------------
+        click.option(
+            "--json",
+            "json_lines",
+            is_flag=True,
+            help="Print one JSON object per command, then a summary object, on stdout"
+            " (no bodies; errors still on stderr).",
+        ),
+        click.option(
+            "--progress",
+            is_flag=True,
+            help="Show progress on stderr even when it is not a terminal (never with --json).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return _transport_options(function)
+
+
+def _transport_options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options that shape how requests travel (TLS, redirects, retries, deadlines,
+    connections); each lands in ClientConfig unchanged."""
     options = [
         click.option(
             "--cacert",
@@ -156,18 +257,12 @@ def _transport_options(command: Any) -> Any:
         ),
     ]
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="webclient")
-def main() -> None:
-    """Fetch and upload files in batches over HTTP/1.x, with a persistent cache."""
+        function = option(function)
+    return function
 
 
 @main.command()
-@click.argument("command_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("command_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "--out",
     "out_dir",
@@ -176,138 +271,168 @@ def main() -> None:
     show_default="current folder",
     help="Folder where GET bodies are saved.",
 )
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache folder.")
-@click.option(
-    "--no-cache",
-    is_flag=True,
-    help="Neither use nor fill the cache; what is stored for the URLs fetched is removed.",
-)
-@click.option(
-    "--refresh",
-    is_flag=True,
-    help="Revalidate every stored response with the server (an unchanged file costs a 304).",
-)
-@click.option(
-    "--max-stale",
-    metavar="[SECONDS]",
-    is_flag=False,
-    flag_value="any",
-    callback=_max_stale,
-    help="Use stored responses up to SECONDS past their freshness (any age without a value).",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Use only what is stored, however old; anything not stored fails.",
-)
-@click.option(
-    "--cache-max-size",
-    default="1G",
-    show_default=True,
-    callback=_size,
-    help="Cache size limit (K, M, G suffixes).",
-)
-@click.option(
-    "--max-size",
-    default="1G",
-    show_default=True,
-    callback=_size,
-    help="Largest response body accepted (K, M, G suffixes); a larger one fails its command.",
-)
-@click.option(
-    "--pipeline",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="GET requests written ahead of their responses on one connection.",
-)
-@click.option(
-    "--parallel",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Hosts served at the same time.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="Report failures only; no summary.")
-@click.option("--no-print", is_flag=True, help="Do not show bodies on stdout.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for a connection or for the server.",
-)
 @click.option(
     "--upload-root",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder POST may read files from (default: the command file's folder).",
 )
-@click.option(
-    "--verify-cache",
-    is_flag=True,
-    help="Hash every cached body before serving it (always checked by size).",
-)
-@_transport_options
-def batch(
-    command_file: Path,
-    out_dir: Path,
-    cache_dir: Path | None,
-    no_cache: bool,
-    cache_max_size: int,
-    max_size: int,
-    pipeline: int,
-    parallel: int,
-    quiet: bool,
-    no_print: bool,
-    timeout: float,
-    upload_root: Path | None,
-    verify_cache: bool,
-    refresh: bool = False,
-    max_stale: float | None = None,
-    offline: bool = False,
-    **transport: Any,
-) -> None:
-    """Run the GET and POST commands of COMMAND_FILE.
+@_run_options
+def batch(command_file: Path, out_dir: Path, upload_root: Path | None, **settings: Any) -> None:
+    """Run the GET and POST commands of COMMAND_FILE ("-": read them from stdin).
 
     Each line is GET or POST, a file name, a host and an optional port (80 by default; it may
-    be written in brackets), separated by spaces, e.g. "GET index.html 127.0.0.1 8080". GET
-    prints the file and saves it under --out; POST uploads the local file of that name. Blank
-    lines and lines starting with # are skipped. Exit status: 0 when every command succeeded, 1
-    when one failed, 2 when nothing was sent (an invalid line, a bad option).
+    be written in brackets), separated by spaces, e.g. "GET index.html 127.0.0.1 8080"; or GET
+    or POST and a URL, e.g. "GET http://127.0.0.1:8080/index.html". GET prints the file and
+    saves it under --out; POST uploads the local file of that name. Blank lines and lines
+    starting with # are skipped. Exit status: 0 when every command succeeded, 1 when one
+    failed, 2 when nothing was sent (an invalid line, a bad option).
     """
-    from ._batch import BatchRun
-    from .client import Client
-    from .commands import read_command_file
+    from .commands import read_command_file, read_commands
 
-    _refuse_together(no_cache=no_cache, refresh=refresh, max_stale=max_stale, offline=offline)
+    _refuse_together_settings(settings)
+    from_stdin = str(command_file) == "-"
     try:
-        commands = read_command_file(command_file)
+        if from_stdin:
+            commands = read_commands(sys.stdin.buffer, "<stdin>")
+        else:
+            commands = read_command_file(command_file)
     except CommandFileError as exc:
         raise InvalidCommandFile(str(exc)) from None
+    name = "<stdin>" if from_stdin else command_file
+    empty = f"{name} has no commands (lines are: GET|POST file host [port])"
+    if upload_root is None:
+        upload_root = Path(".") if from_stdin else command_file.parent
+    _run(commands, settings, out_dir=out_dir, upload_root=upload_root, empty=empty)
+
+
+@main.command()
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.option(
+    "-o",
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Save the body to this file instead of showing it (one URL only; - is stdout).",
+)
+@_run_options
+def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
+    """Fetch each URL and show its body on stdout (save it with -o FILE), through the cache.
+
+    Takes every option of "batch"; exit status as for "batch": 0 when every URL succeeded, 1
+    when one failed, 2 when nothing was sent.
+    """
+    _refuse_together_settings(settings)
+    commands = _url_commands("GET", urls)
+    if out_file is None or str(out_file) == "-":
+        _run(commands, settings, out_dir=Path("."), spool=True)
+        return
+    if len(commands) > 1:
+        raise InvalidSetting("-o names one file: give one URL (or use batch --out FOLDER)")
+    folder = out_file.parent
+    _run(commands, settings, out_dir=folder, save_names={0: out_file.name}, quiet_print=True)
+
+
+@main.command()
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@_run_options
+def head(urls: tuple[str, ...], **settings: Any) -> None:
+    """Ask for each URL's status and header fields (HEAD) and show them on stdout.
+
+    Takes every option of "batch"; exit status as for "batch".
+    """
+    _refuse_together_settings(settings)
+    _run(_url_commands("HEAD", urls), settings, out_dir=Path("."))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("url")
+@_run_options
+def post(file: Path, url: str, **settings: Any) -> None:
+    """Upload FILE as the body of a POST to URL.
+
+    Takes every option of "batch"; exit status as for "batch".
+    """
+    _refuse_together_settings(settings)
+    _run(_url_commands("POST", (url,)), settings, out_dir=Path("."), uploads={0: file})
+
+
+def _url_commands(method: str, urls: Sequence[str]) -> list[Command]:
+    """The commands for URLs given on the command line; an invalid one is status 2."""
+    from .commands import command_for_url
+
+    try:
+        return [command_for_url(method, url) for url in urls]
+    except CommandFileError as exc:
+        raise InvalidSetting(str(exc)) from None
+
+
+def _refuse_together_settings(settings: dict[str, Any]) -> None:
+    _refuse_together(
+        no_cache=settings["no_cache"],
+        refresh=settings["refresh"],
+        max_stale=settings["max_stale"],
+        offline=settings["offline"],
+    )
+
+
+def _run(
+    commands: Sequence[Command],
+    settings: dict[str, Any],
+    *,
+    out_dir: Path,
+    upload_root: Path | None = None,
+    spool: bool = False,
+    save_names: dict[int, str] | None = None,
+    uploads: dict[int, Path] | None = None,
+    quiet_print: bool = False,
+    empty: str = "",
+) -> None:
+    """Send ``commands`` with the shared options; exit 1 when one failed (see the rules).
+
+    ``empty`` is the warning for a run without commands, given once the options are known to
+    be good (an unusable --cacert is then the only line)."""
+    from ._batch import BatchRun
+    from .client import Client
+
     try:
         config = ClientConfig(
-            use_cache=not no_cache,
-            cache_dir=cache_dir,
-            cache_max_size=cache_max_size,
-            max_body_size=max_size,
-            timeout=timeout,
-            pipeline=pipeline,
-            verify_cache=verify_cache,
-            refresh=refresh,
-            max_stale=max_stale,
-            offline=offline,
-            **transport,
+            use_cache=not settings["no_cache"],
+            cache_dir=settings["cache_dir"],
+            cache_max_size=settings["cache_max_size"],
+            max_body_size=settings["max_size"],
+            timeout=settings["timeout"],
+            pipeline=settings["pipeline"],
+            verify_cache=settings["verify_cache"],
+            refresh=settings["refresh"],
+            max_stale=settings["max_stale"],
+            offline=settings["offline"],
+            cacert=settings["cacert"],
+            insecure=settings["insecure"],
+            max_redirects=settings["max_redirects"],
+            retries=settings["retries"],
+            max_time=settings["max_time"],
+            connections=settings["connections"],
         )
     except ConfigError as exc:
         raise InvalidSetting(str(exc)) from None
-    try:
-        client = Client(config, warn=_stderr_warn)
-    except ConfigError as exc:  # a --cacert file that cannot be used
-        raise InvalidSetting(str(exc)) from None
-    if not commands:
-        _stderr_warn(f"{command_file} has no commands (lines are: GET|POST file host [port])")
     stdout = sys.stdout.buffer
     stderr = sys.stderr
+    runs: list[BatchRun] = []
+
+    def warn(message: str) -> None:
+        # Through the run once there is one, so a warning never lands inside the progress line.
+        if runs:
+            runs[0].warn(message)
+        else:
+            _stderr_warn(message)
+
+    try:
+        client = Client(config, warn=warn)
+    except ConfigError as exc:  # a --cacert file that cannot be used
+        raise InvalidSetting(str(exc)) from None
+    if not commands and empty:
+        _stderr_warn(empty)
     with client:
         run = BatchRun(
             client,
@@ -315,16 +440,22 @@ def batch(
             out_dir=out_dir,
             stdout=stdout,
             stderr=stderr,
-            print_bodies=not no_print,
-            quiet=quiet,
-            parallel=parallel,
-            progress=stderr.isatty(),
+            print_bodies=not settings["no_print"] and not quiet_print,
+            quiet=settings["quiet"],
+            parallel=settings["parallel"],
+            progress=settings["progress"] or (stderr.isatty() and not settings["quiet"]),
+            progress_tty=stderr.isatty(),
             stdout_is_tty=stdout.isatty(),
-            upload_root=upload_root if upload_root is not None else command_file.parent,
+            upload_root=upload_root,
+            json_lines=settings["json_lines"],
+            spool=spool,
+            save_names=save_names,
+            uploads=uploads,
         )
+        runs.append(run)
         summary = run.run()
-    if no_cache:
-        _forget_fetched(cache_dir, summary.outcomes)
+    if settings["no_cache"]:
+        _forget_fetched(settings["cache_dir"], summary.outcomes)
     if run.stdout_closed or run.stderr_closed:
         # The reader went away (``| head``): end quietly, with nothing left to flush at exit.
         _silence(stdout, run.stdout_closed)

@@ -5,35 +5,33 @@ request when a stale one can be revalidated, from the network otherwise; bodies 
 caller's sink (never held whole in memory unless no sink was given); requests for one origin share
 a connection and are pipelined up to ``config.pipeline``; a cache that fails is reported once and
 the request goes on without it; everything raised is a :class:`~webclient.errors.WebClientError`.
+
+This module groups requests by origin and orders them; what happens to one request -- the cache's
+plan, the network, the sink -- is :mod:`webclient._roundtrip`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ._cache import Cache, Clock, Lookup, cache_key
-from ._connection import CHUNK_SIZE, Connection, ResponseHead, WireRequest, file_length
-from ._freshness import HeaderList, current_age, header_value, may_serve_stale_on_error
+from ._cache import Cache, Clock, cache_key
+from ._connection import Connection
+from ._models import BodySink, Request, Response, Result, SinkFactory
 from ._pipeline import Lane
 from ._pool import ConnectionPool
-from ._status import CacheStatus
+from ._roundtrip import Context, RoundTrip, start
 from .commands import encode_target
 from .config import ClientConfig
 from .errors import (
     CacheError,
     InvalidURL,
-    LocalFileError,
-    NotCached,
-    TransportError,
     WebClientError,
 )
 
@@ -42,72 +40,10 @@ if TYPE_CHECKING:
 
     from ._storage import CacheInfo
 
-
-class BodySink(Protocol):
-    """Where a response body goes: ``close`` when it arrived whole, ``abort`` when it did not."""
-
-    def write(self, data: bytes, /) -> object: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
+# The models live in ._models; they are named here too, where they were first defined.
+__all__ = ["BodySink", "Client", "Request", "Response", "Result", "SinkFactory", "split_url"]
 
 
-#: Given the response (body not yet read), a sink for its body, or None to discard the body.
-SinkFactory = Callable[["Response"], BodySink | None]
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request for :meth:`Client.request_all`; ``body`` is bytes or a local file to stream."""
-
-    method: str
-    url: str
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | Path | None = None
-    sink: SinkFactory | None = field(default=None, compare=False)
-    #: Called with each count of body bytes uploaded (for progress display).
-    on_sent: Callable[[int], None] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Response:
-    """A complete response; ``body`` is None when it went to a sink (or was discarded)."""
-
-    method: str
-    url: str
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    cache_status: CacheStatus
-    body: bytes | None = None
-    #: Length of the body as delivered (from the network or the cache).
-    body_size: int = 0
-    #: Body bytes that crossed the network for this response (0 for cache hits and 304s).
-    bytes_received: int = 0
-    #: Body bytes uploaded: those written before the response came (a server that refuses an
-    #: upload and closes stops it short).
-    bytes_sent: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def header(self, name: str) -> str | None:
-        """A header field's value (repeated fields joined with ", ")."""
-        return header_value(self.headers, name)
-
-    @property
-    def text(self) -> str:
-        return (self.body or b"").decode("utf-8", "replace")
-
-
-Result = Response | WebClientError
-
-
-#: Server errors that a stale stored response may answer instead (RFC 5861 §4, "an error is any
-#: situation that would result in a 500, 502, 503, or 504 HTTP response status code").
-STALE_ON_STATUSES = frozenset({500, 502, 503, 504})
 #: The schemes fetched, with the port a URL without one means.
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Where requests go: (scheme, host, port).
@@ -165,10 +101,11 @@ class Client:
                     max_size=self.config.cache_max_size,
                     clock=clock,
                     warn=self.warn,
-                    verify=self.config.verify_cache,  # cache hook: --verify-cache
+                    verify=self.config.verify_cache,
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")
+        self._context = Context(self._cache, clock, self.warn)
 
     def _connect(self, host: str, port: int, scheme: str) -> Connection:
         return Connection(
@@ -379,7 +316,7 @@ class Client:
             # leaves the requests to the connections it accepted instead of failing them.
             try:
                 self._pool.release(self._pool.acquire(origin[1], origin[2], origin[0]))
-            except TransportError:
+            except WebClientError:
                 return
             self._run_connection(origin, run(), answered, stop)
 
@@ -419,9 +356,9 @@ class Client:
         items: Iterable[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
-    ) -> Iterator[_Exchange]:
+    ) -> Iterator[RoundTrip]:
         """Plan each request when its turn comes, so it sees what earlier ones did to the cache."""
-        outstanding: list[_Exchange] = []
+        outstanding: list[RoundTrip] = []
         for index, request, target in items:
             if stop is not None and stop.is_set():
                 record(index, WebClientError("not sent: the run was stopped"))
@@ -434,31 +371,19 @@ class Client:
                 lane.settle()
                 outstanding = []
             headers = self._headers(origin, request)
-            lookup = self._lookup(method, request.url, headers)
-            if lookup is not None and lookup.fresh:
-                status = CacheStatus.STALE if lookup.stale else CacheStatus.HIT
-                served = self._serve_stored(request, lookup, status)
-                if served is not None:
-                    record(index, served)
-                    continue
-                lookup = None
-            if self.config.offline:
-                record(index, _offline_miss(method, lookup))
-                continue
-            try:
-                body, length = _open_body(request.body)
-            except LocalFileError as exc:
-                record(index, exc)
-                continue
-            wire_headers = list(headers)
-            if lookup is not None:
-                wire_headers += lookup.revalidation_headers
-            if body is not None:
-                wire_headers.append(("Content-Type", "application/octet-stream"))
-            wire = WireRequest(method, target, wire_headers, body, length, request.on_sent)
-            exchange = _Exchange(self, index, request, key, headers, wire, lookup, record)
-            outstanding.append(exchange)
-            yield exchange
+            trip = start(
+                self._context,
+                index,
+                request,
+                target,
+                headers,
+                key,
+                record,
+                offline=self.config.offline,
+            )
+            if trip is not None:
+                outstanding.append(trip)
+                yield trip
 
     def _headers(self, origin: Origin, request: Request) -> list[tuple[str, str]]:
         scheme, host, port = origin
@@ -485,328 +410,4 @@ class Client:
             return "max-stale"
         if config.max_stale is not None:
             return f"max-stale={int(config.max_stale)}"
-        return None
-
-    def _lookup(self, method: str, url: str, headers: list[tuple[str, str]]) -> Lookup | None:
-        if self._cache is None or method != "GET":
-            return None
-        try:
-            return self._cache.lookup(url, headers)
-        except CacheError as exc:
-            self.warn(f"cache lookup failed, fetching instead: {exc}")
-            return None
-
-    def _stale_on_error(
-        self,
-        request: Request,
-        headers: HeaderList,
-        lookup: Lookup | None,
-        error: WebClientError | str,
-    ) -> Result | None:
-        """The stored response, stale, for a request whose server could not be reached or
-        answered with a server error (``error`` is then its status line), when RFC 9111 §4.2.4
-        and RFC 5861 allow it (said in a warning); None when they do not."""
-        if self._cache is None or lookup is None:
-            return None
-        if not isinstance(error, str | TransportError):
-            return None
-        entry = lookup.entry
-        age = current_age(entry.headers, entry.request_time, entry.response_time, self.clock())
-        if not may_serve_stale_on_error(
-            entry.headers, headers, age, status=entry.status, response_time=entry.response_time
-        ):
-            return None
-        try:
-            served = self._serve_stored(request, Lookup(entry, False, age), CacheStatus.STALE)
-        except WebClientError as exc:
-            return exc
-        if served is not None:
-            cause = error if isinstance(error, WebClientError) else f"the server answered {error}"
-            self.warn(f"{request.url}: {cause}; served the stored copy ({int(age)} s old)")
-        return served
-
-    def _serve_stored(
-        self, request: Request, lookup: Lookup, status: CacheStatus
-    ) -> Response | None:
-        """A response from the stored body; None when the body could not be read."""
-        assert self._cache is not None
-        entry = lookup.entry
-        try:
-            file = self._cache.use(lookup)
-        except CacheError as exc:
-            self.warn(f"cache entry unusable, fetching instead: {exc}")
-            return None
-        response = Response(
-            method=request.method.upper(),
-            url=request.url,
-            status=entry.status,
-            reason=entry.reason,
-            headers=tuple(self._cache.served_headers(lookup)),
-            cache_status=status,
-        )
-        if isinstance(file, bytes):
-            return _deliver(request, response, iter((file,)), received=False)
-        with file:
-            return _deliver(request, response, _file_chunks(file), received=False)
-
-
-def _offline_miss(method: str, lookup: Lookup | None) -> NotCached:
-    if method != "GET":
-        return NotCached(
-            f"not sent: offline, and a {method} request cannot be answered by the cache"
-        )
-    if lookup is not None:
-        # Only must-revalidate, proxy-revalidate or no-cache keep max-stale from serving it.
-        return NotCached("offline: the stored response may not be used without revalidation")
-    return NotCached("offline: not in the cache")
-
-
-def _file_chunks(file: BinaryIO) -> Iterator[bytes]:
-    while chunk := file.read(CHUNK_SIZE):
-        yield chunk
-
-
-def _open_body(body: bytes | Path | None) -> tuple[bytes | BinaryIO | None, int]:
-    if body is None or isinstance(body, bytes):
-        return body, len(body or b"")
-    try:
-        file = open(body, "rb")  # noqa: SIM115 - closed by the exchange when the request is done
-    except FileNotFoundError as exc:
-        raise LocalFileError(f"no such file to upload: {body}") from exc
-    except IsADirectoryError as exc:
-        raise LocalFileError(f"cannot upload a folder: {body}") from exc
-    except OSError as exc:
-        raise LocalFileError(f"cannot read {body}: {exc.strerror}") from exc
-    return file, file_length(file)
-
-
-def _deliver(
-    request: Request,
-    response: Response,
-    chunks: Iterator[bytes],
-    *,
-    received: bool,
-    also: Callable[[bytes], None] | None = None,
-) -> Response:
-    """Stream a body to the request's sink (or into memory); read it all even if the sink fails.
-
-    The body is always read to its end: the connection can only be reused after it. A sink that
-    fails is aborted and the failure is raised once the body is consumed.
-    """
-    sink: BodySink | None
-    buffer: io.BytesIO | None = None
-    if request.sink is None:
-        buffer = io.BytesIO()
-        sink = _MemorySink(buffer)
-    else:
-        sink = request.sink(response)
-    size = 0
-    sink_error: Exception | None = None
-    try:
-        for chunk in chunks:
-            size += len(chunk)
-            if also is not None:
-                also(chunk)
-            if sink is not None and sink_error is None:
-                try:
-                    sink.write(chunk)
-                except (OSError, WebClientError) as exc:
-                    sink_error = exc
-                    _abort(sink)
-    except BaseException:
-        if sink is not None and sink_error is None:
-            _abort(sink)
-        raise
-    if sink_error is not None:
-        if isinstance(sink_error, WebClientError):
-            raise sink_error
-        raise LocalFileError(f"cannot write the body: {sink_error}") from sink_error
-    if sink is not None and buffer is None:
-        try:
-            sink.close()
-        except OSError as exc:
-            raise LocalFileError(f"cannot write the body: {exc}") from exc
-    return Response(
-        method=response.method,
-        url=response.url,
-        status=response.status,
-        reason=response.reason,
-        headers=response.headers,
-        cache_status=response.cache_status,
-        body=buffer.getvalue() if buffer is not None else None,
-        body_size=size,
-        bytes_received=size if received else 0,
-        bytes_sent=response.bytes_sent,
-    )
-
-
-class _MemorySink:
-    """The body in memory, for callers that gave no sink."""
-
-    def __init__(self, buffer: io.BytesIO) -> None:
-        self.buffer = buffer
-
-    def write(self, data: bytes) -> int:
-        return self.buffer.write(data)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-def _abort(sink: BodySink) -> None:
-    abort = getattr(sink, "abort", None)
-    if callable(abort):
-        abort()
-
-
-class _Exchange:
-    """One planned request in a lane: sends, then applies the answer to the cache and the sink."""
-
-    def __init__(
-        self,
-        client: Client,
-        index: int,
-        request: Request,
-        key: str,
-        headers: list[tuple[str, str]],
-        wire: WireRequest,
-        lookup: Lookup | None,
-        record: Callable[[int, Result], None],
-    ) -> None:
-        self.client = client
-        self.index = index
-        self.request = request
-        self.key = key
-        self.headers = headers
-        self.wire = wire
-        self.lookup = lookup
-        self.record = record
-        self.done = False
-        self.request_time = client.clock()
-
-    def _finish(self, result: Result) -> None:
-        self.done = True
-        body = self.wire.body
-        if body is not None and not isinstance(body, bytes):
-            body.close()
-        self.record(self.index, result)
-
-    def fail(self, error: WebClientError) -> None:
-        # RFC 9111 §4.2.4: a stored response may answer, stale, when the server is unreachable.
-        stale = self.client._stale_on_error(self.request, self.headers, self.lookup, error)
-        self._finish(error if stale is None else stale)
-
-    def _unconditional(self) -> WireRequest:
-        """The request again without validators, when the 304 cannot be used."""
-        self.lookup = None
-        names = {"if-none-match", "if-modified-since"}
-        headers = [(n, v) for n, v in self.wire.headers if n.lower() not in names]
-        self.wire = self.wire.replace(headers=headers)
-        return self.wire
-
-    def _revalidated(
-        self,
-        cache: Cache,
-        lookup: Lookup,
-        head: ResponseHead,
-        body: Iterator[bytes],
-        response_time: float,
-    ) -> WireRequest | None:
-        """Serve the stored body a 304 confirmed; the request again unconditionally when the
-        304 cannot be applied."""
-        client = self.client
-        for _ in body:
-            pass
-        try:
-            fresh = cache.freshen(
-                lookup, head.headers, request_time=self.request_time, response_time=response_time
-            )
-        except CacheError as exc:
-            client.warn(f"cache update failed: {exc}")
-            fresh = None
-        served = (
-            client._serve_stored(self.request, fresh, CacheStatus.REVALIDATED)
-            if fresh is not None
-            else None
-        )
-        if served is None:
-            return self._unconditional()
-        self._finish(served)
-        return None
-
-    def _stale_instead(self, head: ResponseHead, body: Iterator[bytes]) -> bool:
-        """Answer a server error with the stored copy when RFC 5861 allows (True if done)."""
-        if head.status not in STALE_ON_STATUSES or self.lookup is None:
-            return False
-        status = f"{head.status} {head.reason}".strip()
-        stale = self.client._stale_on_error(self.request, self.headers, self.lookup, status)
-        if stale is None:
-            return False
-        for _ in body:
-            pass
-        self._finish(stale)
-        return True
-
-    def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
-        client, cache = self.client, self.client._cache
-        response_time = client.clock()
-        method = self.wire.method
-        if head.status == 304 and self.lookup is not None and cache is not None:
-            return self._revalidated(cache, self.lookup, head, body, response_time)
-        if self._stale_instead(head, body):
-            return None
-        uses_cache = cache is not None and method in ("GET", "HEAD")
-        response = Response(
-            method=method,
-            url=self.request.url,
-            status=head.status,
-            reason=head.reason,
-            headers=tuple(head.headers),
-            cache_status=CacheStatus.MISS if uses_cache else CacheStatus.BYPASS,
-            bytes_sent=self.wire.body_sent,
-        )
-        writer = None
-        if cache is not None and cache.wants(method, head.status, head.headers, self.headers):
-            try:
-                writer = cache.begin()
-            except CacheError as exc:
-                client.warn(f"not caching: {exc}")
-        try:
-            delivered = _deliver(
-                self.request,
-                response,
-                body,
-                received=True,
-                also=writer.write if writer is not None else None,
-            )
-        except LocalFileError as exc:
-            # Only the sink failed; the body was read to its end and the connection is fine.
-            if writer is not None:
-                writer.discard()
-            self._finish(exc)
-            return None
-        except BaseException:
-            if writer is not None:
-                writer.discard()
-            raise
-        if cache is not None:
-            try:
-                if writer is not None:
-                    cache.store(
-                        self.request.url,
-                        self.headers,
-                        head.status,
-                        head.reason,
-                        head.headers,
-                        writer,
-                        request_time=self.request_time,
-                        response_time=response_time,
-                    )
-                cache.invalidate(method, self.request.url, head.status, head.headers)
-            except CacheError as exc:
-                client.warn(f"cache update failed: {exc}")
-        self._finish(delivered)
         return None

@@ -3,8 +3,10 @@
 Grammar (one command per line; fields separated by spaces or tabs, and by nothing else: other
 Unicode spaces belong to the field; a UTF-8 byte order mark at the start of a file is ignored)::
 
-    line      = method SP file-name SP host [SP port] | "#" comment | blank
+    line      = method SP file-name SP host [SP port] | method SP url | "#" comment | blank
     method    = "GET" | "POST"                  (any letter case)
+    url       = ("http" | "https") "://" host [":" 1*5DIGIT] [file-name]
+                (no user:password@, the #fragment dropped; default port 80 or 443)
     file-name = path with or without a leading "/", optionally "?query"
     host      = DNS name | IPv4 address | "[" IPv6 address "]"
                 (not all digits; IPv4 only as a dotted quad, e.g. not "127.1" or "0x7f.0.0.1")
@@ -38,6 +40,8 @@ MAX_LINE_LENGTH = 64 * 1024
 #: Invalid lines listed one by one; the rest are counted, so a file of garbage costs no memory.
 MAX_LISTED_ERRORS = 100
 DEFAULT_PORT = 80
+#: The port of each scheme a URL may name, when it names none.
+SCHEME_PORTS = {"http": 80, "https": 443}
 #: The name a file-name ending in "/" is saved under, as a browser would show that page.
 INDEX_NAME = "index.html"
 
@@ -78,6 +82,8 @@ class Command:
     host: str
     port: int = DEFAULT_PORT
     line: int = field(default=0, compare=False)
+    #: ``http``, or ``https`` for a command written as an https:// URL.
+    scheme: str = "http"
 
     @property
     def host_for_url(self) -> str:
@@ -96,7 +102,7 @@ class Command:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host_for_url}:{self.port}{self.target}"
+        return f"{self.scheme}://{self.host_for_url}:{self.port}{self.target}"
 
     @property
     def local_name(self) -> str:
@@ -108,6 +114,8 @@ class Command:
 
     def to_line(self) -> str:
         """The command as a command-file line; parsing it gives an equal command."""
+        if self.scheme != "http":
+            return f"{self.method} {self.scheme}://{self.host_for_url}:{self.port}{self.path}"
         return f"{self.method} {self.path} {self.host_for_url} {self.port}"
 
 
@@ -205,9 +213,9 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
     if len(fields) < 2:
         raise _InvalidLine(f"missing file name after {method}")
     if "://" in fields[1]:
-        raise _InvalidLine(
-            f"a URL is not a file name: {fields[1]!r} (write: {method} file host port)"
-        )
+        if len(fields) > 2:
+            raise _InvalidLine(f"unexpected text after the URL: {' '.join(fields[2:])!r}")
+        return _parse_url(method, fields[1], line)
     if len(fields) < 3:
         raise _InvalidLine("missing host name")
     if len(fields) > 4:
@@ -221,6 +229,46 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
     host = _parse_host(fields[2])
     port = _parse_port(fields[3]) if len(fields) == 4 else DEFAULT_PORT
     return Command(method, path, host, port, line)
+
+
+def _parse_url(method: str, text: str, line: int = 0) -> Command:
+    """The command for ``METHOD URL``; raises :class:`_InvalidLine`."""
+    scheme, _, rest = text.partition("://")
+    scheme = scheme.lower()
+    if scheme not in SCHEME_PORTS:
+        raise _InvalidLine(f"not an http:// or https:// URL: {text!r}")
+    rest = rest.partition("#")[0]
+    split = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, target = rest[:split], rest[split:]
+    if "@" in authority:
+        raise _InvalidLine(f"user names and passwords in URLs are not supported: {text!r}")
+    if authority.startswith("["):
+        host_text, bracket, port_text = authority.partition("]")
+        host_text += bracket
+        if port_text and not port_text.startswith(":"):
+            raise _InvalidLine(f"not a host and port: {authority!r}")
+        port_text = port_text[1:]
+    else:
+        host_text, colon, port_text = authority.partition(":")
+        if colon and not port_text:
+            raise _InvalidLine(f"missing port number after ':' in {text!r}")
+    if not host_text:
+        raise _InvalidLine(f"no host in URL {text!r}")
+    host = _parse_host(host_text)
+    if port_text and not port_text.isdigit():
+        raise _InvalidLine(f"not a port number: {port_text!r}")
+    port = _parse_port(port_text) if port_text else SCHEME_PORTS[scheme]
+    path = _parse_path(target or "/")
+    return Command(method, path, host, port, line, scheme)
+
+
+def command_for_url(method: str, url: str) -> Command:
+    """The command for one URL given on the command line (``webclient get URL``): the same
+    rules as a command-file line ``METHOD URL``; :class:`CommandFileError` when it is not one."""
+    try:
+        return _parse_url(method.upper(), url.strip(_LINE_ENDS))
+    except _InvalidLine as exc:
+        raise CommandFileError(url, message=str(exc)) from None
 
 
 def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list[Command]:
@@ -262,6 +310,15 @@ def _parse_all(lines: Iterable[str | _InvalidLine], filename: str) -> list[Comma
             filename, errors, message=f"{listed}\n{filename}: {unlisted:,} more invalid lines"
         )
     return commands
+
+
+def read_commands(file: BinaryIO, name: str = "<stdin>") -> list[Command]:
+    """Parse a command file from an open binary stream (``webclient batch -`` reads stdin)
+    with the rules of :func:`read_command_file`; ``name`` is what error lines start with."""
+    try:
+        return _parse_all(_file_lines(file, name), name)
+    except OSError as exc:
+        raise CommandFileError(name, message=f"{name}: cannot read: {exc.strerror}") from exc
 
 
 def read_command_file(path: str | Path) -> list[Command]:

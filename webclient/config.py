@@ -9,16 +9,18 @@ order ``cache_dir`` argument, ``WEBCLIENT_CACHE_DIR``, ``$XDG_CACHE_HOME/webclie
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from ._shared import VERSION, sizes
 
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
+# Named here too: the rest of the client imports them from its configuration.
+from ._shared.sizes import GIB as GIB
+from ._shared.sizes import KIB as KIB
+from ._shared.sizes import MIB as MIB
+from ._shared.sizes import human_size as human_size
+from .errors import ConfigError
 
 #: Cache size limit: a gibibyte holds a lot of documents without surprising anyone's disk.
 DEFAULT_CACHE_MAX_SIZE = 1 * GIB
@@ -55,26 +57,13 @@ MAX_CONNECTIONS = 32
 #: ``timeout`` seconds, or it is cut (a server dripping one byte per read timeout holds nothing).
 MIN_RATE = 1.0
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
-
 
 def parse_size(text: str) -> int:
     """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
-    number, unit, _ = match.groups()
-    return int(number) * _UNITS[unit.lower()]
-
-
-def human_size(size: float) -> str:
-    """A byte count as people read it: ``512 bytes``, ``1.5 KiB``, ``2.0 GiB``."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -105,7 +94,7 @@ class ClientConfig:
     timeout: float = DEFAULT_TIMEOUT
     #: GET/HEAD requests written ahead of their responses on one connection.
     pipeline: int = DEFAULT_PIPELINE
-    user_agent: str = "webclient/0.1.0"
+    user_agent: str = f"webclient/{VERSION}"
     #: Hash every stored body before serving it (a body is always checked by its size).
     verify_cache: bool = False
     #: Revalidate every stored response before using it (``Cache-Control: no-cache`` on each

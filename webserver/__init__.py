@@ -13,6 +13,8 @@ Serve files with ``webserver run``, or build a small service::
     server.serve_forever()
 """
 
+from webclient._shared import VERSION as __version__
+
 from .config import ServerConfig, TCPAddress, UnixAddress, parse_bind, parse_size
 from .errors import (
     BadRequest,
@@ -30,6 +32,7 @@ from .handler import Handler
 from .headers import Headers
 from .listing import ListingEntry
 from .mounting import Mount, MountError
+from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartStart
 from .proxy import Health
 from .request import Request, RequestBody
 from .response import Response
@@ -39,8 +42,6 @@ from .static import StaticFiles
 from .uploads import Uploads
 from .workers import Supervisor
 from .wsgi import FileWrapper, WSGIHandler
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BadRequest",
@@ -55,7 +56,12 @@ __all__ = [
     "ListingEntry",
     "Mount",
     "MountError",
+    "MultipartError",
+    "MultipartParser",
     "NotFound",
+    "PartData",
+    "PartEnd",
+    "PartStart",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "Request",

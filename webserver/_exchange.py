@@ -69,10 +69,17 @@ MIN_BODY_RATE = 500
 #: The same for a response the client reads: ``body_timeout`` plus one second per this many bytes
 #: it has taken since the output started waiting for it.
 MIN_SEND_RATE = 500
+#: A body arriving while its connection is parked gathers in h11's buffer, received by the
+#: selector thread, until this many bytes wait for a worker to move them into the spool (see
+#: ``receive_parked_body``): a fast upload is handed over at its first read, a slow one once per
+#: 16 KiB instead of once per trickle.
+SELECTOR_BODY_BYTES = 16 * 1024
 
 
 class Outcome(enum.Enum):
     """What the worker does with the connection after a turn."""
+
+    __hash__ = object.__hash__  # as ``Owner``: looked up once per turn
 
     HEAD = "head"  #: park until a request head arrives (idle keep-alive, or a partial head)
     BODY = "body"  #: park until more of a request body arrives
@@ -116,6 +123,7 @@ class _Exchange:
         stopping: Callable[[], bool],
         others_waiting: Callable[[], bool],
         spool_folder: SpoolFolder,
+        limits: HeadLimits | None,
     ) -> None:
         self.conn = conn
         self.spool_folder = spool_folder
@@ -126,17 +134,22 @@ class _Exchange:
         self.server_name = config.server_name
         #: The request being answered, for its access line (its client may be a forwarded one).
         self.request: Request | None = None
-        self.limits = HeadLimits(
-            max_request_line=config.max_request_line,
-            max_head_size=config.max_head_size,
-            max_header_count=config.max_header_count,
-        )
+        self.limits = limits or head_limits(config)
+
+
+def head_limits(config: ServerConfig) -> HeadLimits:
+    """The limits on a request head that ``config`` sets."""
+    return HeadLimits(
+        max_request_line=config.max_request_line,
+        max_head_size=config.max_head_size,
+        max_header_count=config.max_header_count,
+    )
 
 
 class _Incoming:
     """A request whose body is being received into a spool, kept while the connection waits."""
 
-    __slots__ = ("event", "headers", "length", "spool", "started")
+    __slots__ = ("event", "headers", "length", "pending", "spool", "started")
 
     def __init__(
         self, event: h11.Request, headers: Headers, length: int | None, folder: str | None
@@ -146,6 +159,8 @@ class _Incoming:
         self.length = length
         self.spool = Spool(folder)
         self.started = time.monotonic()
+        #: Bytes the selector thread received into h11's buffer that are not in the spool yet.
+        self.pending = 0
 
     def close(self) -> None:
         self.spool.close()
@@ -159,14 +174,16 @@ def serve_ready(
     others_waiting: Callable[[], bool] = lambda: True,
     *,
     spool_folder: SpoolFolder = lambda method, target: None,
+    limits: HeadLimits | None = None,
 ) -> Turn:
     """Carry the connection as far as the network lets it; never raises.
 
     ``stopping`` says the server is stopping; ``others_waiting`` that other connections wait
     for a worker, in which case this one is parked as soon as it has nothing buffered;
-    ``spool_folder`` where a request's body goes when it is too large for memory.
+    ``spool_folder`` where a request's body goes when it is too large for memory; ``limits``
+    those of ``config`` (:func:`head_limits`), built once by the caller rather than per turn.
     """
-    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder)
+    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder, limits)
     try:
         return _loop(exchange)
     except (OSError, ClientDisconnected):
@@ -352,6 +369,7 @@ def _receive_body(ex: _Exchange) -> Turn | None:
                 _answer(ex, incoming.event, incoming.headers, body, release=incoming.spool)
                 return None
             elif event is h11.NEED_DATA:
+                incoming.pending = 0  # h11 has handed over all it held
                 if conn.h11.they_are_waiting_for_100_continue:
                     conn.send(
                         h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
@@ -361,7 +379,7 @@ def _receive_body(ex: _Exchange) -> Turn | None:
                 try:
                     conn.receive()
                 except BlockingIOError:
-                    return _park_body(ex, incoming)
+                    return _park_body(conn, ex.config, incoming)
             else:
                 raise ClientDisconnected(f"unexpected {type(event).__name__} in body")
     except HTTPError as exc:
@@ -380,11 +398,49 @@ def _next_body_event(conn: Connection) -> h11.Event | type[h11.NEED_DATA] | type
         raise HTTPError(f"malformed body: {exc}", status=400, close=True) from None
 
 
-def _park_body(ex: _Exchange, incoming: _Incoming) -> Turn:
-    conn = ex.conn
-    timeout = ex.config.body_timeout
-    hard = incoming.started + timeout + incoming.spool.size / MIN_BODY_RATE
+def _park_body(conn: Connection, config: ServerConfig, incoming: _Incoming) -> Turn:
+    timeout = config.body_timeout
+    received = incoming.spool.size + incoming.pending
+    hard = incoming.started + timeout + received / MIN_BODY_RATE
     return Turn(Outcome.BODY, min(conn.last_active + timeout, hard), hard)
+
+
+def receive_parked_body(conn: Connection, config: ServerConfig) -> Turn | None:
+    """Take what arrived of a body while the connection is parked for it, on the selector
+    thread; a turn to park again when a worker has nothing to do yet, else None (a worker
+    carries on: the body is complete, ``SELECTOR_BODY_BYTES`` have gathered, or the stream
+    ended or failed).
+
+    Why: a client trickling its body would otherwise wake a worker, and queue it behind every
+    other ready connection, for each few bytes; a thousand such clients then delay every fresh
+    request by the time the workers spend on their bytes (issue 16). Here a trickle costs one
+    ``recv`` into h11's buffer and the re-arm. Only a ``Content-Length`` body is taken this way:
+    a chunked body's framing check may refuse a byte, and that answer is a worker's to write.
+    """
+    incoming = conn.incoming
+    if (
+        type(incoming) is not _Incoming
+        or incoming.length is None
+        or conn.body_check is not None
+        or conn.has_output
+    ):
+        return None
+    try:
+        received = conn.receive()
+    except BlockingIOError:
+        received = -1  # woken for nothing: wait again
+    except OSError:
+        return None
+    if received == 0:
+        return None
+    if received > 0:
+        incoming.pending += received
+        if (
+            incoming.pending >= SELECTOR_BODY_BYTES
+            or incoming.spool.size + incoming.pending >= incoming.length
+        ):
+            return None
+    return _park_body(conn, config, incoming)
 
 
 # -- answering --------------------------------------------------------------------------------

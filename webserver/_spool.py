@@ -19,6 +19,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 
 from .errors import HTTPError
@@ -108,11 +109,18 @@ def _private_file(folder: str | None) -> tuple[int, str | None]:
         fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
         os.unlink(path)
         return fd, None
+    return locked_temp_file(folder, TEMP_PREFIX)
+
+
+def locked_temp_file(folder: str, prefix: str) -> tuple[int, str]:
+    """A new private (0600) file named ``prefix...`` in ``folder``, locked (``flock``) so that
+    :func:`remove_unheld` in another process leaves it alone; its descriptor and name.
+
+    The clean-up may remove the file between its creation and the lock: then it is made again.
+    """
     for _ in range(3):
-        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        fd, path = tempfile.mkstemp(prefix=prefix, dir=folder)
         try:
-            # A lock says a live process holds it, so a clean-up of leftovers at start (in a
-            # sibling process) skips it; one may have removed it before the lock was taken.
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.path.samestat(os.fstat(fd), os.stat(path)):
                 return fd, path
@@ -123,6 +131,38 @@ def _private_file(folder: str | None) -> tuple[int, str | None]:
             raise
         os.close(fd)
     raise OSError(errno.EAGAIN, "temporary files keep vanishing", folder)
+
+
+def remove_unheld(folder: str) -> int:
+    """Remove the files of ``folder`` that no live process holds locked; how many.
+
+    Why: a process killed mid-request (SIGKILL, a crash, power loss) leaves its temporary files
+    behind, and nothing else would ever remove them. A file still locked belongs to a live
+    process (a ``--workers`` sibling) and is kept. A missing folder holds nothing.
+    """
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    return sum(_remove_if_unheld(os.path.join(folder, name)) for name in names)
+
+
+def _remove_if_unheld(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone meanwhile, or not a file we may open
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Removed while the lock is held, so no process can be writing it meanwhile.
+        os.unlink(path)
+    except OSError:
+        return False  # locked: a live process's
+    finally:
+        os.close(fd)
+    return True
 
 
 def _storage_error(exc: OSError) -> HTTPError:

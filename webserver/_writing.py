@@ -22,6 +22,8 @@ from typing import BinaryIO, NamedTuple, cast
 
 import h11
 
+from webclient._shared.grammar import NO_BODY_STATUSES
+
 from ._connection import Connection, Mode, Resource
 from ._fastpath import plain_response_head
 from .httpdate import http_date_now
@@ -37,7 +39,6 @@ JOIN_LIMIT = 16 * 1024
 
 _REASON_TEXT = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {code: phrase.encode("ascii") for code, phrase in _REASON_TEXT.items()}
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class InvalidResponse(Exception):

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._tls import build_context
 from .accesslog import ACCESS_LOG_FORMATS
 from .config import (
     DEFAULT_BODY_TIMEOUT,
@@ -147,6 +148,35 @@ def main() -> None:
     ),
 )
 @click.option(
+    "--certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=(
+        "Serve HTTPS (TLS 1.2 or later, ALPN http/1.1) with this PEM certificate chain;"
+        " the key may be in the same file."
+    ),
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The certificate's PEM private key, when not in --certfile.",
+)
+@click.option(
+    "--keyfile-password",
+    metavar="TEXT",
+    default=None,
+    envvar="WEBSERVER_KEYFILE_PASSWORD",
+    show_envvar=True,
+    help="Password of an encrypted --keyfile (better given in the environment).",
+)
+@click.option(
+    "--ssl-ciphers",
+    metavar="LIST",
+    default=None,
+    help="OpenSSL cipher list for TLS 1.2 (as nginx's ssl_ciphers); default: Python's.",
+)
+@click.option(
     "--unix-mode",
     type=_Mode(),
     default=None,
@@ -169,7 +199,7 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder whose files GET/HEAD serve and where POST stores uploads.",
+    help="Folder whose files GET/HEAD serve and where POST/PUT store uploads.",
 )
 @click.option(
     "--listing/--no-listing",
@@ -184,6 +214,14 @@ def main() -> None:
     help=(
         "Gzip text, JSON, JS, SVG and XML files of 1 KiB to 8 MiB on the fly when the client"
         " accepts gzip (never a range). Precompressed x.gz/x.br siblings are sent either way."
+    ),
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help=(
+        "Store nothing: POST and PUT answer 405 (with Allow: GET, HEAD, OPTIONS). For a public"
+        " mirror."
     ),
 )
 @click.option(
@@ -227,7 +265,10 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_HEADER_TIMEOUT,
     show_default=True,
-    help="Seconds a request head may take from its first byte; then 408.",
+    help=(
+        "Seconds a request head may take from its first byte; then 408. With TLS, also the"
+        " handshake, from the connection."
+    ),
 )
 @click.option(
     "--body-timeout",
@@ -338,8 +379,10 @@ def run(
 
     GET and HEAD return files (a folder serves its index.html, else a listing), with ETag and
     Last-Modified for caches and byte ranges for resuming; POST /name stores the request body as
-    a new file under the root and never overwrites one. The first line on stdout, once
-    connections are accepted, is "Serving ROOT on http://HOST:PORT/".
+    a new file under the root and never overwrites one; PUT /name stores it at exactly that
+    name, replacing it atomically (If-Match, If-None-Match: * honoured); --read-only turns both
+    off. The first line on stdout, once connections are accepted, is "Serving ROOT on
+    http://HOST:PORT/".
     """
     if port_argument is not None:
         source = click.get_current_context().get_parameter_source("port")
@@ -350,6 +393,7 @@ def run(
         # Every other option is named after the ServerConfig field it sets.
         config = ServerConfig(access_log=not no_access_log, **settings)
         config.check_root()
+        build_context(config)  # certificate and key problems before anything listens
         mounts = _load_mounts(config, handlers, apps, multiprocess=workers > 1)
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
@@ -363,7 +407,8 @@ def run(
     # The files of the Unix sockets we bound go when we stop (not systemd's: it owns them).
     unix_files = [] if activated else [unix_path(sock) for sock in listeners]
     # One address keeps the original line; several are joined by ", ".
-    ready = f"Serving {config.root} on {', '.join(listener_url(sock) for sock in listeners)}"
+    urls = ", ".join(listener_url(sock, config.scheme) for sock in listeners)
+    ready = f"Serving {config.root} on {urls}"
     if workers > 1:
         supervisor = Supervisor(
             lambda socks: _build_server(config, mounts, socks),

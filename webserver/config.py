@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webclient._shared import sizes
+from webclient._shared.sizes import GIB as GIB
+from webclient._shared.sizes import KIB as KIB
+from webclient._shared.sizes import MIB as MIB
+
 from .accesslog import ACCESS_LOG_FORMATS
 from .errors import ConfigError
-
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
 
 #: Uploads above this are refused with 413: large enough for real files, small enough that one
 #: client cannot fill a disk by accident.
@@ -47,23 +48,20 @@ DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 #: Listen backlog: bursts of new connections queue in the kernel rather than being refused.
 DEFAULT_BACKLOG = 1024
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 #: What a Server header may say: visible ASCII words separated by single spaces.
 _SERVER_NAME = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 #: A health-check path: visible ASCII after the slash, no query or fragment.
 _HEALTH_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 #: ``[v6]`` or ``[v6]:port``, as in a URL.
 _BRACKETED = re.compile(r"\[(?P<host>[^\]]+)\](?::(?P<port>[^:]*))?")
-_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
 
 
 def parse_size(text: str) -> int:
     """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
-    number, unit, _ = match.groups()
-    return int(number) * _UNITS[unit.lower()]
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -148,6 +146,9 @@ class ServerConfig:
     listing: bool = True
     #: Serve and list dot-names (``.git``, ``.env``); ``/.well-known/`` is served either way.
     show_hidden: bool = False
+    #: Store nothing: the upload handler is not registered, so POST and PUT on the file tree are
+    #: 405 (for a public mirror, where anyone could otherwise write).
+    read_only: bool = False
     #: Gzip text-like files of 1 KiB..8 MiB on the fly for clients that accept it (precompressed
     #: ``.br``/``.gz`` siblings are sent either way); never for ranges.
     compress: bool = True
@@ -156,6 +157,15 @@ class ServerConfig:
     #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` or
     #: ``Forwarded`` field names the client; from anyone else those fields are ignored.
     trusted_proxies: tuple[str, ...] = ()
+    #: Serve HTTPS with this PEM certificate chain (TLS 1.2 or later, ALPN ``http/1.1``).
+    certfile: Path | None = None
+    #: The certificate's private key (PEM), when it is not in ``certfile`` itself.
+    keyfile: Path | None = None
+    #: The password of an encrypted ``keyfile``.
+    keyfile_password: str | None = field(default=None, repr=False)
+    #: OpenSSL cipher list for TLS 1.2 (as nginx's ``ssl_ciphers``); else the ssl module's
+    #: defaults. TLS 1.3 suites are not affected.
+    ssl_ciphers: str | None = None
     #: ``trusted_proxies`` parsed once, for the per-request check.
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False, default=()
@@ -188,6 +198,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         self._check_names()
         self._check_addresses()
+        self._check_tls()
         networks = [_trusted_network(proxy) for proxy in self.trusted_proxies]
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "trusted_networks", tuple(networks))
@@ -218,6 +229,22 @@ class ServerConfig:
         if self.unix_mode is not None and not 0 <= self.unix_mode <= 0o777:
             raise ConfigError(f"unix_mode must be permission bits 0..0o777, not {self.unix_mode:o}")
         object.__setattr__(self, "addresses", tuple(addresses))
+
+    def _check_tls(self) -> None:
+        """TLS settings are consistent (their files are read by the server, once)."""
+        for name in ("certfile", "keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(os.fspath(value)).expanduser())
+        if self.certfile is None:
+            for name in ("keyfile", "keyfile_password", "ssl_ciphers"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} needs a certfile (TLS is off without one)")
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server speaks TLS, else ``http``."""
+        return "http" if self.certfile is None else "https"
 
     def check_root(self) -> None:
         """Fail early, with a sentence, when the root cannot be served."""

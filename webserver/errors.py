@@ -6,6 +6,7 @@ Errors say who is at fault and what the client is told::
     ├── ConfigError            a bad setting; raised before anything listens
     ├── HTTPError              a request we answer with a 4xx/5xx status
     │   ├── BadRequest         400: the request is malformed
+    │   │   └── MultipartError 400: a malformed multipart/form-data body (multipart.py)
     │   ├── NotFound           404: nothing at that path (also: outside the root)
     │   ├── PayloadTooLarge    413: an upload over the configured limit
     │   ├── RangeNotSatisfiable 416: no requested byte range overlaps the file

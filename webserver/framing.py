@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from webclient._shared.grammar import HEAD_END as _HEAD_END
+
 from ._authority import valid_absolute_target, valid_host
 from .errors import HTTPError
 
@@ -47,7 +49,6 @@ _FIELD_FROM_START = re.compile(rb"(?:" + _TOKEN + rb"+(?::" + _VALUE + rb"*\r?)?
 _FIELD_FROM_NAME = re.compile(_TOKEN + rb"*(?::" + _VALUE + rb"*\r?)?")
 _FIELD_FROM_VALUE = re.compile(_VALUE + rb"*\r?")
 _DIGITS = re.compile(rb"[0-9]+")
-_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 @dataclass(frozen=True, slots=True)

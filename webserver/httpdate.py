@@ -1,21 +1,19 @@
 """HTTP-date formatting and parsing (RFC 9110 §5.6.7).
 
 Formatting the ``Date`` header is on every response's path, so the text is cached per second.
+Parsing and formatting are the toolkit's (:mod:`webclient._shared.httpdate`), shared with the
+client: exactly the three forms, anything else is ``None`` (the field is then ignored).
 """
 
 from __future__ import annotations
 
-import email.utils
 import time
-from datetime import UTC
+
+from webclient._shared import httpdate
+from webclient._shared.httpdate import format_http_date as format_http_date
 
 _cached_second = -1
 _cached_text = ""
-
-
-def format_http_date(timestamp: float) -> str:
-    """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    return email.utils.formatdate(timestamp, usegmt=True)
 
 
 def http_date_now() -> str:
@@ -33,17 +31,7 @@ def parse_http_date(text: str) -> float | None:
     """Seconds since the epoch, or ``None`` for anything but the three HTTP-date forms.
 
     Recipients must accept IMF-fixdate, RFC 850 and asctime dates; an invalid date is ignored (the
-    caller treats the header as absent), never an error.
+    caller treats the header as absent), never an error. An RFC 850 date's century is read
+    against the current time.
     """
-    try:
-        parsed = email.utils.parsedate_to_datetime(text.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed is None:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return None
+    return httpdate.parse_http_date(text, time.time())

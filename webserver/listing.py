@@ -47,8 +47,19 @@ def _size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def render_html(url_path: str, entries: Iterable[ListingEntry], *, parent: bool) -> str:
-    """A valid HTML5 page listing ``entries`` of the folder at ``url_path`` (decoded)."""
+#: The form a listing carries when uploads are on: it posts to the listing's own URL, the folder.
+UPLOAD_FORM = (
+    '<form method="post" enctype="multipart/form-data">\n'
+    '<input type="file" name="file" multiple required>\n'
+    '<button type="submit">Upload</button>\n</form>\n'
+)
+
+
+def render_html(
+    url_path: str, entries: Iterable[ListingEntry], *, parent: bool, upload_form: bool = False
+) -> str:
+    """A valid HTML5 page listing ``entries`` of the folder at ``url_path`` (decoded), with a
+    form to upload files into that folder when ``upload_form``."""
     title = escape(f"Index of {url_path}")
     rows = []
     if parent:
@@ -70,7 +81,8 @@ def render_html(url_path: str, entries: Iterable[ListingEntry], *, parent: bool)
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
         "<table>\n<thead><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr></thead>\n"
-        f"<tbody>\n{body}\n</tbody>\n</table>\n</body>\n</html>\n"
+        f"<tbody>\n{body}\n</tbody>\n</table>\n{UPLOAD_FORM if upload_form else ''}"
+        "</body>\n</html>\n"
     )
 
 

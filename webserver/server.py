@@ -5,6 +5,7 @@ Call flow::
     serve_forever()                         the selector thread (the caller's)
       ├── accept()  → Connection            new sockets are parked at once (epoll, one-shot)
       ├── readable parked connection        the kernel disarms it; into the ready queue
+      │     (a body trickling in is received here, and re-armed until a worker has work)
       │     _admit()                        pool.submit(_work_loop) while few loops run
       │     _work_loop()                    a worker thread, taking ready connections in turn
       │       └── exchange.serve_ready()    answer every buffered request, in order
@@ -27,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -44,7 +46,8 @@ import h11
 
 from ._connection import LINGER_SECONDS, PARKED, Connection, Owner
 from ._errorlog import bound_error_log
-from ._exchange import Outcome, Turn, serve_ready
+from ._exchange import Outcome, Turn, head_limits, receive_parked_body, serve_ready
+from ._tls import Step, answer_plain_http, build_context, handshake_step, wrap
 from ._writing import InvalidResponse, make_reply, write_reply
 from .config import ServerConfig, TCPAddress, UnixAddress
 from .errors import HTTPError
@@ -70,6 +73,10 @@ RUNNING_WORKERS = 1
 #: A worker busy with one connection for longer than this is taken to be waiting on something
 #: (a slow client, a slow handler), and another worker may start.
 STUCK_AFTER = 0.01
+#: Seconds a worker loop with nothing to do waits for the next ready connection before it
+#: returns its thread to the pool: under load the next one comes within microseconds, and the
+#: same thread takes it.
+LINGER_FOR_WORK = 0.05
 #: Seconds between checks of parked connections' deadlines (idle and head timeouts).
 SWEEP_INTERVAL = 0.5
 
@@ -77,6 +84,9 @@ SWEEP_INTERVAL = 0.5
 #: ``request.client`` of a connection accepted on a Unix socket, which has no peer address
 #: (logged as nginx does).
 UNIX_CLIENT = ("unix:", 0)
+
+#: Parked connections a graceful stop closes at once: between requests, or not yet speaking HTTP.
+_IDLE = frozenset({Owner.HEAD, Owner.HANDSHAKE})
 
 #: The signals a service manager or a terminal sends to ask for a stop.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -105,17 +115,18 @@ def raise_open_files_limit(connections: int) -> str | None:
     )
 
 
-def format_url(host: str, port: int) -> str:
-    """``http://host:port/``, with an IPv6 host in brackets."""
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+def format_url(host: str, port: int, scheme: str = "http") -> str:
+    """``http://host:port/`` (or ``https``), with an IPv6 host in brackets."""
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
-def listener_url(listener: socket.socket) -> str:
-    """Where clients reach ``listener``: ``http://host:port/``, or ``unix:PATH``."""
+def listener_url(listener: socket.socket, scheme: str = "http") -> str:
+    """Where clients reach ``listener``: ``http://host:port/`` (``https`` with TLS), or
+    ``unix:PATH``."""
     if listener.family == socket.AF_UNIX:
         return f"unix:{listener.getsockname()}"
     host, port = listener.getsockname()[:2]
-    return format_url(host, port)
+    return format_url(host, port, scheme)
 
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
@@ -299,7 +310,8 @@ class Server:
 
     ``Server(config)`` or ``Server(root="www", port=0, ...)`` (keywords of
     :class:`~webserver.ServerConfig`). The built-in :class:`~webserver.StaticFiles` and
-    :class:`~webserver.Uploads` handlers answer under ``/`` unless ``default_routes=False``;
+    :class:`~webserver.Uploads` handlers answer under ``/`` unless ``default_routes=False`` (no
+    ``Uploads`` with ``read_only``);
     :meth:`route` adds more, and a more specific route wins.
     """
 
@@ -316,6 +328,9 @@ class Server:
         elif settings:
             raise TypeError("pass either a ServerConfig or keyword settings, not both")
         self.config = config
+        self._limits = head_limits(config)
+        #: The SSL context when the server speaks TLS (certificate and key read once, here).
+        self._tls = build_context(config)
         self.router = Router()
         #: The listening sockets, by descriptor; empty before listen() and after the stop.
         self._listeners: dict[int, socket.socket] = {}
@@ -338,9 +353,14 @@ class Server:
         self._ready: collections.deque[Connection] = collections.deque()
         #: Connections a worker is serving right now.
         self._serving: set[Connection] = set()
-        #: Worker loops submitted to the pool and not yet returned.
+        #: Worker loops submitted to the pool and not yet returned (``_lingering`` of them wait
+        #: for a connection to become ready).
         self._running = 0
+        self._lingering = 0
         self._busy_lock = threading.Lock()
+        #: Wakes a lingering worker loop: a connection is ready, or the loops are to return.
+        self._work_ready = threading.Condition(self._busy_lock)
+        self._retire = False
         #: The serving thread started by ``with server:``, and what made it fail.
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -348,7 +368,8 @@ class Server:
             self.route(config.health, Health)
         if default_routes:
             self.route("/", StaticFiles, prefix=True)
-            self.route("/", Uploads, prefix=True)
+            if not config.read_only:
+                self.route("/", Uploads, prefix=True)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -380,14 +401,14 @@ class Server:
         for listener in listeners:
             listener.setblocking(False)
             self._listeners[listener.fileno()] = listener
-        self._urls = [listener_url(listener) for listener in listeners]
+        self._urls = [listener_url(listener, self.config.scheme) for listener in listeners]
         first = listeners[0].getsockname()
         self._address = (first, 0) if isinstance(first, str) else (first[0], first[1])
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` of the first listening socket (IPv6 hosts in brackets), or
-        ``unix:PATH``."""
+        """``http://host:port/`` of the first listening socket (``https`` with TLS, IPv6 hosts
+        in brackets), or ``unix:PATH``."""
         self.listen()
         return self._urls[0]
 
@@ -589,6 +610,19 @@ class Server:
             ):
                 self._close(conn)
             return
+        if previous is Owner.BODY:
+            # A trickle of body bytes is received here; a worker is woken only for work.
+            turn = receive_parked_body(conn, self.config)
+            if turn is not None:
+                if not conn.park(
+                    Owner.BODY, turn.deadline, turn.hard_deadline, lambda: self._poller.rearm(conn)
+                ):
+                    self._close(conn)
+                return
+        if previous is Owner.HANDSHAKE:
+            if not self._handshake(conn):
+                return
+            previous = Owner.HEAD
         with self._busy_lock:
             # Only a new request can be refused: a body or a response in progress goes on.
             overloaded = previous is Owner.HEAD and len(self._ready) >= self.config.max_queue
@@ -601,6 +635,25 @@ class Server:
             return
         self._admit(pool)
 
+    def _handshake(self, conn: Connection) -> bool:
+        """Step the TLS handshake of ``conn`` on the selector thread (never waiting: the socket
+        is non-blocking) and park it for what it needs next, under the deadline it had since it
+        was accepted -- the head deadline, so a slow or silent client is cut like a slow head.
+        True when request bytes are already decrypted and a worker should take it now."""
+        step = handshake_step(conn.sock)
+        if step is Step.REQUEST:
+            return True
+        if step in (Step.FAILED, Step.PLAIN_HTTP):
+            if step is Step.PLAIN_HTTP:
+                answer_plain_http(conn.sock)
+            self._close(conn)
+            return False
+        owner = Owner.HEAD if step is Step.DONE else Owner.HANDSHAKE
+        rearm = functools.partial(self._poller.rearm, conn, send=step is Step.WRITE)
+        if not conn.park(owner, conn.deadline, conn.hard_deadline, rearm):
+            self._close(conn)
+        return False
+
     def _admit(self, pool: ThreadPoolExecutor) -> None:
         """Start worker loops for waiting connections, as many as may run Python at once.
 
@@ -612,9 +665,13 @@ class Server:
         """
         now = time.monotonic()
         with self._busy_lock:
-            stuck = sum(1 for c in self._serving if now - c.turn_started > STUCK_AFTER)
-            allowed = min(self.config.threads, RUNNING_WORKERS + stuck)
-            start = min(len(self._ready), allowed - self._running)
+            if self._lingering:
+                # The loop that ran last is still warm: hand it the work, rather than a pool
+                # thread picked in turn (a futex wake-up either way, but one thread, not eight
+                # taking turns with cold caches, and no future per hand-off).
+                self._work_ready.notify()
+                return
+            start = min(len(self._ready), self._allowed(now) - self._running)
             if start <= 0:
                 return
             self._running += start
@@ -638,23 +695,38 @@ class Server:
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client = (address[0], address[1])
+            if self._tls is not None:
+                sock = wrap(self._tls, sock)
             conn = Connection(sock, client, max_head_size=self.config.max_head_size)
             with self._busy_lock:
                 full = self._open >= self.config.max_connections
                 if not full:
                     self._open += 1
+            if full and self._tls is not None:
+                conn.close()  # no handshake (its CPU) for a client that gets no service
+                continue
             if full:
                 answer_overload(conn, self.config, 503, "too many connections; retry shortly")
                 continue
             deadline = conn.last_active + self.config.header_timeout
             conn.deadline = conn.hard_deadline = deadline
-            poller.add(conn)
+            if self._tls is None:
+                poller.add(conn)
+            elif not conn.park(
+                Owner.HANDSHAKE, deadline, deadline, functools.partial(poller.add, conn)
+            ):
+                self._close(conn)
         return True
 
     def _sweep(self, now: float) -> None:
         """Cut connections past their deadline, parked or queued for a worker: a head or body
         too slow gets 408, a response the client does not read is dropped."""
         for conn in list(self._poller.connections.values()):
+            if conn.deadline > now:
+                # Read without the lock, to spare a thousand idle connections a lock each per
+                # sweep: ``deadline`` is never later than ``hard_deadline``, and a deadline
+                # changed meanwhile is judged at the next sweep.
+                continue
             previous = conn.claim(Owner.WORKER, PARKED | {Owner.QUEUED}, due=now)
             if previous is None:
                 continue
@@ -681,7 +753,9 @@ class Server:
         """Run in a worker: serve waiting connections one after another until none is left."""
         while True:
             with self._busy_lock:
-                if not self._ready:
+                if (self._ready and self._running > RUNNING_WORKERS and self._over_limit()) or (
+                    not self._ready and not self._linger_for_work()
+                ):
                     self._running -= 1
                     return
                 conn = self._ready.popleft()
@@ -697,6 +771,31 @@ class Server:
                 with self._busy_lock:
                     self._serving.discard(conn)
 
+    def _allowed(self, now: float) -> int:
+        """Worker loops that may run now (under ``_busy_lock``): see :meth:`_admit`."""
+        stuck = sum(1 for c in self._serving if now - c.turn_started > STUCK_AFTER)
+        return min(self.config.threads, RUNNING_WORKERS + stuck)
+
+    def _over_limit(self) -> bool:
+        """True (under ``_busy_lock``) when more loops run than may: a worker that was stuck
+        has finished, and the extra loop started for it returns instead of competing for the
+        GIL."""
+        return self._running - self._lingering > self._allowed(time.monotonic())
+
+    def _linger_for_work(self) -> bool:
+        """Wait (under ``_busy_lock``) up to ``LINGER_FOR_WORK`` for a connection to become
+        ready; True when one is. Only one loop lingers at a time; the others return."""
+        if self._lingering or self._retire:
+            return False
+        self._lingering += 1
+        try:
+            self._work_ready.wait_for(
+                lambda: bool(self._ready) or self._retire, timeout=LINGER_FOR_WORK
+            )
+        finally:
+            self._lingering -= 1
+        return bool(self._ready) and not self._retire
+
     def _work(self, conn: Connection) -> None:
         """Carry ``conn`` as far as the network allows, then park or close it."""
         turn = serve_ready(
@@ -706,6 +805,7 @@ class Server:
             self._stopping.is_set,
             self._others_waiting,
             spool_folder=self.spool_folder,
+            limits=self._limits,
         )
         if self._park(conn, turn):
             return
@@ -752,7 +852,7 @@ class Server:
     def _close_idle(self) -> None:
         """Close connections parked between requests (not those halfway through one)."""
         for conn in list(self._poller.connections.values()):
-            if conn.claim(Owner.WORKER, frozenset({Owner.HEAD})) is not None:
+            if conn.claim(Owner.WORKER, _IDLE) is not None:
                 self._close(conn)
 
     def _drain(self, poller: _Poller, pool: ThreadPoolExecutor) -> None:
@@ -774,6 +874,8 @@ class Server:
             with self._busy_lock:
                 late = list(self._serving)
                 self._ready.clear()  # never started: closed below with everything else
+                self._retire = True
+                self._work_ready.notify_all()
             for conn in late:
                 # Stop a worker busy with it; the worker then closes the socket.
                 with contextlib.suppress(OSError):

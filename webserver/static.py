@@ -176,6 +176,7 @@ class StaticFiles(Handler):
         listing: bool = True,
         show_hidden: bool = False,
         compress: bool = True,
+        upload_form: bool = False,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         self.index = index
@@ -186,6 +187,8 @@ class StaticFiles(Handler):
         #: Compressible files of COMPRESS_MIN..COMPRESS_MAX bytes are gzipped on the fly for
         #: clients that accept it; precompressed ``.br``/``.gz`` siblings are sent either way.
         self.compress = compress
+        #: Listings carry a form that uploads files into the folder (uploads are on).
+        self.upload_form = upload_form
         #: Files up to this size are kept in memory and sent with their head in one write;
         #: 0 turns the cache off. Larger files go by ``sendfile`` (their headers are cached).
         self.cache_file_limit = cache_file_limit
@@ -199,6 +202,7 @@ class StaticFiles(Handler):
             listing=config.listing,
             show_hidden=config.show_hidden,
             compress=config.compress,
+            upload_form=not config.read_only,
         )
 
     def content_type(self, path: Path) -> str:
@@ -525,7 +529,10 @@ class StaticFiles(Handler):
             body = render_json(url_path, entries).encode("utf-8")
             content_type = "application/json"
         else:
-            body = render_html(url_path, entries, parent=folder != self.root).encode("utf-8")
+            html = render_html(
+                url_path, entries, parent=folder != self.root, upload_form=self.upload_form
+            )
+            body = html.encode("utf-8")
             content_type = "text/html; charset=utf-8"
         etag = listing_etag(body)
         headers = [("ETag", etag), ("Vary", "Accept"), NOSNIFF]

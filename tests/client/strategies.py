@@ -36,7 +36,12 @@ separators = st.sampled_from([" ", "  ", "\t", " \t "])
 
 @st.composite
 def valid_lines(draw: st.DrawFn) -> str:
-    """A line that must parse to a command."""
+    """A line that must parse to a command: the seed grammar, or ``METHOD URL``."""
+    if draw(st.booleans()):
+        scheme = draw(st.sampled_from(["http", "https", "HTTP"]))
+        port = draw(st.one_of(st.just(""), st.integers(1, 65535).map(lambda p: f":{p}")))
+        name = draw(file_names.filter(lambda s: "#" not in s and not s.startswith("/")))
+        return f"{draw(methods)} {scheme}://{draw(hosts)}{port}/{name}"
     parts = [draw(methods), draw(file_names), draw(hosts)]
     if draw(st.booleans()):
         parts.append(draw(ports))

@@ -1,4 +1,4 @@
-"""Tests of webclient/_batch.py through the ``webclient batch`` command (CliRunner)."""
+"""Tests of webclient/_batch.py, _outputs.py and _reporting.py, mostly through the CLI."""
 
 from __future__ import annotations
 
@@ -18,17 +18,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
-from webclient._batch import (
+from webclient._batch import BatchRun
+from webclient._outputs import (
     STALE_TEMP_AGE,
-    BatchRun,
     CreatedFolders,
     Destinations,
-    Outcome,
     OutputFile,
     destination,
-    is_binary,
     remove_stale_temps,
 )
+from webclient._reporting import Outcome, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import LocalFileError, UnsafePathError
@@ -157,7 +156,8 @@ def test_not_found_is_reported_and_the_run_goes_on(
 def test_post_uploads_and_reports_location(
     counted: tuple[Server, CountingFiles], www: Path, workdir: Path
 ) -> None:
-    """POST streams the local file; the stored name is reported; a missing file fails alone."""
+    """POST streams the local file; the server's 201 Created counts as success and the stored
+    name is reported; a missing file fails alone."""
     server, _ = counted
     port = port_of(server)
     (workdir / "report.txt").write_bytes(b"quarterly numbers\n")
@@ -170,8 +170,9 @@ def test_post_uploads_and_reports_location(
         ],
     )
     assert result.exit_code == 1
-    assert "stored at /report.txt" in result.stderr
+    assert "201 Created, sent 18 bytes, stored at /report.txt" in result.stderr
     assert "stored at /report-1.txt" in result.stderr
+    assert re.search(r"2 ok, 1 failed; \d+ bytes received, 36 bytes sent", result.stderr)
     assert "no such file to upload: nothere.txt" in result.stderr
     assert (www / "report-1.txt").read_bytes() == b"quarterly numbers\n"
 

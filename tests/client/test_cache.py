@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from webclient import CacheStatus, Client, ClientConfig, ConnectionRefused
-from webclient._cache import SMALL_BODY, Cache
-from webclient._freshness import format_http_date
+from webclient._cache import SMALL_BODY, Cache, Fresh, Miss, Plan, Revalidate, Store
+from webclient._models import ResponseHead
+from webclient._shared.httpdate import format_http_date
 from webclient.errors import CacheError
 from webserver import Request, Response, Server
 from webserver.testing import running_server
@@ -656,3 +657,125 @@ def test_stale_served_on_a_server_error(
         assert any(f"the server answered {status}" in w for w in client.warnings)
     else:
         assert (response.status, response.body) == (status, b"oops")
+
+
+# -- the decisions, without a network: Cache.plan and Cache.settle -------------------------------
+
+
+def _head(status: int, headers: Headers) -> ResponseHead:
+    return ResponseHead(status, "", [(n.lower(), v) for n, v in headers], "1.1")
+
+
+def _settle(cache: Cache, plan: Plan, url: str, head: ResponseHead) -> Fresh | Miss | Store:
+    now = cache.clock()
+    return cache.settle(
+        plan,
+        method="GET",
+        url=url,
+        request_headers=[],
+        head=head,
+        request_time=now,
+        response_time=now,
+    )
+
+
+def _stored(tmp_path: Path, headers: Headers, *, at: float) -> tuple[Cache, list[str]]:
+    """A cache holding one response for http://example.org/r, stored at ``at``."""
+    warnings: list[str] = []
+    cache = Cache(tmp_path / "c", max_size=10**6, clock=lambda: at, warn=warnings.append)
+    writer = cache.begin()
+    writer.write(b"stored")
+    cache.store(
+        "http://example.org/r", [], 200, "OK", headers, writer, request_time=at, response_time=at
+    )
+    return cache, warnings
+
+
+def test_plan_is_fresh_revalidate_or_miss(tmp_path: Path) -> None:
+    """A fresh stored response is a Fresh plan (HIT), a stale one with a validator a Revalidate
+    plan carrying it, an unknown URL or an unsafe method a Miss."""
+    headers = [("Cache-Control", "max-age=60"), ("ETag", '"v1"'), ("Date", format_http_date(1e9))]
+    cache, _ = _stored(tmp_path, headers, at=1e9)
+    try:
+        fresh = cache.plan("GET", "http://example.org/r", [])
+        assert isinstance(fresh, Fresh) and fresh.status is CacheStatus.HIT
+        assert cache.plan("GET", "http://example.org/other", []) == Miss()
+        assert cache.plan("POST", "http://example.org/r", []) == Miss()
+        cache.clock = lambda: 1e9 + 120
+        stale = cache.plan("GET", "http://example.org/r", [])
+        assert isinstance(stale, Revalidate)
+        assert stale.headers == [("If-None-Match", '"v1"')]
+        accepted = cache.plan("GET", "http://example.org/r", [("Cache-Control", "max-stale")])
+        assert isinstance(accepted, Fresh) and accepted.status is CacheStatus.STALE
+    finally:
+        cache.close()
+
+
+def test_plan_of_a_failing_cache_is_a_miss_with_a_warning(tmp_path: Path) -> None:
+    """A cache whose index cannot be read plans a Miss and says why once; it never raises."""
+    cache, warnings = _stored(tmp_path, [("Cache-Control", "max-age=60")], at=1e9)
+    cache.close()
+    assert cache.plan("GET", "http://example.org/r", []) == Miss()
+    assert len(warnings) == 1 and warnings[0].startswith("cache lookup failed, fetching instead")
+
+
+def test_settle_a_304_makes_the_stored_response_answer(tmp_path: Path) -> None:
+    """A matching 304 for a Revalidate plan settles as Fresh (REVALIDATED) with the 304's
+    fields; a 304 about another response (a different ETag) asks for the request again."""
+    headers = [("Cache-Control", "max-age=60"), ("ETag", '"v1"')]
+    cache, _ = _stored(tmp_path, headers, at=1e9)
+    try:
+        cache.clock = lambda: 1e9 + 120
+        plan = cache.plan("GET", "http://example.org/r", [])
+        assert isinstance(plan, Revalidate)
+        url = "http://example.org/r"
+        assert _settle(cache, plan, url, _head(304, [("ETag", '"v2"')])) == Miss()
+        same = _head(304, [("ETag", '"v1"'), ("X-New", "yes")])
+        settled = _settle(cache, plan, url, same)
+        assert isinstance(settled, Fresh) and settled.status is CacheStatus.REVALIDATED
+        assert ("x-new", "yes") in [(n.lower(), v) for n, v in settled.lookup.entry.headers]
+    finally:
+        cache.close()
+
+
+def test_settle_stores_a_storable_answer_only_once_committed(tmp_path: Path) -> None:
+    """Any other answer settles as a Store: its body is kept on commit, never on discard, and
+    an unstorable answer gets a Store without a writer."""
+    cache = Cache(tmp_path / "c", max_size=10**6, clock=lambda: 1e9)
+    try:
+        head = _head(200, [("Cache-Control", "max-age=60")])
+        dropped = _settle(cache, Miss(), "http://example.org/a", head)
+        assert isinstance(dropped, Store) and dropped.writer is not None
+        dropped.writer.write(b"body")
+        dropped.discard()
+        assert cache.plan("GET", "http://example.org/a", []) == Miss()
+        kept = _settle(cache, Miss(), "http://example.org/a", head)
+        assert isinstance(kept, Store) and kept.writer is not None
+        kept.writer.write(b"body")
+        kept.commit()
+        assert isinstance(cache.plan("GET", "http://example.org/a", []), Fresh)
+        unstorable = _head(200, [("Cache-Control", "no-store")])
+        refused = _settle(cache, Miss(), "http://example.org/b", unstorable)
+        assert isinstance(refused, Store) and refused.writer is None
+    finally:
+        cache.close()
+
+
+def test_stale_on_error_only_for_a_stored_response_that_allows_it(tmp_path: Path) -> None:
+    """Stale on error (§4.2.4) answers from a Revalidate plan's stored response, unless it says
+    must-revalidate; a Miss has nothing to answer with."""
+    for directive, allowed in (("max-age=60", True), ("max-age=60, must-revalidate", False)):
+        cache, _ = _stored(
+            tmp_path / directive, [("Cache-Control", directive), ("ETag", '"a"')], at=1e9
+        )
+        try:
+            cache.clock = lambda: 1e9 + 120
+            plan = cache.plan("GET", "http://example.org/r", [])
+            assert isinstance(plan, Revalidate)
+            fresh = cache.stale_on_error(plan, [])
+            assert (fresh is not None) is allowed
+            if fresh is not None:
+                assert fresh.status is CacheStatus.STALE and fresh.lookup.age == 120
+            assert cache.stale_on_error(Miss(), []) is None
+        finally:
+            cache.close()

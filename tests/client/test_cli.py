@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from click.testing import CliRunner
 from webclient.cli import main
 from webclient.config import human_size
 from webserver import Server
+from webserver.testing import running_server
+
+from .conftest import Certificates
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -459,3 +463,277 @@ def test_saved_files_get_the_umask_mode(
         os.umask(old)
     assert _line(again, "GET /hello.txt").endswith("(cache revalidated)")  # the stored body
     assert modes == served == {"hello.txt": 0o666 & ~umask, "data.bin": 0o666 & ~umask}
+
+
+# -- one-off commands, URLs, stdin and --json ----------------------------------------------------
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder, with the cache outside it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+def test_get_shows_the_body_and_saves_nothing(static_server: Server, work: Path) -> None:
+    """``get URL...`` writes each body to stdout in the order given, like curl, and no file."""
+    port = static_server.listen()[1]
+    base = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(main, ["get", f"{base}/hello.txt", f"{base}/sub/page.html"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"hello, world\n<p>page</p>\n"
+    assert "GET /hello.txt 127.0.0.1" in result.stderr and "summary: 2 ok" in result.stderr
+    assert list(work.iterdir()) == []
+
+
+def test_get_with_out_saves_the_file_through_the_shared_cache(
+    static_server: Server, work: Path
+) -> None:
+    """``get URL -o FILE`` saves the body there (showing nothing); a batch then finds it in
+    the same cache (no body crosses the network again)."""
+    port = static_server.listen()[1]
+    url = f"http://127.0.0.1:{port}/data.bin"
+    runner = CliRunner()
+    first = runner.invoke(main, ["get", url, "-o", "got/copy.bin"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout_bytes == b""
+    assert (work / "got" / "copy.bin").read_bytes() == bytes(range(256)) * 300
+    assert "(cache miss)" in first.stderr
+    (work / "cmds.txt").write_text(f"GET {url}\n")
+    again = runner.invoke(main, ["batch", "cmds.txt", "--no-print"])
+    assert again.exit_code == 0, again.output
+    assert "0 bytes received" in again.stderr and "(cache miss)" not in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["get", "ftp://127.0.0.1/x"], 2, "error: not an http:// or https:// URL: 'ftp://"),
+        (["get", "http://127.0.0.1:1/a", "http://127.0.0.1:1/b", "-o", "x"], 2, "-o names one"),
+        (["get"], 2, "error: Missing argument 'URL...'"),
+        (["post", "nope.txt", "http://127.0.0.1:1/x"], 1, "no such file to upload: nope.txt"),
+        (["head", "http://127.0.0.1:1/x", "--offline", "--refresh"], 2, "cannot be used together"),
+    ],
+)
+def test_one_off_mistakes_are_one_line_and_a_status(
+    work: Path, args: list[str], status: int, message: str
+) -> None:
+    """A bad URL or option is one line and status 2 (nothing sent); a command that fails is
+    status 1, as in a batch."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == status, result.output
+    assert message in result.stderr.splitlines()[0]
+    assert "Traceback" not in result.output
+
+
+def test_get_exit_status_is_one_when_any_url_failed(static_server: Server, work: Path) -> None:
+    """One 404 among good URLs: the others are shown, the 404 is an error line, status 1."""
+    port = static_server.listen()[1]
+    base = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(main, ["get", f"{base}/missing", f"{base}/hello.txt"])
+    assert result.exit_code == 1
+    assert result.stdout_bytes == b"hello, world\n"
+    assert "error: GET /missing 127.0.0.1:" in result.stderr and "404" in result.stderr
+
+
+def test_an_https_url_is_fetched_not_refused(work: Path, refused_port: int) -> None:
+    """An https URL is sent like any other: where nothing listens its command is one transport
+    error line and status 1, never a refusal of the scheme."""
+    result = CliRunner().invoke(main, ["get", f"https://127.0.0.1:{refused_port}/x"])
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: GET /x 127.0.0.1:{refused_port}: ")
+    assert "refused" in line and "only http://" not in line
+
+
+@pytest.fixture
+def tls_static_server(www: Path, certificates: Certificates) -> Iterator[Server]:
+    """Our server on https, with the ``localhost`` certificate of the test CA."""
+    with running_server(
+        root=www, certfile=certificates.cert, keyfile=certificates.key, access_log=False
+    ) as server:
+        yield server
+
+
+def test_get_and_batch_fetch_https_with_cacert(
+    tls_static_server: Server, certificates: Certificates, www: Path, work: Path
+) -> None:
+    """``get`` and a command file fetch https URLs from our own TLS server, verified against
+    --cacert; without it the certificate fails verification in one line, status 1."""
+    port = tls_static_server.listen()[1]
+    url = f"https://localhost:{port}/hello.txt"
+    runner = CliRunner()
+    got = runner.invoke(main, ["get", url, "--cacert", str(certificates.ca), "--no-cache"])
+    assert got.exit_code == 0, got.output
+    assert got.stdout_bytes == b"hello, world\n"
+    (work / "cmds.txt").write_text(f"GET https://localhost:{port}/data.bin\nGET {url}\n")
+    ran = runner.invoke(
+        main,
+        ["batch", "cmds.txt", "--out", "out", "--no-print", "--cacert", str(certificates.ca)],
+    )
+    assert ran.exit_code == 0, ran.output
+    assert (work / "out" / "data.bin").read_bytes() == (www / "data.bin").read_bytes()
+    assert (work / "out" / "hello.txt").read_bytes() == b"hello, world\n"
+    untrusted = runner.invoke(main, ["get", url, "--no-cache"])
+    assert untrusted.exit_code == 1
+    (line,) = [x for x in untrusted.stderr.splitlines() if x.startswith("error:")]
+    assert "certificate" in line
+
+
+def test_head_shows_status_and_fields(static_server: Server, work: Path) -> None:
+    """``head URL`` shows the status line and every header field, then a blank line."""
+    port = static_server.listen()[1]
+    result = CliRunner().invoke(main, ["head", f"http://127.0.0.1:{port}/hello.txt"])
+    assert result.exit_code == 0, result.output
+    text = result.stdout_bytes.decode()
+    assert text.startswith("200 OK\r\n") and text.endswith("\r\n\r\n")
+    assert "\r\nContent-Length: 13\r\n" in text.replace("content-length", "Content-Length")
+
+
+def test_post_uploads_the_file_given(static_server: Server, www: Path, work: Path) -> None:
+    """``post FILE URL`` sends FILE (from anywhere) to the URL's path."""
+    port = static_server.listen()[1]
+    (work / "local.csv").write_bytes(b"a,b\n1,2\n")
+    result = CliRunner().invoke(main, ["post", "local.csv", f"http://127.0.0.1:{port}/up/may.csv"])
+    assert result.exit_code == 0, result.output
+    assert (www / "up" / "may.csv").read_bytes() == b"a,b\n1,2\n"
+    assert "sent 8 bytes" in result.stderr
+
+
+def test_post_reads_the_file_named_wherever_it_is(
+    static_server: Server, www: Path, work: Path
+) -> None:
+    """``post ../FILE URL`` sends that file (no upload root); --json counts the bytes sent."""
+    import json
+
+    port = static_server.listen()[1]
+    (work.parent / "elsewhere.csv").write_bytes(b"x,y\n")
+    url = f"http://127.0.0.1:{port}/up/elsewhere.csv"
+    result = CliRunner().invoke(main, ["post", "--json", "../elsewhere.csv", url])
+    assert result.exit_code == 0, result.output
+    assert (www / "up" / "elsewhere.csv").read_bytes() == b"x,y\n"
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["method"] == "POST" and record["sent"] == 4 and record["saved"] is None
+
+
+def test_batch_dash_reads_the_command_file_from_stdin(static_server: Server, work: Path) -> None:
+    """``batch -`` reads commands from stdin, both grammars; its errors name <stdin>."""
+    port = static_server.listen()[1]
+    lines = f"GET hello.txt 127.0.0.1 {port}\nGET http://127.0.0.1:{port}/sub/page.html\n"
+    runner = CliRunner()
+    result = runner.invoke(main, ["batch", "-", "--no-print"], input=lines)
+    assert result.exit_code == 0, result.output
+    assert (work / "hello.txt").read_bytes() == b"hello, world\n"
+    assert (work / "sub" / "page.html").read_bytes() == b"<p>page</p>\n"
+    bad = runner.invoke(main, ["batch", "-"], input="GET hello.txt\n")
+    assert bad.exit_code == 2
+    assert bad.stderr == "<stdin>:1: missing host name\n"
+
+
+JSON_COMMAND_KEYS = {
+    "type",
+    "line",
+    "method",
+    "url",
+    "ok",
+    "status",
+    "reason",
+    "cache",
+    "saved",
+    "size",
+    "received",
+    "sent",
+    "resumed",
+    "message",
+}
+JSON_SUMMARY_KEYS = {
+    "type",
+    "ok",
+    "failed",
+    "received",
+    "sent",
+    "hits",
+    "revalidated",
+    "misses",
+    "stale",
+    "elapsed",
+}
+
+
+def test_json_prints_one_object_per_command_and_a_summary(
+    static_server: Server, work: Path
+) -> None:
+    """--json: stdout is only JSON lines, one per command in file order with the documented
+    keys, then the summary; the failure is also an error line on stderr."""
+    import json
+
+    port = static_server.listen()[1]
+    (work / "cmds.txt").write_text(
+        f"GET hello.txt 127.0.0.1 {port}\nGET missing 127.0.0.1 {port}\n"
+    )
+    result = CliRunner().invoke(main, ["batch", "cmds.txt", "--json"])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(r) for r in records] == [JSON_COMMAND_KEYS] * 2 + [JSON_SUMMARY_KEYS]
+    hello, missing, summary = records
+    assert hello["ok"] is True and hello["status"] == 200 and hello["line"] == 1
+    assert hello["saved"] == str(work / "hello.txt") and hello["size"] == 13
+    assert hello["cache"] == "miss" and hello["url"] == f"http://127.0.0.1:{port}/hello.txt"
+    assert missing["ok"] is False and missing["status"] == 404 and missing["saved"] is None
+    assert summary == summary | {"type": "summary", "ok": 1, "failed": 1, "hits": 0}
+    assert result.stderr.splitlines() == [f"error: {missing['message']}"]
+
+
+def test_json_with_get_reports_without_showing_the_body(static_server: Server, work: Path) -> None:
+    """``get --json`` reads the body and reports its size; stdout holds only JSON."""
+    import json
+
+    port = static_server.listen()[1]
+    result = CliRunner().invoke(main, ["get", "--json", f"http://127.0.0.1:{port}/hello.txt"])
+    assert result.exit_code == 0, result.output
+    first, summary = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["size"] == 13 and first["saved"] is None and first["line"] is None
+    assert summary["ok"] == 1
+
+
+def test_get_shows_bodies_in_url_order_when_hosts_answer_out_of_order(
+    origin: tuple[Server, Any], bad_server: Any, work: Path
+) -> None:
+    """With --parallel, the first URL's host answering last still has its body shown first."""
+    from webserver import Response
+
+    fast = bad_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfast\n")
+    server, handler = origin
+
+    def slow(request: Any) -> Response:
+        deadline = time.monotonic() + 5
+        while not fast.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the fast answer has had time to arrive
+        return Response(200, [], b"slow\n")
+
+    handler.script("/slow", slow)
+    urls = [f"http://127.0.0.1:{server.listen()[1]}/slow", fast.url + "x"]
+    result = CliRunner().invoke(main, ["get", "--parallel", "2", "--no-cache", *urls])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"slow\nfast\n"
+    assert fast.requests  # both hosts were asked
+
+
+def test_batch_dash_uploads_from_the_current_folder_only(
+    static_server: Server, www: Path, work: Path
+) -> None:
+    """Commands from stdin upload from the current folder (the default upload root), and
+    nothing from outside it."""
+    port = static_server.listen()[1]
+    (work / "up.txt").write_bytes(b"up\n")
+    (work.parent / "secret.txt").write_bytes(b"secret\n")
+    lines = f"POST up.txt 127.0.0.1 {port}\nPOST ../secret.txt 127.0.0.1 {port}\n"
+    result = CliRunner().invoke(main, ["batch", "-"], input=lines)
+    assert result.exit_code == 1
+    assert (www / "up.txt").read_bytes() == b"up\n"
+    assert "refusing to upload ../secret.txt: it is outside ." in result.stderr
+    assert not (www / "secret.txt").exists()

@@ -75,7 +75,7 @@ def test_post_streams_a_file(
     upload = tmp_path / "big.bin"
     upload.write_bytes(bytes(range(256)) * 8000)
     response = plain.post(static_server.url + "uploaded.bin", upload)
-    assert response.status == 200
+    assert response.status == 201
     assert response.header("location") == "/uploaded.bin"
     assert response.bytes_sent == upload.stat().st_size
     assert (www / "uploaded.bin").read_bytes() == upload.read_bytes()

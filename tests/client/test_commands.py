@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tracemalloc
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from webclient.commands import (
     _encode_each,
     _InvalidLine,
     _parse_line,
+    command_for_url,
     encode_target,
     parse_commands,
     read_command_file,
+    read_commands,
 )
 from webclient.errors import CommandFileError
 
@@ -64,7 +67,16 @@ def test_blank_and_comment_lines_are_skipped(line: str) -> None:
         ),
         ("GET /a localhost:8080 80", "the port goes after the host"),
         ("GET /a http://127.0.0.1:8080/ 80", "a URL is not a host name"),
-        ("GET http://127.0.0.1:8080/a", "a URL is not a file name"),
+        ("GET http://127.0.0.1:8080/a 80", "unexpected text after the URL: '80'"),
+        ("GET ftp://127.0.0.1/a", "not an http:// or https:// URL"),
+        ("GET http://user:pw@127.0.0.1/a", "user names and passwords in URLs"),
+        ("GET http:///a", "no host in URL"),
+        ("GET http://127.0.0.1:/a", "missing port number after ':'"),
+        ("GET http://127.0.0.1:x8/a", "not a port number: 'x8'"),
+        ("GET http://127.0.0.1:70000/a", "port not in 1..65535"),
+        ("GET http://[::1/a", "unclosed '\\['"),
+        ("GET http://[::1]x/a", "not a host and port"),
+        ("GET http://127.1/a", "not an IPv4 address"),
         ("GET /a [::1 80", "unclosed '['"),
         ("GET /a [nope] 80", "not an IPv6 address"),
         ("GET /a bad_host!name 80", "not a host name"),
@@ -100,6 +112,57 @@ def test_every_invalid_line_is_reported_with_its_number() -> None:
         (6, "missing host name"),
     ]
     assert str(info.value).splitlines()[0].startswith("commands.txt:2: unknown method")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("GET http://127.0.0.1:8080/a.txt", Command("GET", "/a.txt", "127.0.0.1", 8080)),
+        ("get HTTP://Example.COM", Command("GET", "/", "example.com", 80)),
+        ("GET http://h.example?q=1#top", Command("GET", "/?q=1", "h.example", 80)),
+        ("POST http://[::1]:9/up.bin", Command("POST", "/up.bin", "::1", 9)),
+        (
+            "GET https://example.com/x%20y",
+            Command("GET", "/x%20y", "example.com", 443, scheme="https"),
+        ),
+        (
+            "GET https://[::1]:8443/",
+            Command("GET", "/", "::1", 8443, scheme="https"),
+        ),
+    ],
+)
+def test_url_lines_parse(line: str, expected: Command) -> None:
+    """A URL in place of ``file host port`` gives the same command as the seed grammar."""
+    command = _parse_line(line)
+    assert command == expected
+    assert command is not None and _parse_line(command.to_line()) == command
+
+
+def test_https_commands_keep_their_scheme_and_print_back_as_urls() -> None:
+    """An https URL is handed on as such (url, to_line); http commands print the seed form."""
+    command = _parse_line("GET https://example.com/a?b")
+    assert command is not None
+    assert command.url == "https://example.com:443/a?b"
+    assert command.to_line() == "GET https://example.com:443/a?b"
+    plain = _parse_line("GET http://example.com:8080/a")
+    assert plain is not None and plain.to_line() == "GET /a example.com 8080"
+
+
+def test_command_for_url_uses_the_command_file_rules() -> None:
+    """A URL from the command line parses like a line; a bad one is a CommandFileError."""
+    assert command_for_url("head", " http://h.example:81/x ") == Command(
+        "HEAD", "/x", "h.example", 81
+    )
+    with pytest.raises(CommandFileError, match="not an http:// or https:// URL"):
+        command_for_url("GET", "h.example/x")
+
+
+def test_read_commands_from_a_stream_names_it_in_errors() -> None:
+    """Commands read from a stream (stdin) report errors under the name given."""
+    stream = io.BytesIO(b"GET /a host 8080\nGET http://host:8081/b\n")
+    assert [c.port for c in read_commands(stream)] == [8080, 8081]
+    with pytest.raises(CommandFileError, match=r"^<stdin>:2: missing host name"):
+        read_commands(io.BytesIO(b"GET /a host\nGET /b\n"))
 
 
 def test_read_command_file_counts_lines_like_an_editor(tmp_path: Path) -> None:
@@ -268,3 +331,23 @@ def test_an_overlong_line_is_a_line_error(tmp_path: Path) -> None:
         (2, f"line longer than {MAX_LINE_LENGTH:,} bytes"),
         (3, "port not in 1..65535: '0'"),
     ]
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(valid_lines(), max_size=5),
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from(["", "\n", "\n\n", "\n# the end\n", "\n \t\n"]),
+)
+def test_a_command_file_reads_the_same_whole_by_line_and_with_trailing_lines(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], newline: str, trailing: str
+) -> None:
+    """A command file read from disk gives the commands its lines give one by one, whatever
+    its line ends and whatever blank or comment lines trail it (with or without a last
+    newline)."""
+    expected = parse_commands(lines)
+    text = newline.join(lines) + trailing
+    path = tmp_path_factory.mktemp("commands") / "c.txt"
+    path.write_bytes(text.encode("utf-8"))
+    assert read_command_file(path) == expected
+    assert parse_commands(text.split("\n")) == expected

@@ -161,6 +161,22 @@ def test_plain_response_heads_parse_as_h11_parses_them(head: bytes, head_request
     assert (reader.their_state is h11.MUST_CLOSE) is plain.close
 
 
+@given(head=response_heads(), head_request=st.booleans(), extra=st.binary(min_size=1, max_size=8))
+@example(head=b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", head_request=False, extra=b"\r\n")
+@example(head=b"HTTP/1.1 204 No Content\r\n\r\n", head_request=False, extra=b"HTTP/1.1")
+def test_plain_response_heads_are_accepted_only_whole(
+    head: bytes, head_request: bool, extra: bytes
+) -> None:
+    """A head the fast path accepts is accepted whole only: none of its proper prefixes (the
+    head arriving byte by byte) and not the head with trailing bytes behind it (the connection
+    hands it exactly the bytes up to the blank line)."""
+    if parse_plain_response_head(head, head_request=head_request) is None:
+        return
+    for end in range(len(head)):
+        assert parse_plain_response_head(head[:end], head_request=head_request) is None
+    assert parse_plain_response_head(head + extra, head_request=head_request) is None
+
+
 def test_responses_that_need_h11_are_left_to_it() -> None:
     def parse(head: bytes) -> object:
         return parse_plain_response_head(head, head_request=False)

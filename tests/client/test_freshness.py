@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webclient import _freshness as f
-from webclient._freshness import parse_http_date
+from webclient._shared.httpdate import format_http_date
 
 NOW = 1_700_000_000.0
 
 
 def date(offset: float) -> str:
-    return f.format_http_date(NOW + offset)
+    return format_http_date(NOW + offset)
 
 
 def fresh(headers: list[tuple[str, str]], status: int = 200, *, later: float = 0.0) -> bool:
@@ -300,76 +298,6 @@ def test_rules_fuzz_long(headers: list[tuple[str, str]], status: int, later: flo
     _no_crash(headers, status, later)
 
 
-# -- IMF-fixdate read directly gives email.utils' answer -------------------------------------------
-
-
-_MONTH_NAMES = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-_DAYS_LONG = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
-def _format(when: int, form: str) -> str:
-    """An HTTP-date in one of the three forms of RFC 9110 §5.6.7, written independently."""
-    t = time.gmtime(when)
-    hms = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    month = _MONTH_NAMES[t.tm_mon - 1]
-    if form == "imf":
-        return f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {month} {t.tm_year:04d} {hms} GMT"
-    if form == "rfc850":
-        yy = t.tm_year % 100
-        return f"{_DAYS_LONG[t.tm_wday]}, {t.tm_mday:02d}-{month}-{yy:02d} {hms} GMT"
-    return f"{_DAYS[t.tm_wday]} {month} {t.tm_mday:2d} {hms} {t.tm_year}"
-
-
-_whens = st.integers(0, 253402300799)  # 1970 .. 9999-12-31T23:59:59
-
-
-@settings(max_examples=500)
-@given(_whens, st.sampled_from(["imf", "rfc850", "asctime"]), st.integers(-49, 49))
-def test_http_date_parser_reads_the_formatter(when: int, form: str, years: int) -> None:
-    """Each of the three forms reads back to the time written; rfc850 within 50 years of now."""
-    now = float(when) + years * 365.2425 * 86400 * 0.99
-    if form == "rfc850" and not 1 <= time.gmtime(now).tm_year <= 9999:
-        return
-    assert parse_http_date(_format(when, form), now) == when
-
-
-_MUTATIONS = [
-    ("GMT", "UTC"),
-    ("GMT", "+0000"),
-    (", ", " "),
-    (" ", "  "),
-    (":", "."),
-    (" GMT", ""),
-]
-
-
-@settings(max_examples=300)
-@given(_whens, st.sampled_from(_MUTATIONS), st.text(max_size=3))
-def test_http_date_parser_refuses_near_misses(
-    when: int, mutation: tuple[str, str], extra: str
-) -> None:
-    """A fixdate with a wrong zone, comma, spacing or separator is no date; nor is any junk."""
-    text = _format(when, "imf").replace(*mutation, 1)
-    assert parse_http_date(text, NOW) is None
-    assert parse_http_date(_format(when, "imf") + "x" + extra, NOW) is None
-    assert parse_http_date(f.format_http_date(when), NOW) == when
-
-
-@given(st.text(max_size=40))
-def test_http_date_parser_takes_any_text(text: str) -> None:
-    """Any text gives None or a time, never an error."""
-    result = parse_http_date(text, NOW)
-    assert result is None or f.is_http_date(text)
-
-
-def test_rfc850_two_digit_year_is_at_most_50_years_ahead() -> None:
-    """A two-digit year more than 50 years ahead is the century before (RFC 9110 §5.6.7)."""
-    assert f.rfc850_year(50, NOW) == 2050  # NOW is in 2023
-    assert f.rfc850_year(74, NOW) == 1974
-    assert f.rfc850_year(73, NOW) == 2073
-
-
 def test_connection_listed_and_hop_by_hop_fields_are_not_stored() -> None:
     """Fields named in Connection and hop-by-hop fields are left out of what is stored."""
     headers = [
@@ -468,3 +396,37 @@ def test_accepts_stale(request_cc: str, response_cc: str, age: float, accepted: 
     stored = [("Cache-Control", response_cc)]
     request = [("Cache-Control", request_cc)]
     assert f.accepts_stale(stored, request, age, status=200, response_time=0.0) is accepted
+
+
+# -- the Cache-Control parser, fed whole, member by member, and with trailing data -----------------
+
+_members = st.one_of(
+    st.sampled_from(["no-cache", "no-store", "public", "private", "max-age=60", "MAX-AGE=5"]),
+    st.sampled_from(['no-cache="a, b"', 'x="q\\"uote, ,"', "max-age =5", "max-age= 5", "=5"]),
+    st.builds(
+        "{}={}".format,
+        st.sampled_from(["max-age", "max-stale", "stale-if-error", "x-ext"]),
+        st.integers(0, 10**12).map(str) | st.sampled_from(["-1", "1.5", "abc", ""]),
+    ),
+)
+
+
+@given(st.lists(_members, max_size=6), st.sampled_from(["", ",", " ,  ,", ",\t"]))
+def test_cache_control_reads_the_same_in_one_line_or_many(
+    members: list[str], trailing: str
+) -> None:
+    """Directives read the same from one field line, from one line per member (RFC 9110 §5.3
+    lets a list be split across lines) and with empty list members trailing."""
+    whole = f.parse_cache_control([", ".join(members)])
+    assert f.parse_cache_control(members) == whole
+    assert f.parse_cache_control([", ".join(members) + trailing]) == whole
+
+
+@given(st.lists(_members, max_size=4), _members)
+def test_cache_control_trailing_member_adds_only_itself(members: list[str], last: str) -> None:
+    """A member after the others adds its own directive and changes none of theirs."""
+    before = f.parse_cache_control(members)
+    after = f.parse_cache_control([*members, last])
+    alone = f.parse_cache_control([last])
+    for name, values in after.items():
+        assert values == before.get(name, []) + alone.get(name, [])

@@ -17,8 +17,8 @@ from webclient import (
     ResolveError,
     WebClientError,
 )
-from webclient._freshness import format_http_date
 from webclient._retry import retry_after, retryable_error, wait_before_retry
+from webclient._shared.httpdate import format_http_date
 from webserver import Server
 
 from .conftest import CLIENT_TIMEOUT, FakeClock, Origin

@@ -190,6 +190,6 @@ def test_extensions_and_trailers_are_accepted(server: Server, www: Path) -> None
     with connect(server) as sock:
         sock.sendall(HEAD + body + NEXT)
         reader = WireReader(sock)
-        assert reader.read().status == 200
+        assert reader.read().status == 201
         assert reader.read().status == 200
     assert (www / "up.txt").read_bytes() == b"hello"

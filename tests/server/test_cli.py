@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from click.testing import CliRunner
 from webserver.cli import main
 
 from .conftest import NET_TIMEOUT, webserver_process
+from .conftest import SERVING as SERVING_ONE
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -145,6 +149,8 @@ def test_help_explains_every_option() -> None:
         "--grace-period",
         "--no-listing",
         "--show-hidden",
+        "--read-only",
+        "--no-compress",
         "-p, --port",
         "-b, --bind",
         "-d, --root, --directory",
@@ -291,6 +297,53 @@ def test_show_hidden_option(www: Path) -> None:
         assert get(int(match["port"]), "/.env") == (200, b"K=1\n")
 
 
+def test_no_compress_option(www: Path) -> None:
+    """A text file is gzipped for a client that accepts gzip; with --no-compress it goes out as
+    it is, while a precompressed sibling is still sent."""
+    page = b"function f() { return 1; }\n" * 200
+    (www / "app.js").write_bytes(page)
+    (www / "site.css").write_bytes(b"p { color: red }\n" * 100)
+    (www / "site.css.gz").write_bytes(b"gzipped by hand")
+
+    def encodings(port: int) -> list[tuple[str | None, bytes]]:
+        found = []
+        for path in ("/app.js", "/site.css"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+            try:
+                conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+                response = conn.getresponse()
+                found.append((response.getheader("Content-Encoding"), response.read()))
+            finally:
+                conn.close()
+        return found
+
+    base = ("--port", "0", "--root", str(www), "--no-access-log")
+    with webserver_process(*base) as (_, match):
+        (coding, _), sibling = encodings(int(match["port"]))
+    assert coding == "gzip"
+    with webserver_process(*base, "--no-compress") as (_, match):
+        assert encodings(int(match["port"])) == [(None, page), sibling]
+    assert sibling == ("gzip", b"gzipped by hand")
+
+
+def test_read_only_option(www: Path) -> None:
+    """--read-only answers POST and PUT with 405 and Allow, and stores nothing; GET serves."""
+    args = ("--port", "0", "--root", str(www), "--no-access-log", "--read-only")
+    with webserver_process(*args) as (_, match):
+        port = int(match["port"])
+        for method in ("POST", "PUT"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NET_TIMEOUT)
+            try:
+                conn.request(method, "/new.txt", b"x")
+                response = conn.getresponse()
+                response.read()
+            finally:
+                conn.close()
+            assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD, OPTIONS")
+        assert get(port, "/hello.txt")[0] == 200
+    assert not (www / "new.txt").exists()
+
+
 @pytest.mark.parametrize("fmt", ["combined", "json"])
 def test_access_log_format(www: Path, tmp_path: Path, fmt: str) -> None:
     """--access-log-format combined/json logs the Referer and User-Agent of each request,
@@ -314,3 +367,140 @@ def test_access_log_format(www: Path, tmp_path: Path, fmt: str) -> None:
             assert (data["referer"], data["user_agent"]) == ("http://r/", "agent/1")
         else:
             assert line.endswith('"http://r/" "agent/1"')
+
+
+# -- listening: several addresses, systemd socket activation -----------------------------------
+
+
+@contextlib.contextmanager
+def started(
+    *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``ARGS`` (a ``webserver run`` command line), wait for its first stdout line, and
+    yield the process and the line; stop it with SIGTERM at the end, which must exit 0."""
+    proc = subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        pass_fds=pass_fds,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().rstrip("\n")
+        assert line.startswith("Serving "), (
+            f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+        )
+        yield proc, line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(NET_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(NET_TIMEOUT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def activated(listener: socket.socket, *args: str, pid: str | None = None) -> list[str]:
+    """A command line that starts ``webserver run ARGS`` as systemd would on socket activation:
+    ``listener`` as descriptor 3, LISTEN_FDS=1 and LISTEN_PID naming the server's own process
+    (kept by ``exec``), unless ``pid`` says otherwise."""
+    launcher = (
+        "import os, sys\n"
+        f"os.dup2({listener.fileno()}, 3)\n"
+        f"os.close({listener.fileno()})\n"
+        f"os.environ['LISTEN_PID'] = {pid!r} or str(os.getpid())\n"
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'webserver', 'run', *sys.argv[1:]])\n"
+    )
+    return [sys.executable, "-c", launcher, *args]
+
+
+def get_unix(path: Path, target: str) -> bytes:
+    """GET ``target`` over the Unix socket at ``path`` with real curl (--unix-socket)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    done = subprocess.run(
+        [curl, "--silent", "--show-error", "--max-time", str(NET_TIMEOUT), "--unix-socket",
+         str(path), f"http://localhost{target}"],
+        capture_output=True,
+        timeout=NET_TIMEOUT * 2,
+        check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def ipv6_loopback() -> None:
+    """Skip unless this machine can listen on ::1."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+
+
+def test_first_line_names_every_address(www: Path, tmp_path: Path) -> None:
+    """With IPv4, [::1] and unix: binds, the first stdout line names each address in order, and
+    each answers (the Unix socket to real curl --unix-socket); the socket file goes at the stop."""
+    ipv6_loopback()
+    path = tmp_path / "web.sock"
+    command = [sys.executable, "-m", "webserver", "run", "--root", str(www), "--no-access-log"]
+    binds = ["--bind", "127.0.0.1:0", "--bind", "[::1]:0", "--bind", f"unix:{path}"]
+    with started(*command, *binds) as (_, line):
+        match = re.fullmatch(
+            rf"Serving {re.escape(str(www.resolve()))} on http://127\.0\.0\.1:(\d+)/,"
+            rf" http://\[::1\]:(\d+)/, unix:{re.escape(str(path))}",
+            line,
+        )
+        assert match, line
+        assert get(int(match[1]), "/hello.txt") == (200, b"hello, world\n")
+        v6 = http.client.HTTPConnection("::1", int(match[2]), timeout=NET_TIMEOUT)
+        v6.request("GET", "/hello.txt")
+        assert v6.getresponse().read() == b"hello, world\n"
+        v6.close()
+        assert get_unix(path, "/hello.txt") == b"hello, world\n"
+    assert not path.exists()
+
+
+def test_socket_activation_serves_on_the_passed_socket(www: Path) -> None:
+    """Given a listening socket as descriptor 3 with LISTEN_FDS/LISTEN_PID (systemd socket
+    activation), the server serves on it instead of --port, and names its address."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        command = activated(listener, "--root", str(www), "--port", "1", "--no-access-log")
+        with started(*command, pass_fds=(listener.fileno(),)) as (_, line):
+            assert line == f"Serving {www.resolve()} on http://127.0.0.1:{port}/"
+            assert get(port, "/hello.txt") == (200, b"hello, world\n")
+
+
+def test_socket_activation_keeps_systemds_unix_socket(www: Path, tmp_path: Path) -> None:
+    """A passed Unix socket is served (real curl --unix-socket) and its file is left in place
+    at the stop: it belongs to systemd, which keeps listening on it."""
+    path = tmp_path / "activated.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        command = activated(listener, "--root", str(www), "--no-access-log")
+        with started(*command, pass_fds=(listener.fileno(),)) as (_, line):
+            assert line == f"Serving {www.resolve()} on unix:{path}"
+            assert get_unix(path, "/hello.txt") == b"hello, world\n"
+        assert path.is_socket()
+
+
+def test_socket_activation_for_another_process_is_ignored(www: Path) -> None:
+    """LISTEN_FDS meant for another process (LISTEN_PID differs) is not taken: the server
+    listens on its own --port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        command = activated(listener, "--root", str(www), "--port", "0", pid="1")
+        with started(*command, pass_fds=(listener.fileno(),)) as (_, line):
+            match = SERVING_ONE.match(line)
+            assert match and int(match["port"]) != listener.getsockname()[1], line
+            assert get(int(match["port"]), "/hello.txt")[0] == 200

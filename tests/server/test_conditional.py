@@ -72,3 +72,20 @@ def test_fuzz_never_raises(value: str) -> None:
     """Arbitrary header values give a yes/no, never an exception."""
     for name in ("If-None-Match", "If-Modified-Since"):
         assert not_modified(Headers([(name, value)]), ETAG, MTIME) in (True, False)
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "Sun, 06 Nov 2094 08:49:37 +0000",  # a numeric zone: not an HTTP-date
+        "Sun, 06 Nov 2094 08:49:37 UTC",
+        "06 Nov 2094 08:49:37 GMT",  # no day name
+        "Sun, 06 Nov 2094 08:49:37 GMT junk",
+    ],
+)
+def test_if_modified_since_in_no_http_date_form_is_ignored(since: str) -> None:
+    """An If-Modified-Since in none of RFC 9110's three date forms is ignored (§13.1.3: an
+    invalid date), even one far in the future: the whole file is sent, not a 304."""
+    assert not not_modified(Headers([("If-Modified-Since", since)]), '"e"', 1_000_000.0)
+    valid = "Sun, 06 Nov 2094 08:49:37 GMT"
+    assert not_modified(Headers([("If-Modified-Since", valid)]), '"e"', 1_000_000.0)

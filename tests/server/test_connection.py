@@ -3,14 +3,18 @@ and ownership changes only through park/claim."""
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import tempfile
+import tracemalloc
 from pathlib import Path
 
+import h11
 import pytest
 
-from webserver._connection import PARKED, Connection, Owner, Refuse, Wait
+from webserver._connection import PARKED, Connection, Mode, Owner, Refuse, Wait
+from webserver._fastpath import PlainRequest
 from webserver.framing import HeadLimits
 
 LIMITS = HeadLimits(max_request_line=8192, max_head_size=32768, max_header_count=100)
@@ -118,3 +122,63 @@ def test_a_failed_arm_leaves_the_connection_with_the_caller() -> None:
 
         assert conn.park(Owner.HEAD, 1.0, 1.0, fail) is False
         assert conn.owner is Owner.WORKER
+
+
+def test_an_idle_connection_after_a_plain_request_costs_about_a_kibibyte() -> None:
+    """A connection that has answered a plain request and waits for the next holds no h11
+    state machine and no output deque: about 1 KiB of Python objects, so 10,000 idle clients
+    cost about 10 MiB (issue 14 asks at most 2 KiB each)."""
+    count = 200
+    pairs = [socket.socketpair() for _ in range(count)]
+    try:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            conns = []
+            for server_end, client_end in pairs:
+                conn = Connection(server_end, ("127.0.0.1", 1))
+                client_end.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.receive()
+                assert conn.next_request(LIMITS) is not None
+                conn.take_plain_head()
+                conn.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                assert conn.flush()
+                assert isinstance(conn.next_request(LIMITS), Wait)
+                conns.append(conn)
+            gc.collect()
+            each = (tracemalloc.get_traced_memory()[0] - before) / count
+        finally:
+            tracemalloc.stop()
+        assert all(conn._h11 is None for conn in conns)
+        assert each <= 1536, f"{each:.0f} bytes per idle connection"
+    finally:
+        for server_end, client_end in pairs:
+            server_end.close()
+            client_end.close()
+
+
+def test_the_h11_state_machine_is_built_when_first_needed_and_dropped_after() -> None:
+    """Plain requests never build h11; a request only h11 can read builds it, and once its
+    exchange is over with the next request already buffered, plain mode takes the bytes and
+    lets that h11 go."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        assert conn._h11 is None
+        # A body: h11 frames it; the next request follows in the same write.
+        client_end.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        conn.receive()
+        event = conn.next_request(LIMITS)
+        assert conn._h11 is not None and conn.mode is Mode.H11
+        assert type(event) is h11.Request
+        while type(conn.h11.next_event()) is not h11.EndOfMessage:
+            pass
+        conn.send(h11.Response(status_code=204, headers=[]))
+        conn.send(h11.EndOfMessage())
+        assert conn.end_exchange()
+        assert conn._h11 is None and conn.mode is Mode.PLAIN
+        plain = conn.next_request(LIMITS)
+        assert isinstance(plain, PlainRequest) and plain.target == "/next"

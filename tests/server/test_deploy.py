@@ -132,7 +132,7 @@ def test_concurrent_uploads_of_one_name_never_overwrite(deployment: Deployment) 
     bodies = [f"upload {i}\n".encode() * 100 for i in range(40)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda b: call(deployment.port, "POST", "/same.txt", b), bodies))
-    assert [status for status, _, _ in results] == [200] * 40
+    assert [status for status, _, _ in results] == [201] * 40
     assert len({headers["Location"] for _, _, headers in results}) == 40
     stored = [p.read_bytes() for p in deployment.root.iterdir() if p.name.startswith("same")]
     assert sorted(stored) == sorted(bodies)
@@ -168,7 +168,7 @@ def _load(port: int, done: threading.Event, deadline: float) -> tuple[int, list[
                 conn.request(method, "/hello.txt" if body is None else "/load.bin", body=body)
                 response = conn.getresponse()
                 response.read()
-                if response.status != 200:
+                if response.status != (201 if method == "POST" else 200):
                     failures.append(f"{method} answered {response.status}")
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{method} failed: {exc!r}")
@@ -203,3 +203,27 @@ def test_rolling_restart_loses_no_request(deployment: Deployment) -> None:
         results = [future.result() for future in futures]
     assert [failure for _, failures in results for failure in failures] == []
     assert _lines(second) >= served_at_stop + 100, "the load stopped before the instance had"
+
+
+def test_socket_activation_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    """deploy/webserver.socket and the service it starts are valid units for systemd (checked
+    by `systemd-analyze verify`, with the program path of this test's installation)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    service = (DEPLOY / "webserver-activated.service").read_text()
+    assert "/opt/webserver/bin/webserver run" in service
+    python = shutil.which("python3") or "/usr/bin/python3"
+    (tmp_path / "webserver-activated.service").write_text(
+        service.replace("/opt/webserver/bin/webserver run", f"{python} -m webserver run")
+    )
+    shutil.copy(DEPLOY / "webserver.socket", tmp_path / "webserver.socket")
+    done = subprocess.run(
+        [analyze, "verify", "./webserver.socket", "./webserver-activated.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT * 3,
+        check=False,
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")

@@ -26,11 +26,11 @@ VALID = [
     (b"GET /b.bin HTTP/1.1\r\nHost: x\r\n\r\n", 200, FILES["b.bin"]),
     (b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", 404, None),
     (b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200, b""),
-    (b"POST /up/n.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 200, None),
+    (b"POST /up/n.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 201, None),
     (
         b"POST /up/c.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"1\r\nz\r\n0\r\n\r\n",
-        200,
+        201,
         None,
     ),
     (b"DELETE /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 405, None),

@@ -309,7 +309,7 @@ def test_fast_path_and_h11_alternate_on_one_connection(
         (_get("/hello.txt"), 200, b"hello, world\n"),
         (_get("/stream"), 200, b"one two"),  # plain request, h11 response
         (_get("/hello.txt"), 200, b"hello, world\n"),
-        (b"POST /up.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc", 200, None),
+        (b"POST /up.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc", 201, None),
         (_get("/framed"), 200, b"framed"),
         (_get("/hello.txt", b"Content-Length: 0\r\n"), 200, b"hello, world\n"),  # h11 request
         (b"\r\n" + _get("/docs/"), 200, b"<h1>docs</h1>\n"),
@@ -385,3 +385,19 @@ def test_strict_checks_still_apply_before_the_fast_path(server: Server) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET /hello.txt HTTP/1.1\nHost: t\n\n")
         assert recv_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_repeated_response_field_is_checked_once_and_a_bad_one_stays_refused() -> None:
+    """The check of a response field is remembered: a head sent again looks its fields up
+    instead of matching them again, and a field h11 refuses is refused every time."""
+    from webserver._fastpath import _checked_field
+
+    _checked_field.cache_clear()
+    fields = [("Server", "ws"), ("Content-Length", "2")]
+    first = plain_response_head(200, "OK", fields, body_length=2, close=False)
+    hits = _checked_field.cache_info().hits
+    assert plain_response_head(200, "OK", fields, body_length=2, close=False) == first
+    assert _checked_field.cache_info().hits == hits + len(fields)
+    bad = [("X-Bad", "a\r\nb"), ("Content-Length", "2")]
+    for _ in range(2):
+        assert plain_response_head(200, "OK", bad, body_length=2, close=False) is None

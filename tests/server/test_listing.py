@@ -127,3 +127,31 @@ def test_etag_follows_the_bytes() -> None:
     assert listing_etag(b"a") == listing_etag(b"a")
     assert listing_etag(b"a") != listing_etag(b"b")
     assert listing_etag(b"a").startswith('"')
+
+
+class _Forms(HTMLParser):
+    """The forms of a page and the inputs in them, as attribute dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str | None]] = []
+        self.inputs: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "form":
+            self.forms.append(dict(attrs))
+        elif tag == "input":
+            self.inputs.append(dict(attrs))
+
+
+def test_upload_form_only_when_asked() -> None:
+    """With upload_form, the page carries one multipart POST form to its own URL with a
+    multiple file input; without, no form."""
+    entries = [ListingEntry("a.txt", False, 1, MTIME)]
+    with_form = _Forms()
+    with_form.feed(render_html("/docs/", entries, parent=True, upload_form=True))
+    assert with_form.forms == [{"method": "post", "enctype": "multipart/form-data"}]
+    assert [(i["type"], "multiple" in i) for i in with_form.inputs] == [("file", True)]
+    without = _Forms()
+    without.feed(render_html("/docs/", entries, parent=True))
+    assert (without.forms, without.inputs) == ([], [])

@@ -55,8 +55,52 @@ def test_curl_upload(server: Server, www: Path, tmp_path: Path, mode: str) -> No
     source = "@" + str(payload) if mode == "--data-binary" else str(payload)
     result = run(curl, "-sS", "-X", "POST", "-D", "-", mode, source, server.url + "up/p.bin")
     assert result.returncode == 0, result.stderr
-    assert b"200 OK" in result.stdout and b"Location: /up/p.bin" in result.stdout
+    assert b"201 Created" in result.stdout and b"Location: /up/p.bin" in result.stdout
     assert (www / "up" / "p.bin").read_bytes() == payload.read_bytes()
+
+
+def test_curl_put_creates_replaces_and_honours_if_none_match(
+    server: Server, www: Path, tmp_path: Path
+) -> None:
+    """curl -T (a PUT, with Expect: 100-continue for a large file) stores byte-exact at exactly
+    that path: 201 Created, then 204 replacing it; with If-None-Match: * a second PUT is 412."""
+    curl = need("curl")
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.write_bytes(os.urandom(2_000_000))
+    second.write_bytes(os.urandom(300_000))
+    url = server.url + "put/p.bin"
+    out = "%{http_code}"
+    assert run(curl, "-sS", "-o", "/dev/null", "-w", out, "-T", str(first), url).stdout == b"201"
+    assert (www / "put" / "p.bin").read_bytes() == first.read_bytes()
+    assert run(curl, "-sS", "-o", "/dev/null", "-w", out, "-T", str(second), url).stdout == b"204"
+    assert (www / "put" / "p.bin").read_bytes() == second.read_bytes()
+    refused = run(
+        curl, "-sS", "-o", "/dev/null", "-w", out, "-H", "If-None-Match: *", "-T", str(first), url
+    )
+    assert refused.stdout == b"412"
+    assert (www / "put" / "p.bin").read_bytes() == second.read_bytes()
+
+
+def test_http_client_put_with_if_match(server: Server, www: Path) -> None:
+    """http.client PUT with the ETag a GET gave replaces the file (204); the same ETag again
+    no longer matches (412)."""
+    conn = http.client.HTTPConnection(*server.listen(), timeout=NET_TIMEOUT)
+    try:
+        conn.request("GET", "/hello.txt")
+        response = conn.getresponse()
+        response.read()
+        etag = response.getheader("ETag")
+        assert etag
+        statuses = []
+        for body in (b"replaced\n", b"again\n"):
+            conn.request("PUT", "/hello.txt", body=body, headers={"If-Match": etag})
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        conn.close()
+    assert statuses == [204, 412]
+    assert (www / "hello.txt").read_bytes() == b"replaced\n"
 
 
 def test_wget(server: Server, www: Path, tmp_path: Path) -> None:
@@ -89,7 +133,7 @@ def test_urllib_post(server: Server, www: Path) -> None:
     """urllib POST stores the body."""
     request = urllib.request.Request(server.url + "via-urllib.txt", data=b"urllib", method="POST")
     with urllib.request.urlopen(request, timeout=NET_TIMEOUT) as response:
-        assert response.status == 200
+        assert response.status == 201
         assert response.headers["Location"] == "/via-urllib.txt"
     assert (www / "via-urllib.txt").read_bytes() == b"urllib"
 
@@ -172,3 +216,94 @@ def test_wget_mirrors_a_tree_through_listings(server: Server, www: Path, tmp_pat
         if p.is_file()
     }
     assert mirrored == expected
+
+
+def test_curl_form_upload(server: Server, www: Path, tmp_path: Path) -> None:
+    """curl -F file=@x -F other=@y stores both files byte-exact in the folder URL's folder;
+    201 Created names the first; a plain field is listed, not stored."""
+    curl = need("curl")
+    first, second = tmp_path / "x.bin", tmp_path / "y name.txt"
+    first.write_bytes(os.urandom(300_000))
+    second.write_bytes(b"second\r\n--not a boundary\r\n")
+    result = run(
+        curl, "-sS", "-D", "-", "-F", f"file=@{first}", "-F", f"other=@{second}",
+        "-F", "note=hello", server.url + "empty/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"201 Created" in result.stdout and b"Location: /empty/x.bin" in result.stdout
+    assert b"ignored field 'note'" in result.stdout
+    assert (www / "empty" / "x.bin").read_bytes() == first.read_bytes()
+    assert (www / "empty" / "y name.txt").read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in (www / "empty").iterdir()) == ["x.bin", "y name.txt"]
+
+
+#: The longest a browser test may take, start-up of Chromium included.
+BROWSER_TIMEOUT = 90
+
+
+@pytest.mark.timeout(BROWSER_TIMEOUT)
+def test_browser_uploads_through_the_listing_form(
+    server: Server, www: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headless Chromium opens a folder listing, picks two files in its upload form and
+    submits it: both are stored byte-exact and the browser shows the answer."""
+    chromium, chromedriver = need("chromium"), need("chromedriver")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (the test extra installs it)"
+    )
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setenv("SE_AVOID_STATS", "true")  # Selenium Manager: no usage report
+    files = [tmp_path / "photo.bin", tmp_path / "notes é.txt"]
+    files[0].write_bytes(os.urandom(150_000))
+    files[1].write_text("notes\n", encoding="utf-8")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # containers run as root, where Chromium's sandbox cannot start
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",  # traffic only to the server under test
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    try:
+        driver.set_page_load_timeout(NET_TIMEOUT)
+        driver.get(server.url + "empty/")
+        picker = driver.find_element(By.CSS_SELECTOR, "form input[type=file]")
+        picker.send_keys("\n".join(str(f) for f in files))
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        # The click navigates: until the answer page is in, the old page's body may go stale.
+        WebDriverWait(
+            driver, NET_TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda d: "stored /empty/" in d.find_element(By.TAG_NAME, "body").text)
+        shown = driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()
+    assert "stored /empty/photo.bin (150000 bytes)" in shown
+    for file in files:
+        assert (www / "empty" / file.name).read_bytes() == file.read_bytes()
+
+
+def test_curl_form_upload_of_awkward_names(server: Server, www: Path, tmp_path: Path) -> None:
+    """curl -F escapes a '"' in a file name (as %22); the file is stored under its real name,
+    and a name given with ;filename=../ stays in the folder."""
+    curl = need("curl")
+    quoted = tmp_path / 'say "hi" é.txt'
+    quoted.write_bytes(b"quoted")
+    result = run(
+        curl, "-sS", "-F", f"file=@{quoted}", "-F", f"f=@{quoted};filename=../../out.txt",
+        server.url + "empty/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (www / "empty" / 'say "hi" é.txt').read_bytes() == b"quoted"
+    assert (www / "empty" / "out.txt").read_bytes() == b"quoted"
+    assert not (www.parent / "out.txt").exists()

@@ -11,13 +11,15 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from webserver import Handler, Request, Response, Server
 from webserver._connection import Owner
+from webserver._exchange import SELECTOR_BODY_BYTES
 from webserver.framing import HeadLimits
 from webserver.server import raise_open_files_limit
 from webserver.testing import running_server
@@ -446,7 +448,7 @@ def test_stalled_upload_does_not_hold_up_others(www: Path) -> None:
                 other.sendall(GET)
                 assert WireReader(other).read().status == 200
         stalled.sendall(b"c" * 98)
-        assert WireReader(stalled).read().status == 200
+        assert WireReader(stalled).read().status == 201
     assert (www / "slow.bin").read_bytes() == b"ab" + b"c" * 98
 
 
@@ -681,6 +683,104 @@ def test_the_body_arrives_whole_before_the_handler_runs(www: Path) -> None:
     assert calls == [b"abcdef"]
 
 
+class _Collect(Handler):
+    """Keeps every body it is given."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def post(self, request: Request) -> Response:
+        self.bodies.append(request.body.read())
+        return Response.text("ok\n")
+
+
+def _count_turns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the worker turns (``serve_ready`` calls) the server makes from now on."""
+    import webserver.server as server_module
+
+    turns: list[int] = []
+    real = server_module.serve_ready  # type: ignore[attr-defined]
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        turns.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "serve_ready", counting)
+    return turns
+
+
+def _wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + NET_TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        threading.Event().wait(0.002)
+
+
+def _incoming(server: Server) -> Any:
+    (conn,) = list(server._poller.connections.values())
+    return conn.incoming
+
+
+def _pending_is(server: Server, count: int) -> Callable[[], bool]:
+    return lambda: bool(_incoming(server).pending == count)
+
+
+def test_a_trickled_body_is_received_without_a_worker_per_piece(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Body bytes that trickle in while the connection is parked are received by the selector:
+    twenty pieces cost two worker turns (the head, the last piece), and the body arrives whole."""
+    turns = _count_turns(monkeypatch)
+    handler = _Collect()
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/echo", handler)
+        ) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 21\r\n\r\n")
+        wait_for_owner(server, Owner.BODY)
+        for i in range(20):
+            sock.sendall(bytes([0x61 + i]))
+            _wait_until(_pending_is(server, i + 1), f"{i + 1} bytes pending")
+            wait_for_owner(server, Owner.BODY)
+        sock.sendall(b"!")
+        assert WireReader(sock).read().status == 200
+    assert handler.bodies == [b"abcdefghijklmnopqrst!"]
+    assert len(turns) == 2
+
+
+def test_a_slow_body_moves_to_its_spool_each_time_enough_has_gathered(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ``SELECTOR_BODY_BYTES`` have gathered in the selector a worker moves them into the
+    spool, so a slow large body is never held twice in memory; it still arrives whole."""
+    turns = _count_turns(monkeypatch)
+    handler = _Collect()
+    piece = SELECTOR_BODY_BYTES * 5 // 8
+    body = bytes(range(256)) * (piece * 3 // 256)
+    with (
+        running_server(
+            root=www, access_log=False, setup=lambda srv: srv.route("/echo", handler)
+        ) as server,
+        connect(server) as sock,
+    ):
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        wait_for_owner(server, Owner.BODY)
+        sock.sendall(body[:piece])
+        _wait_until(lambda: _incoming(server).pending == piece, "the first piece pending")
+        sock.sendall(body[piece : 2 * piece])
+        _wait_until(
+            lambda: _incoming(server).spool.size == 2 * piece and _incoming(server).pending == 0,
+            "two pieces spooled",
+        )
+        wait_for_owner(server, Owner.BODY)
+        sock.sendall(body[2 * piece :])
+        assert WireReader(sock).read().status == 200
+    assert handler.bodies == [body]
+    assert len(turns) == 3
+
+
 def test_a_large_body_is_spooled_where_its_handler_asks_and_can_be_linked(
     www: Path, tmp_path: Path
 ) -> None:
@@ -841,3 +941,30 @@ def test_serves_on_tcp_and_a_unix_socket_at_once(tmp_path: Path, www: Path) -> N
             sock.sendall(GET)
             assert WireReader(sock).read().body == b"hello, world\n"
     assert not path.exists()
+
+
+def test_a_lingering_worker_loop_takes_the_next_ready_connections(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loop that ran last waits for the next ready connection instead of returning
+    its thread: five requests on fresh connections, one after another, start one loop; the stop
+    still ends it at once."""
+    import webserver.server as server_module
+
+    monkeypatch.setattr(server_module, "LINGER_FOR_WORK", 60.0)
+    loops: list[int] = []
+    real = Server._work_loop
+
+    def counting(self: Server) -> None:
+        loops.append(1)
+        real(self)
+
+    monkeypatch.setattr(Server, "_work_loop", counting)
+    with running_server(root=www, access_log=False) as server:
+        for _ in range(5):
+            with connect(server) as sock:
+                sock.sendall(GET)
+                assert WireReader(sock).read().status == 200
+        started = time.monotonic()
+    assert time.monotonic() - started < NET_TIMEOUT / 2
+    assert len(loops) == 1

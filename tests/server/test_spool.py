@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from webserver import HTTPError
-from webserver._spool import MEMORY_LIMIT, Spool
+from webserver._spool import MEMORY_LIMIT, Spool, locked_temp_file, remove_unheld
 
 
 def _read_all(spool: Spool) -> bytes:
@@ -68,3 +68,41 @@ def test_a_full_disk_is_507(monkeypatch: pytest.MonkeyPatch) -> None:
         spool.write(b"x" * (MEMORY_LIMIT + 1))
     assert caught.value.status == 507
     spool.close()
+
+
+def test_remove_unheld_keeps_locked_files(tmp_path: Path) -> None:
+    """Files no process holds are removed; a locked one (a live process's) and a folder stay;
+    a missing folder holds nothing."""
+    (tmp_path / "abandoned").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    fd, held = locked_temp_file(str(tmp_path), "held-")
+    try:
+        assert remove_unheld(str(tmp_path)) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(held).name, "sub"])
+    finally:
+        os.close(fd)
+    assert remove_unheld(str(tmp_path)) == 1  # unlocked once its holder closed it
+    assert remove_unheld(str(tmp_path / "missing")) == 0
+
+
+def test_a_temp_file_removed_before_its_lock_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean-up that removes a new file between its creation and its lock (it was not yet
+    held) does not leave the writer with a nameless file: a new one is made."""
+    real_flock = fcntl.flock
+    calls: list[str] = []
+
+    def flock_after_a_cleanup(fd: int, operation: int) -> None:
+        if not calls:
+            calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+            remove_unheld(str(tmp_path))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr("webserver._spool.fcntl.flock", flock_after_a_cleanup)
+    fd, path = locked_temp_file(str(tmp_path), "t-")
+    try:
+        assert calls and calls[0] != path
+        assert os.path.samestat(os.fstat(fd), os.stat(path))
+    finally:
+        os.close(fd)

@@ -478,6 +478,14 @@ class TestListing:
             assert fetch(srv, "/")[0] == 404
             assert fetch(srv, "/docs/")[0] == 200
 
+    def test_upload_form_unless_read_only(self, server: Server, www: Path) -> None:
+        """A listing carries the multipart upload form while uploads are on; with read_only
+        it does not."""
+        form = '<form method="post" enctype="multipart/form-data">'
+        assert form in fetch(server, "/empty/")[2].decode()
+        with running_server(root=www, access_log=False, read_only=True) as srv:
+            assert form not in fetch(srv, "/empty/")[2].decode()
+
     def test_symlink_out_and_temporaries_are_not_listed(self, server: Server, www: Path) -> None:
         """Names GET would not serve (a link out of the root, an upload temporary) are not
         listed."""
@@ -666,6 +674,31 @@ def test_no_compress_keeps_siblings(coded: Path) -> None:
         assert "Vary" not in headers
         _, headers, _ = fetch(srv, "/site.css", headers={"Accept-Encoding": "gzip"})
         assert headers["Content-Encoding"] == "gzip"
+
+
+def test_only_static_files_are_compressed(www: Path) -> None:
+    """A handler's response mixing a secret with reflected request text, and a listing, go out
+    uncompressed even to a client that accepts gzip: the length of a compressed body cannot
+    leak a secret (BREACH)."""
+    from webserver import Handler, Request, Response
+
+    class Reflect(Handler):
+        def get(self, request: Request) -> Response:
+            return Response.text(f"token=s3cr3t-{'x' * 2000}\nyou asked for {request.query}\n")
+
+    (www / "many").mkdir()
+    for i in range(60):
+        (www / "many" / f"file-{i:03}.txt").write_bytes(b"")
+    gz = {"Accept-Encoding": "gzip"}
+    with running_server(
+        root=www, access_log=False, setup=lambda srv: srv.route("/reflect", Reflect())
+    ) as srv:
+        status, headers, body = fetch(srv, "/reflect?token=s3cr3t-a", headers=gz)
+        assert (status, body.startswith(b"token=s3cr3t-")) == (200, True)
+        assert "Content-Encoding" not in headers
+        status, headers, body = fetch(srv, "/many/", headers=gz)
+        assert (status, b"file-059.txt" in body) == (200, True)
+        assert len(body) > 1024 and "Content-Encoding" not in headers
 
 
 def test_sibling_symlink_out_of_root_is_ignored(server: Server, www: Path) -> None:

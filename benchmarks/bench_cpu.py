@@ -1,0 +1,133 @@
+"""Server CPU time per request: versions of our server and peers side by side, alternated.
+
+Why: on a machine shared with other work, req/s moves with the load, while the CPU time a server
+spends per answered request moves much less; requests per CPU-second of the server is also how
+issue 14 compares us with nginx. This runs, for each round and each server in turn (each
+``--python``, an interpreter that imports the version of ours to measure, e.g. a wrapper that
+sets ``PYTHONPATH`` to another checkout; then each of ``--peers``, started as bench_server.py
+starts them: nginx with one worker, uvicorn with h11), the server on an ephemeral port and wrk
+(``-t1 -c50``) on a 1 KiB file, keep-alive and 16 requests pipelined per write, and reads the
+user + system time of every thread of the server's process tree from ``/proc`` before and after.
+
+Usage: python benchmarks/bench_cpu.py --python A,B[,C] [--peers nginx,uvicorn]
+       [--peer-python PY] [--seconds 3] [--rounds 3] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import HOST, BenchError, Service, markdown_table, process_tree
+from bench_scaling import pipeline_script
+from bench_server import LUA_DONE, SMALL, Context, build_service, make_www, run_wrk
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system time of every thread of ``pids`` so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS
+
+
+def _start(target: str, ctx: Context, workers: int) -> Service:
+    """Our server run by the interpreter ``target``, or the peer named ``target``."""
+    if target.startswith("peer:"):
+        service, _ = build_service(target[5:], ctx)
+    else:
+        argv = [target, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
+        argv += ["--root", str(ctx.www), "--no-access-log", "--workers", str(workers)]
+        service = Service("ours", argv, ctx.tmp, banner=True)
+    service.start()
+    return service
+
+
+def _measure(
+    service: Service, scripts: dict[str, Path], seconds: float
+) -> dict[str, tuple[float, float]]:
+    """Per workload: server CPU µs per request and req/s."""
+    assert service.proc is not None
+    found = {}
+    for workload, script in scripts.items():
+        pids = process_tree(service.proc.pid)
+        before = cpu_seconds(pids)
+        result = run_wrk(service.port, SMALL, 50, seconds, script)
+        used = cpu_seconds(pids) - before
+        found[workload] = (used * 1e6 / max(result.requests, 1), result.requests / result.seconds)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=sys.executable, help="comma list of interpreters")
+    parser.add_argument("--peers", default="", help="comma list: nginx, uvicorn, ...")
+    parser.add_argument("--peer-python", default=sys.executable, help="python with the peers")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    targets = [p for p in args.python.split(",") if p]
+    targets += [f"peer:{name}" for name in args.peers.split(",") if name]
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as name:
+        tmp = Path(name)
+        ctx = Context(tmp, make_www(tmp), sys.executable, args.peer_python, None)
+        scripts = {"keep-alive": tmp / "plain.lua", "pipelined x16": tmp / "pipe16.lua"}
+        scripts["keep-alive"].write_text(LUA_DONE)
+        scripts["pipelined x16"].write_text(pipeline_script(SMALL, 16))
+        for _ in range(args.rounds):
+            for target in targets:
+                if target in skipped:
+                    continue
+                try:
+                    service = _start(target, ctx, args.workers)
+                except (BenchError, OSError) as exc:
+                    skipped[target] = str(exc)
+                    continue
+                try:
+                    for workload, figures in _measure(service, scripts, args.seconds).items():
+                        results.setdefault((workload, target), []).append(figures)
+                finally:
+                    service.stop()
+    rows = []
+    for (workload, target), runs in sorted(results.items()):
+        per_cpu_s = sorted(1e6 / cpu for cpu, _ in runs if cpu > 0)
+        rows.append(
+            [
+                workload,
+                target.removeprefix("peer:"),
+                " / ".join(f"{cpu:.0f}" for cpu, _ in runs),
+                f"{per_cpu_s[len(per_cpu_s) // 2]:,.0f}" if per_cpu_s else "-",
+                " / ".join(f"{rate:,.0f}" for _, rate in runs),
+            ]
+        )
+    headers = ["workload", "server", "CPU µs per request", "median req per CPU-s", "req/s"]
+    print(markdown_table(headers, rows))
+    for target, reason in skipped.items():
+        print(f"\n{target.removeprefix('peer:')}: not measured, {reason}")
+    load = Path("/proc/loadavg").read_text().split()[0]
+    print(f"\nload average at the end: {load} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
