@@ -29,7 +29,11 @@ an idempotent request), anything later is a failure of that response; a response
 soon as it grows past the limit, so a hostile server cannot fill memory or disk; after a response
 that announced a close, one framed by both Transfer-Encoding and Content-Length, or any failure,
 the connection is not reused; Transfer-Encoding in an HTTP/1.0 response is refused (RFC 9112
-§6.1: faulty framing).
+§6.1: faulty framing). Each response is bounded in time by :mod:`webclient._deadline` (from its
+first byte: ``max_time``, and a minimum rate over each ``timeout`` window). Over TLS (an
+``https`` origin, :mod:`webclient._tls`), bytes the TLS layer has already decrypted count as
+received (``select`` cannot see them), and a readable socket that yields no data (a TLS 1.3
+session ticket) is not taken for the server closing an idle connection.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from ._deadline import ResponseDeadline
 from ._fastpath import parse_plain_response_head, plain_request_head
 from ._models import ResponseHead
 from ._shared.grammar import HEAD_END, NO_BODY_STATUSES
-from .config import DEFAULT_MAX_BODY_SIZE, human_size
+from .config import DEFAULT_MAX_BODY_SIZE, MIN_RATE, human_size
 from .errors import (
     ConnectionClosed,
     ConnectionRefused,
@@ -53,18 +58,25 @@ from .errors import (
     ProtocolError,
     ReadTimeout,
     ResolveError,
+    ResponseTimeout,
     ResponseTooLarge,
     TransportError,
     WebClientError,
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     import h11
 
     from ._h11reader import H11Reader
 
 #: Bytes asked of the socket per read, and sent per write of a file body.
 CHUNK_SIZE = 64 * 1024
+#: Bytes asked of the socket per read of a plain body with that much still to come: a quarter of
+#: the reads (and file writes) of CHUNK_SIZE for a large file, each copied once (8 x 16 MiB over
+#: the 20 ms delay proxy: 0.71x curl's speed before, 0.80x after, on a loaded machine).
+BODY_CHUNK_SIZE = 256 * 1024
 #: Largest status line plus header fields accepted; servers rarely send more than a few KiB, and
 #: without a limit a server could make the client buffer an endless head.
 MAX_HEAD_SIZE = 64 * 1024
@@ -232,13 +244,28 @@ class Connection:
     """A keep-alive connection to one server; one thread uses it at a time."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        tls: ssl.SSLContext | None = None,
+        max_time: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_body_size = max_body_size
+        self._deadline = ResponseDeadline(window=timeout, min_rate=MIN_RATE, max_time=max_time)
         self.sock = open_socket(host, port, timeout)
+        #: "https" when the socket speaks TLS (the pool keeps the two kinds apart).
+        self.scheme = "http"
+        if tls is not None:
+            from ._tls import wrap
+
+            self.sock = wrap(self.sock, tls, host, self.where)
+            self.scheme = "https"
         #: The one state machine that reads every response h11 frames on this connection, made
         #: the first time one needs it; between such responses it is idle and empty.
         self._h11: H11Reader | None = None
@@ -308,11 +335,42 @@ class Connection:
         """Whether the socket has bytes or an end of stream waiting (or cannot be polled)."""
         import select
 
+        if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
+            return True  # decrypted already: select() on the socket cannot see these bytes
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return True
+        if readable and self.scheme == "https":
+            return self._tls_readable()
         return bool(readable)
+
+    def _tls_readable(self) -> bool:
+        """Whether a readable TLS socket holds application data or its end.
+
+        A TLS 1.3 server sends session tickets after the handshake: the socket is readable but
+        there is nothing to read. One read without waiting tells; what it returns joins the input
+        (it is the start of whatever the server sends next).
+        """
+        import ssl
+
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(CHUNK_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(self.timeout)
+        if not data:
+            self._eof = True
+        elif self._mode is Mode.H11:
+            self._reader.receive(data)
+        else:
+            self._inbuf += data
+        self.bytes_received += len(data)
+        return True
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -399,13 +457,26 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def recv(self, started: bool) -> bytes:
-        """The next bytes from the socket (b"" at EOF), with the client's errors."""
+    def recv(self, started: bool, size: int = 0) -> bytes:
+        """The next bytes from the socket (b"" at EOF), at most ``size`` (else CHUNK_SIZE), with
+        the client's errors."""
         if self._unsent:
             self.flush()
+        deadline = self._deadline
+        bounded = deadline.max_time is not None
         try:
-            data = self.sock.recv(CHUNK_SIZE)
+            if bounded:
+                self.sock.settimeout(deadline.read_timeout(self.timeout, self.where))
+            data = self.sock.recv(size or CHUNK_SIZE)
+            if bounded:
+                self.sock.settimeout(self.timeout)
+            deadline.received(len(data), self.where)
+        except ResponseTimeout as exc:
+            self.fail(exc)
+            raise
         except TimeoutError as exc:
+            if deadline.expired():
+                raise self.fail(deadline.too_long(self.where)) from exc
             raise self.fail(
                 ReadTimeout(
                     f"{self.where} stopped sending mid-response for {self.timeout:g} s"
@@ -424,6 +495,7 @@ class Connection:
         """The status line and header fields of the response to ``request`` (the next one)."""
         if self._unsent:
             self.flush()
+        self._deadline.begin(buffered=self.has_buffered())
         if self._mode is Mode.PLAIN:
             plain = self._plain_head(request)
             if plain is not None:
@@ -494,9 +566,14 @@ class Connection:
         remaining = length
         inbuf = self._inbuf
         while remaining:
-            if not inbuf:
-                data = self.recv(started=True)
-                if not data:
+            if inbuf:
+                chunk = bytes(inbuf[:remaining])
+                del inbuf[: len(chunk)]
+            else:
+                # Straight from the socket, without passing through the buffer: a large body
+                # is then copied once, in reads as large as BODY_CHUNK_SIZE.
+                chunk = self.recv(started=True, size=min(remaining, BODY_CHUNK_SIZE))
+                if not chunk:
                     # In h11's words, as when h11 reads the response.
                     raise self.fail(
                         ConnectionClosed(
@@ -505,9 +582,6 @@ class Connection:
                             f" {length - remaining} bytes, expected {length}))"
                         )
                     )
-                inbuf += data
-            chunk = bytes(inbuf[:remaining])
-            del inbuf[: len(chunk)]
             remaining -= len(chunk)
             yield chunk
         self._plain_remaining = None
@@ -530,6 +604,8 @@ class Connection:
     def has_buffered(self) -> bool:
         """Whether bytes of the next response were already received (reading them will not wait
         for the server to start answering)."""
+        if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
+            return True  # decrypted bytes wait in the TLS layer: the next read will not wait
         if self._mode is Mode.PLAIN:
             return bool(self._inbuf)
         return self._reader.buffered

@@ -62,10 +62,13 @@ class _Item:
 class Lane:
     """The requests of one origin, run in order on one connection at a time."""
 
-    def __init__(self, pool: ConnectionPool, host: str, port: int, *, depth: int = 1) -> None:
+    def __init__(
+        self, pool: ConnectionPool, host: str, port: int, *, depth: int = 1, scheme: str = "http"
+    ) -> None:
         self.pool = pool
         self.host = host
         self.port = port
+        self.scheme = scheme
         self.depth = max(1, depth)
         self._queue: deque[_Item] = deque()
         self._inflight: deque[_Item] = deque()
@@ -119,7 +122,7 @@ class Lane:
             # instead of failing there (a POST would not be sent again).
             self._drop_connection()
         if self._conn is None:
-            self._conn = self.pool.acquire(self.host, self.port)
+            self._conn = self.pool.acquire(self.host, self.port, self.scheme)
         return self._conn
 
     def _send(self, item: _Item) -> None:
@@ -128,7 +131,7 @@ class Lane:
             return
         try:
             conn = self._connection()
-        except TransportError as exc:
+        except WebClientError as exc:  # unreachable, or a certificate that did not verify
             self._failure = exc
             item.exchange.fail(exc)
             return

@@ -13,33 +13,34 @@ from collections.abc import Callable
 
 from ._connection import Connection
 
-#: Opens a new connection to ``(host, port)``, with the client's timeout and limits.
-Connect = Callable[[str, int], Connection]
+#: Opens a new connection to ``(host, port)`` speaking ``scheme`` ("http" or "https"), with the
+#: client's timeout, limits and TLS settings.
+Connect = Callable[[str, int, str], Connection]
 
 
 class ConnectionPool:
-    """Idle connections by ``(host, port)``; counts what it opened."""
+    """Idle connections by ``(scheme, host, port)``; counts what it opened."""
 
     def __init__(self, connect: Connect, *, max_idle: int = 4) -> None:
         self._connect = connect
         self._max_idle = max_idle
-        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._lock = threading.Lock()
         #: Connections opened so far (tests and the summary read it).
         self.opened = 0
 
-    def acquire(self, host: str, port: int) -> Connection:
+    def acquire(self, host: str, port: int, scheme: str = "http") -> Connection:
         """An idle live connection to the origin, or a new one (which may raise)."""
         while True:
             with self._lock:
-                idle = self._idle.get((host, port))
+                idle = self._idle.get((scheme, host, port))
                 conn = idle.pop() if idle else None
             if conn is None:
                 break
             if conn.reusable and not conn.dropped():
                 return conn
             conn.close()
-        conn = self._connect(host, port)
+        conn = self._connect(host, port, scheme)
         with self._lock:
             self.opened += 1
         return conn
@@ -50,7 +51,7 @@ class ConnectionPool:
             conn.close()
             return
         with self._lock:
-            idle = self._idle.setdefault((conn.host, conn.port), [])
+            idle = self._idle.setdefault((conn.scheme, conn.host, conn.port), [])
             if len(idle) < self._max_idle:
                 idle.append(conn)
                 return

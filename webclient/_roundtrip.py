@@ -6,7 +6,8 @@ Rules: the cache decides (:meth:`~webclient._cache.Cache.plan` before the reques
 :class:`~webclient._cache.Fresh` plan is served from the stored body without the network, a
 :class:`~webclient._cache.Revalidate` plan sends the stored validators, a 304 that cannot be
 applied sends the request again without them; a request whose origin cannot be reached is
-answered by the stored response, stale, when RFC 9111 §4.2.4 allows it (said in a warning).
+answered by the stored response, stale, when RFC 9111 §4.2.4 allows it (said in a warning), and
+so is a revalidation answered with a server error (500, 502, 503 or 504, RFC 5861 §4).
 Bodies are streamed to the request's sink (into memory when it gave none) and always read to
 their end, so the connection can be reused; a sink that fails is aborted and its failure is the
 request's result, without storing the body.
@@ -32,6 +33,9 @@ from .errors import LocalFileError, NotCached, ProtocolError, TransportError, We
 
 #: Receives each request's result, with the request's position in the run.
 Record = Callable[[int, Result], None]
+#: Server errors that a stale stored response may answer instead (RFC 5861 §4, "an error is any
+#: situation that would result in a 500, 502, 503, or 504 HTTP response status code").
+STALE_ON_STATUSES = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +300,20 @@ class RoundTrip:
         self._finish(ProtocolError(message))
         return True
 
+    def _stale_instead(self, head: ResponseHead, body: Iterator[bytes]) -> bool:
+        """Answer a server error to a revalidation with the stored copy when RFC 5861 allows
+        (True if done); the error's body is read to its end and discarded."""
+        if head.status not in STALE_ON_STATUSES or not isinstance(self.plan, Revalidate):
+            return False
+        status = f"{head.status} {head.reason}".strip()
+        if not self._serve_stale(f"the server answered {status}"):
+            return False
+        for _ in body:
+            pass
+        return True
+
     def handle(self, head: ResponseHead, body: Iterator[bytes]) -> WireRequest | None:
-        if self._unasked_part(head, body):
+        if self._unasked_part(head, body) or self._stale_instead(head, body):
             return None
         context, cache = self.context, self.context.cache
         response_time = context.clock()

@@ -117,7 +117,7 @@ def main() -> None:
 
 def _run_options(function: Callable[..., None]) -> Callable[..., None]:
     """The options every command that sends requests takes (``batch``, ``get``, ``head``,
-    ``post``): the cache, limits, concurrency and output."""
+    ``post``): the cache, limits, concurrency and output, then how requests travel."""
     options = [
         click.option(
             "--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache folder."
@@ -206,6 +206,58 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
     ]
     for option in reversed(options):
         function = option(function)
+    return _transport_options(function)
+
+
+def _transport_options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options that shape how requests travel (TLS, redirects, retries, deadlines,
+    connections); each lands in ClientConfig unchanged."""
+    options = [
+        click.option(
+            "--cacert",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Trust only the CA certificates in this PEM file for https (default: the"
+            " system's).",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Do not verify https certificates or host names (says so in a warning).",
+        ),
+        click.option(
+            "--max-redirects",
+            type=click.IntRange(0, 100),
+            default=5,
+            show_default=True,
+            help="Redirects followed per command (0: a 3xx is the answer); the file keeps the"
+            " command's name.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 100),
+            default=2,
+            show_default=True,
+            help="Retries of a GET after a connection error, 503 or 429 (backoff with jitter,"
+            " Retry-After honoured, at most 30 s of waiting per run).",
+        ),
+        click.option(
+            "--max-time",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Seconds one response may take from its first byte to its last (default: no"
+            " bound, but a body slower than 1 byte/s over --timeout seconds is cut).",
+        ),
+        click.option(
+            "--connections",
+            type=click.IntRange(1, 32),
+            default=6,
+            show_default=True,
+            help="Keep-alive connections per host, each pipelined up to --pipeline, opened when"
+            " answers take over 4 ms (a slow link or server; on localhost one is fastest); 6 is"
+            " what browsers open per host. A host with a POST keeps one connection, in order.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
     return function
 
 
@@ -246,12 +298,11 @@ def batch(command_file: Path, out_dir: Path, upload_root: Path | None, **setting
             commands = read_command_file(command_file)
     except CommandFileError as exc:
         raise InvalidCommandFile(str(exc)) from None
-    if not commands:
-        name = "<stdin>" if from_stdin else command_file
-        _stderr_warn(f"{name} has no commands (lines are: GET|POST file host [port])")
+    name = "<stdin>" if from_stdin else command_file
+    empty = f"{name} has no commands (lines are: GET|POST file host [port])"
     if upload_root is None:
         upload_root = Path(".") if from_stdin else command_file.parent
-    _run(commands, settings, out_dir=out_dir, upload_root=upload_root)
+    _run(commands, settings, out_dir=out_dir, upload_root=upload_root, empty=empty)
 
 
 @main.command()
@@ -335,8 +386,12 @@ def _run(
     save_names: dict[int, str] | None = None,
     uploads: dict[int, Path] | None = None,
     quiet_print: bool = False,
+    empty: str = "",
 ) -> None:
-    """Send ``commands`` with the shared options; exit 1 when one failed (see the rules)."""
+    """Send ``commands`` with the shared options; exit 1 when one failed (see the rules).
+
+    ``empty`` is the warning for a run without commands, given once the options are known to
+    be good (an unusable --cacert is then the only line)."""
     from ._batch import BatchRun
     from .client import Client
 
@@ -352,6 +407,12 @@ def _run(
             refresh=settings["refresh"],
             max_stale=settings["max_stale"],
             offline=settings["offline"],
+            cacert=settings["cacert"],
+            insecure=settings["insecure"],
+            max_redirects=settings["max_redirects"],
+            retries=settings["retries"],
+            max_time=settings["max_time"],
+            connections=settings["connections"],
         )
     except ConfigError as exc:
         raise InvalidSetting(str(exc)) from None
@@ -366,7 +427,13 @@ def _run(
         else:
             _stderr_warn(message)
 
-    with Client(config, warn=warn) as client:
+    try:
+        client = Client(config, warn=warn)
+    except ConfigError as exc:  # a --cacert file that cannot be used
+        raise InvalidSetting(str(exc)) from None
+    if not commands and empty:
+        _stderr_warn(empty)
+    with client:
         run = BatchRun(
             client,
             commands,

@@ -13,6 +13,7 @@ plan, the network, the sink -- is :mod:`webclient._roundtrip`'s.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,25 +36,34 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from ._storage import CacheInfo
 
 # The models live in ._models; they are named here too, where they were first defined.
 __all__ = ["BodySink", "Client", "Request", "Response", "Result", "SinkFactory", "split_url"]
 
 
-def split_url(url: str) -> tuple[str, int, str]:
-    """``(host, port, target)`` of an http:// URL."""
+#: The schemes fetched, with the port a URL without one means.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Where requests go: (scheme, host, port).
+Origin = tuple[str, str, int]
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, target)`` of an http:// or https:// URL."""
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        scheme = parts.scheme.lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
     except ValueError as exc:
         raise InvalidURL(f"not a valid URL: {url!r} ({exc})") from exc
-    if parts.scheme.lower() != "http":
-        raise InvalidURL(f"only http:// URLs are supported, not {url!r}")
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidURL(f"only http:// and https:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise InvalidURL(f"no host in URL {url!r}")
     target = encode_target(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname.lower(), port, target
+    return scheme, parts.hostname.lower(), port, target
 
 
 class Client:
@@ -61,6 +71,7 @@ class Client:
 
     ``clock`` (seconds since the epoch) decides freshness; tests move it instead of sleeping.
     ``warn`` receives one sentence per problem that did not stop the work (a rebuilt cache).
+    ``sleep`` waits between retries; tests pass one that records instead of waiting.
     """
 
     def __init__(
@@ -69,13 +80,19 @@ class Client:
         *,
         clock: Clock = time.time,
         warn: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config or ClientConfig()
         self.clock = clock
+        self._sleep = sleep
         self._warn_callback = warn
         self.warnings: list[str] = []
         self._warn_lock = threading.Lock()
-        self._pool = ConnectionPool(self._connect)
+        self._pool = ConnectionPool(self._connect, max_idle=max(4, self.config.connections))
+        self._tls: ssl.SSLContext | None = None
+        self._tls_lock = threading.Lock()
+        if self.config.cacert is not None:
+            self._tls_context()  # a CA file that cannot be used fails here, before any request
         self._cache: Cache | None = None
         if self.config.use_cache:
             try:
@@ -90,10 +107,27 @@ class Client:
                 self.warn(f"working without the cache: {exc}")
         self._context = Context(self._cache, clock, self.warn)
 
-    def _connect(self, host: str, port: int) -> Connection:
+    def _connect(self, host: str, port: int, scheme: str) -> Connection:
         return Connection(
-            host, port, timeout=self.config.timeout, max_body_size=self.config.max_body_size
+            host,
+            port,
+            timeout=self.config.timeout,
+            max_body_size=self.config.max_body_size,
+            tls=self._tls_context() if scheme == "https" else None,
+            max_time=self.config.max_time,
         )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context, made when the first https:// origin is reached (loading the
+        system's roots takes milliseconds that an http-only run does not pay)."""
+        with self._tls_lock:
+            if self._tls is None:
+                from ._tls import INSECURE_WARNING, make_context
+
+                self._tls = make_context(cacert=self.config.cacert, insecure=self.config.insecure)
+                if self.config.insecure:
+                    self.warn(INSECURE_WARNING)
+            return self._tls
 
     @property
     def connections_opened(self) -> int:
@@ -175,8 +209,27 @@ class Client:
         Requests for one origin run in order on one connection; with ``parallel`` > 1 that many
         origins run at once. ``on_result(index, result)`` is called as each one completes (from
         worker threads when parallel). Once ``stop`` is set, requests not yet started are not
-        sent: each one's result is a :class:`WebClientError` saying so.
+        sent: each one's result is a :class:`WebClientError` saying so. Redirects are followed
+        and failed GET/HEADs retried in rounds (:mod:`webclient._rounds`).
         """
+        from ._rounds import Rounds
+
+        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=random.uniform)
+
+        def send(batch: Sequence[Request], done: Callable[[int, Result], None]) -> None:
+            self._send_round(batch, parallel=parallel, on_result=done, stop=stop)
+
+        return rounds.run(requests, send, on_result, stop)
+
+    def _send_round(
+        self,
+        requests: Sequence[Request],
+        *,
+        parallel: int = 1,
+        on_result: Callable[[int, Result], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[Result]:
+        """Each request sent once (no redirect followed, no retry)."""
         results: list[Result | None] = [None] * len(requests)
         lock = threading.Lock()
 
@@ -188,14 +241,14 @@ class Client:
             if on_result is not None:
                 on_result(index, result)
 
-        lanes: dict[tuple[str, int], list[tuple[int, Request, str]]] = {}
+        lanes: dict[Origin, list[tuple[int, Request, str]]] = {}
         for index, request in enumerate(requests):
             try:
-                host, port, target = split_url(request.url)
+                scheme, host, port, target = split_url(request.url)
             except InvalidURL as exc:
                 record(index, exc)
                 continue
-            lanes.setdefault((host, port), []).append((index, request, target))
+            lanes.setdefault((scheme, host, port), []).append((index, request, target))
 
         jobs = list(lanes.items())
         with self._cache_batch(r.url for r in requests if r.method.upper() == "GET"):
@@ -238,19 +291,69 @@ class Client:
 
     def _run_lane(
         self,
-        origin: tuple[str, int],
+        origin: Origin,
         items: list[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> None:
-        lane = Lane(self._pool, origin[0], origin[1], depth=self.config.pipeline)
+        from ._spread import SharedQueue, spreadable
+
+        if self.config.connections <= 1 or not spreadable(i[1].method for i in items):
+            self._run_connection(origin, items, record, stop)
+            return
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        extra: list[Future[None]] = []
+        executor = ThreadPoolExecutor(self.config.connections - 1, "webclient-connection")
+
+        def more(count: int) -> None:
+            # One thread per connection: each spends most of its time waiting on its socket.
+            for _ in range(count):
+                extra.append(executor.submit(another_connection))
+
+        def another_connection() -> None:
+            # Connected before it takes any request: a server that refuses more connections
+            # leaves the requests to the connections it accepted instead of failing them.
+            try:
+                self._pool.release(self._pool.acquire(origin[1], origin[2], origin[0]))
+            except WebClientError:
+                return
+            self._run_connection(origin, run(), answered, stop)
+
+        queue = SharedQueue(
+            ((i[0], i) for i in items), connections=self.config.connections, more=more
+        )
+
+        def run() -> Iterator[tuple[int, Request, str]]:
+            return (item for _, item in queue.take())
+
+        def answered(index: int, result: Result) -> None:
+            record(index, result)
+            queue.answered(index)
+
+        try:
+            self._run_connection(origin, run(), answered, stop)
+        finally:
+            executor.shutdown(wait=True)
+        for future in extra:
+            future.result()
+
+    def _run_connection(
+        self,
+        origin: Origin,
+        items: Iterable[tuple[int, Request, str]],
+        record: Callable[[int, Result], None],
+        stop: threading.Event | None = None,
+    ) -> None:
+        scheme, host, port = origin
+        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme)
         lane.run(self._exchanges(lane, origin, items, record, stop))
 
     def _exchanges(
         self,
         lane: Lane,
-        origin: tuple[str, int],
-        items: list[tuple[int, Request, str]],
+        origin: Origin,
+        items: Iterable[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> Iterator[RoundTrip]:
@@ -282,11 +385,11 @@ class Client:
                 outstanding.append(trip)
                 yield trip
 
-    def _headers(self, origin: tuple[str, int], request: Request) -> list[tuple[str, str]]:
-        host, port = origin
+    def _headers(self, origin: Origin, request: Request) -> list[tuple[str, str]]:
+        scheme, host, port = origin
         host_text = f"[{host}]" if ":" in host else host
         defaults = [
-            ("Host", host_text if port == 80 else f"{host_text}:{port}"),
+            ("Host", host_text if port == _DEFAULT_PORTS[scheme] else f"{host_text}:{port}"),
             ("User-Agent", self.config.user_agent),
             ("Accept", "*/*"),
         ]

@@ -33,6 +33,30 @@ DEFAULT_PIPELINE = 1
 #: A deep pipeline gains nothing more and risks more re-sent requests when a server closes.
 MAX_PIPELINE = 64
 
+# -- transport: TLS, redirects, retries, deadlines, connections --------------------------------
+
+#: Redirects followed per request: browsers allow about 20, but a batch tool that needs more than
+#: a few is being sent around in circles; 5 matches wget's old default and curl's habit of few.
+DEFAULT_MAX_REDIRECTS = 5
+#: Retries of a GET/HEAD after a connection error or a 503/429: two cover a restart or a short
+#: overload without hammering a server that is really down.
+DEFAULT_RETRIES = 2
+#: First backoff step in seconds; each retry doubles it, and the wait is drawn at random below it
+#: ("full jitter"), so clients failed together do not come back together.
+DEFAULT_RETRY_BASE_DELAY = 0.5
+#: Seconds of waiting between retries allowed in one run, whatever Retry-After asks: a batch tool
+#: must end; a server asking for longer gets its 503 reported instead.
+DEFAULT_RETRY_MAX_WAIT = 30.0
+#: Keep-alive connections per host, opened only when answers are slow to come (see
+#: webclient._spread): six requests in flight instead of one hide most of a slow link's latency
+#: even without pipelining, and six is what browsers open per host, so servers and their
+#: per-client limits expect it; requests other than GET/HEAD keep to one connection.
+DEFAULT_CONNECTIONS = 6
+MAX_CONNECTIONS = 32
+#: A response body must keep arriving at this many bytes per second, measured over windows of
+#: ``timeout`` seconds, or it is cut (a server dripping one byte per read timeout holds nothing).
+MIN_RATE = 1.0
+
 
 def parse_size(text: str) -> int:
     """Read ``512``, ``64K``, ``10MiB`` or ``1G`` as a byte count (binary units)."""
@@ -83,6 +107,24 @@ class ClientConfig:
     #: :class:`~webclient.errors.NotCached`.
     offline: bool = False
 
+    # -- transport: TLS, redirects, retries, deadlines, connections ---------------------------
+    #: A PEM file of CA certificates trusted instead of the system's (for a private CA).
+    cacert: Path | None = None
+    #: Do not verify certificates or host names (said once as a warning).
+    insecure: bool = False
+    #: Redirects followed per request; 0 returns the 3xx response itself.
+    max_redirects: int = DEFAULT_MAX_REDIRECTS
+    #: Retries of a GET/HEAD after a connection error or a 503/429.
+    retries: int = DEFAULT_RETRIES
+    #: Seconds of the first backoff step (doubled each retry, full jitter).
+    retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
+    #: Total seconds spent waiting between retries in one call, at most.
+    retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT
+    #: Seconds a response may take from its first byte to its last; None: no bound.
+    max_time: float | None = None
+    #: Keep-alive connections per host (each pipelined up to ``pipeline``).
+    connections: int = DEFAULT_CONNECTIONS
+
     def __post_init__(self) -> None:
         if not isinstance(self.use_cache, bool):
             raise ConfigError(f"use_cache must be True or False, not {self.use_cache!r}")
@@ -103,6 +145,23 @@ class ClientConfig:
         if not isinstance(self.verify_cache, bool):
             raise ConfigError(f"verify_cache must be True or False, not {self.verify_cache!r}")
         self._check_freshness()
+        self._check_transport()
+
+    def _check_transport(self) -> None:
+        """TLS, redirect, retry, deadline and connection settings are in range."""
+        if self.cacert is not None:
+            object.__setattr__(self, "cacert", Path(os.fspath(self.cacert)).expanduser())
+        if not isinstance(self.insecure, bool):
+            raise ConfigError(f"insecure must be True or False, not {self.insecure!r}")
+        if self.insecure and self.cacert is not None:
+            raise ConfigError("cacert and insecure cannot be used together")
+        _check_count("max_redirects", self.max_redirects, 0, 100)
+        _check_count("retries", self.retries, 0, 100)
+        _check_count("connections", self.connections, 1, MAX_CONNECTIONS)
+        for name in ("retry_base_delay", "retry_max_wait"):
+            _check_seconds(name, getattr(self, name), zero=True)
+        if self.max_time is not None:
+            _check_seconds("max_time", self.max_time, zero=False)
 
     def _check_freshness(self) -> None:
         """The choices about stored responses contradict neither each other nor the cache."""
@@ -134,3 +193,18 @@ def _check_size(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a byte count, not {value!r}")
     if value < 0:
         raise ConfigError(f"{name} must not be negative, not {value}")
+
+
+def _check_count(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low}..{high}, not {value}")
+
+
+def _check_seconds(name: str, value: object, *, zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}")
+    if not (value >= 0 if zero else value > 0) or value != value or value == float("inf"):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number of seconds {bound}, not {value}")

@@ -61,8 +61,23 @@ class ReadTimeout(TransportError):
     """The server accepted the request but did not answer in time."""
 
 
+class ResponseTimeout(ReadTimeout):
+    """The response took longer than ``ClientConfig.max_time``, or came slower than the minimum
+    rate (a drip-fed body)."""
+
+
 class ConnectionClosed(TransportError):
     """The server closed the connection before the response was complete."""
+
+
+class CertificateError(WebClientError):
+    """The server's TLS certificate did not verify (untrusted, expired, another host's name).
+
+    Not a :class:`TransportError`: it is neither retried nor answered from the cache."""
+
+
+class RedirectError(WebClientError):
+    """Redirects went in a loop or past ``ClientConfig.max_redirects``."""
 
 
 class ProtocolError(WebClientError):

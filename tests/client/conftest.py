@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -149,8 +151,9 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(cache_dir: Path, clock: FakeClock) -> Iterator[Client]:
-    """A client with a private cache folder and a movable clock."""
-    with Client(ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT), clock=clock) as c:
+    """A client with a private cache folder and a movable clock (retries wait milliseconds)."""
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, retry_base_delay=0.001)
+    with Client(config, clock=clock) as c:
         yield c
 
 
@@ -202,11 +205,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-@pytest.fixture
-def nginx(tmp_path: Path, www: Path) -> Iterator[int]:
-    """nginx serving ``www`` on an ephemeral port; the port."""
+@contextlib.contextmanager
+def running_nginx(prefix: Path, root: Path, listen: str = "") -> Iterator[int]:
+    """nginx serving ``root`` on an ephemeral 127.0.0.1 port (``listen`` adds to the directive,
+    e.g. ``ssl`` with its certificate lines); the port."""
     binary = nginx_or_skip()
-    prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
@@ -219,7 +222,7 @@ def nginx(tmp_path: Path, www: Path) -> Iterator[int]:
         f"  access_log off;\n  client_body_temp_path {prefix}/body;\n"
         f"  proxy_temp_path {prefix}/proxy;\n  fastcgi_temp_path {prefix}/fastcgi;\n"
         f"  uwsgi_temp_path {prefix}/uwsgi;\n  scgi_temp_path {prefix}/scgi;\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {www}; }}\n"
+        f"  server {{ listen 127.0.0.1:{port}{listen}; root {root}; }}\n"
         "}\n"
     )
     proc = subprocess.Popen(
@@ -232,6 +235,71 @@ def nginx(tmp_path: Path, www: Path) -> Iterator[int]:
         yield port
     finally:
         _stop(proc)
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, www: Path) -> Iterator[int]:
+    """nginx serving ``www`` on an ephemeral port; the port."""
+    with running_nginx(tmp_path / "nginx", www) as port:
+        yield port
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A private CA, a server certificate it signed for ``localhost`` only, and another CA."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    other_ca: Path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return key, cert
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """Made at run time with the openssl command (skipped without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed: cannot make test certificates")
+    folder = tmp_path_factory.mktemp("tls")
+    ca_key, ca = _make_ca(folder, "test-ca")
+    _, other_ca = _make_ca(folder, "other-ca")
+    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.pem"
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost",
+    )  # fmt: skip
+    ext = folder / "server.ext"
+    ext.write_text("subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext),
+    )  # fmt: skip
+    return Certificates(ca=ca, cert=cert, key=key, other_ca=other_ca)
+
+
+@pytest.fixture
+def nginx_tls(tmp_path: Path, www: Path, certificates: Certificates) -> Iterator[int]:
+    """nginx serving ``www`` over TLS with the ``localhost`` certificate; the port."""
+    listen = (
+        f" ssl; ssl_certificate {certificates.cert}; ssl_certificate_key {certificates.key};"
+        " keepalive_requests 10000"
+    )
+    with running_nginx(tmp_path / "nginx-tls", www, listen) as port:
+        yield port
 
 
 @pytest.fixture
@@ -344,13 +412,17 @@ class BadServer(ListeningThreads):
 
     Each connection gets the next of ``replies`` (the last one repeats) once its request head has
     arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
-    ends, as a stalled server would. The request heads it received are kept in ``requests``.
+    ends, as a stalled server would. The request heads it received are kept in ``requests``. With
+    ``tls`` (a server context), each connection speaks TLS.
     """
 
-    def __init__(self, *replies: bytes, hang: bool = False) -> None:
+    def __init__(
+        self, *replies: bytes, hang: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__()
         self.replies = list(replies) or [b""]
         self.hang = hang
+        self.tls = tls
         self.requests: list[bytes] = []
 
     def _accepted(self, conn: socket.socket) -> None:
@@ -358,6 +430,13 @@ class BadServer(ListeningThreads):
         self._spawn(self._answer, conn, reply)
 
     def _answer(self, conn: socket.socket, reply: bytes) -> None:
+        if self.tls is not None:
+            conn.settimeout(CLIENT_TIMEOUT)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return  # the client refused the certificate
         with conn:
             conn.settimeout(0.1)
             head = b""

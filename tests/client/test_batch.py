@@ -886,6 +886,10 @@ def test_a_failed_command_does_not_replace_a_shared_file(
 # -- a reader that goes away -----------------------------------------------------------------------
 
 
+#: One connection per host, so that commands run strictly one after the other.
+ONE = ("--connections", "1")
+
+
 def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work: Path) -> None:
     """Once stdout's reader is gone (``| head``) the run stops: no warning, no traceback, exit 1."""
     server, handler = origin
@@ -903,7 +907,8 @@ def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work
     (work / "commands.txt").write_text("".join(f"GET {name} 127.0.0.1 {port}\n" for name in names))
     script = Path(sys.executable).parent / "webclient"
     proc = subprocess.Popen(
-        [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5"],
+        # One connection: with several, later commands are fetched while the first print waits.
+        [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5", *ONE],
         cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

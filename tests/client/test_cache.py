@@ -600,7 +600,7 @@ def test_stale_served_when_the_server_is_stopped(
     """A run after the server stopped gets the stored copy with a warning, unless forbidden."""
     handler = Origin()
     handler.script("/s", (200, [("Cache-Control", cache_control), *validator], b"kept"))
-    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT)
+    config = ClientConfig(cache_dir=cache_dir, timeout=CLIENT_TIMEOUT, retry_base_delay=0.001)
     server = Server(root=cache_dir.parent, port=0, access_log=False, default_routes=False)
     with running_server(server=server, setup=lambda s: s.route("/", handler, prefix=True)) as srv:
         url = srv.url + "s"
@@ -615,6 +615,48 @@ def test_stale_served_when_the_server_is_stopped(
         stale = second_run.get(url)
         assert (stale.cache_status, stale.body) == (CacheStatus.STALE, b"kept")
         assert any("served the stored copy" in w for w in second_run.warnings)
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "status", "request_headers", "served"),
+    [
+        ("max-age=1", 503, [], True),
+        ("max-age=1", 500, [], True),
+        ("max-age=1, stale-if-error=60", 504, [], True),
+        ("max-age=1, stale-if-error=5", 502, [], False),
+        ("max-age=1", 501, [], False),
+        ("max-age=1, must-revalidate", 503, [], False),
+        ("max-age=1, no-cache", 500, [], False),
+        ("max-age=1", 500, [("Cache-Control", "no-cache")], False),
+    ],
+)
+def test_stale_served_on_a_server_error(
+    origin: tuple[Server, Origin],
+    client: Client,
+    clock: FakeClock,
+    cache_control: str,
+    status: int,
+    request_headers: Headers,
+    served: bool,
+) -> None:
+    """A 500/502/503/504 answering a revalidation gets the stored copy with a warning (RFC 5861),
+    unless must-revalidate, no-cache or stale-if-error's bound forbid it; other errors pass."""
+    server, handler = origin
+    handler.script(
+        "/s",
+        (200, [("Cache-Control", cache_control), ("ETag", '"s"')], b"kept"),
+        (status, [], b"oops"),
+    )
+    url = server.url + "s"
+    assert client.get(url).cache_status is CacheStatus.MISS
+    clock.advance(30)
+    response = client.get(url, headers=request_headers)
+    if served:
+        assert (response.status, response.body) == (200, b"kept")
+        assert response.cache_status is CacheStatus.STALE
+        assert any(f"the server answered {status}" in w for w in client.warnings)
+    else:
+        assert (response.status, response.body) == (status, b"oops")
 
 
 # -- the decisions, without a network: Cache.plan and Cache.settle -------------------------------

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from click.testing import CliRunner
 from webclient.cli import main
 from webclient.config import human_size
 from webserver import Server
+from webserver.testing import running_server
+
+from .conftest import Certificates
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,6 +81,11 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--cache-max-size", "lots"], "not a size"),
         (["--max-size", "1.5G"], "not a size"),
         (["--max-size", "-1"], "not a size"),
+        (["--cacert", "missing.pem"], "no such CA file"),
+        (["--cacert", "c.pem", "--insecure"], "cannot be used together"),
+        (["--max-time", "0"], "--max-time"),
+        (["--retries", "-1"], "--retries"),
+        (["--max-redirects", "-1"], "--max-redirects"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, options: list[str], message: str) -> None:
@@ -520,13 +529,48 @@ def test_get_exit_status_is_one_when_any_url_failed(static_server: Server, work:
     assert "error: GET /missing 127.0.0.1:" in result.stderr and "404" in result.stderr
 
 
-def test_an_https_url_is_handed_to_the_client(work: Path) -> None:
-    """An https URL parses; until the client speaks TLS its command is one error line."""
-    result = CliRunner().invoke(main, ["get", "https://127.0.0.1:1/x"])
+def test_an_https_url_is_fetched_not_refused(work: Path, refused_port: int) -> None:
+    """An https URL is sent like any other: where nothing listens its command is one transport
+    error line and status 1, never a refusal of the scheme."""
+    result = CliRunner().invoke(main, ["get", f"https://127.0.0.1:{refused_port}/x"])
     assert result.exit_code == 1
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert line.startswith("error: GET /x 127.0.0.1:1: ")
-    assert "https://127.0.0.1:1/x" in line
+    assert line.startswith(f"error: GET /x 127.0.0.1:{refused_port}: ")
+    assert "refused" in line and "only http://" not in line
+
+
+@pytest.fixture
+def tls_static_server(www: Path, certificates: Certificates) -> Iterator[Server]:
+    """Our server on https, with the ``localhost`` certificate of the test CA."""
+    with running_server(
+        root=www, certfile=certificates.cert, keyfile=certificates.key, access_log=False
+    ) as server:
+        yield server
+
+
+def test_get_and_batch_fetch_https_with_cacert(
+    tls_static_server: Server, certificates: Certificates, www: Path, work: Path
+) -> None:
+    """``get`` and a command file fetch https URLs from our own TLS server, verified against
+    --cacert; without it the certificate fails verification in one line, status 1."""
+    port = tls_static_server.listen()[1]
+    url = f"https://localhost:{port}/hello.txt"
+    runner = CliRunner()
+    got = runner.invoke(main, ["get", url, "--cacert", str(certificates.ca), "--no-cache"])
+    assert got.exit_code == 0, got.output
+    assert got.stdout_bytes == b"hello, world\n"
+    (work / "cmds.txt").write_text(f"GET https://localhost:{port}/data.bin\nGET {url}\n")
+    ran = runner.invoke(
+        main,
+        ["batch", "cmds.txt", "--out", "out", "--no-print", "--cacert", str(certificates.ca)],
+    )
+    assert ran.exit_code == 0, ran.output
+    assert (work / "out" / "data.bin").read_bytes() == (www / "data.bin").read_bytes()
+    assert (work / "out" / "hello.txt").read_bytes() == b"hello, world\n"
+    untrusted = runner.invoke(main, ["get", url, "--no-cache"])
+    assert untrusted.exit_code == 1
+    (line,) = [x for x in untrusted.stderr.splitlines() if x.startswith("error:")]
+    assert "certificate" in line
 
 
 def test_head_shows_status_and_fields(static_server: Server, work: Path) -> None:

@@ -111,8 +111,11 @@ def big(www: Path) -> bytes:
     return data
 
 
-def _get(url: str) -> Result:
-    return CliRunner().invoke(main, ["get", url, "-o", "big.bin", "--timeout", "5"])
+def _get(url: str, *, retries: int = 0) -> Result:
+    """One ``get -o big.bin``; without retries by default, so a cut ends the run (and the
+    next run resumes)."""
+    args = ["get", url, "-o", "big.bin", "--timeout", "5", "--retries", str(retries)]
+    return CliRunner().invoke(main, args)
 
 
 def _interrupted(relay: CuttingRelay, work: Path, data: bytes) -> dict[str, str]:
@@ -155,6 +158,20 @@ def test_an_interrupted_download_resumes_where_it_stopped(
     assert sent["if-range"] == record["validator"]
     assert record["validator"].startswith('"')  # both send a strong ETag
     assert "resumed after 293.0 KiB" in second.stderr and "1.0 MiB saved" in second.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
+
+
+def test_a_cut_download_is_retried_within_the_run(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """With retries (the default), a GET cut midway is sent again in the same run: the file
+    is byte-exact and no .part is left."""
+    port = static_server.listen()[1]
+    with CuttingRelay(port) as relay:
+        result = _get(relay.url + "big.bin", retries=2)
+        assert len(relay.requests) == 2
+    assert result.exit_code == 0, result.output
+    assert (work / "big.bin").read_bytes() == big
     assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
 
 

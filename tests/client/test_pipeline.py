@@ -20,8 +20,12 @@ from .probe import Probe
 pytestmark = pytest.mark.timeout(20)
 
 
-def make_client(tmp_path: Path, pipeline: int) -> Client:
-    return Client(ClientConfig(use_cache=False, pipeline=pipeline, timeout=CLIENT_TIMEOUT))
+def make_client(tmp_path: Path, pipeline: int, retries: int = 0) -> Client:
+    """One connection per origin, without the client's own retries: the lane alone is seen."""
+    config = ClientConfig(
+        use_cache=False, pipeline=pipeline, timeout=CLIENT_TIMEOUT, retries=retries, connections=1
+    )
+    return Client(config)
 
 
 def gets(base: str, *names: str) -> list[Request]:

@@ -121,3 +121,55 @@ def test_a_304_that_cannot_be_applied_sends_the_request_again_without_validators
         assert [type(r) for _, r in results] == [ConnectionRefused]
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_server_error_to_a_revalidation_is_answered_by_the_stored_copy(
+    tmp_path: Path, status: int
+) -> None:
+    """A 5xx answering a Revalidate plan is replaced by the stored response (STALE, with a
+    warning naming the status); the error's body is read to its end and dropped."""
+    cache = Cache(tmp_path / "c", max_size=10**6, clock=lambda: NOW)
+    try:
+        writer = cache.begin()
+        writer.write(b"stored")
+        headers = [("cache-control", "max-age=1"), ("etag", '"v1"')]
+        cache.store(URL, [], 200, "OK", headers, writer, request_time=NOW, response_time=NOW)
+        cache.clock = lambda: NOW + 10
+        results: list[tuple[int, object]] = []
+        warnings: list[str] = []
+        context = Context(cache, cache.clock, warnings.append)
+        trip = start(
+            context, 0, Request("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
+            offline=False,
+        )  # fmt: skip
+        assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
+        consumed: list[bytes] = []
+
+        def body() -> Iterator[bytes]:
+            for chunk in (b"er", b"ror"):
+                consumed.append(chunk)
+                yield chunk
+
+        assert trip.handle(ResponseHead(status, "Oops", [], "1.1"), body()) is None
+        ((_, served),) = results
+        assert isinstance(served, Response) and served.body == b"stored"
+        assert served.cache_status is CacheStatus.STALE and consumed == [b"er", b"ror"]
+        assert warnings == [
+            f"{URL}: the server answered {status} Oops; served the stored copy (10 s old)"
+        ]
+    finally:
+        cache.close()
+
+
+def test_a_server_error_without_a_stored_copy_is_the_answer() -> None:
+    """A 5xx to a request with nothing stored (a Miss plan) is delivered as it came."""
+    results, context = _recorded()
+    trip = start(
+        context, 0, Request("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
+        offline=False,
+    )  # fmt: skip
+    assert trip is not None
+    trip.handle(ResponseHead(503, "Busy", [], "1.1"), iter((b"later",)))
+    ((_, answer),) = results
+    assert isinstance(answer, Response) and (answer.status, answer.body) == (503, b"later")

@@ -1,0 +1,181 @@
+"""Tests of webclient/_tls.py: https:// against nginx with a certificate made at run time."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from webclient import (
+    CertificateError,
+    Client,
+    ClientConfig,
+    ConfigError,
+    Request,
+    Response,
+    TransportError,
+)
+from webclient._cache import cache_key
+from webclient._connection import Connection, WireRequest
+from webclient._tls import INSECURE_WARNING
+from webclient.cli import main
+from webclient.client import split_url
+
+from .conftest import CLIENT_TIMEOUT, BadServer, Certificates
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _client(tmp_path: Path, **settings: object) -> Client:
+    config = ClientConfig(cache_dir=tmp_path / "cache", timeout=CLIENT_TIMEOUT, **settings)  # type: ignore[arg-type]
+    return Client(config)
+
+
+def test_split_url_keeps_the_scheme_and_its_default_port() -> None:
+    """https:// URLs default to port 443 and http:// ones to 80; the scheme is returned."""
+    assert split_url("https://Example.org/a?b") == ("https", "example.org", 443, "/a?b")
+    assert split_url("HTTP://example.org:8080/") == ("http", "example.org", 8080, "/")
+
+
+def test_https_get_with_a_private_ca(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates, www: Path
+) -> None:
+    """With --cacert, the server's certificate verifies and the body arrives whole."""
+    with _client(tmp_path, cacert=certificates.ca) as client:
+        response = client.get(f"https://localhost:{nginx_tls}/data.bin")
+    assert response.status == 200 and response.body == (www / "data.bin").read_bytes()
+
+
+def test_https_keeps_the_connection_alive(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates
+) -> None:
+    """Requests made one after the other reuse the TLS connection (a TLS 1.3 session ticket
+    waiting on the idle socket is not taken for the server closing it)."""
+    with _client(tmp_path, cacert=certificates.ca, use_cache=False) as client:
+        for _ in range(3):
+            assert client.get(f"https://localhost:{nginx_tls}/hello.txt").status == 200
+        assert client.connections_opened == 1
+
+
+def test_https_pipelines_without_losing_buffered_responses(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates, www: Path
+) -> None:
+    """A pipelined window over TLS (responses bigger than one TLS record mixed with small ones)
+    is read whole: bytes already decrypted in the TLS layer are never left waiting."""
+    names = ["hello.txt", "data.bin", "sub/page.html"] * 20
+    requests = [Request("GET", f"https://localhost:{nginx_tls}/{name}") for name in names]
+    settings = {"use_cache": False, "pipeline": 16, "connections": 1}
+    with _client(tmp_path, cacert=certificates.ca, **settings) as client:
+        results = client.request_all(requests)
+        assert client.connections_opened == 1
+    for name, result in zip(names, results, strict=True):
+        assert isinstance(result, Response), result
+        assert result.body == (www / name).read_bytes()
+
+
+def test_an_untrusted_certificate_is_one_clear_error(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates
+) -> None:
+    """A certificate from a CA not trusted fails with one line naming the cause and the fix."""
+    with (
+        _client(tmp_path, cacert=certificates.other_ca) as client,
+        pytest.raises(CertificateError) as caught,
+    ):
+        client.get(f"https://localhost:{nginx_tls}/hello.txt")
+    message = str(caught.value)
+    assert "\n" not in message and "not trusted" in message and "--cacert" in message
+    assert not isinstance(caught.value, TransportError)
+
+
+def test_the_system_store_does_not_trust_a_private_ca(tmp_path: Path, nginx_tls: int) -> None:
+    """Verification is on by default: without --cacert, the test CA is not trusted."""
+    with _client(tmp_path) as client, pytest.raises(CertificateError):
+        client.get(f"https://localhost:{nginx_tls}/hello.txt")
+
+
+def test_a_host_name_mismatch_fails(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates
+) -> None:
+    """A certificate for localhost does not verify for 127.0.0.1 (the name is checked)."""
+    with (
+        _client(tmp_path, cacert=certificates.ca) as client,
+        pytest.raises(CertificateError, match="is for another name: IP address mismatch"),
+    ):
+        client.get(f"https://127.0.0.1:{nginx_tls}/hello.txt")
+
+
+def test_insecure_fetches_and_warns_once(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates
+) -> None:
+    """--insecure accepts any certificate and any name, and says so in one warning."""
+    with _client(tmp_path, insecure=True, use_cache=False) as client:
+        for host in ("127.0.0.1", "localhost"):
+            assert client.get(f"https://{host}:{nginx_tls}/hello.txt").status == 200
+        assert client.warnings == [INSECURE_WARNING]
+
+
+def test_sni_carries_the_host_name(tmp_path: Path, certificates: Certificates) -> None:
+    """The host name of the URL is sent as SNI in the handshake."""
+    seen: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.cert, certificates.key)
+    context.sni_callback = lambda sock, name, ctx: seen.append(name)
+    server = BadServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", tls=context)
+    with server, _client(tmp_path, cacert=certificates.ca, use_cache=False) as client:
+        assert client.get(f"https://localhost:{server.port}/").body == b"ok"
+    assert seen == ["localhost"]
+
+
+def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    """A CA file that is missing or not PEM fails with one sentence before any request."""
+    with pytest.raises(ConfigError, match="no such CA file"):
+        _client(tmp_path, cacert=tmp_path / "none.pem")
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"cannot use \S*bad\.pem as CA certificates"):
+        _client(tmp_path, cacert=tmp_path / "bad.pem")
+    with pytest.raises(ConfigError, match="together"):
+        ClientConfig(cacert=tmp_path / "x.pem", insecure=True)
+
+
+def test_decrypted_bytes_count_as_buffered(
+    certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelined responses already decrypted by the TLS layer (read in pieces smaller than a
+    TLS record) are seen as waiting, where select() on the socket would see nothing."""
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nbc"
+    monkeypatch.setattr("webclient._connection.CHUNK_SIZE", len(first))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certificates.cert, certificates.key)
+    client_context = ssl.create_default_context(cafile=str(certificates.ca))
+    with BadServer(first + second, hang=True, tls=server_context) as server:
+        conn = Connection("localhost", server.port, timeout=2, tls=client_context)
+        try:
+            request = WireRequest("GET", "/x", [("Host", "localhost")])
+            conn.send(request)
+            conn.send(request)
+            conn.receive_head(request)
+            assert b"".join(conn.iter_body()) == b"a"
+            assert conn.has_buffered() and conn.dropped()
+            conn.receive_head(request)
+            assert b"".join(conn.iter_body()) == b"bc"
+            assert not conn.has_buffered()
+        finally:
+            conn.close()
+
+
+def test_the_cache_keeps_schemes_apart() -> None:
+    """http:// and https:// of one host and path are different cache entries (default ports
+    written out)."""
+    assert cache_key("https://H/x") == "https://h:443/x"
+    assert cache_key("http://h/x") == "http://h:80/x"
+
+
+def test_cache_clear_accepts_https_urls(tmp_path: Path) -> None:
+    """webclient cache clear takes an https:// URL like an http:// one."""
+    args = ["cache", "clear", "--cache-dir", str(tmp_path / "c"), "https://localhost/x"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "cleared 0 responses of https://localhost/x\n"

@@ -1,0 +1,74 @@
+"""Following redirects: where the next request goes and what it may carry (RFC 9110 §15.4).
+
+Rules: 301, 302 and 303 are followed with GET and no body (a HEAD stays a HEAD), 307 and 308 with
+the same method and body; a relative ``Location`` is resolved against the URL that answered and
+its fragment dropped; a hop to another origin (scheme, host or port) drops the request's
+credentials and its own ``Host``, so a token meant for one server is never sent to another; a URL
+seen twice in one chain is a loop and more than ``max_redirects`` hops is an error, each one
+:class:`~webclient.errors.RedirectError` in one sentence. Pure functions over values: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import urldefrag, urljoin
+
+from ._freshness import HeaderList, header_value, url_origin
+from .errors import RedirectError
+
+#: Statuses that send the client elsewhere with a Location (300 and 305 are not followed: the
+#: first asks the user to choose, the second is deprecated).
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Statuses after which the next request is a GET without body (HEAD stays HEAD).
+_BECOMES_GET = frozenset({301, 302, 303})
+#: Request fields that must not follow a request to another origin.
+_ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
+#: Request fields that describe a body: dropped with the body.
+_BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding"})
+
+
+class Hop(NamedTuple):
+    """The request a redirect leads to."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    #: False when the body is dropped (the method became GET).
+    keeps_body: bool
+
+
+def is_redirect(status: int, headers: HeaderList) -> bool:
+    """Whether a response sends the client elsewhere (a redirect status with a Location)."""
+    return status in REDIRECT_STATUSES and bool((header_value(headers, "location") or "").strip())
+
+
+def next_hop(
+    method: str,
+    url: str,
+    request_headers: HeaderList,
+    status: int,
+    response_headers: HeaderList,
+) -> Hop | None:
+    """The request that follows a redirect response; None when the response is not one."""
+    if not is_redirect(status, response_headers):
+        return None
+    location = (header_value(response_headers, "location") or "").strip()
+    target, _ = urldefrag(urljoin(url, location))
+    keeps_body = status not in _BECOMES_GET or method in ("GET", "HEAD")
+    new_method = method if keeps_body or method == "HEAD" else "GET"
+    dropped: set[str] = set()
+    if not keeps_body:
+        dropped |= _BODY_FIELDS
+    if url_origin(target) != url_origin(url):
+        dropped |= _ORIGIN_BOUND
+    headers = tuple((n, v) for n, v in request_headers if n.lower() not in dropped)
+    return Hop(new_method, target, headers, keeps_body)
+
+
+def check_chain(chain: list[str], target: str, max_redirects: int) -> None:
+    """Refuse a hop to ``target`` after the URLs of ``chain`` (the first is the one asked)."""
+    if target in chain:
+        loop = " -> ".join([*chain[chain.index(target) :], target])
+        raise RedirectError(f"redirect loop: {loop}")
+    if len(chain) > max_redirects:
+        raise RedirectError(f"more than {max_redirects} redirects from {chain[0]} (last: {target})")
