@@ -2,9 +2,9 @@
 logic, the pipeline and the connection.
 
 Rules: models hold data and nothing that reads a socket, a file or the clock; public ones
-(:class:`ClientRequest`, :class:`ClientResponse`, :class:`BodySink`) are re-exported by :mod:`webclient`;
-:class:`ResponseHead` is what the connection hands up when a status line and header fields have
-been read (names lower-case, values as ISO-8859-1 text), before any of the body.
+(:class:`ClientRequest`, :class:`ClientResponse`, :class:`BodySink`) are re-exported by
+:mod:`webclient`; :class:`ResponseHead` is what the connection hands up when a status line and
+header fields have been read (names lower-case, values as ISO-8859-1 text), before any of the body.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ is thrown away; it is handed every byte received from then on, and after a compl
 reads again. There is no third parser of responses. The h11 side lives in
 :mod:`webclient._h11reader`, imported the first time a connection needs it.
 
-The connection's state is one :class:`OriginState`, changed only by :meth:`OriginConnection._set_state`
-(``OPEN`` → ``CLOSING`` when the server announced it closes after the response being read, any
-state → ``BROKEN`` on a failure, through :meth:`OriginConnection.fail`, the one failure helper); who
-reads the input is one :class:`ReadMode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
+The connection's state is one :class:`OriginState`, changed only by
+:meth:`OriginConnection._set_state` (``OPEN`` → ``CLOSING`` when the server announced it closes
+after the response being read, any state → ``BROKEN`` on a failure, through
+:meth:`OriginConnection.fail`, the one failure helper); who reads the input is one
+:class:`ReadMode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
 
 Requests without a body are collected and written together just before the next read, so a
 pipelined window goes out in one system call; the socket is read in large chunks, so the responses

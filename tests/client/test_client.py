@@ -247,7 +247,7 @@ def _responses(draw: st.DrawFn) -> bytes:
 @settings(max_examples=40)
 @given(reply=_responses())
 def test_any_answer_is_a_response_or_a_client_error(reply: bytes) -> None:
-    """Whatever a server sends gives a Response or a WebClientError; a failure stores nothing."""
+    """Any reply gives a ClientResponse or a WebClientError; a failure stores nothing."""
     with tempfile.TemporaryDirectory() as folder, BadServer(reply) as server:
         config = ClientConfig(
             cache_dir=Path(folder), max_body_size=200, timeout=BROKEN_TIMEOUT, retries=0

@@ -140,8 +140,8 @@ def test_a_server_error_to_a_revalidation_is_answered_by_the_stored_copy(
         warnings: list[str] = []
         context = Context(cache, cache.clock, warnings.append)
         trip = start(
-            context, 0, ClientRequest("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
-            offline=False,
+            context, 0, ClientRequest("GET", URL), "/r", [], URL,
+            lambda i, r: results.append((i, r)), offline=False,
         )  # fmt: skip
         assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
         consumed: list[bytes] = []
