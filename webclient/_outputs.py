@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
 import re
 import stat
@@ -37,6 +36,7 @@ from typing import BinaryIO
 
 from ._freshness import HeaderList, header_value
 from ._shared.httpdate import parse_http_date
+from ._shared.tempfiles import create_private_at
 from .errors import LocalFileError, UnsafePathError
 
 
@@ -105,12 +105,6 @@ class Destinations:
         return Path(target)
 
 
-#: Distinguishes the temporary files of this process from those of others.
-_TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
-_temp_numbers = itertools.count()
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-
 #: Opens one folder of a path, never through a symbolic link.
 _O_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 #: The names :func:`create_temp` gives (``.<name>.<tag><number>.part``).
@@ -141,16 +135,10 @@ def file_mode() -> int:
 def create_temp(folder_fd: int, prefix: str) -> tuple[int, str]:
     """A new file ``prefix<unique>.part`` in the folder open as ``folder_fd``, open for writing
     (mode 0600, O_EXCL) and locked until closed, so no other run takes it for a leftover."""
-    for _ in range(100):
-        name = f"{prefix}{_TEMP_TAG}{next(_temp_numbers):x}.part"
-        try:
-            fd = os.open(name, _O_CREATE, 0o600, dir_fd=folder_fd)
-        except FileExistsError:
-            continue
-        with contextlib.suppress(OSError):  # a file system without locks: the age still protects
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd, name
-    raise FileExistsError("no unused temporary name")
+    fd, name = create_private_at(folder_fd, prefix, ".part")
+    with contextlib.suppress(OSError):  # a file system without locks: the age still protects
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, name
 
 
 def remove_stale_temps(folder: str, *, now: float | None = None) -> int:
