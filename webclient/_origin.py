@@ -44,6 +44,7 @@ import enum
 import os
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ._deadline import ResponseDeadline
@@ -107,45 +108,24 @@ class ReadMode(enum.Enum):
     H11 = "h11"
 
 
+@dataclass(slots=True, repr=False, eq=False)
 class WireRequest:
     """A request as it goes on the wire; ``body`` is bytes or an open file of ``body_length``."""
 
-    __slots__ = (
-        "_for_reader",
-        "_head",
-        "_request",
-        "body",
-        "body_length",
-        "body_sent",
-        "headers",
-        "method",
-        "on_sent",
-        "target",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes | BinaryIO | None = None,
-        body_length: int = 0,
-        on_sent: Callable[[int], None] | None = None,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.body_length = body_length
-        #: Body bytes written to the socket so far (fewer than ``body_length`` when the server
-        #: answered and closed before taking the whole body).
-        self.body_sent = 0
-        #: Called with the number of body bytes just sent (for progress display).
-        self.on_sent = on_sent
-        #: What h11 made of this request, once asked (the fields above are not changed after).
-        self._request: h11.Request | None = None
-        self._for_reader: h11.Request | None = None
-        self._head: bytes | None = None
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes | BinaryIO | None = None
+    body_length: int = 0
+    #: Called with the number of body bytes just sent (for progress display).
+    on_sent: Callable[[int], None] | None = None
+    #: Body bytes written to the socket so far (fewer than ``body_length`` when the server
+    #: answered and closed before taking the whole body).
+    body_sent: int = field(default=0, init=False)
+    #: What h11 made of this request, once asked (the fields above are not changed after).
+    _request: h11.Request | None = field(default=None, init=False)
+    _for_reader: h11.Request | None = field(default=None, init=False)
+    _head: bytes | None = field(default=None, init=False)
 
     def __repr__(self) -> str:
         return f"WireRequest({self.method!r}, {self.target!r}, {self.headers!r})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,29 +52,19 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
     return False
 
 
+@dataclass(slots=True, repr=False, eq=False)
 class CommandOutcome:
     """What happened to one command."""
 
-    __slots__ = ("command", "message", "ok", "response", "resumed", "saved", "spool")
-
-    def __init__(
-        self,
-        command: Command,
-        ok: bool,
-        message: str,
-        saved: Path | None = None,
-        response: ClientResponse | None = None,
-        spool: SpoolSink | None = None,
-    ) -> None:
-        self.command = command
-        self.ok = ok
-        self.message = message
-        self.saved = saved
-        self.response = response
-        #: The body to show on stdout, when it is not saved (``webclient get URL``).
-        self.spool = spool
-        #: Bytes an earlier run had saved in ``<name>.part`` before this one resumed it.
-        self.resumed = 0
+    command: Command
+    ok: bool
+    message: str
+    saved: Path | None = None
+    response: ClientResponse | None = None
+    #: The body to show on stdout, when it is not saved (``webclient get URL``).
+    spool: SpoolSink | None = None
+    #: Bytes an earlier run had saved in ``<name>.part`` before this one resumed it.
+    resumed: int = field(default=0, init=False)
 
     def __repr__(self) -> str:
         return f"CommandOutcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
