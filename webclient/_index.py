@@ -151,7 +151,7 @@ class Index:
     """The cache folder's SQLite index: opening, checking, rebuilding, transactions, batches.
 
     Every method is safe from several threads and processes at once;
-    :class:`~webclient._storage.Storage` adds the operations on rows and bodies.
+    :class:`~webclient._entries.EntryStore` adds the operations on rows and bodies.
 
     ``warn`` receives one sentence for each kind of problem that was repaired or worked around
     (a rebuilt index, a dropped row, a full disk, a read-only folder), once per kind.
