@@ -31,21 +31,18 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
-from ._outputs import (
+from ._folders import CreatedFolders, remove_stale_temps
+from ._outputs import Destinations, OutputFile, SpoolSink
+from ._partials import (
     RESUME_MIN_SIZE,
-    CreatedFolders,
-    Destinations,
-    OutputFile,
     Partial,
     Resume,
-    SpoolSink,
     content_range_start,
     find_partial,
     forget_partial,
     has_partials,
     if_range_validator,
     remove_stale_parts,
-    remove_stale_temps,
 )
 from ._reporting import (
     SNIFF_SIZE,
