@@ -340,6 +340,16 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder for a run, with the cache outside it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+@pytest.fixture
 def refused_port() -> int:
     """A port nothing listens on."""
     return free_port()

@@ -64,18 +64,8 @@ def counted(www: Path) -> Iterator[tuple[Server, CountingFiles]]:
         yield srv, files
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The current folder of the run, with the cache in a private place."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
-    return work
-
-
-def run(workdir: Path, lines: list[str], *options: str) -> Result:
-    (workdir / "commands.txt").write_text("\n".join(lines) + "\n")
+def run(work: Path, lines: list[str], *options: str) -> Result:
+    (work / "commands.txt").write_text("\n".join(lines) + "\n")
     return CliRunner().invoke(main, ["batch", "commands.txt", "--timeout", "5", *options])
 
 
@@ -84,13 +74,13 @@ def port_of(server: Server) -> int:
 
 
 def test_downloads_are_byte_exact_and_shown(
-    counted: tuple[Server, CountingFiles], www: Path, workdir: Path
+    counted: tuple[Server, CountingFiles], www: Path, work: Path
 ) -> None:
     """GET bodies land under --out byte for byte; text is shown on stdout; exit 0."""
     server, _ = counted
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [
             "# files",
             f"GET hello.txt 127.0.0.1 {port}",
@@ -103,60 +93,56 @@ def test_downloads_are_byte_exact_and_shown(
     )
     assert result.exit_code == 0, result.output
     for name in ("hello.txt", "data.bin", "sub/page.html"):
-        assert (workdir / "out" / name).read_bytes() == (www / name).read_bytes()
+        assert (work / "out" / name).read_bytes() == (www / name).read_bytes()
     assert result.stdout_bytes.startswith(b"hello, world\n")
     assert b"<p>page</p>" in result.stdout_bytes
     assert "3 ok, 0 failed" in result.stderr
     assert "cache: 0 hit, 0 revalidated, 3 miss" in result.stderr
-    assert not list((workdir / "out").glob(".*.part"))
+    assert not list((work / "out").glob(".*.part"))
 
 
-def test_second_run_moves_no_body_bytes(
-    counted: tuple[Server, CountingFiles], workdir: Path
-) -> None:
+def test_second_run_moves_no_body_bytes(counted: tuple[Server, CountingFiles], work: Path) -> None:
     """Unchanged files are revalidated (or fresh): the second run sends no body at all."""
     server, files = counted
     port = port_of(server)
     lines = [f"GET {name} 127.0.0.1 {port}" for name in ("hello.txt", "data.bin", "sub/page.html")]
-    first = run(workdir, lines, "--no-print")
+    first = run(work, lines, "--no-print")
     assert first.exit_code == 0, first.output
     assert [status for _, status, _ in files.log] == [200, 200, 200]
     files.log.clear()
-    second = run(workdir, lines, "--no-print")
+    second = run(work, lines, "--no-print")
     assert second.exit_code == 0, second.output
     assert all(status == 304 and size == 0 for _, status, size in files.log)
     assert "0 bytes received" in second.stderr
     assert "3 ok, 0 failed" in second.stderr
-    assert (workdir / "data.bin").stat().st_size == 256 * 300
+    assert (work / "data.bin").stat().st_size == 256 * 300
 
 
 def test_not_found_is_reported_and_the_run_goes_on(
-    counted: tuple[Server, CountingFiles], workdir: Path
+    counted: tuple[Server, CountingFiles], work: Path
 ) -> None:
     """A 404 is one failed command: nothing written, later commands still run, exit 1."""
     server, _ = counted
     port = port_of(server)
-    result = run(
-        workdir, [f"GET /missing.txt 127.0.0.1 {port}", f"GET /hello.txt 127.0.0.1 {port}"]
-    )
+    result = run(work, [f"GET /missing.txt 127.0.0.1 {port}", f"GET /hello.txt 127.0.0.1 {port}"])
     assert result.exit_code == 1
     assert "error: GET /missing.txt 127.0.0.1:" in result.stderr
     assert "404 Not Found" in result.stderr
-    assert not (workdir / "missing.txt").exists()
-    assert (workdir / "hello.txt").read_bytes() == b"hello, world\n"
+    assert not (work / "missing.txt").exists()
+    assert (work / "hello.txt").read_bytes() == b"hello, world\n"
     assert "1 ok, 1 failed" in result.stderr
 
 
 def test_post_uploads_and_reports_location(
-    counted: tuple[Server, CountingFiles], www: Path, workdir: Path
+    counted: tuple[Server, CountingFiles], www: Path, work: Path
 ) -> None:
     """POST streams the local file; the server's 201 Created counts as success and the stored
     name is reported; a missing file fails alone."""
     server, _ = counted
     port = port_of(server)
-    (workdir / "report.txt").write_bytes(b"quarterly numbers\n")
+    (work / "report.txt").write_bytes(b"quarterly numbers\n")
     result = run(
-        workdir,
+        work,
         [
             f"POST report.txt 127.0.0.1 {port}",
             f"POST /report.txt 127.0.0.1 {port}",
@@ -172,7 +158,7 @@ def test_post_uploads_and_reports_location(
 
 
 def test_uploads_from_outside_the_command_files_folder_are_refused(
-    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+    origin: tuple[Server, Origin], tmp_path: Path, work: Path
 ) -> None:
     """POST reads only files inside the command file's folder (symlinks resolved): "../x" and a
     link pointing out are refused before anything is sent; --upload-root allows another folder."""
@@ -182,31 +168,31 @@ def test_uploads_from_outside_the_command_files_folder_are_refused(
     handler.script("/mine.txt", (201, [], b""))
     port = port_of(server)
     (tmp_path / "secret.txt").write_bytes(b"secret")
-    (workdir / "link.txt").symlink_to(tmp_path / "secret.txt")
-    (workdir / "mine.txt").write_bytes(b"mine")
+    (work / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (work / "mine.txt").write_bytes(b"mine")
     lines = [
         f"POST ../secret.txt 127.0.0.1 {port}",
         f"POST link.txt 127.0.0.1 {port}",
         f"POST mine.txt 127.0.0.1 {port}",
     ]
-    result = run(workdir, lines)
+    result = run(work, lines)
     assert result.exit_code == 1
     assert result.stderr.count("refusing to upload") == 2
     assert "it is outside . (allow its folder with --upload-root)" in result.stderr
     assert [(s.path, s.body) for s in handler.seen] == [("/mine.txt", b"mine")]
     handler.seen.clear()
-    result = run(workdir, lines[1:], "--upload-root", str(tmp_path))
+    result = run(work, lines[1:], "--upload-root", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert [s.body for s in handler.seen] == [b"secret", b"mine"]
 
 
-def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, workdir: Path) -> None:
+def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, work: Path) -> None:
     """An upload the server refuses before reading it (413, then close) adds nothing to the
     summary's bytes sent; an accepted one adds its size."""
     root = tmp_path / "uploads"
     root.mkdir()
-    (workdir / "big.bin").write_bytes(b"x" * (2 * 1024 * 1024))
-    (workdir / "small.txt").write_bytes(b"a" * 100)
+    (work / "big.bin").write_bytes(b"x" * (2 * 1024 * 1024))
+    (work / "small.txt").write_bytes(b"a" * 100)
 
     def setup(server: Server) -> None:
         server.route("/", Uploads(root, max_size=1000), prefix=True)
@@ -214,22 +200,20 @@ def test_refused_uploads_are_not_counted_as_sent(tmp_path: Path, workdir: Path) 
     server = Server(root=root, port=0, access_log=False, default_routes=False)
     with running_server(server=server, setup=setup):
         port = port_of(server)
-        result = run(
-            workdir, [f"POST big.bin 127.0.0.1 {port}", f"POST small.txt 127.0.0.1 {port}"]
-        )
+        result = run(work, [f"POST big.bin 127.0.0.1 {port}", f"POST small.txt 127.0.0.1 {port}"])
     assert result.exit_code == 1
     assert "413" in result.stderr
     assert re.search(r"1 ok, 1 failed; \d+ bytes received, 100 bytes sent", result.stderr)
 
 
-def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], workdir: Path) -> None:
+def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], work: Path) -> None:
     """In one file, GET, POST, GET: the second GET is not served from the cache."""
     server, handler = origin
     handler.script("/doc.txt", (200, [("Cache-Control", "max-age=600")], b"v1"))
-    (workdir / "doc.txt").write_bytes(b"upload")
+    (work / "doc.txt").write_bytes(b"upload")
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [
             f"GET doc.txt 127.0.0.1 {port}",
             f"POST doc.txt 127.0.0.1 {port}",
@@ -246,13 +230,13 @@ def test_post_invalidates_the_cached_get(origin: tuple[Server, Origin], workdir:
     assert "cache: 1 hit, 0 revalidated, 2 miss" in result.stderr
 
 
-def test_names_outside_out_are_refused(origin: tuple[Server, Origin], workdir: Path) -> None:
+def test_names_outside_out_are_refused(origin: tuple[Server, Origin], work: Path) -> None:
     """A file name escaping --out is refused before anything is sent; others still run."""
     server, handler = origin
     handler.script("/ok.txt", (200, [], b"ok"))
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [
             f"GET ../escape.txt 127.0.0.1 {port}",
             f"GET /a/%2e%2e/%2e%2e/esc2.txt 127.0.0.1 {port}",
@@ -263,20 +247,20 @@ def test_names_outside_out_are_refused(origin: tuple[Server, Origin], workdir: P
     )
     assert result.exit_code == 1
     assert result.stderr.count("refusing to write") == 2
-    assert not (workdir / "escape.txt").exists()
-    assert not (workdir / "esc2.txt").exists()
-    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
+    assert not (work / "escape.txt").exists()
+    assert not (work / "esc2.txt").exists()
+    assert (work / "out" / "ok.txt").read_bytes() == b"ok"
     assert [s.path for s in handler.seen] == ["/ok.txt"]
 
 
 def test_invalid_command_file_lists_every_error_and_sends_nothing(
-    origin: tuple[Server, Origin], workdir: Path
+    origin: tuple[Server, Origin], work: Path
 ) -> None:
     """Exit status 2, every bad line as FILE:LINE: message, and no request at all."""
     server, handler = origin
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [f"GET ok.txt 127.0.0.1 {port}", "PUT x 127.0.0.1", f"GET y 127.0.0.1 {port}0000", "GET z"],
     )
     assert result.exit_code == 2
@@ -290,11 +274,11 @@ def test_invalid_command_file_lists_every_error_and_sends_nothing(
 
 
 def test_network_failures_are_one_line_each(
-    refused_port: int, silent_port: int, workdir: Path
+    refused_port: int, silent_port: int, work: Path
 ) -> None:
     """Refused connections and timeouts print one clear line each, never a traceback."""
     result = run(
-        workdir,
+        work,
         [
             f"GET a 127.0.0.1 {refused_port}",
             f"GET b 127.0.0.1 {refused_port}",
@@ -313,12 +297,12 @@ def test_network_failures_are_one_line_each(
 
 @pytest.mark.parametrize("case", BROKEN, ids=lambda case: case.name)
 def test_broken_server_is_one_line_and_leaves_nothing(
-    bad_server: Callable[..., BadServer], static_server: Server, workdir: Path, case: Broken
+    bad_server: Callable[..., BadServer], static_server: Server, work: Path, case: Broken
 ) -> None:
     """Each broken answer is one error line, exit 1, no file under --out, nothing cached."""
     server = bad_server(case.reply, hang=case.hang)
     result = run(
-        workdir,
+        work,
         [f"GET a.txt 127.0.0.1 {server.port}", f"GET hello.txt 127.0.0.1 {port_of(static_server)}"],
         *("--out", "out", "--cache-dir", "cache", "--max-size", "1K"),
         *("--timeout", str(BROKEN_TIMEOUT)),
@@ -329,22 +313,22 @@ def test_broken_server_is_one_line_and_leaves_nothing(
     assert len(errors) == 1
     assert re.search(r"^error: GET /a\.txt 127\.0\.0\.1:\d+: .*" + case.message, errors[0])
     assert "1 ok, 1 failed" in result.stderr
-    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["hello.txt"]
     info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
     assert "responses: 1" in info.stdout  # hello.txt only
-    bodies = [p.name for p in (workdir / "cache" / "bodies").rglob("*") if p.is_file()]
+    bodies = [p.name for p in (work / "cache" / "bodies").rglob("*") if p.is_file()]
     assert bodies == [hashlib.sha256(b"hello, world\n").hexdigest()]
-    assert list((workdir / "cache" / "tmp").iterdir()) == []
+    assert list((work / "cache" / "tmp").iterdir()) == []
 
 
 def test_max_size_keeps_bodies_up_to_the_limit(
-    counted: tuple[Server, CountingFiles], workdir: Path
+    counted: tuple[Server, CountingFiles], work: Path
 ) -> None:
     """--max-size refuses the larger file only: the smaller one is saved and cached."""
     server, _ = counted
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [f"GET data.bin 127.0.0.1 {port}", f"GET hello.txt 127.0.0.1 {port}"],
         *("--out", "out", "--cache-dir", "cache", "--max-size", "1K", "--no-print"),
     )
@@ -354,12 +338,12 @@ def test_max_size_keeps_bodies_up_to_the_limit(
         r" of 1\.0 KiB",
         result.stderr,
     )
-    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["hello.txt"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["hello.txt"]
     info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", "cache"])
     assert "responses: 1" in info.stdout
 
 
-def test_parallel_hosts_report_in_command_order(www: Path, workdir: Path) -> None:
+def test_parallel_hosts_report_in_command_order(www: Path, work: Path) -> None:
     """With --parallel, work overlaps but reports and bodies follow the command file."""
     with (
         running_server(root=www, access_log=False) as a,
@@ -373,7 +357,7 @@ def test_parallel_hosts_report_in_command_order(www: Path, workdir: Path) -> Non
             for port in ports
         ]
         result = run(
-            workdir,
+            work,
             [*lines, f"GET nope 127.0.0.1 {ports[0]}"],
             "--parallel",
             "3",
@@ -391,50 +375,50 @@ def test_parallel_hosts_report_in_command_order(www: Path, workdir: Path) -> Non
     assert reported == [*expected, f"GET /nope 127.0.0.1:{ports[0]}"]
 
 
-def test_nginx_downloads_and_revalidates(nginx: int, www: Path, workdir: Path) -> None:
+def test_nginx_downloads_and_revalidates(nginx: int, www: Path, work: Path) -> None:
     """nginx files arrive byte-exact, pipelined; a second run revalidates them with 304s."""
     lines = [f"GET {name} 127.0.0.1 {nginx}" for name in ("hello.txt", "data.bin", "sub/page.html")]
-    first = run(workdir, lines, "--pipeline", "3", "--no-print")
+    first = run(work, lines, "--pipeline", "3", "--no-print")
     assert first.exit_code == 0, first.output
     for name in ("hello.txt", "data.bin", "sub/page.html"):
-        assert (workdir / name).read_bytes() == (www / name).read_bytes()
-    second = run(workdir, lines, "--pipeline", "3", "--no-print")
+        assert (work / name).read_bytes() == (www / name).read_bytes()
+    second = run(work, lines, "--pipeline", "3", "--no-print")
     assert second.exit_code == 0, second.output
     assert "0 bytes received" in second.stderr
     assert "3 miss" not in second.stderr
 
 
-def test_http_server_downloads_and_revalidates(http_server: int, www: Path, workdir: Path) -> None:
+def test_http_server_downloads_and_revalidates(http_server: int, www: Path, work: Path) -> None:
     """An HTTP/1.0 server with Last-Modified only: byte-exact files, then If-Modified-Since."""
     lines = [f"GET {name} 127.0.0.1 {http_server}" for name in ("hello.txt", "data.bin")]
-    first = run(workdir, lines, "--pipeline", "4", "--no-print")
+    first = run(work, lines, "--pipeline", "4", "--no-print")
     assert first.exit_code == 0, first.output
-    assert (workdir / "data.bin").read_bytes() == (www / "data.bin").read_bytes()
-    second = run(workdir, lines, "--no-print")
+    assert (work / "data.bin").read_bytes() == (www / "data.bin").read_bytes()
+    second = run(work, lines, "--no-print")
     assert second.exit_code == 0, second.output
     assert "0 bytes received" in second.stderr
 
 
 def test_corrupt_cache_is_rebuilt_by_the_cli(
-    counted: tuple[Server, CountingFiles], workdir: Path, tmp_path: Path
+    counted: tuple[Server, CountingFiles], work: Path, tmp_path: Path
 ) -> None:
     """A damaged cache index is reported as a warning, rebuilt, and the run succeeds."""
     server, _ = counted
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "index.sqlite3").write_bytes(b"\x00garbage" * 1000)
-    result = run(workdir, [f"GET hello.txt 127.0.0.1 {port_of(server)}"])
+    result = run(work, [f"GET hello.txt 127.0.0.1 {port_of(server)}"])
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr
     assert "rebuilding" in result.stderr
 
 
-def test_quiet_reports_only_failures(counted: tuple[Server, CountingFiles], workdir: Path) -> None:
+def test_quiet_reports_only_failures(counted: tuple[Server, CountingFiles], work: Path) -> None:
     """--quiet drops the ok lines and the summary; --no-print drops the bodies."""
     server, _ = counted
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [f"GET hello.txt 127.0.0.1 {port}", f"GET nope 127.0.0.1 {port}"],
         "--quiet",
         "--no-print",
@@ -563,14 +547,14 @@ def test_destinations_agree_with_destination(tmp_path: Path) -> None:
 
 
 def test_post_local_name_the_os_refuses_is_one_line(
-    origin: tuple[Server, Origin], workdir: Path
+    origin: tuple[Server, Origin], work: Path
 ) -> None:
     """A POST whose local name is too long for the OS fails that command alone, in one line."""
     server, handler = origin
     handler.script("/ok.txt", (200, [], b"ok"))
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [f"POST {'a' * 300} 127.0.0.1 {port}", f"GET ok.txt 127.0.0.1 {port}"],
         *("--out", "out", "--no-print"),
     )
@@ -580,21 +564,21 @@ def test_post_local_name_the_os_refuses_is_one_line(
     assert len(errors) == 1
     assert errors[0].startswith("error: POST /aaa")
     assert errors[0].endswith("File name too long")
-    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
+    assert (work / "out" / "ok.txt").read_bytes() == b"ok"
     assert handler.requests_to("/" + "a" * 300) == []
 
 
 def test_failed_nested_download_leaves_nothing_under_out(
-    bad_server: Callable[..., BadServer], origin: tuple[Server, Origin], workdir: Path
+    bad_server: Callable[..., BadServer], origin: tuple[Server, Origin], work: Path
 ) -> None:
     """A failed download removes the folders it created (deepest first), not the others'."""
     truncated = next(case for case in BROKEN if case.name == "truncated body")
     bad = bad_server(truncated.reply)
     server, handler = origin
     handler.script("/deep/ok.txt", (200, [], b"ok"))
-    (workdir / "out" / "kept").mkdir(parents=True)
+    (work / "out" / "kept").mkdir(parents=True)
     result = run(
-        workdir,
+        work,
         [
             f"GET deep/er/a.txt 127.0.0.1 {bad.port}",
             f"GET kept/new/b.txt 127.0.0.1 {bad.port}",
@@ -605,7 +589,7 @@ def test_failed_nested_download_leaves_nothing_under_out(
     )
     assert result.exit_code == 1
     assert result.stderr.count("closed the connection mid-response") == 3
-    left = sorted(str(p.relative_to(workdir / "out")) for p in (workdir / "out").rglob("*"))
+    left = sorted(str(p.relative_to(work / "out")) for p in (work / "out").rglob("*"))
     assert left == ["deep", "deep/ok.txt", "kept"]
 
 
@@ -653,12 +637,12 @@ def test_output_file_deferred_is_published_on_request(tmp_path: Path) -> None:
 
 
 def test_folder_swapped_for_a_symlink_mid_run_is_not_followed(
-    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+    origin: tuple[Server, Origin], tmp_path: Path, work: Path
 ) -> None:
     """A folder checked before the request and replaced by a symlink to elsewhere while the
     response is in flight: the body is refused, nothing lands outside --out."""
     server, handler = origin
-    out = workdir / "out"
+    out = work / "out"
     (out / "sub").mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -671,7 +655,7 @@ def test_folder_swapped_for_a_symlink_mid_run_is_not_followed(
     handler.script("/ok.txt", (200, [], b"ok"))
     port = port_of(server)
     result = run(
-        workdir,
+        work,
         [f"GET sub/x.txt 127.0.0.1 {port}", f"GET ok.txt 127.0.0.1 {port}"],
         *("--out", "out", "--no-print", "--no-cache"),
     )
@@ -688,12 +672,12 @@ def _swap_for_symlink(folder: Path, target: Path) -> None:
 
 
 def test_out_swapped_for_a_symlink_mid_run_is_not_followed(
-    origin: tuple[Server, Origin], tmp_path: Path, workdir: Path
+    origin: tuple[Server, Origin], tmp_path: Path, work: Path
 ) -> None:
     """--out itself is held open from the start of the run: replaced by a symlink while a
     response is in flight, the body still goes into the folder it was (now renamed)."""
     server, handler = origin
-    out = workdir / "out"
+    out = work / "out"
     out.mkdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -704,44 +688,42 @@ def test_out_swapped_for_a_symlink_mid_run_is_not_followed(
 
     handler.script("/x.txt", swap_then_answer)
     result = run(
-        workdir,
+        work,
         [f"GET x.txt 127.0.0.1 {port_of(server)}"],
         *("--out", "out", "--no-print", "--no-cache"),
     )
     assert result.exit_code == 0, result.output
     assert list(elsewhere.iterdir()) == []
-    assert (workdir / "out-moved" / "x.txt").read_bytes() == b"payload"
+    assert (work / "out-moved" / "x.txt").read_bytes() == b"payload"
 
 
 def test_out_created_by_a_failed_run_is_removed(
-    bad_server: Callable[..., BadServer], workdir: Path
+    bad_server: Callable[..., BadServer], work: Path
 ) -> None:
     """An output folder the run created for downloads that all failed is not left behind."""
     truncated = next(case for case in BROKEN if case.name == "truncated body")
     bad = bad_server(truncated.reply)
     result = run(
-        workdir,
+        work,
         [f"GET a/b.txt 127.0.0.1 {bad.port}"],
         *("--out", "new/out", "--no-cache", "--timeout", "2"),
     )
     assert result.exit_code == 1
-    assert not (workdir / "new").exists()
+    assert not (work / "new").exists()
 
 
-def test_symlink_loops_fail_their_command_only(
-    origin: tuple[Server, Origin], workdir: Path
-) -> None:
+def test_symlink_loops_fail_their_command_only(origin: tuple[Server, Origin], work: Path) -> None:
     """A loop of symlinks inside --out, or --out itself a loop, is one error line per command
     that would write there; the other commands run."""
     server, handler = origin
     handler.script("/ok.txt", (200, [], b"ok"))
     handler.script("/up.txt", (201, [], b""))
     port = port_of(server)
-    (workdir / "out" / "loop").parent.mkdir()
-    (workdir / "out" / "loop").symlink_to("loop")
-    (workdir / "up.txt").write_bytes(b"up")
+    (work / "out" / "loop").parent.mkdir()
+    (work / "out" / "loop").symlink_to("loop")
+    (work / "up.txt").write_bytes(b"up")
     result = run(
-        workdir,
+        work,
         [
             f"GET loop/x.txt 127.0.0.1 {port}",
             f"GET loop 127.0.0.1 {port}",
@@ -754,10 +736,10 @@ def test_symlink_loops_fail_their_command_only(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
     assert all("Symlink loop" in line for line in errors)
-    assert (workdir / "out" / "ok.txt").read_bytes() == b"ok"
-    (workdir / "loop-out").symlink_to("loop-out")
+    assert (work / "out" / "ok.txt").read_bytes() == b"ok"
+    (work / "loop-out").symlink_to("loop-out")
     result = run(
-        workdir,
+        work,
         [f"GET ok.txt 127.0.0.1 {port}", f"POST up.txt 127.0.0.1 {port}"],
         *("--out", "loop-out", "--no-print"),
     )
@@ -776,13 +758,13 @@ def _part(folder: Path, name: str, age: float) -> Path:
 
 
 def test_leftover_part_files_are_removed_at_start(
-    origin: tuple[Server, Origin], workdir: Path
+    origin: tuple[Server, Origin], work: Path
 ) -> None:
     """Temporary files of a killed run, old and unlocked, are removed from the folders the run
     writes to, and the run says so; recent or locked ones (a live run's) are kept."""
     server, handler = origin
     handler.script("/x.txt", (200, [], b"x"))
-    out = workdir / "out"
+    out = work / "out"
     out.mkdir()
     stale = _part(out, "x.txt", STALE_TEMP_AGE + 60)
     recent = _part(out, "y.txt", 5)
@@ -792,7 +774,7 @@ def test_leftover_part_files_are_removed_at_start(
     os.utime(mine, (0, 0))
     with open(locked, "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        result = run(workdir, [f"GET x.txt 127.0.0.1 {port_of(server)}"], "--out", "out")
+        result = run(work, [f"GET x.txt 127.0.0.1 {port_of(server)}"], "--out", "out")
     assert result.exit_code == 0, result.output
     assert "removed 1 unfinished download (.part) of an interrupted run from out" in result.stderr
     assert not stale.exists()
@@ -816,7 +798,7 @@ def test_temporary_files_are_locked_while_written(tmp_path: Path) -> None:
 
 
 def test_parallel_commands_with_one_file_name_print_their_own_bodies(
-    origin: tuple[Server, Origin], workdir: Path, monkeypatch: pytest.MonkeyPatch
+    origin: tuple[Server, Origin], work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With --parallel, each command prints its own body; the file left is the last command's."""
     server, handler = origin
@@ -840,18 +822,18 @@ def test_parallel_commands_with_one_file_name_print_their_own_bodies(
 
     handler.script("/same.txt", answer)
     result = run(
-        workdir,
+        work,
         [f"GET same.txt 127.0.0.1 {port}", f"GET same.txt localhost {port}"],
         *("--out", "out", "--no-cache", "--parallel", "2"),
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == "from 127.0.0.1\nfrom localhost\n"
-    assert (workdir / "out" / "same.txt").read_bytes() == b"from localhost\n"
-    assert [p.name for p in (workdir / "out").iterdir()] == ["same.txt"]
+    assert (work / "out" / "same.txt").read_bytes() == b"from localhost\n"
+    assert [p.name for p in (work / "out").iterdir()] == ["same.txt"]
 
 
 def test_commands_sharing_a_file_name_across_hosts_print_their_own_bodies(
-    origin: tuple[Server, Origin], workdir: Path
+    origin: tuple[Server, Origin], work: Path
 ) -> None:
     """Lanes run host by host, yet bodies print in command-file order and the last one stays."""
     server, handler = origin
@@ -864,7 +846,7 @@ def test_commands_sharing_a_file_name_across_hosts_print_their_own_bodies(
 
     handler.script("/same.txt", answer)
     result = run(
-        workdir,
+        work,
         [
             f"GET same.txt 127.0.0.1 {port}",
             f"GET same.txt localhost {port}",
@@ -874,25 +856,25 @@ def test_commands_sharing_a_file_name_across_hosts_print_their_own_bodies(
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == "one\ntwo\nthree\n"
-    assert (workdir / "out" / "same.txt").read_bytes() == b"three\n"
-    assert [p.name for p in (workdir / "out").iterdir()] == ["same.txt"]
+    assert (work / "out" / "same.txt").read_bytes() == b"three\n"
+    assert [p.name for p in (work / "out").iterdir()] == ["same.txt"]
 
 
 def test_a_failed_command_does_not_replace_a_shared_file(
-    origin: tuple[Server, Origin], workdir: Path
+    origin: tuple[Server, Origin], work: Path
 ) -> None:
     """The file left is the last successful command's: a failure replaces nothing."""
     server, handler = origin
     port = port_of(server)
     handler.script("/same.txt", (200, [], b"first\n"), (404, [], b"missing\n"))
     result = run(
-        workdir,
+        work,
         [f"GET same.txt 127.0.0.1 {port}", f"GET same.txt 127.0.0.1 {port}"],
         *("--out", "out", "--no-cache"),
     )
     assert result.exit_code == 1
     assert result.stdout == "first\n"
-    assert (workdir / "out" / "same.txt").read_bytes() == b"first\n"
+    assert (work / "out" / "same.txt").read_bytes() == b"first\n"
 
 
 # -- a reader that goes away -----------------------------------------------------------------------
@@ -902,7 +884,7 @@ def test_a_failed_command_does_not_replace_a_shared_file(
 ONE = ("--connections", "1")
 
 
-def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], workdir: Path) -> None:
+def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work: Path) -> None:
     """Once stdout's reader is gone (``| head``) the run stops: no warning, no traceback, exit 1."""
     server, handler = origin
     port = port_of(server)
@@ -916,14 +898,12 @@ def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work
     handler.script("/second.txt", after_close)
     handler.script("/later.txt", (200, [], b"later\n"))
     names = ["first.txt", "second.txt", *(["later.txt"] * 8)]
-    (workdir / "commands.txt").write_text(
-        "".join(f"GET {name} 127.0.0.1 {port}\n" for name in names)
-    )
+    (work / "commands.txt").write_text("".join(f"GET {name} 127.0.0.1 {port}\n" for name in names))
     script = Path(sys.executable).parent / "webclient"
     proc = subprocess.Popen(
         # One connection: with several, later commands are fetched while the first print waits.
         [script, "batch", "commands.txt", "--no-cache", "--out", "out", "--timeout", "5", *ONE],
-        cwd=workdir,
+        cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -468,16 +468,6 @@ def test_saved_files_get_the_umask_mode(
 # -- one-off commands, URLs, stdin and --json ----------------------------------------------------
 
 
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty current folder, with the cache outside it."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
-    return folder
-
-
 def test_get_shows_the_body_and_saves_nothing(static_server: Server, work: Path) -> None:
     """``get URL...`` writes each body to stdout in the order given, like curl, and no file."""
     port = static_server.listen()[1]

@@ -131,15 +131,6 @@ class CuttingRelay:
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("WEBCLIENT_CACHE_DIR", str(tmp_path / "cache"))
-    return folder
-
-
-@pytest.fixture
 def big(www: Path) -> bytes:
     """A served file of random bytes, dated an hour back (so its Last-Modified is strong)."""
     data = os.urandom(SIZE)
