@@ -355,27 +355,16 @@ def refused_port() -> int:
     return free_port()
 
 
-class BadServer:
-    """A raw-socket server answering every connection with fixed bytes, however broken.
+class LocalListener:
+    """A listening socket on 127.0.0.1 whose accept loop runs in a daemon thread and hands each
+    connection to :meth:`_accepted`; the threads it spawns are joined by :meth:`_join`."""
 
-    Each connection gets the next of ``replies`` (the last one repeats) once its request head has
-    arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
-    ends, as a stalled server would. The request heads it received are kept in ``requests``. With
-    ``tls`` (a server context), each connection speaks TLS.
-    """
-
-    def __init__(
-        self, *replies: bytes, hang: bool = False, tls: ssl.SSLContext | None = None
-    ) -> None:
-        self.replies = list(replies) or [b""]
-        self.hang = hang
-        self.tls = tls
-        self.requests: list[bytes] = []
+    def __init__(self, backlog: int) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
+        self._listener.listen(backlog)
         self._listener.settimeout(0.1)
 
     @property
@@ -386,14 +375,10 @@ class BadServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def __enter__(self) -> BadServer:
+    def _start(self) -> None:
         self._spawn(self._accept_loop)
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-            pass  # wakes the accept loop now rather than at its next timeout
+    def _join(self) -> None:
         for thread in list(self._threads):
             thread.join(5)
         self._listener.close()
@@ -414,8 +399,43 @@ class BadServer:
             if self._stop.is_set():
                 conn.close()
                 return
-            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-            self._spawn(self._answer, conn, reply)
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class BadServer(LocalListener):
+    """A raw-socket server answering every connection with fixed bytes, however broken.
+
+    Each connection gets the next of ``replies`` (the last one repeats) once its request head has
+    arrived. The server then closes its side, or with ``hang`` sends nothing more until the test
+    ends, as a stalled server would. The request heads it received are kept in ``requests``. With
+    ``tls`` (a server context), each connection speaks TLS.
+    """
+
+    def __init__(
+        self, *replies: bytes, hang: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(backlog=16)
+        self.replies = list(replies) or [b""]
+        self.hang = hang
+        self.tls = tls
+        self.requests: list[bytes] = []
+
+    def __enter__(self) -> BadServer:
+        self._start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+            pass  # wakes the accept loop now rather than at its next timeout
+        self._join()
+
+    def _accepted(self, conn: socket.socket) -> None:
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        self._spawn(self._answer, conn, reply)
 
     def _answer(self, conn: socket.socket, reply: bytes) -> None:
         if self.tls is not None:

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import stat
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from webclient._partials import (
 from webclient.cli import main
 from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, BadServer
+from .conftest import CLIENT_TIMEOUT, BadServer, LocalListener
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,30 +40,21 @@ CUT = 300_000
 SIZE = 1 << 20
 
 
-class CuttingRelay:
+class CuttingRelay(LocalListener):
     """A TCP relay to ``127.0.0.1:upstream`` that closes the first ``cuts`` connections after
     ``after`` bytes of response body, and keeps the bytes each connection's client sent."""
 
     def __init__(self, upstream: int, *, after: int = CUT, cuts: int = 1) -> None:
+        super().__init__(backlog=8)
         self.upstream = upstream
         self.after = after
         self.cuts = cuts
         #: What the client sent, one bytearray per connection, in the order accepted.
         self.requests: list[bytearray] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self._listener.settimeout(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/"
 
     def __enter__(self) -> CuttingRelay:
-        self._spawn(self._accept_loop)
+        self._start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -72,33 +62,19 @@ class CuttingRelay:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(5)
+        self._join()
         for sock in self._sockets:
             sock.close()
-        self._listener.close()
 
-    def _spawn(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.upstream), timeout=CLIENT_TIMEOUT)
-            self._sockets += [conn, up]
-            cut = self.cuts > 0
-            self.cuts -= cut
-            record = bytearray()
-            self.requests.append(record)
-            self._spawn(self._requests, conn, up, record)
-            self._spawn(self._responses, up, conn, cut)
+    def _accepted(self, conn: socket.socket) -> None:
+        up = socket.create_connection(("127.0.0.1", self.upstream), timeout=CLIENT_TIMEOUT)
+        self._sockets += [conn, up]
+        cut = self.cuts > 0
+        self.cuts -= cut
+        record = bytearray()
+        self.requests.append(record)
+        self._spawn(self._requests, conn, up, record)
+        self._spawn(self._responses, up, conn, cut)
 
     def _requests(self, conn: socket.socket, up: socket.socket, record: bytearray) -> None:
         with contextlib.suppress(OSError):
