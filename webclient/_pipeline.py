@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._models import ResponseHead
-from ._origin import OriginConnection, WireRequest
+from ._origin import OriginConnection
 from ._pool import ConnectionPool
+from ._wire import WireRequest
 from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
 
 #: How many times a request left unanswered by a closed connection is sent again.

@@ -27,8 +27,9 @@ from typing import BinaryIO
 from ._cache import MISS, Cache, Clock, Fresh, Miss, Plan, Revalidate, Store
 from ._freshness import header_value
 from ._models import BodySink, ClientRequest, ClientResponse, ResponseHead, Result
-from ._origin import CHUNK_SIZE, WireRequest, file_length
+from ._origin import CHUNK_SIZE
 from ._status import CacheStatus
+from ._wire import WireRequest, file_length
 from .errors import LocalFileError, NotCached, ProtocolError, TransportError, WebClientError
 
 #: Receives each request's result, with the request's position in the run.

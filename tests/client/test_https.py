@@ -19,7 +19,8 @@ from webclient import (
 )
 from webclient._cache import cache_key
 from webclient._https import INSECURE_WARNING
-from webclient._origin import OriginConnection, WireRequest
+from webclient._origin import OriginConnection
+from webclient._wire import WireRequest
 from webclient.cli import main
 from webclient.client import split_url
 

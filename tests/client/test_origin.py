@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from webclient import ProtocolError
-from webclient._origin import OriginConnection, OriginState, ReadMode, WireRequest
+from webclient._origin import OriginConnection, OriginState, ReadMode
+from webclient._wire import WireRequest
 
 from .conftest import BadServer
 
@@ -167,7 +168,8 @@ def test_plain_exchanges_never_load_h11() -> None:
     (they are loaded the first time a connection needs them)."""
     code = (
         "import sys, socket, threading\n"
-        "from webclient._origin import OriginConnection, WireRequest\n"
+        "from webclient._origin import OriginConnection\n"
+        "from webclient._wire import WireRequest\n"
         "listener = socket.create_server(('127.0.0.1', 0))\n"
         "def serve():\n"
         "    peer, _ = listener.accept()\n"

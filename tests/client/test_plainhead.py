@@ -14,8 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from webclient import ConnectionClosed, ProtocolError
-from webclient._origin import OriginConnection, WireRequest
+from webclient._origin import OriginConnection
 from webclient._plainhead import parse_plain_response_head, plain_request_head
+from webclient._wire import WireRequest
 
 from .conftest import BadServer
 
