@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._bodies import BODIES, TMP, BodyWriter, body_file, file_sha256, size_problem
+from ._faults import Fault, Unwritable, classify
 from ._freshness import VaryKey
-from ._index import Fault, Index, Unwritable, classify
+from ._index import Index
 from ._rows import COLUMNS, ORDER, SELECT_BY_KEY, BadRow, Entry, delete_rows, is_replaced, row_entry
 from .errors import CacheError
 

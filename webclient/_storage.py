@@ -20,7 +20,7 @@ garbage collection (which also runs under the write lock) cannot delete a body a
 is about to reference. Only these names are ever deleted. An index that is not SQLite, belongs to
 another program, has another schema version or fails its integrity check is reported and rebuilt.
 
-Faults are told apart, and only real damage rebuilds (``_index.classify``): a full disk (ENOSPC,
+Faults are told apart, and only real damage rebuilds (``_faults.classify``): a full disk (ENOSPC,
 EDQUOT, ``SQLITE_FULL``) means the response at hand is not stored, with one warning, and every
 entry is kept; a folder or index that cannot be written (EROFS, EACCES, ``SQLITE_READONLY``) is
 used read-only, with one warning: hits are served, nothing is stored, and what would have been
@@ -54,7 +54,8 @@ import os
 
 from ._bodies import BODIES, TEMP_STALE, TMP, BodyWriter, body_files, temporaries
 from ._entries import EntryStore
-from ._index import BATCH_ENTRIES, BATCH_SECONDS, INDEX_NAME, Unwritable
+from ._faults import Unwritable
+from ._index import BATCH_ENTRIES, BATCH_SECONDS, INDEX_NAME
 from ._rows import (
     COLUMNS,
     BadRow,
