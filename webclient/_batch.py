@@ -45,18 +45,15 @@ from ._partials import (
     remove_stale_parts,
 )
 from ._reporting import (
-    SNIFF_SIZE,
     CommandOutcome,
     Progress,
     ProgressSink,
     Summary,
-    head_text,
-    is_binary,
     json_line,
-    outcome_record,
     summary_record,
 )
 from ._status import CacheStatus
+from ._terminal import Terminal
 from .client import BodySink, Client, ClientRequest, ClientResponse, Result
 from .commands import Command
 from .config import human_size
@@ -147,8 +144,16 @@ class BatchRun:
         self._cwd = ""
         #: Set when stdout or stderr was closed by the reader (``| head``): the run stops.
         self.stop = threading.Event()
-        self.stdout_closed = False
-        self.stderr_closed = False
+        self.terminal = Terminal(
+            stdout,
+            stderr,
+            self.progress,
+            self.stop,
+            quiet=quiet,
+            print_bodies=print_bodies,
+            stdout_is_tty=stdout_is_tty,
+            json_lines=json_lines,
+        )
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -200,9 +205,9 @@ class BatchRun:
         if self.stop.is_set():
             return self.summary
         if self.json_lines:
-            self._write_stdout(json_line(summary_record(self.summary)))
+            self.terminal.write_stdout(json_line(summary_record(self.summary)))
         elif not self.quiet:
-            self._write_stderr(f"summary: {self.summary.line()}\n")
+            self.terminal.write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
     def _send(self, requests: list[ClientRequest], positions: list[int]) -> None:
@@ -243,13 +248,13 @@ class BatchRun:
             shown = (folder + "/")[len(self._cwd) :].rstrip("/") or "." if inside else folder
             if removed:
                 plural = "s" if removed > 1 else ""
-                self._write_stderr(
+                self.terminal.write_stderr(
                     f"removed {removed} unfinished download{plural} (.part) of an interrupted"
                     f" run from {shown}\n"
                 )
             if parts:
                 plural = "s" if parts > 1 else ""
-                self._write_stderr(
+                self.terminal.write_stderr(
                     f"removed {parts} interrupted download{plural} (.part) older than a day"
                     f" from {shown}\n"
                 )
@@ -464,11 +469,11 @@ class BatchRun:
                 position = self._next
                 ready = self._publish(position, self._pending.pop(position))
                 self._next += 1
-                self._count(ready)
+                self.summary.count(ready)
                 if self.progress.enabled:
                     self.progress.command_done()
                 if not self.stop.is_set():
-                    self._print(ready)
+                    self.terminal.print(ready)
                 elif ready.spool is not None:
                     ready.spool.abort()  # never to be shown
 
@@ -487,117 +492,15 @@ class BatchRun:
             return CommandOutcome(outcome.command, False, message, response=outcome.response)
         return outcome
 
-    def _count(self, outcome: CommandOutcome) -> None:
-        summary = self.summary
-        summary.outcomes.append(outcome)
-        if outcome.ok:
-            summary.ok += 1
-        else:
-            summary.failed += 1
-        response = outcome.response
-        if response is None:
-            return
-        summary.bytes_received += response.bytes_received
-        if outcome.ok:
-            # A refused upload sent nothing the server kept, whatever reached its socket.
-            summary.bytes_sent += response.bytes_sent
-        if response.method == "GET":
-            if response.cache_status is CacheStatus.HIT:
-                summary.hits += 1
-            elif response.cache_status is CacheStatus.REVALIDATED:
-                summary.revalidated += 1
-            elif response.cache_status is CacheStatus.MISS:
-                summary.misses += 1
-            elif response.cache_status is CacheStatus.STALE:
-                summary.stale += 1
-
-    def _print(self, outcome: CommandOutcome) -> None:
-        try:
-            if self.json_lines:
-                if not outcome.ok:
-                    self._write_stderr(f"error: {outcome.message}\n")
-                self._write_stdout(json_line(outcome_record(outcome)))
-                return
-            if not outcome.ok or not self.quiet:
-                self._write_stderr(("" if outcome.ok else "error: ") + outcome.message + "\n")
-            if not outcome.ok or not self.print_bodies or self.stop.is_set():
-                return
-            if outcome.command.method == "HEAD" and outcome.response is not None:
-                self._write_stdout(head_text(outcome.response))
-            elif outcome.spool is not None:
-                self._show(outcome, outcome.spool.file, "the body")
-            elif outcome.saved is not None:
-                self._print_body(outcome)
-        finally:
-            if outcome.spool is not None:
-                outcome.spool.abort()
-
-    def _write_stdout(self, text: str) -> None:
-        if self.stdout_closed:
-            return
-        try:
-            self.stdout.write(text.encode())
-            self.stdout.flush()
-        except BrokenPipeError:
-            self._stdout_gone()
-
     def warn(self, message: str) -> None:
         """A ``warning:`` line on stderr (clear of the progress line)."""
-        self._write_stderr(f"warning: {message}\n")
+        self.terminal.warn(message)
 
-    def _write_stderr(self, text: str) -> None:
-        if self.stderr_closed:
-            return
-        try:
-            if self.progress.enabled:
-                self.progress.write(text)
-            else:
-                self.stderr.write(text)
-                self.stderr.flush()
-        except BrokenPipeError:
-            self.stderr_closed = True
-            self.stop.set()
+    @property
+    def stdout_closed(self) -> bool:
+        """Whether the reader of stdout went away (``| head``)."""
+        return self.terminal.stdout_closed
 
-    def _stdout_gone(self) -> None:
-        """The reader of stdout went away (``| head``): stop quietly, sending nothing more."""
-        self.stdout_closed = True
-        self.stop.set()
-
-    def _print_body(self, outcome: CommandOutcome) -> None:
-        assert outcome.saved is not None
-        try:
-            file = open(outcome.saved, "rb")  # noqa: SIM115 - closed just below
-        except OSError as exc:
-            self._write_stderr(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")
-            return
-        with file:
-            self._show(outcome, file, str(outcome.saved))
-
-    def _show(self, outcome: CommandOutcome, file: BinaryIO, what: str) -> None:
-        """Copy a body to stdout (a note instead of binary content on a terminal)."""
-        assert outcome.response is not None
-        try:
-            file.seek(0)
-            sample = file.read(SNIFF_SIZE)
-            content_type = outcome.response.header("content-type")
-            if self.stdout_is_tty and is_binary(content_type, sample):
-                note = (
-                    f"[{outcome.command.path}: binary content "
-                    f"({content_type or 'unknown type'}, "
-                    f"{human_size(outcome.response.body_size)}) not shown]\n"
-                )
-                self.stdout.write(note.encode())
-                self.stdout.flush()
-                return
-            last = sample[-1:]
-            self.stdout.write(sample)
-            while chunk := file.read(64 * 1024):
-                self.stdout.write(chunk)
-                last = chunk[-1:]
-            if self.stdout_is_tty and last not in (b"", b"\n"):
-                self.stdout.write(b"\n")
-            self.stdout.flush()
-        except BrokenPipeError:
-            self._stdout_gone()
-        except OSError as exc:
-            self._write_stderr(f"warning: cannot show {what}: {exc.strerror}\n")
+    @property
+    def stderr_closed(self) -> bool:
+        return self.terminal.stderr_closed

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._outputs import SpoolSink
+from ._status import CacheStatus
 from .client import BodySink, ClientResponse
 from .commands import Command
 from .config import human_size
@@ -85,6 +86,30 @@ class Summary:
         self.stale = 0
         self.elapsed = 0.0
         self.outcomes: list[CommandOutcome] = []
+
+    def count(self, outcome: CommandOutcome) -> None:
+        """Add one outcome: its result, its bytes, and where a GET's answer came from."""
+        self.outcomes.append(outcome)
+        if outcome.ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        response = outcome.response
+        if response is None:
+            return
+        self.bytes_received += response.bytes_received
+        if outcome.ok:
+            # A refused upload sent nothing the server kept, whatever reached its socket.
+            self.bytes_sent += response.bytes_sent
+        if response.method == "GET":
+            if response.cache_status is CacheStatus.HIT:
+                self.hits += 1
+            elif response.cache_status is CacheStatus.REVALIDATED:
+                self.revalidated += 1
+            elif response.cache_status is CacheStatus.MISS:
+                self.misses += 1
+            elif response.cache_status is CacheStatus.STALE:
+                self.stale += 1
 
     def line(self) -> str:
         return (
