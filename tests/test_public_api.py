@@ -40,3 +40,36 @@ def test_public_classes_are_exported(name: str) -> None:
             ):
                 unexported.append(f"{info.name}.{attr}")
     assert unexported == []
+
+
+def _modules(name: str) -> dict[str, object]:
+    """The package's own modules (not the toolkit both packages share), by name."""
+    package = importlib.import_module(name)
+    return {
+        info.name: importlib.import_module(f"{name}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name not in ("__main__", "_shared")
+    }
+
+
+def _class_names(name: str) -> set[str]:
+    return {
+        attr
+        for module in _modules(name).values()
+        for attr, value in vars(module).items()
+        if inspect.isclass(value) and value.__module__ == getattr(module, "__name__", None)
+    }
+
+
+def test_no_class_name_means_two_things() -> None:
+    """No class name is defined in both packages: a name says which side it belongs to."""
+    assert _class_names("webserver") & _class_names("webclient") == set()
+
+
+def test_no_private_module_name_means_two_things() -> None:
+    """No private module name is in both packages (public cli, config, errors are the norm)."""
+    server, client = (
+        {module for module in _modules(name) if module.startswith("_")}
+        for name in ("webserver", "webclient")
+    )
+    assert server & client == set()

@@ -31,36 +31,30 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.parse import unquote
 
-from ._outputs import (
+from ._folders import CreatedFolders, remove_stale_temps
+from ._outputs import Destinations, OutputFile, SpoolSink
+from ._partials import (
     RESUME_MIN_SIZE,
-    CreatedFolders,
-    Destinations,
-    OutputFile,
     Partial,
     Resume,
-    SpoolSink,
     content_range_start,
     find_partial,
     forget_partial,
     has_partials,
     if_range_validator,
     remove_stale_parts,
-    remove_stale_temps,
 )
 from ._reporting import (
-    SNIFF_SIZE,
-    Outcome,
+    CommandOutcome,
     Progress,
     ProgressSink,
     Summary,
-    head_text,
-    is_binary,
     json_line,
-    outcome_record,
     summary_record,
 )
 from ._status import CacheStatus
-from .client import BodySink, Client, Request, Response, Result
+from ._terminal import Terminal
+from .client import BodySink, Client, ClientRequest, ClientResponse, Result
 from .commands import Command
 from .config import human_size
 from .errors import LocalFileError, ResponseTooLarge, UnsafePathError, WebClientError
@@ -123,7 +117,7 @@ class BatchRun:
             stderr, progress and not json_lines, total=len(self.commands), tty=progress_tty
         )
         self.summary = Summary()
-        self._pending: dict[int, Outcome] = {}
+        self._pending: dict[int, CommandOutcome] = {}
         self._next = 0
         self._print_lock = threading.Lock()
         self._destinations: dict[int, Path] = {}
@@ -150,26 +144,34 @@ class BatchRun:
         self._cwd = ""
         #: Set when stdout or stderr was closed by the reader (``| head``): the run stops.
         self.stop = threading.Event()
-        self.stdout_closed = False
-        self.stderr_closed = False
+        self.terminal = Terminal(
+            stdout,
+            stderr,
+            self.progress,
+            self.stop,
+            quiet=quiet,
+            print_bodies=print_bodies,
+            stdout_is_tty=stdout_is_tty,
+            json_lines=json_lines,
+        )
 
     def run(self) -> Summary:
         started = time.monotonic()
         cwd = os.getcwd()
         self._cwd = cwd if cwd.endswith("/") else cwd + "/"
         self._now = time.time()
-        requests: list[Request] = []
+        requests: list[ClientRequest] = []
         positions: list[int] = []
-        failed: list[tuple[int, Outcome]] = []
+        failed: list[tuple[int, CommandOutcome]] = []
         for index, command in enumerate(self.commands):
             try:
                 request = self._request(index, command)
             except WebClientError as exc:
-                failed.append((index, Outcome(command, False, f"{_where(command)}: {exc}")))
+                failed.append((index, CommandOutcome(command, False, f"{_where(command)}: {exc}")))
                 continue
             except OSError as exc:  # a name the OS refuses (too long, a loop of symlinks)
                 message = f"{_where(command)}: {exc.strerror or exc}"
-                failed.append((index, Outcome(command, False, message)))
+                failed.append((index, CommandOutcome(command, False, message)))
                 continue
             requests.append(request)
             positions.append(index)
@@ -203,17 +205,21 @@ class BatchRun:
         if self.stop.is_set():
             return self.summary
         if self.json_lines:
-            self._write_stdout(json_line(summary_record(self.summary)))
+            self.terminal.write_stdout(json_line(summary_record(self.summary)))
         elif not self.quiet:
-            self._write_stderr(f"summary: {self.summary.line()}\n")
+            self.terminal.write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
-    def _send(self, requests: list[Request], positions: list[int]) -> None:
+    def _send(self, requests: list[ClientRequest], positions: list[int]) -> None:
         self._restart = set()
 
         def on_result(position: int, result: Result) -> None:
             index = positions[position]
-            if index in self._partials and isinstance(result, Response) and result.status == 416:
+            if (
+                index in self._partials
+                and isinstance(result, ClientResponse)
+                and result.status == 416
+            ):
                 self._restart.add(index)  # (completed by the second round)
                 return
             self._complete(index, self._outcome(index, self.commands[index], result))
@@ -222,7 +228,7 @@ class BatchRun:
             requests, parallel=self.parallel, on_result=on_result, stop=self.stop
         )
 
-    def _resume_alone(self, requests: list[Request], positions: list[int]) -> None:
+    def _resume_alone(self, requests: list[ClientRequest], positions: list[int]) -> None:
         """Commands sharing a destination take turns through temporary files: none of them
         resumes (their requests lose the Range)."""
         for position, index in enumerate(positions):
@@ -242,22 +248,22 @@ class BatchRun:
             shown = (folder + "/")[len(self._cwd) :].rstrip("/") or "." if inside else folder
             if removed:
                 plural = "s" if removed > 1 else ""
-                self._write_stderr(
+                self.terminal.write_stderr(
                     f"removed {removed} unfinished download{plural} (.part) of an interrupted"
                     f" run from {shown}\n"
                 )
             if parts:
                 plural = "s" if parts > 1 else ""
-                self._write_stderr(
+                self.terminal.write_stderr(
                     f"removed {parts} interrupted download{plural} (.part) older than a day"
                     f" from {shown}\n"
                 )
 
     # -- building requests -----------------------------------------------------------------------
 
-    def _request(self, index: int, command: Command) -> Request:
+    def _request(self, index: int, command: Command) -> ClientRequest:
         if command.method == "HEAD":
-            return Request("HEAD", command.url)
+            return ClientRequest("HEAD", command.url)
         if command.method == "POST":
             local = self._uploads.get(index) or Path(
                 unquote(command.path.partition("?")[0]).lstrip("/")
@@ -269,11 +275,11 @@ class BatchRun:
             if not usable:
                 raise LocalFileError(f"no such file to upload: {local}")
             body = self._uploadable(local)
-            return Request(
+            return ClientRequest(
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
         if self.spool:
-            return Request("GET", command.url, sink=self._spool_factory(index, command))
+            return ClientRequest("GET", command.url, sink=self._spool_factory(index, command))
         name = self._save_names.get(index, command.local_name)
         target = self._destinations[index] = self._destination(name)
         folder = os.path.dirname(target)
@@ -282,9 +288,9 @@ class BatchRun:
             resumable = self._resumable_folders[folder] = has_partials(folder)
         partial = find_partial(target, command.url, now=self._now) if resumable else None
         if partial is None:
-            return Request("GET", command.url, sink=self._sink_factory(index, command))
+            return ClientRequest("GET", command.url, sink=self._sink_factory(index, command))
         self._partials[index] = partial
-        return Request(
+        return ClientRequest(
             "GET",
             command.url,
             headers=partial.request_headers(),
@@ -328,8 +334,10 @@ class BatchRun:
 
         return on_sent
 
-    def _sink_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
-        def make(response: Response) -> BodySink | None:
+    def _sink_factory(
+        self, index: int, command: Command
+    ) -> Callable[[ClientResponse], BodySink | None]:
+        def make(response: ClientResponse) -> BodySink | None:
             if not response.ok:
                 return None
             target = self._destinations[index]
@@ -349,7 +357,7 @@ class BatchRun:
 
         return make
 
-    def _resume_for(self, index: int, command: Command, response: Response) -> Resume | None:
+    def _resume_for(self, index: int, command: Command, response: ClientResponse) -> Resume | None:
         """How the body of ``response`` uses ``<name>.part``: appended after what an earlier
         run left (a 206 that starts where that ends), or written afresh where a later run can
         resume it (from the network, large, with a validator); None for a plain temporary
@@ -376,7 +384,9 @@ class BatchRun:
             return None
         return Resume(command.url, validator)
 
-    def _with_progress(self, sink: BodySink, command: Command, response: Response) -> BodySink:
+    def _with_progress(
+        self, sink: BodySink, command: Command, response: ClientResponse
+    ) -> BodySink:
         """``sink``, moving a progress bar when the body is large and comes from the network."""
         if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
             return sink
@@ -385,11 +395,13 @@ class BatchRun:
         bar = self.progress.bar(f"GET {command.path}", length)
         return sink if bar is None else ProgressSink(sink, bar)
 
-    def _spool_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
+    def _spool_factory(
+        self, index: int, command: Command
+    ) -> Callable[[ClientResponse], BodySink | None]:
         """A sink to an anonymous temporary file, for bodies shown but not saved; with
         ``--json`` (nothing shown) the body is read and dropped."""
 
-        def make(response: Response) -> BodySink | None:
+        def make(response: ClientResponse) -> BodySink | None:
             if not response.ok or self.json_lines or not self.print_bodies:
                 return None
             sink = SpoolSink()
@@ -401,7 +413,7 @@ class BatchRun:
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _outcome(self, index: int, command: Command, result: Result) -> Outcome:
+    def _outcome(self, index: int, command: Command, result: Result) -> CommandOutcome:
         where = _where(command)
         with self._files_lock:
             spool = self._spools.pop(index, None) if self.spool else None
@@ -410,25 +422,25 @@ class BatchRun:
         if spool is not None and (isinstance(result, WebClientError) or not result.ok):
             spool.abort()
         if refused is not None:
-            return Outcome(command, False, f"{where}: {refused}", response=None)
+            return CommandOutcome(command, False, f"{where}: {refused}", response=None)
         if isinstance(result, WebClientError):
             if isinstance(result, ResponseTooLarge) and index in self._destinations:
                 forget_partial(self._destinations[index])  # its rest would be too large too
-            return Outcome(command, False, f"{where}: {result}")
+            return CommandOutcome(command, False, f"{where}: {result}")
         status = f"{result.status} {result.reason}".strip()
         if not result.ok:
-            return Outcome(command, False, f"{where}: {status}", response=result)
+            return CommandOutcome(command, False, f"{where}: {status}", response=result)
         if command.method == "HEAD":
-            return Outcome(command, True, f"{where}: {status}", response=result)
+            return CommandOutcome(command, True, f"{where}: {status}", response=result)
         if self.spool:
             message = f"{where}: {status}, {human_size(result.body_size)}"
             message += f" (cache {result.cache_status.value})"
-            return Outcome(command, True, message, response=result, spool=spool)
+            return CommandOutcome(command, True, message, response=result, spool=spool)
         if command.method == "POST":
             location = result.header("location")
             stored = f", stored at {location}" if location else ""
             message = f"{where}: {status}, sent {human_size(result.bytes_sent)}{stored}"
-            return Outcome(command, True, message, response=result)
+            return CommandOutcome(command, True, message, response=result)
         saved = self._destinations[index]
         if resumed is None and index in self._partials:
             forget_partial(saved)  # restarted from the start without a .part of its own
@@ -441,11 +453,11 @@ class BatchRun:
             f"{where}: {status}, {human_size(size)} saved to {shown}"
             f" ({how}cache {result.cache_status.value}{offline})"
         )
-        outcome = Outcome(command, True, message, saved=saved, response=result)
+        outcome = CommandOutcome(command, True, message, saved=saved, response=result)
         outcome.resumed = resumed or 0
         return outcome
 
-    def _complete(self, index: int, outcome: Outcome) -> None:
+    def _complete(self, index: int, outcome: CommandOutcome) -> None:
         """Record an outcome; print every outcome that is now next in command-file order.
 
         A body whose file name other commands share is renamed into place here, in command-file
@@ -457,15 +469,15 @@ class BatchRun:
                 position = self._next
                 ready = self._publish(position, self._pending.pop(position))
                 self._next += 1
-                self._count(ready)
+                self.summary.count(ready)
                 if self.progress.enabled:
                     self.progress.command_done()
                 if not self.stop.is_set():
-                    self._print(ready)
+                    self.terminal.print(ready)
                 elif ready.spool is not None:
                     ready.spool.abort()  # never to be shown
 
-    def _publish(self, index: int, outcome: Outcome) -> Outcome:
+    def _publish(self, index: int, outcome: CommandOutcome) -> CommandOutcome:
         with self._files_lock:
             file = self._deferred.pop(index, None)
         if file is None:
@@ -477,120 +489,18 @@ class BatchRun:
             file.publish()
         except LocalFileError as exc:
             message = f"{_where(outcome.command)}: {exc}"
-            return Outcome(outcome.command, False, message, response=outcome.response)
+            return CommandOutcome(outcome.command, False, message, response=outcome.response)
         return outcome
-
-    def _count(self, outcome: Outcome) -> None:
-        summary = self.summary
-        summary.outcomes.append(outcome)
-        if outcome.ok:
-            summary.ok += 1
-        else:
-            summary.failed += 1
-        response = outcome.response
-        if response is None:
-            return
-        summary.bytes_received += response.bytes_received
-        if outcome.ok:
-            # A refused upload sent nothing the server kept, whatever reached its socket.
-            summary.bytes_sent += response.bytes_sent
-        if response.method == "GET":
-            if response.cache_status is CacheStatus.HIT:
-                summary.hits += 1
-            elif response.cache_status is CacheStatus.REVALIDATED:
-                summary.revalidated += 1
-            elif response.cache_status is CacheStatus.MISS:
-                summary.misses += 1
-            elif response.cache_status is CacheStatus.STALE:
-                summary.stale += 1
-
-    def _print(self, outcome: Outcome) -> None:
-        try:
-            if self.json_lines:
-                if not outcome.ok:
-                    self._write_stderr(f"error: {outcome.message}\n")
-                self._write_stdout(json_line(outcome_record(outcome)))
-                return
-            if not outcome.ok or not self.quiet:
-                self._write_stderr(("" if outcome.ok else "error: ") + outcome.message + "\n")
-            if not outcome.ok or not self.print_bodies or self.stop.is_set():
-                return
-            if outcome.command.method == "HEAD" and outcome.response is not None:
-                self._write_stdout(head_text(outcome.response))
-            elif outcome.spool is not None:
-                self._show(outcome, outcome.spool.file, "the body")
-            elif outcome.saved is not None:
-                self._print_body(outcome)
-        finally:
-            if outcome.spool is not None:
-                outcome.spool.abort()
-
-    def _write_stdout(self, text: str) -> None:
-        if self.stdout_closed:
-            return
-        try:
-            self.stdout.write(text.encode())
-            self.stdout.flush()
-        except BrokenPipeError:
-            self._stdout_gone()
 
     def warn(self, message: str) -> None:
         """A ``warning:`` line on stderr (clear of the progress line)."""
-        self._write_stderr(f"warning: {message}\n")
+        self.terminal.warn(message)
 
-    def _write_stderr(self, text: str) -> None:
-        if self.stderr_closed:
-            return
-        try:
-            if self.progress.enabled:
-                self.progress.write(text)
-            else:
-                self.stderr.write(text)
-                self.stderr.flush()
-        except BrokenPipeError:
-            self.stderr_closed = True
-            self.stop.set()
+    @property
+    def stdout_closed(self) -> bool:
+        """Whether the reader of stdout went away (``| head``)."""
+        return self.terminal.stdout_closed
 
-    def _stdout_gone(self) -> None:
-        """The reader of stdout went away (``| head``): stop quietly, sending nothing more."""
-        self.stdout_closed = True
-        self.stop.set()
-
-    def _print_body(self, outcome: Outcome) -> None:
-        assert outcome.saved is not None
-        try:
-            file = open(outcome.saved, "rb")  # noqa: SIM115 - closed just below
-        except OSError as exc:
-            self._write_stderr(f"warning: cannot show {outcome.saved}: {exc.strerror}\n")
-            return
-        with file:
-            self._show(outcome, file, str(outcome.saved))
-
-    def _show(self, outcome: Outcome, file: BinaryIO, what: str) -> None:
-        """Copy a body to stdout (a note instead of binary content on a terminal)."""
-        assert outcome.response is not None
-        try:
-            file.seek(0)
-            sample = file.read(SNIFF_SIZE)
-            content_type = outcome.response.header("content-type")
-            if self.stdout_is_tty and is_binary(content_type, sample):
-                note = (
-                    f"[{outcome.command.path}: binary content "
-                    f"({content_type or 'unknown type'}, "
-                    f"{human_size(outcome.response.body_size)}) not shown]\n"
-                )
-                self.stdout.write(note.encode())
-                self.stdout.flush()
-                return
-            last = sample[-1:]
-            self.stdout.write(sample)
-            while chunk := file.read(64 * 1024):
-                self.stdout.write(chunk)
-                last = chunk[-1:]
-            if self.stdout_is_tty and last not in (b"", b"\n"):
-                self.stdout.write(b"\n")
-            self.stdout.flush()
-        except BrokenPipeError:
-            self._stdout_gone()
-        except OSError as exc:
-            self._write_stderr(f"warning: cannot show {what}: {exc.strerror}\n")
+    @property
+    def stderr_closed(self) -> bool:
+        return self.terminal.stderr_closed

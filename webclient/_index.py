@@ -2,21 +2,20 @@
 
 Rules: the index runs in WAL mode with ``synchronous=NORMAL``; it is opened, checked (application
 id, schema version, ``quick_check``) and, when it is damaged or another program's, rebuilt --
-deleting only this program's own files; faults are told apart (:func:`classify`) so that only real
-damage rebuilds: a full disk or a folder that cannot be written opens it read-only, with one
-warning, and a write the disk refuses raises :class:`Unwritable`, which the writers turn into
-"not stored". Writes happen in transactions; inside a batch they share one transaction, each in
-its own savepoint, committed at the end, after :data:`BATCH_ENTRIES` writes, or
-:data:`BATCH_SECONDS` after the first (from a timer). What a batch defers -- the ``last_used``
-of entries served, rows read ahead, the total body size -- is kept here with the transaction.
+deleting only this program's own files; faults are told apart
+(:func:`~webclient._faults.classify`) so that only real damage rebuilds: a full disk or a folder
+that cannot be written opens it read-only, with one warning, and a write the disk refuses raises
+:class:`~webclient._faults.Unwritable`, which the writers turn into "not stored". Writes happen
+in transactions; inside a batch they share one transaction, each in its own savepoint, committed
+at the end, after :data:`BATCH_ENTRIES` writes, or :data:`BATCH_SECONDS` after the first (from a
+timer). What a batch defers -- the ``last_used`` of entries served, rows read ahead, the total
+body size -- is kept here with the transaction.
 See :mod:`webclient._storage` for the layout of the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import errno
 import os
 import sqlite3
 import threading
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ._bodies import BODIES, TMP, tidy_temporaries
+from ._faults import SQLITE_TRY_READING, Fault, Unwritable, classify, disk_full, sqlite_code
 from .errors import CacheError
 
 if TYPE_CHECKING:
@@ -49,57 +49,6 @@ WAL_SWITCH_WAIT = 5.0
 BATCH_ENTRIES = 500
 #: ...or this many seconds after its first write, whichever comes first.
 BATCH_SECONDS = 0.25
-
-
-class Fault(enum.Enum):
-    """What a failed disk or SQLite operation means for the cache."""
-
-    FULL = "full"
-    READ_ONLY = "read-only"
-    BUSY = "busy"
-    DAMAGED = "damaged"
-    OTHER = "other"
-
-
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
-#: SQLite primary result codes (the low byte of the extended code).
-_SQLITE_FAULTS = {
-    5: Fault.BUSY,  # SQLITE_BUSY
-    6: Fault.BUSY,  # SQLITE_LOCKED
-    8: Fault.READ_ONLY,  # SQLITE_READONLY
-    11: Fault.DAMAGED,  # SQLITE_CORRUPT
-    13: Fault.FULL,  # SQLITE_FULL
-    26: Fault.DAMAGED,  # SQLITE_NOTADB
-}
-
-
-#: SQLITE_IOERR, SQLITE_CANTOPEN.
-SQLITE_TRY_READING = frozenset({10, 14})
-
-
-def sqlite_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def classify(exc: BaseException) -> Fault:
-    """Classify an error, so that only real damage leads to a rebuild."""
-    if isinstance(exc, OSError):
-        if exc.errno in _FULL_ERRNOS:
-            return Fault.FULL
-        return Fault.READ_ONLY if exc.errno in _READ_ONLY_ERRNOS else Fault.OTHER
-    code = sqlite_code(exc)
-    if code is not None:
-        return _SQLITE_FAULTS.get(code, Fault.OTHER)
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return Fault.BUSY
-    return Fault.DAMAGED if "not a database" in text or "malformed" in text else Fault.OTHER
-
-
-class Unwritable(CacheError):
-    """A write that the disk refused (full, or read-only); already reported with a warning."""
 
 
 SCHEMA = """
@@ -139,19 +88,11 @@ def switch_to_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def disk_full(folder: Path) -> bool:
-    """Whether the file system of ``folder`` has no block left (for a clearer warning)."""
-    try:
-        return os.statvfs(folder).f_bavail == 0
-    except OSError:
-        return False
-
-
 class Index:
     """The cache folder's SQLite index: opening, checking, rebuilding, transactions, batches.
 
     Every method is safe from several threads and processes at once;
-    :class:`~webclient._storage.Storage` adds the operations on rows and bodies.
+    :class:`~webclient._entries.EntryStore` adds the operations on rows and bodies.
 
     ``warn`` receives one sentence for each kind of problem that was repaired or worked around
     (a rebuilt index, a dropped row, a full disk, a read-only folder), once per kind.

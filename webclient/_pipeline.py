@@ -30,9 +30,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._connection import Connection, WireRequest
 from ._models import ResponseHead
+from ._origin import OriginConnection
 from ._pool import ConnectionPool
+from ._wire import WireRequest
 from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
 
 #: How many times a request left unanswered by a closed connection is sent again.
@@ -72,7 +73,7 @@ class Lane:
         self.depth = max(1, depth)
         self._queue: deque[_Item] = deque()
         self._inflight: deque[_Item] = deque()
-        self._conn: Connection | None = None
+        self._conn: OriginConnection | None = None
         self._failure: WebClientError | None = None
 
     # -- public ----------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class Lane:
         confirmed = self._conn is not None and self._conn.answered > 0
         return confirmed and len(self._inflight) < self.depth
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> OriginConnection:
         if self._conn is not None and not self._inflight and self._conn.dropped():
             # The server closed the idle kept-alive connection (its keep-alive timer) before
             # this request was written: known now, so the request goes on a new connection
@@ -207,7 +208,7 @@ class Lane:
             self._inflight.clear()
             self._drop_connection()
 
-    def _send_ahead(self, conn: Connection) -> bool:
+    def _send_ahead(self, conn: OriginConnection) -> bool:
         """Write the next request while the response that has fully arrived is handled.
 
         Only one request is ever in flight, so this is not pipelining: the server sees the next
@@ -224,7 +225,7 @@ class Lane:
         conn.flush()
         return True
 
-    def _connection_lost(self, conn: Connection, error: WebClientError) -> None:
+    def _connection_lost(self, conn: OriginConnection, error: WebClientError) -> None:
         """The connection died with requests unanswered: retry or fail them (module rules)."""
         kept_alive = conn.answered > 0
         items = list(self._inflight)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ._outputs import SpoolSink
-from .client import BodySink, Response
+from ._status import CacheStatus
+from .client import BodySink, ClientResponse
 from .commands import Command
 from .config import human_size
 
@@ -51,32 +53,22 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
     return False
 
 
-class Outcome:
+@dataclass(slots=True, repr=False, eq=False)
+class CommandOutcome:
     """What happened to one command."""
 
-    __slots__ = ("command", "message", "ok", "response", "resumed", "saved", "spool")
-
-    def __init__(
-        self,
-        command: Command,
-        ok: bool,
-        message: str,
-        saved: Path | None = None,
-        response: Response | None = None,
-        spool: SpoolSink | None = None,
-    ) -> None:
-        self.command = command
-        self.ok = ok
-        self.message = message
-        self.saved = saved
-        self.response = response
-        #: The body to show on stdout, when it is not saved (``webclient get URL``).
-        self.spool = spool
-        #: Bytes an earlier run had saved in ``<name>.part`` before this one resumed it.
-        self.resumed = 0
+    command: Command
+    ok: bool
+    message: str
+    saved: Path | None = None
+    response: ClientResponse | None = None
+    #: The body to show on stdout, when it is not saved (``webclient get URL``).
+    spool: SpoolSink | None = None
+    #: Bytes an earlier run had saved in ``<name>.part`` before this one resumed it.
+    resumed: int = field(default=0, init=False)
 
     def __repr__(self) -> str:
-        return f"Outcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
+        return f"CommandOutcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
 
 
 class Summary:
@@ -93,7 +85,31 @@ class Summary:
         #: Served past their freshness (``--max-stale``, ``--offline``, an unreachable server).
         self.stale = 0
         self.elapsed = 0.0
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[CommandOutcome] = []
+
+    def count(self, outcome: CommandOutcome) -> None:
+        """Add one outcome: its result, its bytes, and where a GET's answer came from."""
+        self.outcomes.append(outcome)
+        if outcome.ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        response = outcome.response
+        if response is None:
+            return
+        self.bytes_received += response.bytes_received
+        if outcome.ok:
+            # A refused upload sent nothing the server kept, whatever reached its socket.
+            self.bytes_sent += response.bytes_sent
+        if response.method == "GET":
+            if response.cache_status is CacheStatus.HIT:
+                self.hits += 1
+            elif response.cache_status is CacheStatus.REVALIDATED:
+                self.revalidated += 1
+            elif response.cache_status is CacheStatus.MISS:
+                self.misses += 1
+            elif response.cache_status is CacheStatus.STALE:
+                self.stale += 1
 
     def line(self) -> str:
         return (
@@ -105,7 +121,7 @@ class Summary:
         )
 
 
-def outcome_record(outcome: Outcome) -> dict[str, Any]:
+def outcome_record(outcome: CommandOutcome) -> dict[str, Any]:
     """One command's result for ``--json``: the keys are documented in docs/client.md and
     always all present (``null`` when they do not apply), so scripts can rely on them."""
     command, response = outcome.command, outcome.response
@@ -150,7 +166,7 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":")) + "\n"
 
 
-def head_text(response: Response) -> str:
+def head_text(response: ClientResponse) -> str:
     """A response's status and reason, then its header fields one a line, then a blank line
     (``webclient head``; like ``curl -I`` without the protocol version)."""
     lines = [f"{response.status} {response.reason}".rstrip()]

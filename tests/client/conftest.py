@@ -27,6 +27,7 @@ from webclient import (
     ResponseTooLarge,
     WebClientError,
 )
+from webclient._entries import EntryStore
 from webserver import Handler, Request, Response, Server
 from webserver.testing import running_server
 
@@ -601,3 +602,21 @@ def _close_storages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _fixed_answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Script:
     """A scripted step that answers every request with the same response."""
     return lambda _request: Response(status, list(headers), body)
+
+
+def put(storage: EntryStore, key: str, body: bytes, *, now: float = 1.0) -> None:
+    """Store a 200 response with ``body`` under ``key`` directly, as the cache would."""
+    writer = storage.new_body(10**9)
+    writer.write(body)
+    writer.finish()
+    storage.insert(
+        key=key,
+        vary=(),
+        status=200,
+        reason="OK",
+        headers=[("ETag", '"x"')],
+        body=writer,
+        request_time=now,
+        response_time=now,
+        now=now,
+    )

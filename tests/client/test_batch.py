@@ -1,4 +1,4 @@
-"""Tests of webclient/_batch.py, _outputs.py and _reporting.py, mostly through the CLI."""
+"""Tests of webclient/_batch.py, _outputs.py, _folders.py and _reporting.py, mostly by the CLI."""
 
 from __future__ import annotations
 
@@ -19,15 +19,9 @@ from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig
 from webclient._batch import BatchRun
-from webclient._outputs import (
-    STALE_TEMP_AGE,
-    CreatedFolders,
-    Destinations,
-    OutputFile,
-    destination,
-    remove_stale_temps,
-)
-from webclient._reporting import Outcome, is_binary
+from webclient._folders import STALE_TEMP_AGE, CreatedFolders, remove_stale_temps
+from webclient._outputs import Destinations, OutputFile, destination
+from webclient._reporting import CommandOutcome, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import LocalFileError, UnsafePathError
@@ -812,7 +806,7 @@ def test_parallel_commands_with_one_file_name_print_their_own_bodies(
     second_done = threading.Event()
     complete = BatchRun._complete
 
-    def spy(self: BatchRun, index: int, outcome: Outcome) -> None:
+    def spy(self: BatchRun, index: int, outcome: CommandOutcome) -> None:
         complete(self, index, outcome)
         if index == 1:
             second_done.set()

@@ -19,29 +19,14 @@ from urllib.parse import quote
 
 import pytest
 
-from webclient import Client, ClientConfig, Response
+from webclient import Client, ClientConfig, ClientResponse
 from webclient._cache import Cache, cache_key
 from webclient._storage import BATCH_SECONDS, BODIES, INDEX_NAME, TEMP_STALE, TMP, Storage
 from webclient.errors import CacheError
 
+from .conftest import put
+
 pytestmark = pytest.mark.timeout(30)
-
-
-def put(storage: Storage, key: str, body: bytes, *, now: float = 1.0) -> None:
-    writer = storage.new_body(10**9)
-    writer.write(body)
-    writer.finish()
-    storage.insert(
-        key=key,
-        vary=(),
-        status=200,
-        reason="OK",
-        headers=[("ETag", '"x"')],
-        body=writer,
-        request_time=now,
-        response_time=now,
-        now=now,
-    )
 
 
 def store(cache: Cache, url: str, body: bytes) -> bool:
@@ -67,25 +52,6 @@ def test_bodies_are_content_addressed_and_shared(tmp_path: Path) -> None:
     storage.delete_keys(["k2"])
     assert not storage.body_path(sha).exists()
     assert list((tmp_path / "c" / TMP).iterdir()) == []
-
-
-def test_insert_replaces_the_row_another_process_stored_meanwhile(tmp_path: Path) -> None:
-    """A row another process stored after this one looked is replaced, and its body deleted."""
-    folder = tmp_path / "c"
-    mine, theirs = Storage(folder), Storage(folder)
-    with mine.batch():
-        mine.prefetch(["k"])
-        assert mine.entries("k") == []
-        put(theirs, "k", b"their body")
-        put(mine, "k", b"my body")
-    (entry,) = mine.entries("k")
-    assert mine.read_body(entry) == b"my body"
-    assert not theirs.body_path(hashlib.sha256(b"their body").hexdigest()).exists()
-    info = mine.info()
-    assert (info.entries, info.bodies, info.size) == (1, 1, len(b"my body"))
-    assert [p.name for p in (folder / BODIES).rglob("*") if p.is_file()] == [entry.body_sha]
-    mine.close()
-    theirs.close()
 
 
 def test_corrupt_index_is_reported_and_rebuilt(tmp_path: Path) -> None:
@@ -126,17 +92,6 @@ def test_cache_folder_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(CacheError, match="is a file"):
         Storage(path)
-
-
-def test_missing_body_is_detected(tmp_path: Path) -> None:
-    """A body deleted behind our back is reported as a CacheError when opened."""
-    storage = Storage(tmp_path / "c")
-    put(storage, "k", b"body")
-    (entry,) = storage.entries("k")
-    storage.body_path(entry.body_sha).unlink()
-    assert not storage.body_ok(entry)
-    with pytest.raises(CacheError, match="missing"):
-        storage.open_body(entry)
 
 
 def test_eviction_is_least_recently_used(tmp_path: Path) -> None:
@@ -291,15 +246,15 @@ def test_many_requests_one_cache_batch(tmp_path: Path) -> None:
 
     with running_server(root=site) as server, tempfile.TemporaryDirectory() as cache:
         urls = [server.url + f"f{i}.txt" for i in range(30)]
-        from webclient import Request
+        from webclient import ClientRequest
 
         for round_no in range(2):
             with Client(ClientConfig(cache_dir=Path(cache), pipeline=4)) as client:
-                results = client.request_all([Request("GET", u) for u in urls])
-                assert all(isinstance(r, Response) for r in results)
-                bodies = [r.body for r in results if isinstance(r, Response)]
+                results = client.request_all([ClientRequest("GET", u) for u in urls])
+                assert all(isinstance(r, ClientResponse) for r in results)
+                bodies = [r.body for r in results if isinstance(r, ClientResponse)]
                 assert bodies == [b"%d" % i * 10 for i in range(30)]
-                received = sum(r.bytes_received for r in results if isinstance(r, Response))
+                received = sum(r.bytes_received for r in results if isinstance(r, ClientResponse))
                 assert (received == 0) is (round_no == 1)
                 info = client.cache_info()
                 assert info is not None and info.entries == 30
@@ -546,52 +501,6 @@ def test_read_only_folder_for_real(tmp_path: Path) -> None:
 
 
 # -- rows and files that cannot be read or removed -------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("column", "value"),
-    [
-        ("vary", "not json"),
-        ("headers", "[1, 2]"),
-        ("headers", '{"a": "b"}'),
-        ("status", "abc"),
-        ("status", 200.5),
-        ("status", b"\x01"),
-        ("reason", b"OK"),
-        ("body_size", "big"),
-        ("body_size", -1),
-        ("body_sha", "../outside"),  # bodies/../../outside: the file beside the cache
-        ("request_time", "soon"),
-    ],
-)
-def test_an_unreadable_row_is_dropped_with_one_warning(
-    tmp_path: Path, column: str, value: object
-) -> None:
-    """A row with a field this program never writes is dropped with a warning, in lookups and
-    prefetches alike; the other rows are served, and no body name is used as a path unchecked."""
-    folder = tmp_path / "c"
-    storage = Storage(folder)
-    put(storage, "bad", b"bad body")
-    put(storage, "bad2", b"bad body 2")
-    put(storage, "good", b"good body")
-    storage.close()
-    outside = tmp_path / "outside"
-    outside.write_text("not the cache's")
-    with sqlite3.connect(folder / INDEX_NAME) as db:
-        query = f"UPDATE entries SET {column} = ? WHERE key LIKE 'bad%'"  # noqa: S608 - a test's column
-        db.execute(query, (value,))
-    db.close()
-    warnings: list[str] = []
-    storage = Storage(folder, warn=warnings.append)
-    assert storage.entries("bad") == []
-    with storage.batch():
-        storage.prefetch(["bad2", "good"])
-        assert storage.entries("bad2") == []
-        (good,) = storage.entries("good")
-    assert storage.read_body(good) == b"good body"
-    assert len(warnings) == 1 and "unreadable entry" in warnings[0]
-    assert storage.info().entries == 1
-    assert outside.read_text() == "not the cache's"
 
 
 @pytest.mark.parametrize("obstacle", ["folder", "EACCES"])

@@ -2,7 +2,7 @@
 
 h11 cannot pipeline as a client, so the two directions are split. Each request is serialised once
 and the bytes are kept with it, so a request sent again goes out exactly the same: a plain GET or
-HEAD by the fast path (:mod:`webclient._fastpath`, byte for byte what h11 writes), any other by a
+HEAD by the fast path (:mod:`webclient._plainhead`, byte for byte what h11 writes), any other by a
 throwaway h11 client (which checks it). Responses are read in order from the connection's input
 buffer: a plain one (HTTP/1.1, ``Content-Length`` or no body) by the fast path, any other by one
 long-lived h11 client per connection, made when first needed. Before each response it reads, h11
@@ -12,10 +12,11 @@ is thrown away; it is handed every byte received from then on, and after a compl
 reads again. There is no third parser of responses. The h11 side lives in
 :mod:`webclient._h11reader`, imported the first time a connection needs it.
 
-The connection's state is one :class:`State`, changed only by :meth:`Connection._set_state`
-(``OPEN`` → ``CLOSING`` when the server announced it closes after the response being read, any
-state → ``BROKEN`` on a failure, through :meth:`Connection.fail`, the one failure helper); who
-reads the input is one :class:`Mode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
+The connection's state is one :class:`OriginState`, changed only by
+:meth:`OriginConnection._set_state` (``OPEN`` → ``CLOSING`` when the server announced it closes
+after the response being read, any state → ``BROKEN`` on a failure, through
+:meth:`OriginConnection.fail`, the one failure helper); who reads the input is one
+:class:`ReadMode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
 
 Requests without a body are collected and written together just before the next read, so a
 pipelined window goes out in one system call; the socket is read in large chunks, so the responses
@@ -31,7 +32,7 @@ that announced a close, one framed by both Transfer-Encoding and Content-Length,
 the connection is not reused; Transfer-Encoding in an HTTP/1.0 response is refused (RFC 9112
 §6.1: faulty framing). Each response is bounded in time by :mod:`webclient._deadline` (from its
 first byte: ``max_time``, and a minimum rate over each ``timeout`` window). Over TLS (an
-``https`` origin, :mod:`webclient._tls`), bytes the TLS layer has already decrypted count as
+``https`` origin, :mod:`webclient._https`), bytes the TLS layer has already decrypted count as
 received (``select`` cannot see them), and a readable socket that yields no data (a TLS 1.3
 session ticket) is not taken for the server closing an idle connection.
 """
@@ -40,15 +41,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ._deadline import ResponseDeadline
-from ._fastpath import parse_plain_response_head, plain_request_head
 from ._models import ResponseHead
+from ._plainhead import parse_plain_response_head
 from ._shared.grammar import HEAD_END, NO_BODY_STATUSES
+from ._wire import WireRequest
 from .config import DEFAULT_MAX_BODY_SIZE, MIN_RATE, human_size
 from .errors import (
     ConnectionClosed,
@@ -67,8 +68,6 @@ from .errors import (
 if TYPE_CHECKING:
     import ssl
 
-    import h11
-
     from ._h11reader import H11Reader
 
 #: Bytes asked of the socket per read, and sent per write of a file body.
@@ -80,15 +79,11 @@ BODY_CHUNK_SIZE = 256 * 1024
 #: Largest status line plus header fields accepted; servers rarely send more than a few KiB, and
 #: without a limit a server could make the client buffer an endless head.
 MAX_HEAD_SIZE = 64 * 1024
-#: Header fields that describe a request's body; the reading state machine must not see them.
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
-#: Request fields after which the response is read by h11 (they change how it is framed).
-_H11_ONLY_FIELDS = frozenset({*_FRAMING, "connection", "upgrade", "expect", "te"})
 
 _E = TypeVar("_E", bound=WebClientError)
 
 
-class State(enum.Enum):
+class OriginState(enum.Enum):
     """Whether the connection may carry another request after the response being read."""
 
     OPEN = "open"
@@ -99,124 +94,11 @@ class State(enum.Enum):
     BROKEN = "broken"
 
 
-class Mode(enum.Enum):
+class ReadMode(enum.Enum):
     """Who reads the input: the fast path, or h11 (until it is idle and empty again)."""
 
     PLAIN = "plain"
     H11 = "h11"
-
-
-class WireRequest:
-    """A request as it goes on the wire; ``body`` is bytes or an open file of ``body_length``."""
-
-    __slots__ = (
-        "_for_reader",
-        "_head",
-        "_request",
-        "body",
-        "body_length",
-        "body_sent",
-        "headers",
-        "method",
-        "on_sent",
-        "target",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes | BinaryIO | None = None,
-        body_length: int = 0,
-        on_sent: Callable[[int], None] | None = None,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.body_length = body_length
-        #: Body bytes written to the socket so far (fewer than ``body_length`` when the server
-        #: answered and closed before taking the whole body).
-        self.body_sent = 0
-        #: Called with the number of body bytes just sent (for progress display).
-        self.on_sent = on_sent
-        #: What h11 made of this request, once asked (the fields above are not changed after).
-        self._request: h11.Request | None = None
-        self._for_reader: h11.Request | None = None
-        self._head: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"WireRequest({self.method!r}, {self.target!r}, {self.headers!r})"
-
-    def replace(self, *, headers: list[tuple[str, str]]) -> WireRequest:
-        return WireRequest(
-            self.method, self.target, headers, self.body, self.body_length, self.on_sent
-        )
-
-    @property
-    def idempotent(self) -> bool:
-        return self.method in ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
-
-    @property
-    def plain(self) -> bool:
-        """A bodiless GET or HEAD without framing or hop-by-hop fields: its response may be
-        read by the fast path."""
-        return (
-            self.method in ("GET", "HEAD")
-            and self.body is None
-            and not any(n.lower() in _H11_ONLY_FIELDS for n, _ in self.headers)
-        )
-
-    @property
-    def pipelinable(self) -> bool:
-        """Safe methods may be written ahead of earlier responses (RFC 9112 §9.3.2)."""
-        return self.method in ("GET", "HEAD")
-
-    def _framed(self) -> bool:
-        return self.body is not None or self.method == "POST"
-
-    def wire_head(self) -> bytes:
-        """The request line and header fields as a fresh h11 client writes them.
-
-        Raises :class:`ProtocolError` for a request h11 refuses. The bytes are kept: h11
-        writes the same request the same way, so a request sent again reuses them.
-        """
-        head = self._head
-        if head is None:
-            if self.body is None and self.method != "POST":
-                head = plain_request_head(self.method, self.target, self.headers)
-            if head is None:
-                from ._h11reader import request_head
-
-                head = request_head(self.h11_request())
-            self._head = head
-        return head
-
-    def h11_request(self, *, framing: bool = True) -> h11.Request:
-        """The request as an h11 event; without ``framing``, as the reading state machine needs
-        it (no field describing a request body). Each is made once."""
-        if framing:
-            if self._request is None:
-                self._request = self._make(framing=True)
-            return self._request
-        if self._for_reader is None:
-            plain = not self._framed() and not any(n.lower() in _FRAMING for n, _ in self.headers)
-            # Without a body or framing fields, both are the same request: h11 checks it once.
-            self._for_reader = self.h11_request() if plain else self._make(framing=False)
-        return self._for_reader
-
-    def _make(self, *, framing: bool) -> h11.Request:
-        from ._h11reader import make_request
-
-        headers = [
-            (n.encode("latin-1"), v.encode("latin-1"))
-            for n, v in self.headers
-            if framing or n.lower() not in _FRAMING
-        ]
-        if framing and self._framed():
-            headers.append((b"Content-Length", str(self.body_length).encode("ascii")))
-        return make_request(self.method, self.target, headers)
 
 
 def _describe(host: str, port: int) -> str:
@@ -240,7 +122,7 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-class Connection:
+class OriginConnection:
     """A keep-alive connection to one server; one thread uses it at a time."""
 
     def __init__(
@@ -262,17 +144,17 @@ class Connection:
         #: "https" when the socket speaks TLS (the pool keeps the two kinds apart).
         self.scheme = "http"
         if tls is not None:
-            from ._tls import wrap
+            from ._https import wrap
 
             self.sock = wrap(self.sock, tls, host, self.where)
             self.scheme = "https"
         #: The one state machine that reads every response h11 frames on this connection, made
         #: the first time one needs it; between such responses it is idle and empty.
         self._h11: H11Reader | None = None
-        self._state = State.OPEN
+        self._state = OriginState.OPEN
         #: H11 while h11 holds the input; PLAIN: received bytes gather in ``_inbuf`` and the
         #: fast path reads plain responses from it.
-        self._mode = Mode.PLAIN
+        self._mode = ReadMode.PLAIN
         self._inbuf = bytearray()
         #: Body bytes still to come of the plain response being read, else None.
         self._plain_remaining: int | None = None
@@ -289,17 +171,17 @@ class Connection:
         return _describe(self.host, self.port)
 
     @property
-    def state(self) -> State:
+    def state(self) -> OriginState:
         return self._state
 
-    def _set_state(self, state: State) -> None:
+    def _set_state(self, state: OriginState) -> None:
         """The one place the state changes; a broken connection stays broken."""
-        if self._state is not State.BROKEN:
+        if self._state is not OriginState.BROKEN:
             self._state = state
 
     def fail(self, error: _E) -> _E:
         """The connection cannot be used again; returns ``error`` for the caller to raise."""
-        self._set_state(State.BROKEN)
+        self._set_state(OriginState.BROKEN)
         return error
 
     @property
@@ -314,20 +196,20 @@ class Connection:
     @property
     def reusable(self) -> bool:
         """Whether another request may be sent: alive, between responses, not closing."""
-        if self._state is not State.OPEN:
+        if self._state is not OriginState.OPEN:
             return False
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             return self._plain_remaining is None
         return self._reader.idle
 
     def close(self) -> None:
-        self._set_state(State.BROKEN)
+        self._set_state(OriginState.BROKEN)
         self.sock.close()
 
     def dropped(self) -> bool:
         """Whether an idle connection was closed by the server (readable while idle = EOF), or
         is unusable because the server sent bytes nobody asked for."""
-        if self._state is State.BROKEN or self.has_buffered():
+        if self._state is OriginState.BROKEN or self.has_buffered():
             return True
         return self._readable()
 
@@ -365,7 +247,7 @@ class Connection:
             self.sock.settimeout(self.timeout)
         if not data:
             self._eof = True
-        elif self._mode is Mode.H11:
+        elif self._mode is ReadMode.H11:
             self._reader.receive(data)
         else:
             self._inbuf += data
@@ -496,7 +378,7 @@ class Connection:
         if self._unsent:
             self.flush()
         self._deadline.begin(buffered=self.has_buffered())
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             plain = self._plain_head(request)
             if plain is not None:
                 return plain
@@ -533,7 +415,7 @@ class Connection:
                         self._check_announced_size(head)
                     self._plain_remaining = plain.body_length
                     if plain.close:
-                        self._set_state(State.CLOSING)
+                        self._set_state(OriginState.CLOSING)
                     return head
                 if len(inbuf) > MAX_HEAD_SIZE:
                     raise self.fail(self.head_too_large())
@@ -551,7 +433,7 @@ class Connection:
 
     def _hand_to_h11(self, request: WireRequest) -> None:
         """h11 reads the next response: it learns the request, then takes everything received."""
-        self._mode = Mode.H11
+        self._mode = ReadMode.H11
         inbuf = self._inbuf
         data = bytes(inbuf)
         inbuf.clear()
@@ -593,8 +475,8 @@ class Connection:
         remaining = self._plain_remaining
         return (
             remaining is not None
-            and self._state is State.OPEN
-            and self._mode is Mode.PLAIN
+            and self._state is OriginState.OPEN
+            and self._mode is ReadMode.PLAIN
             # More than the response was sent unasked (nothing else is in flight), and a
             # readable socket means the server closed or sent more: dropped() refuses both.
             and len(self._inbuf) == remaining
@@ -606,7 +488,7 @@ class Connection:
         for the server to start answering)."""
         if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
             return True  # decrypted bytes wait in the TLS layer: the next read will not wait
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             return bool(self._inbuf)
         return self._reader.buffered
 
@@ -633,11 +515,11 @@ class Connection:
                 )
             )
         if "content-length" in names:
-            self._set_state(State.CLOSING)
+            self._set_state(OriginState.CLOSING)
 
     def _check_announced_size(self, head: ResponseHead) -> None:
         """Refuse a body whose Content-Length is over the limit, before reading any of it."""
-        if self._state is State.CLOSING and any(
+        if self._state is OriginState.CLOSING and any(
             name == "transfer-encoding" for name, _ in head.headers
         ):
             return  # the body is chunked: its Content-Length means nothing
@@ -662,12 +544,7 @@ class Connection:
         yield from reader.read_body(self.max_body_size)
         self.answered += 1
         if reader.next_cycle():
-            self._mode = Mode.PLAIN  # idle and empty: the fast path reads what comes next
+            self._mode = ReadMode.PLAIN  # idle and empty: the fast path reads what comes next
 
     def fileno(self) -> int:
         return self.sock.fileno()
-
-
-def file_length(file: BinaryIO) -> int:
-    """Bytes left in an open file, for Content-Length."""
-    return max(0, os.fstat(file.fileno()).st_size - file.tell())

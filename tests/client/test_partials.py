@@ -1,5 +1,6 @@
-"""Tests of webclient/_outputs.py: resuming interrupted downloads (``<name>.part``), against our
-server, nginx and ``python -m http.server``, through a relay that cuts the first response short.
+"""Tests of webclient/_partials.py and the ``.part`` files _outputs.py writes: resuming interrupted
+downloads (``<name>.part``), against our server, nginx and ``python -m http.server``, through a
+relay that cuts the first response short.
 
 (Path safety, temporary files and folders are tested through the CLI in test_batch.py.)
 """
@@ -20,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from webclient import Client, ClientConfig, ProtocolError
-from webclient._outputs import (
+from webclient._partials import (
     META_SUFFIX,
     PART_MAX_AGE,
     PART_SUFFIX,
