@@ -318,7 +318,7 @@ class Client:
                 self._pool.release(self._pool.acquire(origin[1], origin[2], origin[0]))
             except WebClientError:
                 return
-            self._run_connection(origin, run(), answered, stop)
+            self._run_connection(origin, run(), answered, stop, queue.ahead)
 
         queue = SharedQueue(
             ((i[0], i) for i in items), connections=self.config.connections, more=more
@@ -332,7 +332,7 @@ class Client:
             queue.answered(index)
 
         try:
-            self._run_connection(origin, run(), answered, stop)
+            self._run_connection(origin, run(), answered, stop, queue.ahead)
         finally:
             executor.shutdown(wait=True)
         for future in extra:
@@ -344,9 +344,10 @@ class Client:
         items: Iterable[tuple[int, Request, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
+        ahead: Callable[[], int | None] | None = None,
     ) -> None:
         scheme, host, port = origin
-        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme)
+        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme, ahead=ahead)
         lane.run(self._exchanges(lane, origin, items, record, stop))
 
     def _exchanges(

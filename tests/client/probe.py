@@ -3,6 +3,8 @@
 It gathers complete requests until no more bytes come within ``window`` seconds, records the
 batch, then answers every request of it in order. ``close_after`` makes it drop its first connection
 after that many responses without saying so, as a server whose keep-alive timer fired would.
+``first_only`` answers only the first request of each batch and ignores the rest, as a server
+that mishandles pipelining (reads one request, drops what came with it) would.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class Probe:
     close_after: int | None = None
     #: Apply ``close_after`` to every connection, not just the first.
     close_all: bool = False
+    #: Answer the first request of each batch only; the others are never answered.
+    first_only: bool = False
     #: Per connection, the batches of request lines as they arrived together.
     batches: list[list[list[str]]] = field(default_factory=list)
     _sock: socket.socket = field(init=False)
@@ -72,7 +76,7 @@ class Probe:
                 if not pending:
                     return
                 batches.append(pending)
-                for line in pending:
+                for line in pending[:1] if self.first_only else pending:
                     first = len(self.batches) == 1 or self.close_all
                     if first and self.close_after is not None and answered >= self.close_after:
                         return
