@@ -79,7 +79,7 @@ class Destinations:
         return self._root
 
     def __call__(self, name: str) -> Path:
-        if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        if not name or _CONTROL.search(name):
             return destination(self.out_dir, name)
         folder_name, _, last = name.rpartition("/")
         if last in ("", ".", "..") or (
@@ -105,6 +105,8 @@ class Destinations:
         return Path(target)
 
 
+#: A control character, which no output name may hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: Distinguishes the temporary files of this process from those of others.
 _TEMP_TAG = f"{os.getpid():x}{os.urandom(3).hex()}"
 _temp_numbers = itertools.count()
@@ -218,6 +220,15 @@ class CreatedFolders:
         self._names: set[str] = set()
         self.root = (root or "/").rstrip("/") or "/"
         self._root_fd: int | None = None
+        self._file_mode: int | None = None
+
+    def file_mode(self) -> int:
+        """:func:`file_mode`, read once for the run rather than once per file (a read of
+        ``/proc/self/status`` each): the files of one run all get the same mode."""
+        mode = self._file_mode
+        if mode is None:
+            mode = self._file_mode = file_mode()
+        return mode
 
     def close(self) -> None:
         """Let go of ``root``; remove it (and its parents) if this run created them and they
@@ -628,7 +639,7 @@ class OutputFile:
         try:
             # Created 0600 so that nobody reads a half-written body; complete, it gets the mode
             # any new file gets (whether the body came from the network or the cache).
-            os.fchmod(self._fd, file_mode())
+            os.fchmod(self._fd, self._folders.file_mode())
             os.close(self._fd)
         except OSError as exc:
             self._discard()

@@ -13,7 +13,6 @@ plan, the network, the sink -- is :mod:`webclient._roundtrip`'s.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -214,7 +213,7 @@ class Client:
         """
         from ._rounds import Rounds
 
-        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=random.uniform)
+        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=_uniform)
 
         def send(batch: Sequence[Request], done: Callable[[int, Result], None]) -> None:
             self._send_round(batch, parallel=parallel, on_result=done, stop=stop)
@@ -412,3 +411,11 @@ class Client:
         if config.max_stale is not None:
             return f"max-stale={int(config.max_stale)}"
         return None
+
+
+def _uniform(low: float, high: float) -> float:
+    """A random wait between retries; :mod:`random` (whose import loads hashlib) is imported only
+    when a retry waits, not by every run."""
+    import random
+
+    return random.uniform(low, high)
