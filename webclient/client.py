@@ -300,15 +300,23 @@ class Client:
         if self.config.connections <= 1 or not spreadable(i[1].method for i in items):
             self._run_connection(origin, items, record, stop)
             return
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        extra: list[Future[None]] = []
-        executor = ThreadPoolExecutor(self.config.connections - 1, "webclient-connection")
+        extra: list[threading.Thread] = []
+        failures: list[BaseException] = []
 
         def more(count: int) -> None:
             # One thread per connection: each spends most of its time waiting on its socket.
+            # (Plain threads, made only now: most runs never open another connection, and
+            # concurrent.futures with the logging it imports would cost every run its import.)
             for _ in range(count):
-                extra.append(executor.submit(another_connection))
+                thread = threading.Thread(target=guarded, name="webclient-connection", daemon=True)
+                extra.append(thread)
+                thread.start()
+
+        def guarded() -> None:
+            try:
+                another_connection()
+            except BaseException as exc:  # re-raised in the caller's thread, as a future would
+                failures.append(exc)
 
         def another_connection() -> None:
             # Connected before it takes any request: a server that refuses more connections
@@ -333,9 +341,10 @@ class Client:
         try:
             self._run_connection(origin, run(), answered, stop, queue.ahead)
         finally:
-            executor.shutdown(wait=True)
-        for future in extra:
-            future.result()
+            for thread in extra:
+                thread.join()
+        if failures:
+            raise failures[0]
 
     def _run_connection(
         self,
