@@ -71,6 +71,27 @@ def test_fast_answers_keep_one_connection() -> None:
     assert asked == []
 
 
+def test_pipelining_waits_for_the_decision_then_takes_a_share() -> None:
+    """One request in flight until the decision; then a share of what was left when more
+    connections open, and no bound when none do."""
+    ticks = Ticks()
+    queue, asked = _queue(3 + 23, 6, ticks)
+    taken = queue.take()
+    first = [next(taken) for _ in range(SAMPLES)]
+    assert queue.ahead() == 1
+    ticks.now += SPREAD_LATENCY * 5
+    for index, _ in first:
+        queue.answered(index)
+    assert asked == [5]
+    assert queue.ahead() == 4  # 23 left over 6 connections, rounded up
+    fast, asked_fast = _queue(100, 6, ticks)
+    for index, _ in [next(fast.take()) for _ in range(SAMPLES)]:
+        fast.answered(index)
+    assert asked_fast == []
+    assert fast.ahead() is None
+    assert _queue(5, 1, ticks)[0].ahead() is None  # one connection: nothing to decide
+
+
 def test_the_queue_is_shared_in_order() -> None:
     """Connections taking from one queue get the requests in order, each once."""
     ticks = Ticks()
