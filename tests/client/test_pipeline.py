@@ -50,7 +50,8 @@ def test_no_pipelining_without_the_option(tmp_path: Path) -> None:
     assert [len(batch) for batch in probe.batches[0]] == [1, 1, 1]
 
 
-def test_nothing_is_pipelined_around_a_post(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [4, 16])
+def test_nothing_is_pipelined_around_a_post(tmp_path: Path, depth: int) -> None:
     """A POST waits for earlier responses, and nothing is written behind it."""
     upload = tmp_path / "up.txt"
     upload.write_bytes(b"payload")
@@ -59,7 +60,7 @@ def test_nothing_is_pipelined_around_a_post(tmp_path: Path) -> None:
         Request("POST", "up.txt", body=upload),
         *gets("", "c", "d"),
     ]
-    with Probe() as probe, make_client(tmp_path, pipeline=4) as client:
+    with Probe() as probe, make_client(tmp_path, pipeline=depth) as client:
         results = client.request_all(
             [Request(r.method, probe.url + r.url, body=r.body) for r in requests]
         )
