@@ -259,6 +259,7 @@ class Lane:
         file while the request travels. False if the request could not even be serialised.
         """
         item = self._queue.popleft()
+        item.pipelined = False  # (nothing else is in flight)
         try:
             conn.send(item.wire)
         except WebClientError as exc:
