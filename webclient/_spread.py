@@ -14,9 +14,9 @@ keeps every request on one connection, so a POST and the requests around it stay
 Pipelining waits for the decision (:meth:`SharedQueue.ahead`): until it, a connection has one
 request in flight, so the answers measured are round trips, not places in a pipeline, and the
 first connection does not take the whole queue before the others open; after a decision to
-spread, each connection writes ahead at most its share of what was left (8 x 16 MiB over a
-20 ms round trip: the files go over six connections instead of all down the first one's
-pipeline).
+spread, each connection writes ahead at most its share of what was left, rounded down (8 x
+16 MiB over a 20 ms round trip: the files go to whichever of six connections is free, instead
+of down the first one's pipeline).
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ class SharedQueue(Generic[T]):
             )
             count = min(self._connections - 1, len(self._items)) if slow else 0
             if count:
-                self._share = max(1, -(-len(self._items) // (count + 1)))
+                # Rounded down: with fewer than two requests left per connection (a few large
+                # files), none is committed to a connection ahead of time, and whichever
+                # connection is free first takes the next one.
+                self._share = max(1, len(self._items) // (count + 1))
         if count > 0:
             self._more(count)
