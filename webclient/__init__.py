@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._shared import VERSION as __version__
 
 if TYPE_CHECKING:
-    from ._models import BodySink, Request, Response
+    from ._models import BodySink, ClientRequest, ClientResponse
     from ._status import CacheStatus
     from ._storage import CacheInfo
     from .client import Client
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from .errors import (
         CacheError,
         CertificateError,
+        ClientConfigError,
         CommandFileError,
-        ConfigError,
         ConnectionClosed,
         ConnectionRefused,
         ConnectTimeout,
@@ -55,8 +55,8 @@ _HOMES = {
     "CacheInfo": "_storage",
     "BodySink": "_models",
     "Client": "client",
-    "Request": "_models",
-    "Response": "_models",
+    "ClientRequest": "_models",
+    "ClientResponse": "_models",
     "Command": "commands",
     "parse_commands": "commands",
     "read_command_file": "commands",
@@ -68,7 +68,7 @@ _HOMES = {
             "CacheError",
             "CertificateError",
             "CommandFileError",
-            "ConfigError",
+            "ClientConfigError",
             "ConnectionClosed",
             "ConnectionRefused",
             "ConnectTimeout",
@@ -114,9 +114,11 @@ __all__ = [
     "CertificateError",
     "Client",
     "ClientConfig",
+    "ClientConfigError",
+    "ClientRequest",
+    "ClientResponse",
     "Command",
     "CommandFileError",
-    "ConfigError",
     "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionRefused",
@@ -127,9 +129,7 @@ __all__ = [
     "ProtocolError",
     "ReadTimeout",
     "RedirectError",
-    "Request",
     "ResolveError",
-    "Response",
     "ResponseTimeout",
     "ResponseTooLarge",
     "TransportError",

@@ -49,7 +49,7 @@ from ._outputs import (
 )
 from ._reporting import (
     SNIFF_SIZE,
-    Outcome,
+    CommandOutcome,
     Progress,
     ProgressSink,
     Summary,
@@ -60,7 +60,7 @@ from ._reporting import (
     summary_record,
 )
 from ._status import CacheStatus
-from .client import BodySink, Client, Request, Response, Result
+from .client import BodySink, Client, ClientRequest, ClientResponse, Result
 from .commands import Command
 from .config import human_size
 from .errors import LocalFileError, ResponseTooLarge, UnsafePathError, WebClientError
@@ -123,7 +123,7 @@ class BatchRun:
             stderr, progress and not json_lines, total=len(self.commands), tty=progress_tty
         )
         self.summary = Summary()
-        self._pending: dict[int, Outcome] = {}
+        self._pending: dict[int, CommandOutcome] = {}
         self._next = 0
         self._print_lock = threading.Lock()
         self._destinations: dict[int, Path] = {}
@@ -158,18 +158,18 @@ class BatchRun:
         cwd = os.getcwd()
         self._cwd = cwd if cwd.endswith("/") else cwd + "/"
         self._now = time.time()
-        requests: list[Request] = []
+        requests: list[ClientRequest] = []
         positions: list[int] = []
-        failed: list[tuple[int, Outcome]] = []
+        failed: list[tuple[int, CommandOutcome]] = []
         for index, command in enumerate(self.commands):
             try:
                 request = self._request(index, command)
             except WebClientError as exc:
-                failed.append((index, Outcome(command, False, f"{_where(command)}: {exc}")))
+                failed.append((index, CommandOutcome(command, False, f"{_where(command)}: {exc}")))
                 continue
             except OSError as exc:  # a name the OS refuses (too long, a loop of symlinks)
                 message = f"{_where(command)}: {exc.strerror or exc}"
-                failed.append((index, Outcome(command, False, message)))
+                failed.append((index, CommandOutcome(command, False, message)))
                 continue
             requests.append(request)
             positions.append(index)
@@ -208,12 +208,16 @@ class BatchRun:
             self._write_stderr(f"summary: {self.summary.line()}\n")
         return self.summary
 
-    def _send(self, requests: list[Request], positions: list[int]) -> None:
+    def _send(self, requests: list[ClientRequest], positions: list[int]) -> None:
         self._restart = set()
 
         def on_result(position: int, result: Result) -> None:
             index = positions[position]
-            if index in self._partials and isinstance(result, Response) and result.status == 416:
+            if (
+                index in self._partials
+                and isinstance(result, ClientResponse)
+                and result.status == 416
+            ):
                 self._restart.add(index)  # (completed by the second round)
                 return
             self._complete(index, self._outcome(index, self.commands[index], result))
@@ -222,7 +226,7 @@ class BatchRun:
             requests, parallel=self.parallel, on_result=on_result, stop=self.stop
         )
 
-    def _resume_alone(self, requests: list[Request], positions: list[int]) -> None:
+    def _resume_alone(self, requests: list[ClientRequest], positions: list[int]) -> None:
         """Commands sharing a destination take turns through temporary files: none of them
         resumes (their requests lose the Range)."""
         for position, index in enumerate(positions):
@@ -255,9 +259,9 @@ class BatchRun:
 
     # -- building requests -----------------------------------------------------------------------
 
-    def _request(self, index: int, command: Command) -> Request:
+    def _request(self, index: int, command: Command) -> ClientRequest:
         if command.method == "HEAD":
-            return Request("HEAD", command.url)
+            return ClientRequest("HEAD", command.url)
         if command.method == "POST":
             local = self._uploads.get(index) or Path(
                 unquote(command.path.partition("?")[0]).lstrip("/")
@@ -269,11 +273,11 @@ class BatchRun:
             if not usable:
                 raise LocalFileError(f"no such file to upload: {local}")
             body = self._uploadable(local)
-            return Request(
+            return ClientRequest(
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
             )
         if self.spool:
-            return Request("GET", command.url, sink=self._spool_factory(index, command))
+            return ClientRequest("GET", command.url, sink=self._spool_factory(index, command))
         name = self._save_names.get(index, command.local_name)
         target = self._destinations[index] = self._destination(name)
         folder = os.path.dirname(target)
@@ -282,9 +286,9 @@ class BatchRun:
             resumable = self._resumable_folders[folder] = has_partials(folder)
         partial = find_partial(target, command.url, now=self._now) if resumable else None
         if partial is None:
-            return Request("GET", command.url, sink=self._sink_factory(index, command))
+            return ClientRequest("GET", command.url, sink=self._sink_factory(index, command))
         self._partials[index] = partial
-        return Request(
+        return ClientRequest(
             "GET",
             command.url,
             headers=partial.request_headers(),
@@ -328,8 +332,10 @@ class BatchRun:
 
         return on_sent
 
-    def _sink_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
-        def make(response: Response) -> BodySink | None:
+    def _sink_factory(
+        self, index: int, command: Command
+    ) -> Callable[[ClientResponse], BodySink | None]:
+        def make(response: ClientResponse) -> BodySink | None:
             if not response.ok:
                 return None
             target = self._destinations[index]
@@ -349,7 +355,7 @@ class BatchRun:
 
         return make
 
-    def _resume_for(self, index: int, command: Command, response: Response) -> Resume | None:
+    def _resume_for(self, index: int, command: Command, response: ClientResponse) -> Resume | None:
         """How the body of ``response`` uses ``<name>.part``: appended after what an earlier
         run left (a 206 that starts where that ends), or written afresh where a later run can
         resume it (from the network, large, with a validator); None for a plain temporary
@@ -376,7 +382,9 @@ class BatchRun:
             return None
         return Resume(command.url, validator)
 
-    def _with_progress(self, sink: BodySink, command: Command, response: Response) -> BodySink:
+    def _with_progress(
+        self, sink: BodySink, command: Command, response: ClientResponse
+    ) -> BodySink:
         """``sink``, moving a progress bar when the body is large and comes from the network."""
         if not self.progress.enabled or response.cache_status is CacheStatus.HIT:
             return sink
@@ -385,11 +393,13 @@ class BatchRun:
         bar = self.progress.bar(f"GET {command.path}", length)
         return sink if bar is None else ProgressSink(sink, bar)
 
-    def _spool_factory(self, index: int, command: Command) -> Callable[[Response], BodySink | None]:
+    def _spool_factory(
+        self, index: int, command: Command
+    ) -> Callable[[ClientResponse], BodySink | None]:
         """A sink to an anonymous temporary file, for bodies shown but not saved; with
         ``--json`` (nothing shown) the body is read and dropped."""
 
-        def make(response: Response) -> BodySink | None:
+        def make(response: ClientResponse) -> BodySink | None:
             if not response.ok or self.json_lines or not self.print_bodies:
                 return None
             sink = SpoolSink()
@@ -401,7 +411,7 @@ class BatchRun:
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _outcome(self, index: int, command: Command, result: Result) -> Outcome:
+    def _outcome(self, index: int, command: Command, result: Result) -> CommandOutcome:
         where = _where(command)
         with self._files_lock:
             spool = self._spools.pop(index, None) if self.spool else None
@@ -410,25 +420,25 @@ class BatchRun:
         if spool is not None and (isinstance(result, WebClientError) or not result.ok):
             spool.abort()
         if refused is not None:
-            return Outcome(command, False, f"{where}: {refused}", response=None)
+            return CommandOutcome(command, False, f"{where}: {refused}", response=None)
         if isinstance(result, WebClientError):
             if isinstance(result, ResponseTooLarge) and index in self._destinations:
                 forget_partial(self._destinations[index])  # its rest would be too large too
-            return Outcome(command, False, f"{where}: {result}")
+            return CommandOutcome(command, False, f"{where}: {result}")
         status = f"{result.status} {result.reason}".strip()
         if not result.ok:
-            return Outcome(command, False, f"{where}: {status}", response=result)
+            return CommandOutcome(command, False, f"{where}: {status}", response=result)
         if command.method == "HEAD":
-            return Outcome(command, True, f"{where}: {status}", response=result)
+            return CommandOutcome(command, True, f"{where}: {status}", response=result)
         if self.spool:
             message = f"{where}: {status}, {human_size(result.body_size)}"
             message += f" (cache {result.cache_status.value})"
-            return Outcome(command, True, message, response=result, spool=spool)
+            return CommandOutcome(command, True, message, response=result, spool=spool)
         if command.method == "POST":
             location = result.header("location")
             stored = f", stored at {location}" if location else ""
             message = f"{where}: {status}, sent {human_size(result.bytes_sent)}{stored}"
-            return Outcome(command, True, message, response=result)
+            return CommandOutcome(command, True, message, response=result)
         saved = self._destinations[index]
         if resumed is None and index in self._partials:
             forget_partial(saved)  # restarted from the start without a .part of its own
@@ -441,11 +451,11 @@ class BatchRun:
             f"{where}: {status}, {human_size(size)} saved to {shown}"
             f" ({how}cache {result.cache_status.value}{offline})"
         )
-        outcome = Outcome(command, True, message, saved=saved, response=result)
+        outcome = CommandOutcome(command, True, message, saved=saved, response=result)
         outcome.resumed = resumed or 0
         return outcome
 
-    def _complete(self, index: int, outcome: Outcome) -> None:
+    def _complete(self, index: int, outcome: CommandOutcome) -> None:
         """Record an outcome; print every outcome that is now next in command-file order.
 
         A body whose file name other commands share is renamed into place here, in command-file
@@ -465,7 +475,7 @@ class BatchRun:
                 elif ready.spool is not None:
                     ready.spool.abort()  # never to be shown
 
-    def _publish(self, index: int, outcome: Outcome) -> Outcome:
+    def _publish(self, index: int, outcome: CommandOutcome) -> CommandOutcome:
         with self._files_lock:
             file = self._deferred.pop(index, None)
         if file is None:
@@ -477,10 +487,10 @@ class BatchRun:
             file.publish()
         except LocalFileError as exc:
             message = f"{_where(outcome.command)}: {exc}"
-            return Outcome(outcome.command, False, message, response=outcome.response)
+            return CommandOutcome(outcome.command, False, message, response=outcome.response)
         return outcome
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: CommandOutcome) -> None:
         summary = self.summary
         summary.outcomes.append(outcome)
         if outcome.ok:
@@ -504,7 +514,7 @@ class BatchRun:
             elif response.cache_status is CacheStatus.STALE:
                 summary.stale += 1
 
-    def _print(self, outcome: Outcome) -> None:
+    def _print(self, outcome: CommandOutcome) -> None:
         try:
             if self.json_lines:
                 if not outcome.ok:
@@ -556,7 +566,7 @@ class BatchRun:
         self.stdout_closed = True
         self.stop.set()
 
-    def _print_body(self, outcome: Outcome) -> None:
+    def _print_body(self, outcome: CommandOutcome) -> None:
         assert outcome.saved is not None
         try:
             file = open(outcome.saved, "rb")  # noqa: SIM115 - closed just below
@@ -566,7 +576,7 @@ class BatchRun:
         with file:
             self._show(outcome, file, str(outcome.saved))
 
-    def _show(self, outcome: Outcome, file: BinaryIO, what: str) -> None:
+    def _show(self, outcome: CommandOutcome, file: BinaryIO, what: str) -> None:
         """Copy a body to stdout (a note instead of binary content on a terminal)."""
         assert outcome.response is not None
         try:

@@ -2,7 +2,7 @@
 logic, the pipeline and the connection.
 
 Rules: models hold data and nothing that reads a socket, a file or the clock; public ones
-(:class:`Request`, :class:`Response`, :class:`BodySink`) are re-exported by :mod:`webclient`;
+(:class:`ClientRequest`, :class:`ClientResponse`, :class:`BodySink`) are re-exported by :mod:`webclient`;
 :class:`ResponseHead` is what the connection hands up when a status line and header fields have
 been read (names lower-case, values as ISO-8859-1 text), before any of the body.
 """
@@ -18,7 +18,7 @@ from ._freshness import header_value
 from ._status import CacheStatus
 from .errors import WebClientError
 
-__all__ = ["BodySink", "Request", "Response", "ResponseHead", "Result", "SinkFactory"]
+__all__ = ["BodySink", "ClientRequest", "ClientResponse", "ResponseHead", "Result", "SinkFactory"]
 
 
 class BodySink(Protocol):
@@ -32,11 +32,11 @@ class BodySink(Protocol):
 
 
 #: Given the response (body not yet read), a sink for its body, or None to discard the body.
-SinkFactory = Callable[["Response"], BodySink | None]
+SinkFactory = Callable[["ClientResponse"], BodySink | None]
 
 
 @dataclass(frozen=True)
-class Request:
+class ClientRequest:
     """A request for :meth:`Client.request_all`; ``body`` is bytes or a local file to stream."""
 
     method: str
@@ -49,7 +49,7 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Response:
+class ClientResponse:
     """A complete response; ``body`` is None when it went to a sink (or was discarded)."""
 
     method: str
@@ -80,7 +80,7 @@ class Response:
         return (self.body or b"").decode("utf-8", "replace")
 
 
-Result = Response | WebClientError
+Result = ClientResponse | WebClientError
 
 
 class ResponseHead:

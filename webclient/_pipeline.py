@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._connection import Connection, WireRequest
 from ._models import ResponseHead
+from ._origin import OriginConnection, WireRequest
 from ._pool import ConnectionPool
 from .errors import (
     ConnectionClosed,
@@ -97,7 +97,7 @@ class Lane:
         self._ahead = ahead
         self._queue: deque[_Item] = deque()
         self._inflight: deque[_Item] = deque()
-        self._conn: Connection | None = None
+        self._conn: OriginConnection | None = None
         self._failure: WebClientError | None = None
 
     # -- public ----------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class Lane:
             and self.pool.may_pipeline(self.host, self.port, self.scheme)
         )
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> OriginConnection:
         if self._conn is not None and not self._inflight and self._conn.dropped():
             # The server closed the idle kept-alive connection (its keep-alive timer) before
             # this request was written: known now, so the request goes on a new connection
@@ -184,7 +184,7 @@ class Lane:
             return
         self._inflight.append(item)
 
-    def _receive_head(self, item: _Item, conn: Connection) -> ResponseHead | None:
+    def _receive_head(self, item: _Item, conn: OriginConnection) -> ResponseHead | None:
         """The head of the next response; None when the connection was lost reading it (the
         requests in flight are then retried or failed)."""
         try:
@@ -251,7 +251,7 @@ class Lane:
             self._inflight.clear()
             self._drop_connection()
 
-    def _send_ahead(self, conn: Connection) -> bool:
+    def _send_ahead(self, conn: OriginConnection) -> bool:
         """Write the next request while the response that has fully arrived is handled.
 
         Only one request is ever in flight, so this is not pipelining: the server sees the next
@@ -269,7 +269,7 @@ class Lane:
         conn.flush()
         return True
 
-    def _connection_lost(self, conn: Connection, error: WebClientError) -> None:
+    def _connection_lost(self, conn: OriginConnection, error: WebClientError) -> None:
         """The connection died with requests unanswered: retry or fail them (module rules)."""
         kept_alive = conn.answered > 0
         items = list(self._inflight)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ._connection import Connection
+from ._origin import OriginConnection
 
 #: Opens a new connection to ``(host, port)`` speaking ``scheme`` ("http" or "https"), with the
 #: client's timeout, limits and TLS settings.
-Connect = Callable[[str, int, str], Connection]
+Connect = Callable[[str, int, str], OriginConnection]
 
 
 class ConnectionPool:
@@ -26,7 +26,7 @@ class ConnectionPool:
     def __init__(self, connect: Connect, *, max_idle: int = 4) -> None:
         self._connect = connect
         self._max_idle = max_idle
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str, str, int], list[OriginConnection]] = {}
         self._lock = threading.Lock()
         #: Origins whose pipelined requests were left unanswered: no pipelining to them.
         self._unpipelined: set[tuple[str, str, int]] = set()
@@ -42,7 +42,7 @@ class ConnectionPool:
         with self._lock:
             self._unpipelined.add((scheme, host, port))
 
-    def acquire(self, host: str, port: int, scheme: str = "http") -> Connection:
+    def acquire(self, host: str, port: int, scheme: str = "http") -> OriginConnection:
         """An idle live connection to the origin, or a new one (which may raise)."""
         while True:
             with self._lock:
@@ -58,7 +58,7 @@ class ConnectionPool:
             self.opened += 1
         return conn
 
-    def release(self, conn: Connection) -> None:
+    def release(self, conn: OriginConnection) -> None:
         """Take a connection back for reuse, or close it when it cannot be reused."""
         if not conn.reusable:
             conn.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._outputs import SpoolSink
-from .client import BodySink, Response
+from .client import BodySink, ClientResponse
 from .commands import Command
 from .config import human_size
 
@@ -51,7 +51,7 @@ def is_binary(content_type: str | None, sample: bytes) -> bool:
     return False
 
 
-class Outcome:
+class CommandOutcome:
     """What happened to one command."""
 
     __slots__ = ("command", "message", "ok", "response", "resumed", "saved", "spool")
@@ -62,7 +62,7 @@ class Outcome:
         ok: bool,
         message: str,
         saved: Path | None = None,
-        response: Response | None = None,
+        response: ClientResponse | None = None,
         spool: SpoolSink | None = None,
     ) -> None:
         self.command = command
@@ -76,7 +76,7 @@ class Outcome:
         self.resumed = 0
 
     def __repr__(self) -> str:
-        return f"Outcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
+        return f"CommandOutcome({self.command!r}, ok={self.ok!r}, message={self.message!r})"
 
 
 class Summary:
@@ -93,7 +93,7 @@ class Summary:
         #: Served past their freshness (``--max-stale``, ``--offline``, an unreachable server).
         self.stale = 0
         self.elapsed = 0.0
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[CommandOutcome] = []
 
     def line(self) -> str:
         return (
@@ -105,7 +105,7 @@ class Summary:
         )
 
 
-def outcome_record(outcome: Outcome) -> dict[str, Any]:
+def outcome_record(outcome: CommandOutcome) -> dict[str, Any]:
     """One command's result for ``--json``: the keys are documented in docs/client.md and
     always all present (``null`` when they do not apply), so scripts can rely on them."""
     command, response = outcome.command, outcome.response
@@ -150,7 +150,7 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":")) + "\n"
 
 
-def head_text(response: Response) -> str:
+def head_text(response: ClientResponse) -> str:
     """A response's status and reason, then its header fields one a line, then a blank line
     (``webclient head``; like ``curl -I`` without the protocol version)."""
     lines = [f"{response.status} {response.reason}".rstrip()]

@@ -22,11 +22,11 @@ from ._retry import retry_after, retryable_error, retryable_status, wait_before_
 from .errors import WebClientError
 
 if TYPE_CHECKING:
-    from ._models import BodySink, Request, Response, Result
+    from ._models import BodySink, ClientRequest, ClientResponse, Result
     from .config import ClientConfig
 
 #: Runs one round: every request once, ``on_result(position, result)`` for each.
-SendRound = Callable[["Sequence[Request]", "Callable[[int, Result], None]"], None]
+SendRound = Callable[["Sequence[ClientRequest]", "Callable[[int, Result], None]"], None]
 
 
 # Plain classes with slots, not dataclasses: this module is imported by every run, and a dataclass
@@ -38,7 +38,7 @@ class _Follow:
 
     __slots__ = ("request",)
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: ClientRequest) -> None:
         self.request = request
 
 
@@ -59,7 +59,7 @@ class _Chain:
 
     __slots__ = ("attempts", "current", "decided", "decided_for", "result", "sent", "urls")
 
-    def __init__(self, current: Request) -> None:
+    def __init__(self, current: ClientRequest) -> None:
         self.current = current
         self.urls = [current.url]
         self.attempts = 0
@@ -93,7 +93,7 @@ class Rounds:
 
     def run(
         self,
-        requests: Sequence[Request],
+        requests: Sequence[ClientRequest],
         send: SendRound,
         on_result: Callable[[int, Result], None] | None = None,
         stop: threading.Event | None = None,
@@ -155,7 +155,7 @@ class Rounds:
         send([self._prepared(chains[i]) for i in pending], done)
         return retries
 
-    def _prepared(self, chain: _Chain) -> Request:
+    def _prepared(self, chain: _Chain) -> ClientRequest:
         """The chain's request, with a sink that skips the body of a response not kept."""
         request = chain.current
         sink = request.sink
@@ -163,7 +163,7 @@ class Rounds:
             return request
         this_round = self._round
 
-        def make(response: Response) -> BodySink | None:
+        def make(response: ClientResponse) -> BodySink | None:
             step = self._decide(chain, response)
             chain.decided, chain.decided_for = step, this_round
             return sink(response) if step is None else None
@@ -178,7 +178,9 @@ class Rounds:
             return chain.decided
         return self._decide(chain, result)
 
-    def _decide(self, chain: _Chain, result: Response | WebClientError) -> _Next | WebClientError:
+    def _decide(
+        self, chain: _Chain, result: ClientResponse | WebClientError
+    ) -> _Next | WebClientError:
         config = self.config
         request = chain.current
         method = request.method.upper()

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._cache import MISS, Cache, Clock, Fresh, Miss, Plan, Revalidate, Store
-from ._connection import CHUNK_SIZE, WireRequest, file_length
 from ._freshness import header_value
-from ._models import BodySink, Request, Response, ResponseHead, Result
+from ._models import BodySink, ClientRequest, ClientResponse, ResponseHead, Result
+from ._origin import CHUNK_SIZE, WireRequest, file_length
 from ._status import CacheStatus
 from .errors import LocalFileError, NotCached, ProtocolError, TransportError, WebClientError
 
@@ -49,7 +49,7 @@ class Context:
     def plan(self, method: str, url: str, headers: list[tuple[str, str]]) -> Plan:
         return MISS if self.cache is None else self.cache.plan(method, url, headers)
 
-    def serve(self, request: Request, fresh: Fresh) -> Response | None:
+    def serve(self, request: ClientRequest, fresh: Fresh) -> ClientResponse | None:
         """The stored response as the request's answer; None when its body could not be read."""
         assert self.cache is not None
         opened = self.cache.open(fresh)
@@ -57,7 +57,7 @@ class Context:
             return None
         headers, body = opened
         entry = fresh.lookup.entry
-        response = Response(
+        response = ClientResponse(
             method=request.method.upper(),
             url=request.url,
             status=entry.status,
@@ -74,7 +74,7 @@ class Context:
 def start(
     context: Context,
     index: int,
-    request: Request,
+    request: ClientRequest,
     target: str,
     headers: list[tuple[str, str]],
     key: str,
@@ -140,13 +140,13 @@ def _open_body(body: bytes | Path | None) -> tuple[bytes | BinaryIO | None, int]
 
 
 def deliver(
-    request: Request,
-    response: Response,
+    request: ClientRequest,
+    response: ClientResponse,
     chunks: Iterator[bytes],
     *,
     received: bool,
     also: Callable[[bytes], None] | None = None,
-) -> Response:
+) -> ClientResponse:
     """Stream a body to the request's sink (or into memory); read it all even if the sink fails.
 
     The body is always read to its end: the connection can only be reused after it. A sink that
@@ -185,7 +185,7 @@ def deliver(
             sink.close()
         except OSError as exc:
             raise LocalFileError(f"cannot write the body: {exc}") from exc
-    return Response(
+    return ClientResponse(
         method=response.method,
         url=response.url,
         status=response.status,
@@ -229,7 +229,7 @@ class RoundTrip:
         self,
         context: Context,
         index: int,
-        request: Request,
+        request: ClientRequest,
         key: str,
         headers: list[tuple[str, str]],
         wire: WireRequest,
@@ -335,7 +335,7 @@ class RoundTrip:
                 return self._revalidated(settled)
             store = settled
         uses_cache = cache is not None and method in ("GET", "HEAD")
-        response = Response(
+        response = ClientResponse(
             method=method,
             url=self.request.url,
             status=head.status,

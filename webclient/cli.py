@@ -20,11 +20,11 @@ import click
 
 from . import __version__
 from .config import ClientConfig, default_cache_dir, human_size, parse_size
-from .errors import CacheError, CommandFileError, ConfigError
+from .errors import CacheError, ClientConfigError, CommandFileError
 
 if TYPE_CHECKING:
     from ._cache import Cache
-    from ._reporting import Outcome
+    from ._reporting import CommandOutcome
     from .commands import Command
 
 
@@ -90,7 +90,7 @@ class _Group(_OneLineUsage, click.Group):
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         return parse_size(value)
-    except ConfigError as exc:
+    except ClientConfigError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
@@ -417,7 +417,7 @@ def _run(
             max_time=settings["max_time"],
             connections=settings["connections"],
         )
-    except ConfigError as exc:
+    except ClientConfigError as exc:
         raise InvalidSetting(str(exc)) from None
     stdout = sys.stdout.buffer
     stderr = sys.stderr
@@ -432,7 +432,7 @@ def _run(
 
     try:
         client = Client(config, warn=warn)
-    except ConfigError as exc:  # a --cacert file that cannot be used
+    except ClientConfigError as exc:  # a --cacert file that cannot be used
         raise InvalidSetting(str(exc)) from None
     if not commands and empty:
         _stderr_warn(empty)
@@ -475,7 +475,7 @@ def _refuse_together(**chosen: object) -> None:
         raise InvalidSetting(f"{' and '.join(names)} cannot be used together")
 
 
-def _forget_fetched(cache_dir: Path | None, outcomes: Sequence[Outcome]) -> None:
+def _forget_fetched(cache_dir: Path | None, outcomes: Sequence[CommandOutcome]) -> None:
     """After a ``--no-cache`` run, drop what the cache holds for every URL it fetched: a later
     run must not go back to a copy older than the one just saved."""
     urls = [

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._cache import Cache, Clock, cache_key
-from ._connection import Connection
-from ._models import BodySink, Request, Response, Result, SinkFactory
+from ._models import BodySink, ClientRequest, ClientResponse, Result, SinkFactory
+from ._origin import OriginConnection
 from ._pipeline import Lane
 from ._pool import ConnectionPool
 from ._roundtrip import Context, RoundTrip, start
@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from ._storage import CacheInfo
 
 # The models live in ._models; they are named here too, where they were first defined.
-__all__ = ["BodySink", "Client", "Request", "Response", "Result", "SinkFactory", "split_url"]
+__all__ = [
+    "BodySink",
+    "Client",
+    "ClientRequest",
+    "ClientResponse",
+    "Result",
+    "SinkFactory",
+    "split_url",
+]
 
 
 #: The schemes fetched, with the port a URL without one means.
@@ -106,8 +114,8 @@ class Client:
                 self.warn(f"working without the cache: {exc}")
         self._context = Context(self._cache, clock, self.warn)
 
-    def _connect(self, host: str, port: int, scheme: str) -> Connection:
-        return Connection(
+    def _connect(self, host: str, port: int, scheme: str) -> OriginConnection:
+        return OriginConnection(
             host,
             port,
             timeout=self.config.timeout,
@@ -121,7 +129,7 @@ class Client:
         system's roots takes milliseconds that an http-only run does not pay)."""
         with self._tls_lock:
             if self._tls is None:
-                from ._tls import INSECURE_WARNING, make_context
+                from ._https import INSECURE_WARNING, make_context
 
                 self._tls = make_context(cacert=self.config.cacert, insecure=self.config.insecure)
                 if self.config.insecure:
@@ -177,27 +185,29 @@ class Client:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes | Path | None = None,
         sink: SinkFactory | None = None,
-    ) -> Response:
+    ) -> ClientResponse:
         """Send one request; the response, or the :class:`WebClientError` raised."""
-        result = self.request_all([Request(method.upper(), url, tuple(headers), body, sink)])[0]
+        result = self.request_all([ClientRequest(method.upper(), url, tuple(headers), body, sink)])[
+            0
+        ]
         if isinstance(result, WebClientError):
             raise result
         return result
 
-    def get(self, url: str, **options: object) -> Response:
+    def get(self, url: str, **options: object) -> ClientResponse:
         return self.request("GET", url, **options)  # type: ignore[arg-type]
 
-    def head(self, url: str, **options: object) -> Response:
+    def head(self, url: str, **options: object) -> ClientResponse:
         return self.request("HEAD", url, **options)  # type: ignore[arg-type]
 
-    def post(self, url: str, body: bytes | Path, **options: object) -> Response:
+    def post(self, url: str, body: bytes | Path, **options: object) -> ClientResponse:
         return self.request("POST", url, body=body, **options)  # type: ignore[arg-type]
 
     # -- many requests ---------------------------------------------------------------------------
 
     def request_all(
         self,
-        requests: Sequence[Request],
+        requests: Sequence[ClientRequest],
         *,
         parallel: int = 1,
         on_result: Callable[[int, Result], None] | None = None,
@@ -215,14 +225,14 @@ class Client:
 
         rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=_uniform)
 
-        def send(batch: Sequence[Request], done: Callable[[int, Result], None]) -> None:
+        def send(batch: Sequence[ClientRequest], done: Callable[[int, Result], None]) -> None:
             self._send_round(batch, parallel=parallel, on_result=done, stop=stop)
 
         return rounds.run(requests, send, on_result, stop)
 
     def _send_round(
         self,
-        requests: Sequence[Request],
+        requests: Sequence[ClientRequest],
         *,
         parallel: int = 1,
         on_result: Callable[[int, Result], None] | None = None,
@@ -240,7 +250,7 @@ class Client:
             if on_result is not None:
                 on_result(index, result)
 
-        lanes: dict[Origin, list[tuple[int, Request, str]]] = {}
+        lanes: dict[Origin, list[tuple[int, ClientRequest, str]]] = {}
         for index, request in enumerate(requests):
             try:
                 scheme, host, port, target = split_url(request.url)
@@ -291,7 +301,7 @@ class Client:
     def _run_lane(
         self,
         origin: Origin,
-        items: list[tuple[int, Request, str]],
+        items: list[tuple[int, ClientRequest, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> None:
@@ -331,7 +341,7 @@ class Client:
             ((i[0], i) for i in items), connections=self.config.connections, more=more
         )
 
-        def run() -> Iterator[tuple[int, Request, str]]:
+        def run() -> Iterator[tuple[int, ClientRequest, str]]:
             return (item for _, item in queue.take())
 
         def answered(index: int, result: Result) -> None:
@@ -349,7 +359,7 @@ class Client:
     def _run_connection(
         self,
         origin: Origin,
-        items: Iterable[tuple[int, Request, str]],
+        items: Iterable[tuple[int, ClientRequest, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
         ahead: Callable[[], int | None] | None = None,
@@ -362,7 +372,7 @@ class Client:
         self,
         lane: Lane,
         origin: Origin,
-        items: Iterable[tuple[int, Request, str]],
+        items: Iterable[tuple[int, ClientRequest, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
     ) -> Iterator[RoundTrip]:
@@ -394,7 +404,7 @@ class Client:
                 outstanding.append(trip)
                 yield trip
 
-    def _headers(self, origin: Origin, request: Request) -> list[tuple[str, str]]:
+    def _headers(self, origin: Origin, request: ClientRequest) -> list[tuple[str, str]]:
         scheme, host, port = origin
         host_text = f"[{host}]" if ":" in host else host
         defaults = [

@@ -20,7 +20,7 @@ from ._shared.sizes import GIB as GIB
 from ._shared.sizes import KIB as KIB
 from ._shared.sizes import MIB as MIB
 from ._shared.sizes import human_size as human_size
-from .errors import ConfigError
+from .errors import ClientConfigError
 
 #: Cache size limit: a gibibyte holds a lot of documents without surprising anyone's disk.
 DEFAULT_CACHE_MAX_SIZE = 1 * GIB
@@ -69,7 +69,7 @@ def parse_size(text: str) -> int:
     try:
         return sizes.parse_size(text)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ClientConfigError(str(exc)) from None
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -133,23 +133,25 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.use_cache, bool):
-            raise ConfigError(f"use_cache must be True or False, not {self.use_cache!r}")
+            raise ClientConfigError(f"use_cache must be True or False, not {self.use_cache!r}")
         cache_dir = default_cache_dir() if self.cache_dir is None else self.cache_dir
         object.__setattr__(self, "cache_dir", Path(os.fspath(cache_dir)).expanduser())
         _check_size("cache_max_size", self.cache_max_size)
         _check_size("max_body_size", self.max_body_size)
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
-            raise ConfigError(f"timeout must be a number of seconds, not {self.timeout!r}")
+            raise ClientConfigError(f"timeout must be a number of seconds, not {self.timeout!r}")
         if not self.timeout > 0:
-            raise ConfigError(f"timeout must be positive, not {self.timeout}")
+            raise ClientConfigError(f"timeout must be positive, not {self.timeout}")
         if isinstance(self.pipeline, bool) or not isinstance(self.pipeline, int):
-            raise ConfigError(f"pipeline must be a whole number, not {self.pipeline!r}")
+            raise ClientConfigError(f"pipeline must be a whole number, not {self.pipeline!r}")
         if not 1 <= self.pipeline <= MAX_PIPELINE:
-            raise ConfigError(f"pipeline must be 1..{MAX_PIPELINE}, not {self.pipeline}")
+            raise ClientConfigError(f"pipeline must be 1..{MAX_PIPELINE}, not {self.pipeline}")
         if not self.user_agent or any(c in self.user_agent for c in "\r\n\0"):
-            raise ConfigError("user_agent must be a non-empty single line")
+            raise ClientConfigError("user_agent must be a non-empty single line")
         if not isinstance(self.verify_cache, bool):
-            raise ConfigError(f"verify_cache must be True or False, not {self.verify_cache!r}")
+            raise ClientConfigError(
+                f"verify_cache must be True or False, not {self.verify_cache!r}"
+            )
         self._check_freshness()
         self._check_transport()
 
@@ -158,9 +160,9 @@ class ClientConfig:
         if self.cacert is not None:
             object.__setattr__(self, "cacert", Path(os.fspath(self.cacert)).expanduser())
         if not isinstance(self.insecure, bool):
-            raise ConfigError(f"insecure must be True or False, not {self.insecure!r}")
+            raise ClientConfigError(f"insecure must be True or False, not {self.insecure!r}")
         if self.insecure and self.cacert is not None:
-            raise ConfigError("cacert and insecure cannot be used together")
+            raise ClientConfigError("cacert and insecure cannot be used together")
         _check_count("max_redirects", self.max_redirects, 0, 100)
         _check_count("retries", self.retries, 0, 100)
         _check_count("connections", self.connections, 1, MAX_CONNECTIONS)
@@ -173,19 +175,21 @@ class ClientConfig:
         """The choices about stored responses contradict neither each other nor the cache."""
         for name in ("refresh", "offline"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}")
+                raise ClientConfigError(
+                    f"{name} must be True or False, not {getattr(self, name)!r}"
+                )
         stale = self.max_stale
         if stale is not None and (
             isinstance(stale, bool) or not isinstance(stale, int | float) or not stale >= 0
         ):
-            raise ConfigError(f"max_stale must be a number of seconds >= 0, not {stale!r}")
+            raise ClientConfigError(f"max_stale must be a number of seconds >= 0, not {stale!r}")
         chosen = [n for n in ("refresh", "offline") if getattr(self, n)]
         if stale is not None:
             chosen.append("max_stale")
         if len(chosen) > 1:
-            raise ConfigError(f"{' and '.join(chosen)} cannot be used together")
+            raise ClientConfigError(f"{' and '.join(chosen)} cannot be used together")
         if chosen and not self.use_cache:
-            raise ConfigError(f"{chosen[0]} needs the cache (use_cache is False)")
+            raise ClientConfigError(f"{chosen[0]} needs the cache (use_cache is False)")
 
     @property
     def cache_path(self) -> Path:
@@ -196,21 +200,21 @@ class ClientConfig:
 
 def _check_size(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a byte count, not {value!r}")
+        raise ClientConfigError(f"{name} must be a byte count, not {value!r}")
     if value < 0:
-        raise ConfigError(f"{name} must not be negative, not {value}")
+        raise ClientConfigError(f"{name} must not be negative, not {value}")
 
 
 def _check_count(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+        raise ClientConfigError(f"{name} must be a whole number, not {value!r}")
     if not low <= value <= high:
-        raise ConfigError(f"{name} must be {low}..{high}, not {value}")
+        raise ClientConfigError(f"{name} must be {low}..{high}, not {value}")
 
 
 def _check_seconds(name: str, value: object, *, zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, not {value!r}")
+        raise ClientConfigError(f"{name} must be a number of seconds, not {value!r}")
     if not (value >= 0 if zero else value > 0) or value != value or value == float("inf"):
         bound = ">= 0" if zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number of seconds {bound}, not {value}")
+        raise ClientConfigError(f"{name} must be a finite number of seconds {bound}, not {value}")

@@ -15,7 +15,7 @@ class WebClientError(Exception):
     """Base of every error webclient raises on purpose."""
 
 
-class ConfigError(WebClientError, ValueError):
+class ClientConfigError(WebClientError, ValueError):
     """A setting is out of range or of the wrong kind."""
 
 

@@ -27,7 +27,7 @@ from webclient._outputs import (
     destination,
     remove_stale_temps,
 )
-from webclient._reporting import Outcome, is_binary
+from webclient._reporting import CommandOutcome, is_binary
 from webclient.cli import main
 from webclient.commands import parse_commands
 from webclient.errors import LocalFileError, UnsafePathError
@@ -830,7 +830,7 @@ def test_parallel_commands_with_one_file_name_print_their_own_bodies(
     second_done = threading.Event()
     complete = BatchRun._complete
 
-    def spy(self: BatchRun, index: int, outcome: Outcome) -> None:
+    def spy(self: BatchRun, index: int, outcome: CommandOutcome) -> None:
         complete(self, index, outcome)
         if index == 1:
             second_done.set()

@@ -1,4 +1,4 @@
-"""Tests of webclient/client.py and webclient/_connection.py: the library API and its errors."""
+"""Tests of webclient/client.py and webclient/_origin.py: the library API and its errors."""
 
 from __future__ import annotations
 
@@ -307,9 +307,9 @@ def test_public_api_exports() -> None:
 def test_public_surface_is_deliberate() -> None:
     """__all__ holds the library's API only; the machinery stays in underscore modules."""
     assert set(webclient.__all__) == {
-        *("BodySink", "CacheInfo", "CacheStatus", "Client", "ClientConfig", "Request"),
-        *("Response", "Command", "LineError", "parse_commands", "read_command_file"),
-        *("default_cache_dir", "parse_size", "__version__", "WebClientError", "ConfigError"),
+        *("BodySink", "CacheInfo", "CacheStatus", "Client", "ClientConfig", "ClientRequest"),
+        *("ClientResponse", "Command", "LineError", "parse_commands", "read_command_file"),
+        *("default_cache_dir", "parse_size", "__version__", "WebClientError", "ClientConfigError"),
         *("InvalidURL", "CommandFileError", "TransportError", "ResolveError"),
         *("ConnectionRefused", "ConnectTimeout", "ReadTimeout", "ConnectionClosed"),
         *("ProtocolError", "ResponseTooLarge", "CacheError", "LocalFileError", "UnsafePathError"),

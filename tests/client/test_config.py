@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from webclient.config import ClientConfig, default_cache_dir, human_size, parse_size
-from webclient.errors import ConfigError
+from webclient.errors import ClientConfigError
 
 
 def test_defaults_and_frozen() -> None:
@@ -37,8 +37,8 @@ def test_defaults_and_frozen() -> None:
     ],
 )
 def test_invalid_settings(settings: dict[str, object], message: str) -> None:
-    """Each out-of-range setting is a ConfigError naming it."""
-    with pytest.raises(ConfigError, match=message):
+    """Each out-of-range setting is a ClientConfigError naming it."""
+    with pytest.raises(ClientConfigError, match=message):
         ClientConfig(**settings)  # type: ignore[arg-type]
 
 
@@ -59,8 +59,8 @@ def test_parse_size(text: str, size: int) -> None:
 
 
 def test_parse_size_rejects_nonsense() -> None:
-    """Anything else is a ConfigError."""
-    with pytest.raises(ConfigError):
+    """Anything else is a ClientConfigError."""
+    with pytest.raises(ClientConfigError):
         parse_size("1.5G")
 
 
@@ -86,5 +86,5 @@ def test_human_size(size: int, text: str) -> None:
 )
 def test_freshness_choices_are_checked(options: dict[str, object], message: str) -> None:
     """refresh, max_stale and offline exclude one another and need the cache."""
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ClientConfigError, match=message):
         ClientConfig(**options)  # type: ignore[arg-type]

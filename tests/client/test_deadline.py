@@ -147,7 +147,7 @@ def test_the_minimum_rate_cuts_a_dripping_body(
 ) -> None:
     """Without max_time, a body slower than the minimum rate over a read timeout is cut
     (the rate raised to 100 byte/s here so the test takes a fraction of a second)."""
-    monkeypatch.setattr("webclient._connection.MIN_RATE", 100.0)
+    monkeypatch.setattr("webclient._origin.MIN_RATE", 100.0)
     with dripping(1000, pause=0, every=0.02) as port, _client(tmp_path, timeout=0.3) as c:
         started = time.monotonic()
         with pytest.raises(ResponseTimeout, match="too slowly"):

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from webclient import Client, ClientConfig, ConnectionClosed, Request, Response, ResponseTooLarge
+from webclient import (
+    Client,
+    ClientConfig,
+    ClientRequest,
+    ClientResponse,
+    ConnectionClosed,
+    ResponseTooLarge,
+)
 from webserver import Response as ServerResponse
 from webserver import Server
 
@@ -28,15 +35,15 @@ def make_client(tmp_path: Path, pipeline: int, retries: int = 0) -> Client:
     return Client(config)
 
 
-def gets(base: str, *names: str) -> list[Request]:
-    return [Request("GET", base + name) for name in names]
+def gets(base: str, *names: str) -> list[ClientRequest]:
+    return [ClientRequest("GET", base + name) for name in names]
 
 
 def test_requests_are_written_ahead_up_to_the_depth(tmp_path: Path) -> None:
     """After the first response proves keep-alive, up to N requests arrive before any answer."""
     with Probe() as probe, make_client(tmp_path, pipeline=3) as client:
         results = client.request_all(gets(probe.url, *"abcdefg"))
-    assert [r.text for r in results if isinstance(r, Response)] == [
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
         f"GET /{n} HTTP/1.1" for n in "abcdefg"
     ]
     (batches,) = probe.batches
@@ -57,14 +64,14 @@ def test_nothing_is_pipelined_around_a_post(tmp_path: Path, depth: int) -> None:
     upload.write_bytes(b"payload")
     requests = [
         *gets("", "a", "b"),
-        Request("POST", "up.txt", body=upload),
+        ClientRequest("POST", "up.txt", body=upload),
         *gets("", "c", "d"),
     ]
     with Probe() as probe, make_client(tmp_path, pipeline=depth) as client:
         results = client.request_all(
-            [Request(r.method, probe.url + r.url, body=r.body) for r in requests]
+            [ClientRequest(r.method, probe.url + r.url, body=r.body) for r in requests]
         )
-    assert all(isinstance(r, Response) and r.ok for r in results)
+    assert all(isinstance(r, ClientResponse) and r.ok for r in results)
     assert probe.batches[0] == [
         ["GET /a HTTP/1.1"],
         ["GET /b HTTP/1.1"],
@@ -77,7 +84,7 @@ def test_unanswered_gets_are_retried_once_on_a_new_connection(tmp_path: Path) ->
     """A kept-alive connection closed without answers: GETs go again on a new connection."""
     with Probe(close_after=1) as probe, make_client(tmp_path, pipeline=2) as client:
         results = client.request_all(gets(probe.url, "a", "b", "c"))
-    assert [r.text for r in results if isinstance(r, Response)] == [
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
         "GET /a HTTP/1.1",
         "GET /b HTTP/1.1",
         "GET /c HTTP/1.1",
@@ -90,7 +97,7 @@ def test_a_pipeline_lost_mid_way_is_sent_again_one_at_a_time(tmp_path: Path) -> 
     """A server dropping every connection after one answer still answers all, unpipelined."""
     with Probe(close_after=1, close_all=True) as probe, make_client(tmp_path, pipeline=2) as c:
         results = c.request_all(gets(probe.url, "a", "b", "c", "d"))
-    assert [r.text for r in results if isinstance(r, Response)] == [
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
         f"GET /{n} HTTP/1.1" for n in "abcd"
     ]
     # The first connection saw b and c written ahead together; after its loss, never again.
@@ -103,7 +110,7 @@ def test_requests_a_server_ignores_when_pipelined_are_sent_again_alone(tmp_path:
     config = ClientConfig(use_cache=False, pipeline=16, timeout=0.5, retries=0, connections=1)
     with Probe(window=0.05, first_only=True) as probe, Client(config) as client:
         results = client.request_all(gets(probe.url, "a", "b", "c", "d"))
-    assert [r.text for r in results if isinstance(r, Response)] == [
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
         f"GET /{n} HTTP/1.1" for n in "abcd"
     ]
     assert probe.batches[0][1] == ["GET /b HTTP/1.1", "GET /c HTTP/1.1", "GET /d HTTP/1.1"]
@@ -127,7 +134,7 @@ def test_pipelining_is_the_default(tmp_path: Path) -> None:
     names = [str(i) for i in range(20)]
     with Probe() as probe, Client(config) as client:
         results = client.request_all(gets(probe.url, *names))
-    assert [r.text for r in results if isinstance(r, Response)] == [
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
         f"GET /{n} HTTP/1.1" for n in names
     ]
     (batches,) = probe.batches
@@ -147,13 +154,15 @@ def test_default_pipelining_against_real_servers(
     expected = {"hello.txt": (www / "hello.txt").read_bytes()}
     expected["data.bin"] = (www / "data.bin").read_bytes()
     names = [*expected] * 40
-    requests = [Request("HEAD" if i % 5 == 4 else "GET", base + n) for i, n in enumerate(names)]
+    requests = [
+        ClientRequest("HEAD" if i % 5 == 4 else "GET", base + n) for i, n in enumerate(names)
+    ]
     config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=1)
     with Client(config) as client:
         results = client.request_all(requests)
         assert client.connections_opened == 1
     for req, name, result in zip(requests, names, results, strict=True):
-        assert isinstance(result, Response) and result.status == 200
+        assert isinstance(result, ClientResponse) and result.status == 200
         assert result.body == (b"" if req.method == "HEAD" else expected[name])
 
 
@@ -163,9 +172,12 @@ def test_post_is_not_retried(tmp_path: Path) -> None:
     upload.write_bytes(b"payload")
     with Probe(close_after=1) as probe, make_client(tmp_path, pipeline=1) as client:
         results = client.request_all(
-            [Request("GET", probe.url + "a"), Request("POST", probe.url + "up", body=upload)]
+            [
+                ClientRequest("GET", probe.url + "a"),
+                ClientRequest("POST", probe.url + "up", body=upload),
+            ]
         )
-    assert isinstance(results[0], Response)
+    assert isinstance(results[0], ClientResponse)
     assert isinstance(results[1], ConnectionClosed)
     posts = [line for batches in probe.batches for b in batches for line in b if "POST" in line]
     assert posts == ["POST /up HTTP/1.1"]
@@ -179,7 +191,7 @@ def test_one_connection_per_origin(origin: tuple[object, Origin], tmp_path: Path
         before = len(handler.connections)
         with make_client(tmp_path, pipeline=depth) as client:
             results = client.request_all(gets(server.url, *(["x"] * 12)))  # type: ignore[attr-defined]
-        assert all(isinstance(r, Response) and r.body == b"x" for r in results)
+        assert all(isinstance(r, ClientResponse) and r.body == b"x" for r in results)
         assert len(handler.connections) == before + 1
         assert client.connections_opened == 1
 
@@ -194,7 +206,7 @@ def test_http10_server_closing_each_time_is_not_a_failure(
         results = client.request_all(
             gets(base, "hello.txt", "data.bin", "sub/page.html", "hello.txt")
         )
-    assert [r.status for r in results if isinstance(r, Response)] == [200, 200, 200, 200]
+    assert [r.status for r in results if isinstance(r, ClientResponse)] == [200, 200, 200, 200]
     assert client.connections_opened == 4
 
 
@@ -257,8 +269,8 @@ def test_post_after_idle_close_goes_on_a_new_connection(tmp_path: Path) -> None:
         with make_client(tmp_path, pipeline=1) as client:
             results = client.request_all(
                 [
-                    Request("GET", base + "a", sink=lambda _r: _WaitForServerClose(closed)),
-                    Request("POST", base + "up", body=upload),
+                    ClientRequest("GET", base + "a", sink=lambda _r: _WaitForServerClose(closed)),
+                    ClientRequest("POST", base + "up", body=upload),
                 ]
             )
         assert [getattr(r, "status", r) for r in results] == [200, 200]
@@ -303,12 +315,12 @@ def test_next_request_travels_while_a_complete_response_is_handled(
     with make_client(tmp_path, pipeline=1) as client:
         results = client.request_all(
             [
-                Request("GET", server.url + "a", sink=lambda r: _Sink(wait_for_b)),
-                Request("GET", server.url + "b"),
+                ClientRequest("GET", server.url + "a", sink=lambda r: _Sink(wait_for_b)),
+                ClientRequest("GET", server.url + "b"),
             ]
         )
     assert seen_while_handling_a == [True]
-    assert [r.status for r in results if isinstance(r, Response)] == [200, 200]
+    assert [r.status for r in results if isinstance(r, ClientResponse)] == [200, 200]
 
 
 def test_bytes_beyond_a_complete_response_are_not_read_as_the_next_one(tmp_path: Path) -> None:
@@ -318,7 +330,7 @@ def test_bytes_beyond_a_complete_response_are_not_read_as_the_next_one(tmp_path:
     second = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbbb"
     with BadServer(first, second, hang=True) as server, make_client(tmp_path, 1) as client:
         results = client.request_all(gets(server.url, "a", "b"))
-    assert [r.body for r in results if isinstance(r, Response)] == [b"aaa", b"bbb"]
+    assert [r.body for r in results if isinstance(r, ClientResponse)] == [b"aaa", b"bbb"]
     assert len(server.requests) == 2  # one per connection
 
 
@@ -337,11 +349,11 @@ def test_a_failure_handling_a_response_is_not_the_next_requests(
     with make_client(tmp_path, pipeline=1) as client:
         results = client.request_all(
             [
-                Request("GET", server.url + "a", sink=lambda r: _Sink(refuse)),
-                Request("GET", server.url + "b"),
+                ClientRequest("GET", server.url + "a", sink=lambda r: _Sink(refuse)),
+                ClientRequest("GET", server.url + "b"),
             ]
         )
     assert isinstance(results[0], ResponseTooLarge)
-    assert isinstance(results[1], Response)
+    assert isinstance(results[1], ClientResponse)
     assert results[1].body == b"b"
     assert [seen.path for seen in handler.seen] == ["/a", "/b"]

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from webclient import CacheStatus, Client, ClientConfig, RedirectError, Request, Response
+from webclient import (
+    CacheStatus,
+    Client,
+    ClientConfig,
+    ClientRequest,
+    ClientResponse,
+    RedirectError,
+)
 from webclient._redirects import check_chain, next_hop
 from webclient.cli import main
 from webserver import Server
@@ -198,8 +205,10 @@ def test_redirect_bodies_do_not_reach_the_sink(origin: Where, tmp_path: Path) ->
             pass
 
     with _client(tmp_path) as client:
-        [result] = client.request_all([Request("GET", server.url + "a", sink=lambda r: Sink())])
-    assert isinstance(result, Response) and result.status == 200
+        [result] = client.request_all(
+            [ClientRequest("GET", server.url + "a", sink=lambda r: Sink())]
+        )
+    assert isinstance(result, ClientResponse) and result.status == 200
     assert b"".join(written) == b"final"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from webclient._cache import Cache, Miss, Plan, Revalidate
-from webclient._models import Request, Response, ResponseHead
+from webclient._models import ClientRequest, ClientResponse, ResponseHead
 from webclient._roundtrip import Context, RoundTrip, deliver, start
 from webclient._status import CacheStatus
 from webclient.errors import ConnectionRefused, LocalFileError, NotCached
@@ -48,8 +48,8 @@ def test_a_failing_sink_is_aborted_and_the_body_still_read_to_its_end() -> None:
             consumed.append(chunk)
             yield chunk
 
-    request = Request("GET", URL, sink=lambda _response: sink)
-    response = Response("GET", URL, 200, "OK", (), CacheStatus.BYPASS)
+    request = ClientRequest("GET", URL, sink=lambda _response: sink)
+    response = ClientResponse("GET", URL, 200, "OK", (), CacheStatus.BYPASS)
     with pytest.raises(LocalFileError, match="No space left"):
         deliver(request, response, chunks(), received=True)
     assert consumed == [b"a", b"b", b"c"]
@@ -75,7 +75,7 @@ def test_offline_without_a_stored_response_is_not_cached(method: str, message: s
     trip = start(
         context,
         0,
-        Request(method, URL),
+        ClientRequest(method, URL),
         "/r",
         [],
         URL,
@@ -104,7 +104,7 @@ def test_a_304_that_cannot_be_applied_sends_the_request_again_without_validators
         trip = start(
             context,
             0,
-            Request("GET", URL),
+            ClientRequest("GET", URL),
             "/r",
             [("Host", "example.org")],
             URL,
@@ -140,7 +140,7 @@ def test_a_server_error_to_a_revalidation_is_answered_by_the_stored_copy(
         warnings: list[str] = []
         context = Context(cache, cache.clock, warnings.append)
         trip = start(
-            context, 0, Request("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
+            context, 0, ClientRequest("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
             offline=False,
         )  # fmt: skip
         assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
@@ -153,7 +153,7 @@ def test_a_server_error_to_a_revalidation_is_answered_by_the_stored_copy(
 
         assert trip.handle(ResponseHead(status, "Oops", [], "1.1"), body()) is None
         ((_, served),) = results
-        assert isinstance(served, Response) and served.body == b"stored"
+        assert isinstance(served, ClientResponse) and served.body == b"stored"
         assert served.cache_status is CacheStatus.STALE and consumed == [b"er", b"ror"]
         assert warnings == [
             f"{URL}: the server answered {status} Oops; served the stored copy (10 s old)"
@@ -166,10 +166,10 @@ def test_a_server_error_without_a_stored_copy_is_the_answer() -> None:
     """A 5xx to a request with nothing stored (a Miss plan) is delivered as it came."""
     results, context = _recorded()
     trip = start(
-        context, 0, Request("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
+        context, 0, ClientRequest("GET", URL), "/r", [], URL, lambda i, r: results.append((i, r)),
         offline=False,
     )  # fmt: skip
     assert trip is not None
     trip.handle(ResponseHead(503, "Busy", [], "1.1"), iter((b"later",)))
     ((_, answer),) = results
-    assert isinstance(answer, Response) and (answer.status, answer.body) == (503, b"later")
+    assert isinstance(answer, ClientResponse) and (answer.status, answer.body) == (503, b"later")

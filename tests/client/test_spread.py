@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from webclient import Client, ClientConfig, ConnectionRefused, Request, Response
-from webclient._connection import Connection
+from webclient import Client, ClientConfig, ClientRequest, ClientResponse, ConnectionRefused
+from webclient._origin import OriginConnection
 from webclient._spread import (
     CLEARLY_SLOW,
     SAMPLES,
@@ -132,9 +132,9 @@ def test_a_slow_server_gets_several_connections(
         handler.script(f"/{n}", _slow(str(n).encode()))
     config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4)
     with Client(config) as client:
-        results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(16)])
+        results = client.request_all([ClientRequest("GET", f"{server.url}{n}") for n in range(16)])
         assert client.connections_opened == 4
-    assert [r.body for r in results if isinstance(r, Response)] == [
+    assert [r.body for r in results if isinstance(r, ClientResponse)] == [
         str(n).encode() for n in range(16)
     ]
     assert len(handler.connections) == 4
@@ -146,9 +146,9 @@ def test_a_fast_server_keeps_one_connection(origin: tuple[Server, Origin], tmp_p
     handler.script("/a", (200, [], b"a"))
     config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=6)
     with Client(config) as client:
-        results = client.request_all([Request("GET", server.url + "a") for _ in range(50)])
+        results = client.request_all([ClientRequest("GET", server.url + "a") for _ in range(50)])
         assert client.connections_opened == 1
-    assert all(isinstance(r, Response) and r.body == b"a" for r in results)
+    assert all(isinstance(r, ClientResponse) and r.body == b"a" for r in results)
 
 
 def test_a_batch_with_a_post_uses_one_connection(
@@ -159,9 +159,9 @@ def test_a_batch_with_a_post_uses_one_connection(
     handler.script("/a", (200, [], b"a"))
     handler.script("/up", _slow(b""))
     requests = [
-        Request("GET", server.url + "a"),
-        Request("POST", server.url + "up", body=b"x"),
-        *[Request("GET", server.url + "a") for _ in range(4)],
+        ClientRequest("GET", server.url + "a"),
+        ClientRequest("POST", server.url + "up", body=b"x"),
+        *[ClientRequest("GET", server.url + "a") for _ in range(4)],
     ]
     with Client(ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=4)) as client:
         client.request_all(requests)
@@ -181,15 +181,15 @@ def test_refused_extra_connections_leave_the_work_to_the_first(
         connect = client._connect
         made: list[int] = []
 
-        def only_one(host: str, port: int, scheme: str) -> Connection:
+        def only_one(host: str, port: int, scheme: str) -> OriginConnection:
             made.append(port)
             if len(made) > 1:
                 raise ConnectionRefused("no more connections from you")
             return connect(host, port, scheme)
 
         client._pool._connect = only_one
-        results = client.request_all([Request("GET", f"{server.url}{n}") for n in range(8)])
-    assert [r.body for r in results if isinstance(r, Response)] == [
+        results = client.request_all([ClientRequest("GET", f"{server.url}{n}") for n in range(8)])
+    assert [r.body for r in results if isinstance(r, ClientResponse)] == [
         str(n).encode() for n in range(8)
     ]
     assert len(made) == 4 and len(handler.connections) == 1

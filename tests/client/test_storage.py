@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from webclient import Client, ClientConfig, Response
+from webclient import Client, ClientConfig, ClientResponse
 from webclient._cache import Cache, cache_key
 from webclient._storage import BATCH_SECONDS, BODIES, INDEX_NAME, TEMP_STALE, TMP, Storage
 from webclient.errors import CacheError
@@ -291,15 +291,15 @@ def test_many_requests_one_cache_batch(tmp_path: Path) -> None:
 
     with running_server(root=site) as server, tempfile.TemporaryDirectory() as cache:
         urls = [server.url + f"f{i}.txt" for i in range(30)]
-        from webclient import Request
+        from webclient import ClientRequest
 
         for round_no in range(2):
             with Client(ClientConfig(cache_dir=Path(cache), pipeline=4)) as client:
-                results = client.request_all([Request("GET", u) for u in urls])
-                assert all(isinstance(r, Response) for r in results)
-                bodies = [r.body for r in results if isinstance(r, Response)]
+                results = client.request_all([ClientRequest("GET", u) for u in urls])
+                assert all(isinstance(r, ClientResponse) for r in results)
+                bodies = [r.body for r in results if isinstance(r, ClientResponse)]
                 assert bodies == [b"%d" % i * 10 for i in range(30)]
-                received = sum(r.bytes_received for r in results if isinstance(r, Response))
+                received = sum(r.bytes_received for r in results if isinstance(r, ClientResponse))
                 assert (received == 0) is (round_no == 1)
                 info = client.cache_info()
                 assert info is not None and info.entries == 30

@@ -30,7 +30,7 @@ def test_anything_else_is_one_sentence_in_each_packages_error(text: str) -> None
         parse_size(text)
     with pytest.raises(webserver.errors.ConfigError) as server:
         webserver.config.parse_size(text)
-    with pytest.raises(webclient.errors.ConfigError) as client:
+    with pytest.raises(webclient.errors.ClientConfigError) as client:
         webclient.config.parse_size(text)
     assert str(server.value) == str(client.value) == str(shared.value)
 

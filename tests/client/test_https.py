@@ -1,4 +1,4 @@
-"""Tests of webclient/_tls.py: https:// against nginx with a certificate made at run time."""
+"""Tests of webclient/_https.py: https:// against nginx with a certificate made at run time."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from webclient import (
     CertificateError,
     Client,
     ClientConfig,
-    ConfigError,
-    Request,
-    Response,
+    ClientConfigError,
+    ClientRequest,
+    ClientResponse,
     TransportError,
 )
 from webclient._cache import cache_key
-from webclient._connection import Connection, WireRequest
-from webclient._tls import INSECURE_WARNING
+from webclient._https import INSECURE_WARNING
+from webclient._origin import OriginConnection, WireRequest
 from webclient.cli import main
 from webclient.client import split_url
 
@@ -65,13 +65,13 @@ def test_https_pipelines_without_losing_buffered_responses(
     """A pipelined window over TLS (responses bigger than one TLS record mixed with small ones)
     is read whole: bytes already decrypted in the TLS layer are never left waiting."""
     names = ["hello.txt", "data.bin", "sub/page.html"] * 20
-    requests = [Request("GET", f"https://localhost:{nginx_tls}/{name}") for name in names]
+    requests = [ClientRequest("GET", f"https://localhost:{nginx_tls}/{name}") for name in names]
     settings = {"use_cache": False, "pipeline": 16, "connections": 1}
     with _client(tmp_path, cacert=certificates.ca, **settings) as client:
         results = client.request_all(requests)
         assert client.connections_opened == 1
     for name, result in zip(names, results, strict=True):
-        assert isinstance(result, Response), result
+        assert isinstance(result, ClientResponse), result
         assert result.body == (www / name).read_bytes()
 
 
@@ -130,12 +130,12 @@ def test_sni_carries_the_host_name(tmp_path: Path, certificates: Certificates) -
 
 def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
     """A CA file that is missing or not PEM fails with one sentence before any request."""
-    with pytest.raises(ConfigError, match="no such CA file"):
+    with pytest.raises(ClientConfigError, match="no such CA file"):
         _client(tmp_path, cacert=tmp_path / "none.pem")
     (tmp_path / "bad.pem").write_text("not a certificate\n")
-    with pytest.raises(ConfigError, match=r"cannot use \S*bad\.pem as CA certificates"):
+    with pytest.raises(ClientConfigError, match=r"cannot use \S*bad\.pem as CA certificates"):
         _client(tmp_path, cacert=tmp_path / "bad.pem")
-    with pytest.raises(ConfigError, match="together"):
+    with pytest.raises(ClientConfigError, match="together"):
         ClientConfig(cacert=tmp_path / "x.pem", insecure=True)
 
 
@@ -146,12 +146,12 @@ def test_decrypted_bytes_count_as_buffered(
     TLS record) are seen as waiting, where select() on the socket would see nothing."""
     first = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
     second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nbc"
-    monkeypatch.setattr("webclient._connection.CHUNK_SIZE", len(first))
+    monkeypatch.setattr("webclient._origin.CHUNK_SIZE", len(first))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(certificates.cert, certificates.key)
     client_context = ssl.create_default_context(cafile=str(certificates.ca))
     with BadServer(first + second, hang=True, tls=server_context) as server:
-        conn = Connection("localhost", server.port, timeout=2, tls=client_context)
+        conn = OriginConnection("localhost", server.port, timeout=2, tls=client_context)
         try:
             request = WireRequest("GET", "/x", [("Host", "localhost")])
             conn.send(request)

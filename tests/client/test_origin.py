@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from webclient import ProtocolError
-from webclient._connection import Connection, Mode, State, WireRequest
+from webclient._origin import OriginConnection, OriginState, ReadMode, WireRequest
 
 from .conftest import BadServer
 
@@ -25,7 +25,7 @@ def test_pipelined_responses_in_one_buffer() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b) for b in (b"a", b"bc", b"")
     )
     with BadServer(reply, hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
+        conn = OriginConnection("127.0.0.1", server.port, timeout=2)
         try:
             request = WireRequest("GET", "/x", [("Host", "h")])
             bodies = []
@@ -49,11 +49,11 @@ _CHUNKED_OK = b"2\r\nok\r\n0\r\n\r\n"
 
 
 @contextlib.contextmanager
-def _answered(reply: bytes) -> Iterator[tuple[Connection, bytes]]:
+def _answered(reply: bytes) -> Iterator[tuple[OriginConnection, bytes]]:
     """One GET answered with ``reply`` by a server that then stays open: the connection and the
     body read; closed afterwards."""
     with BadServer(reply, hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
+        conn = OriginConnection("127.0.0.1", server.port, timeout=2)
         try:
             request = WireRequest("GET", "/x", [("Host", "h")])
             conn.send(request)
@@ -82,7 +82,7 @@ def test_transfer_encoding_in_http10_is_refused() -> None:
     """An HTTP/1.0 response with Transfer-Encoding has faulty framing: refused, and closed."""
     reply = b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_OK
     with BadServer(reply, hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
+        conn = OriginConnection("127.0.0.1", server.port, timeout=2)
         try:
             request = WireRequest("GET", "/x", [("Host", "h")])
             conn.send(request)
@@ -107,33 +107,33 @@ def test_chunked_alone_keeps_the_connection() -> None:
 @pytest.mark.parametrize(
     ("reply", "mode", "state"),
     [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", Mode.PLAIN, State.OPEN),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ReadMode.PLAIN, OriginState.OPEN),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-            Mode.PLAIN,
-            State.CLOSING,
+            ReadMode.PLAIN,
+            OriginState.CLOSING,
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_OK,
-            Mode.PLAIN,
-            State.OPEN,
+            ReadMode.PLAIN,
+            OriginState.OPEN,
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
             + _CHUNKED_OK,
-            Mode.PLAIN,
-            State.CLOSING,
+            ReadMode.PLAIN,
+            OriginState.CLOSING,
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             + _CHUNKED_OK
             + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-            Mode.H11,
-            State.OPEN,
+            ReadMode.H11,
+            OriginState.OPEN,
         ),
     ],
 )
-def test_state_after_a_response(reply: bytes, mode: Mode, state: State) -> None:
+def test_state_after_a_response(reply: bytes, mode: ReadMode, state: OriginState) -> None:
     """After a whole response the connection is OPEN (reusable) unless the server said it
     closes, or framed the body two ways (CLOSING); h11, which reads a chunked response, hands
     the input back to the fast path once it is idle and empty, and keeps it while it holds
@@ -142,22 +142,22 @@ def test_state_after_a_response(reply: bytes, mode: Mode, state: State) -> None:
         assert body == b"ok"
         assert conn.state is state
         assert conn._mode is mode
-        assert conn.reusable is (state is State.OPEN)
+        assert conn.reusable is (state is OriginState.OPEN)
 
 
 def test_a_failure_breaks_the_connection_for_good() -> None:
     """An invalid response leaves the connection BROKEN through its one failure helper, and
     nothing moves it back (a later CLOSING is ignored)."""
     with BadServer(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", hang=True) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=2)
+        conn = OriginConnection("127.0.0.1", server.port, timeout=2)
         try:
             request = WireRequest("GET", "/x", [("Host", "h")])
             conn.send(request)
             with pytest.raises(ProtocolError, match="invalid response"):
                 conn.receive_head(request)
-            assert conn.state is State.BROKEN and not conn.reusable and conn.dropped()
-            conn._set_state(State.CLOSING)
-            assert conn.state is State.BROKEN
+            assert conn.state is OriginState.BROKEN and not conn.reusable and conn.dropped()
+            conn._set_state(OriginState.CLOSING)
+            assert conn.state is OriginState.BROKEN
         finally:
             conn.close()
 
@@ -167,7 +167,7 @@ def test_plain_exchanges_never_load_h11() -> None:
     (they are loaded the first time a connection needs them)."""
     code = (
         "import sys, socket, threading\n"
-        "from webclient._connection import Connection, WireRequest\n"
+        "from webclient._origin import OriginConnection, WireRequest\n"
         "listener = socket.create_server(('127.0.0.1', 0))\n"
         "def serve():\n"
         "    peer, _ = listener.accept()\n"
@@ -175,7 +175,7 @@ def test_plain_exchanges_never_load_h11() -> None:
         "    peer.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok')\n"
         "    peer.recv(4096)\n"
         "threading.Thread(target=serve, daemon=True).start()\n"
-        "conn = Connection('127.0.0.1', listener.getsockname()[1], timeout=5)\n"
+        "conn = OriginConnection('127.0.0.1', listener.getsockname()[1], timeout=5)\n"
         "request = WireRequest('GET', '/x', [('Host', 'h')])\n"
         "conn.send(request)\n"
         "assert conn.receive_head(request).status == 200\n"
@@ -250,8 +250,8 @@ def test_a_response_reads_the_same_however_it_arrives(
     alive, so nothing is read after one.)"""
     ours, theirs = socket.socketpair()
     ours.settimeout(2)
-    monkeypatch.setattr("webclient._connection.open_socket", lambda *_a: _Pieces(ours, size))
-    conn = Connection("h", 80, timeout=2)
+    monkeypatch.setattr("webclient._origin.open_socket", lambda *_a: _Pieces(ours, size))
+    conn = OriginConnection("h", 80, timeout=2)
     try:
         theirs.sendall(reply + _NEXT)
         request = WireRequest(method, "/x", [("Host", "h")])

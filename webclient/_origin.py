@@ -2,7 +2,7 @@
 
 h11 cannot pipeline as a client, so the two directions are split. Each request is serialised once
 and the bytes are kept with it, so a request sent again goes out exactly the same: a plain GET or
-HEAD by the fast path (:mod:`webclient._fastpath`, byte for byte what h11 writes), any other by a
+HEAD by the fast path (:mod:`webclient._plainhead`, byte for byte what h11 writes), any other by a
 throwaway h11 client (which checks it). Responses are read in order from the connection's input
 buffer: a plain one (HTTP/1.1, ``Content-Length`` or no body) by the fast path, any other by one
 long-lived h11 client per connection, made when first needed. Before each response it reads, h11
@@ -12,10 +12,10 @@ is thrown away; it is handed every byte received from then on, and after a compl
 reads again. There is no third parser of responses. The h11 side lives in
 :mod:`webclient._h11reader`, imported the first time a connection needs it.
 
-The connection's state is one :class:`State`, changed only by :meth:`Connection._set_state`
+The connection's state is one :class:`OriginState`, changed only by :meth:`OriginConnection._set_state`
 (``OPEN`` → ``CLOSING`` when the server announced it closes after the response being read, any
-state → ``BROKEN`` on a failure, through :meth:`Connection.fail`, the one failure helper); who
-reads the input is one :class:`Mode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
+state → ``BROKEN`` on a failure, through :meth:`OriginConnection.fail`, the one failure helper); who
+reads the input is one :class:`ReadMode` (``PLAIN``: the fast path, ``H11``: the h11 reader).
 
 Requests without a body are collected and written together just before the next read, so a
 pipelined window goes out in one system call; the socket is read in large chunks, so the responses
@@ -31,7 +31,7 @@ that announced a close, one framed by both Transfer-Encoding and Content-Length,
 the connection is not reused; Transfer-Encoding in an HTTP/1.0 response is refused (RFC 9112
 §6.1: faulty framing). Each response is bounded in time by :mod:`webclient._deadline` (from its
 first byte: ``max_time``, and a minimum rate over each ``timeout`` window). Over TLS (an
-``https`` origin, :mod:`webclient._tls`), bytes the TLS layer has already decrypted count as
+``https`` origin, :mod:`webclient._https`), bytes the TLS layer has already decrypted count as
 received (``select`` cannot see them), and a readable socket that yields no data (a TLS 1.3
 session ticket) is not taken for the server closing an idle connection.
 """
@@ -46,8 +46,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ._deadline import ResponseDeadline
-from ._fastpath import parse_plain_response_head, plain_request_head
 from ._models import ResponseHead
+from ._plainhead import parse_plain_response_head, plain_request_head
 from ._shared.grammar import HEAD_END, NO_BODY_STATUSES
 from .config import DEFAULT_MAX_BODY_SIZE, MIN_RATE, human_size
 from .errors import (
@@ -88,7 +88,7 @@ _H11_ONLY_FIELDS = frozenset({*_FRAMING, "connection", "upgrade", "expect", "te"
 _E = TypeVar("_E", bound=WebClientError)
 
 
-class State(enum.Enum):
+class OriginState(enum.Enum):
     """Whether the connection may carry another request after the response being read."""
 
     OPEN = "open"
@@ -99,7 +99,7 @@ class State(enum.Enum):
     BROKEN = "broken"
 
 
-class Mode(enum.Enum):
+class ReadMode(enum.Enum):
     """Who reads the input: the fast path, or h11 (until it is idle and empty again)."""
 
     PLAIN = "plain"
@@ -240,7 +240,7 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-class Connection:
+class OriginConnection:
     """A keep-alive connection to one server; one thread uses it at a time."""
 
     def __init__(
@@ -262,17 +262,17 @@ class Connection:
         #: "https" when the socket speaks TLS (the pool keeps the two kinds apart).
         self.scheme = "http"
         if tls is not None:
-            from ._tls import wrap
+            from ._https import wrap
 
             self.sock = wrap(self.sock, tls, host, self.where)
             self.scheme = "https"
         #: The one state machine that reads every response h11 frames on this connection, made
         #: the first time one needs it; between such responses it is idle and empty.
         self._h11: H11Reader | None = None
-        self._state = State.OPEN
+        self._state = OriginState.OPEN
         #: H11 while h11 holds the input; PLAIN: received bytes gather in ``_inbuf`` and the
         #: fast path reads plain responses from it.
-        self._mode = Mode.PLAIN
+        self._mode = ReadMode.PLAIN
         self._inbuf = bytearray()
         #: Body bytes still to come of the plain response being read, else None.
         self._plain_remaining: int | None = None
@@ -289,17 +289,17 @@ class Connection:
         return _describe(self.host, self.port)
 
     @property
-    def state(self) -> State:
+    def state(self) -> OriginState:
         return self._state
 
-    def _set_state(self, state: State) -> None:
+    def _set_state(self, state: OriginState) -> None:
         """The one place the state changes; a broken connection stays broken."""
-        if self._state is not State.BROKEN:
+        if self._state is not OriginState.BROKEN:
             self._state = state
 
     def fail(self, error: _E) -> _E:
         """The connection cannot be used again; returns ``error`` for the caller to raise."""
-        self._set_state(State.BROKEN)
+        self._set_state(OriginState.BROKEN)
         return error
 
     @property
@@ -314,20 +314,20 @@ class Connection:
     @property
     def reusable(self) -> bool:
         """Whether another request may be sent: alive, between responses, not closing."""
-        if self._state is not State.OPEN:
+        if self._state is not OriginState.OPEN:
             return False
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             return self._plain_remaining is None
         return self._reader.idle
 
     def close(self) -> None:
-        self._set_state(State.BROKEN)
+        self._set_state(OriginState.BROKEN)
         self.sock.close()
 
     def dropped(self) -> bool:
         """Whether an idle connection was closed by the server (readable while idle = EOF), or
         is unusable because the server sent bytes nobody asked for."""
-        if self._state is State.BROKEN or self.has_buffered():
+        if self._state is OriginState.BROKEN or self.has_buffered():
             return True
         return self._readable()
 
@@ -365,7 +365,7 @@ class Connection:
             self.sock.settimeout(self.timeout)
         if not data:
             self._eof = True
-        elif self._mode is Mode.H11:
+        elif self._mode is ReadMode.H11:
             self._reader.receive(data)
         else:
             self._inbuf += data
@@ -496,7 +496,7 @@ class Connection:
         if self._unsent:
             self.flush()
         self._deadline.begin(buffered=self.has_buffered())
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             plain = self._plain_head(request)
             if plain is not None:
                 return plain
@@ -533,7 +533,7 @@ class Connection:
                         self._check_announced_size(head)
                     self._plain_remaining = plain.body_length
                     if plain.close:
-                        self._set_state(State.CLOSING)
+                        self._set_state(OriginState.CLOSING)
                     return head
                 if len(inbuf) > MAX_HEAD_SIZE:
                     raise self.fail(self.head_too_large())
@@ -551,7 +551,7 @@ class Connection:
 
     def _hand_to_h11(self, request: WireRequest) -> None:
         """h11 reads the next response: it learns the request, then takes everything received."""
-        self._mode = Mode.H11
+        self._mode = ReadMode.H11
         inbuf = self._inbuf
         data = bytes(inbuf)
         inbuf.clear()
@@ -593,8 +593,8 @@ class Connection:
         remaining = self._plain_remaining
         return (
             remaining is not None
-            and self._state is State.OPEN
-            and self._mode is Mode.PLAIN
+            and self._state is OriginState.OPEN
+            and self._mode is ReadMode.PLAIN
             # More than the response was sent unasked (nothing else is in flight), and a
             # readable socket means the server closed or sent more: dropped() refuses both.
             and len(self._inbuf) == remaining
@@ -606,7 +606,7 @@ class Connection:
         for the server to start answering)."""
         if self.scheme == "https" and self.sock.pending():  # type: ignore[attr-defined]
             return True  # decrypted bytes wait in the TLS layer: the next read will not wait
-        if self._mode is Mode.PLAIN:
+        if self._mode is ReadMode.PLAIN:
             return bool(self._inbuf)
         return self._reader.buffered
 
@@ -633,11 +633,11 @@ class Connection:
                 )
             )
         if "content-length" in names:
-            self._set_state(State.CLOSING)
+            self._set_state(OriginState.CLOSING)
 
     def _check_announced_size(self, head: ResponseHead) -> None:
         """Refuse a body whose Content-Length is over the limit, before reading any of it."""
-        if self._state is State.CLOSING and any(
+        if self._state is OriginState.CLOSING and any(
             name == "transfer-encoding" for name, _ in head.headers
         ):
             return  # the body is chunked: its Content-Length means nothing
@@ -662,7 +662,7 @@ class Connection:
         yield from reader.read_body(self.max_body_size)
         self.answered += 1
         if reader.next_cycle():
-            self._mode = Mode.PLAIN  # idle and empty: the fast path reads what comes next
+            self._mode = ReadMode.PLAIN  # idle and empty: the fast path reads what comes next
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -14,8 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from webclient import ConnectionClosed, ProtocolError
-from webclient._connection import Connection, WireRequest
-from webclient._fastpath import parse_plain_response_head, plain_request_head
+from webclient._origin import OriginConnection, WireRequest
+from webclient._plainhead import parse_plain_response_head, plain_request_head
 
 from .conftest import BadServer
 
@@ -195,10 +195,12 @@ def test_responses_that_need_h11_are_left_to_it() -> None:
 
 
 @contextlib.contextmanager
-def _connected(*replies: bytes, hang: bool = False, timeout: float = 2) -> Iterator[Connection]:
+def _connected(
+    *replies: bytes, hang: bool = False, timeout: float = 2
+) -> Iterator[OriginConnection]:
     """A client connection to a server that answers with ``replies``; closed afterwards."""
     with BadServer(*replies, hang=hang) as server:
-        conn = Connection("127.0.0.1", server.port, timeout=timeout)
+        conn = OriginConnection("127.0.0.1", server.port, timeout=timeout)
         try:
             yield conn
         finally:

@@ -6,7 +6,7 @@ exchanges are a GET or HEAD without a body answered by an HTTP/1.1 response with
 Content-Length: for exactly those this module writes the request head and parses the response
 head itself.
 
-The contract, checked by differential tests against h11 (``tests/client/test_fastpath.py``):
+The contract, checked by differential tests against h11 (``tests/client/test_plainhead.py``):
 
 * :func:`plain_request_head` returns the bytes a fresh h11 client writes for the request, or
   ``None`` when h11 would refuse it or it is not plain (a body, framing or hop-by-hop fields);

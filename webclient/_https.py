@@ -15,7 +15,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from .errors import CertificateError, ConfigError, TransportError
+from .errors import CertificateError, ClientConfigError, TransportError
 
 #: The one line said when verification is off.
 INSECURE_WARNING = "certificate verification is off (--insecure): https gives no protection"
@@ -26,9 +26,9 @@ def make_context(*, cacert: Path | None = None, insecure: bool = False) -> ssl.S
     try:
         context = ssl.create_default_context(cafile=None if cacert is None else str(cacert))
     except FileNotFoundError as exc:
-        raise ConfigError(f"no such CA file: {cacert}") from exc
+        raise ClientConfigError(f"no such CA file: {cacert}") from exc
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"cannot use {cacert} as CA certificates: {exc}") from exc
+        raise ClientConfigError(f"cannot use {cacert} as CA certificates: {exc}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # Pipelining and keep-alive work without it, but HTTP/1.1 is what this client speaks.
     context.set_alpn_protocols(["http/1.1"])
