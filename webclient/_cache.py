@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -299,7 +298,7 @@ class Cache:
         if entry.body_size <= SMALL_BODY:
             data = self.storage.read_body(entry)
             # Hashed again as read: the file may have changed since the lookup checked it.
-            if self.verify and hashlib.sha256(data).hexdigest() != entry.body_sha:
+            if self.verify and _sha256(data) != entry.body_sha:
                 problem = "does not match its SHA-256 (it was changed on disk)"
                 self.storage.drop_damaged(entry, problem)
                 raise CacheError(f"a stored body {problem}")
@@ -494,3 +493,11 @@ class Store:
         """The body did not arrive whole (or could not be delivered): store nothing."""
         if self.writer is not None:
             self.writer.discard()
+
+
+def _sha256(data: bytes) -> str:
+    """The body's hash, for --verify-cache (hashlib is imported only then: a batch that does not
+    verify never loads it)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

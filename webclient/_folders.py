@@ -122,6 +122,15 @@ class CreatedFolders:
         self._names: set[str] = set()
         self.root = (root or "/").rstrip("/") or "/"
         self._root_fd: int | None = None
+        self._file_mode: int | None = None
+
+    def file_mode(self) -> int:
+        """:func:`file_mode`, read once for the run rather than once per file (a read of
+        ``/proc/self/status`` each): the files of one run all get the same mode."""
+        mode = self._file_mode
+        if mode is None:
+            mode = self._file_mode = file_mode()
+        return mode
 
     def close(self) -> None:
         """Let go of ``root``; remove it (and its parents) if this run created them and they

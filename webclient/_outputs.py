@@ -18,14 +18,18 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ._folders import TEMP_ATTEMPTS, CreatedFolders, create_temp, file_mode
+from ._folders import TEMP_ATTEMPTS, CreatedFolders, create_temp
 from ._partials import META_SUFFIX, PART_SUFFIX, Resume
 from .errors import LocalFileError, UnsafePathError
+
+#: A control character, which no output name may hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def destination(out_dir: Path, name: str) -> Path:
@@ -67,7 +71,7 @@ class Destinations:
         return self._root
 
     def __call__(self, name: str) -> Path:
-        if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        if not name or _CONTROL.search(name):
             return destination(self.out_dir, name)
         folder_name, _, last = name.rpartition("/")
         if last in ("", ".", "..") or (
@@ -234,7 +238,7 @@ class OutputFile:
         try:
             # Created 0600 so that nobody reads a half-written body; complete, it gets the mode
             # any new file gets (whether the body came from the network or the cache).
-            os.fchmod(self._fd, file_mode())
+            os.fchmod(self._fd, self._folders.file_mode())
             os.close(self._fd)
         except OSError as exc:
             self._discard()

@@ -5,8 +5,10 @@ Rules (RFC 9112 §9.3):
 - Responses are read in the order the requests were sent; every response body is read to its end
   before the next response, so the connection can be reused.
 - At most ``depth`` GET/HEAD requests are in flight. A new connection carries one request until
-  its first response shows it persists; only then are requests written ahead. Every response
-  already received is read before more requests are written, so that they leave in batches.
+  its first response shows it persists (HTTP/1.1 without ``Connection: close``: an HTTP/1.0
+  server closes after each response and is never pipelined to); only then are requests written
+  ahead. Every response already received is read before more requests are written, so that they
+  leave in batches.
 - Nothing is written behind a request that is not GET/HEAD (a POST waits for every earlier
   response, and the next request waits for the POST's response).
 - Once a response to a GET/HEAD has fully arrived, and the server keeps the connection, the next
@@ -18,6 +20,11 @@ Rules (RFC 9112 §9.3):
 - When a server closes a kept-alive connection without answering, the idempotent requests it left
   unanswered are sent again, once, on a new connection; others fail. When a response announced
   the close, the requests behind it were never processed and are simply sent again.
+- When a connection is lost (closed, reset, or silent for the timeout) with requests written
+  ahead still unanswered, the origin is pipelined to no more
+  (:meth:`ConnectionPool.stop_pipelining`) and those requests (GET/HEAD only ever are) go again
+  one at a time on a new connection, without using up their retry: a server that mishandles
+  pipelining costs time, never an answer.
 - When connecting fails, every remaining request of the origin fails with the same error rather
   than waiting for the same timeout again.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +41,13 @@ from ._models import ResponseHead
 from ._origin import OriginConnection
 from ._pool import ConnectionPool
 from ._wire import WireRequest
-from .errors import ConnectionClosed, LocalFileError, TransportError, WebClientError
+from .errors import (
+    ConnectionClosed,
+    LocalFileError,
+    ReadTimeout,
+    TransportError,
+    WebClientError,
+)
 
 #: How many times a request left unanswered by a closed connection is sent again.
 MAX_RETRIES = 1
@@ -58,19 +71,31 @@ class _Item:
     exchange: Exchange
     wire: WireRequest
     retries: int = 0
+    #: Written while an earlier request on the connection was still unanswered.
+    pipelined: bool = False
 
 
 class Lane:
     """The requests of one origin, run in order on one connection at a time."""
 
     def __init__(
-        self, pool: ConnectionPool, host: str, port: int, *, depth: int = 1, scheme: str = "http"
+        self,
+        pool: ConnectionPool,
+        host: str,
+        port: int,
+        *,
+        depth: int = 1,
+        scheme: str = "http",
+        ahead: Callable[[], int | None] | None = None,
     ) -> None:
         self.pool = pool
         self.host = host
         self.port = port
         self.scheme = scheme
         self.depth = max(1, depth)
+        #: A bound on the requests in flight that may change during the run (None: no bound),
+        #: set by the queue several connections share (webclient._spread).
+        self._ahead = ahead
         self._queue: deque[_Item] = deque()
         self._inflight: deque[_Item] = deque()
         self._conn: OriginConnection | None = None
@@ -113,8 +138,14 @@ class Lane:
         head, last = self._queue[0], self._inflight[-1]
         if not head.wire.pipelinable or not last.wire.pipelinable:
             return False
-        confirmed = self._conn is not None and self._conn.answered > 0
-        return confirmed and len(self._inflight) < self.depth
+        conn = self._conn
+        confirmed = conn is not None and conn.answered > 0 and conn.reusable
+        bound = None if self._ahead is None else self._ahead()
+        return (
+            confirmed
+            and len(self._inflight) < (self.depth if bound is None else min(self.depth, bound))
+            and self.pool.may_pipeline(self.host, self.port, self.scheme)
+        )
 
     def _connection(self) -> OriginConnection:
         if self._conn is not None and not self._inflight and self._conn.dropped():
@@ -136,6 +167,7 @@ class Lane:
             self._failure = exc
             item.exchange.fail(exc)
             return
+        item.pipelined = bool(self._inflight)
         try:
             conn.send(item.wire)
         except LocalFileError as exc:
@@ -153,19 +185,31 @@ class Lane:
             return
         self._inflight.append(item)
 
-    def _read_one(self) -> None:
-        item = self._inflight[0]
-        conn = self._conn
-        assert conn is not None
+    def _receive_head(self, item: _Item, conn: OriginConnection) -> ResponseHead | None:
+        """The head of the next response; None when the connection was lost reading it (the
+        requests in flight are then retried or failed)."""
         try:
-            head = conn.receive_head(item.wire)
+            return conn.receive_head(item.wire)
         except ConnectionClosed as exc:
             self._connection_lost(conn, exc)
-            return
+        except ReadTimeout as exc:
+            if not item.pipelined:
+                self._inflight.popleft()
+                item.exchange.fail(exc)
+            # Else the server may have ignored what was written ahead: sent again, alone.
+            self._connection_lost(conn, exc)
         except WebClientError as exc:
             self._inflight.popleft()
             item.exchange.fail(exc)
             self._connection_lost(conn, exc)
+        return None
+
+    def _read_one(self) -> None:
+        item = self._inflight[0]
+        conn = self._conn
+        assert conn is not None
+        head = self._receive_head(item, conn)
+        if head is None:
             return
         self._inflight.popleft()
         if (
@@ -216,6 +260,7 @@ class Lane:
         file while the request travels. False if the request could not even be serialised.
         """
         item = self._queue.popleft()
+        item.pipelined = False  # (nothing else is in flight)
         try:
             conn.send(item.wire)
         except WebClientError as exc:
@@ -231,11 +276,15 @@ class Lane:
         items = list(self._inflight)
         self._inflight.clear()
         self._drop_connection()
+        if any(item.pipelined for item in items):
+            self.pool.stop_pipelining(self.host, self.port, self.scheme)
         retry: list[_Item] = []
         for item in items:
+            if item.pipelined:
+                retry.append(item)  # a GET/HEAD: sent again alone, its retry not used up
             # Requests are only written ahead on a kept-alive connection, so only the first
             # unanswered request of a fresh connection is not retried: its failure is real.
-            if kept_alive and item.wire.idempotent and item.retries < MAX_RETRIES:
+            elif kept_alive and item.wire.idempotent and item.retries < MAX_RETRIES:
                 item.retries += 1
                 retry.append(item)
             else:

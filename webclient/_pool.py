@@ -3,7 +3,9 @@
 Rules: a connection goes back to the pool only when it is between responses and not closing; an
 idle connection the server has closed meanwhile is thrown away before use rather than failing the
 request sent on it; the pool is shared by threads, but a connection is used by one thread at a time
-(taken out while in use).
+(taken out while in use). The pool also remembers the origins that lost a connection with
+pipelined requests unanswered: every connection to them, present and future, sends one request at
+a time from then on (a server or proxy that mishandles pipelining costs speed, not answers).
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._idle: dict[tuple[str, str, int], list[OriginConnection]] = {}
         self._lock = threading.Lock()
+        #: Origins whose pipelined requests were left unanswered: no pipelining to them.
+        self._unpipelined: set[tuple[str, str, int]] = set()
         #: Connections opened so far (tests and the summary read it).
         self.opened = 0
+
+    def may_pipeline(self, host: str, port: int, scheme: str = "http") -> bool:
+        """Whether requests to the origin may be written ahead of their responses."""
+        return (scheme, host, port) not in self._unpipelined
+
+    def stop_pipelining(self, host: str, port: int, scheme: str = "http") -> None:
+        """No more pipelining to the origin, for the rest of the run (see the module rules)."""
+        with self._lock:
+            self._unpipelined.add((scheme, host, port))
 
     def acquire(self, host: str, port: int, scheme: str = "http") -> OriginConnection:
         """An idle live connection to the origin, or a new one (which may raise)."""

@@ -10,6 +10,13 @@ requests in flight hide it. Below it the client is busy, not waiting: on localho
 connections only add threads contending for the interpreter (1,000 x 1 KiB from nginx: 20%
 slower with 6 than with 1). Only runs made of GET and HEAD requests are spread: anything else
 keeps every request on one connection, so a POST and the requests around it stay in order.
+
+Pipelining waits for the decision (:meth:`SharedQueue.ahead`): until it, a connection has one
+request in flight, so the answers measured are round trips, not places in a pipeline, and the
+first connection does not take the whole queue before the others open; after a decision to
+spread, each connection writes ahead at most its share of what was left, rounded down (8 x
+16 MiB over a 20 ms round trip: the files go to whichever of six connections is free, instead
+of down the first one's pipeline).
 """
 
 from __future__ import annotations
@@ -63,6 +70,15 @@ class SharedQueue(Generic[T]):
         self._taken: dict[int, float] = {}
         self._latencies: list[float] = []
         self._decided = connections <= 1
+        #: Requests one connection may have in flight, once decided (None: no bound).
+        self._share: int | None = None
+
+    def ahead(self) -> int | None:
+        """How many requests one connection may have in flight now (None: as many as it likes):
+        one until the decision, then its share of what was left when more were opened."""
+        if not self._decided:
+            return 1
+        return self._share
 
     def take(self) -> Iterator[tuple[int, T]]:
         """The requests one connection runs: the next one whenever it asks."""
@@ -93,5 +109,10 @@ class SharedQueue(Generic[T]):
                 clearly_slow or sorted(self._latencies)[len(self._latencies) // 2] > SPREAD_LATENCY
             )
             count = min(self._connections - 1, len(self._items)) if slow else 0
+            if count:
+                # Rounded down: with fewer than two requests left per connection (a few large
+                # files), none is committed to a connection ahead of time, and whichever
+                # connection is free first takes the next one.
+                self._share = max(1, len(self._items) // (count + 1))
         if count > 0:
             self._more(count)

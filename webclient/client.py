@@ -13,7 +13,6 @@ plan, the network, the sink -- is :mod:`webclient._roundtrip`'s.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -224,7 +223,7 @@ class Client:
         """
         from ._rounds import Rounds
 
-        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=random.uniform)
+        rounds = Rounds(self.config, clock=self.clock, sleep=self._sleep, uniform=_uniform)
 
         def send(batch: Sequence[ClientRequest], done: Callable[[int, Result], None]) -> None:
             self._send_round(batch, parallel=parallel, on_result=done, stop=stop)
@@ -311,15 +310,23 @@ class Client:
         if self.config.connections <= 1 or not spreadable(i[1].method for i in items):
             self._run_connection(origin, items, record, stop)
             return
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        extra: list[Future[None]] = []
-        executor = ThreadPoolExecutor(self.config.connections - 1, "webclient-connection")
+        extra: list[threading.Thread] = []
+        failures: list[BaseException] = []
 
         def more(count: int) -> None:
             # One thread per connection: each spends most of its time waiting on its socket.
+            # (Plain threads, made only now: most runs never open another connection, and
+            # concurrent.futures with the logging it imports would cost every run its import.)
             for _ in range(count):
-                extra.append(executor.submit(another_connection))
+                thread = threading.Thread(target=guarded, name="webclient-connection", daemon=True)
+                extra.append(thread)
+                thread.start()
+
+        def guarded() -> None:
+            try:
+                another_connection()
+            except BaseException as exc:  # re-raised in the caller's thread, as a future would
+                failures.append(exc)
 
         def another_connection() -> None:
             # Connected before it takes any request: a server that refuses more connections
@@ -328,7 +335,7 @@ class Client:
                 self._pool.release(self._pool.acquire(origin[1], origin[2], origin[0]))
             except WebClientError:
                 return
-            self._run_connection(origin, run(), answered, stop)
+            self._run_connection(origin, run(), answered, stop, queue.ahead)
 
         queue = SharedQueue(
             ((i[0], i) for i in items), connections=self.config.connections, more=more
@@ -342,11 +349,12 @@ class Client:
             queue.answered(index)
 
         try:
-            self._run_connection(origin, run(), answered, stop)
+            self._run_connection(origin, run(), answered, stop, queue.ahead)
         finally:
-            executor.shutdown(wait=True)
-        for future in extra:
-            future.result()
+            for thread in extra:
+                thread.join()
+        if failures:
+            raise failures[0]
 
     def _run_connection(
         self,
@@ -354,9 +362,10 @@ class Client:
         items: Iterable[tuple[int, ClientRequest, str]],
         record: Callable[[int, Result], None],
         stop: threading.Event | None = None,
+        ahead: Callable[[], int | None] | None = None,
     ) -> None:
         scheme, host, port = origin
-        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme)
+        lane = Lane(self._pool, host, port, depth=self.config.pipeline, scheme=scheme, ahead=ahead)
         lane.run(self._exchanges(lane, origin, items, record, stop))
 
     def _exchanges(
@@ -421,3 +430,11 @@ class Client:
         if config.max_stale is not None:
             return f"max-stale={int(config.max_stale)}"
         return None
+
+
+def _uniform(low: float, high: float) -> float:
+    """A random wait between retries; :mod:`random` (whose import loads hashlib) is imported only
+    when a retry waits, not by every run."""
+    import random
+
+    return random.uniform(low, high)

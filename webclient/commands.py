@@ -20,6 +20,7 @@ prints back (:meth:`Command.to_line`) to a line that parses to an equal command.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -143,7 +144,10 @@ def _encode_each(path: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_host(text: str) -> str:
+    # Remembered: a command file names the same few hosts on every line, and checking an
+    # address with ipaddress costs more than the rest of the line.
     if text.startswith("["):
         if not text.endswith("]"):
             raise _InvalidLine(f"unclosed '[' in host {text!r}")

@@ -3,6 +3,8 @@
 It gathers complete requests until no more bytes come within ``window`` seconds, records the
 batch, then answers every request of it in order. ``close_after`` makes it drop its first connection
 after that many responses without saying so, as a server whose keep-alive timer fired would.
+``first_only`` answers only the first request of each batch and ignores the rest, as a server
+that mishandles pipelining (reads one request, drops what came with it) would.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ class Probe(ListeningThreads):
     """The test server of the module docstring; connections are served one after another."""
 
     def __init__(
-        self, window: float = 0.25, close_after: int | None = None, close_all: bool = False
+        self,
+        window: float = 0.25,
+        close_after: int | None = None,
+        close_all: bool = False,
+        first_only: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
         self.close_after = close_after
         #: Apply ``close_after`` to every connection, not just the first.
         self.close_all = close_all
+        #: Answer the first request of each batch only; the others are never answered.
+        self.first_only = first_only
         #: Per connection, the batches of request lines as they arrived together.
         self.batches: list[list[list[str]]] = []
 
@@ -51,7 +59,7 @@ class Probe(ListeningThreads):
                 if not pending:
                     return
                 batches.append(pending)
-                for line in pending:
+                for line in pending[:1] if self.first_only else pending:
                     first = len(self.batches) == 1 or self.close_all
                     if first and self.close_after is not None and answered >= self.close_after:
                         return

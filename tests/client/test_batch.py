@@ -880,8 +880,8 @@ def test_a_failed_command_does_not_replace_a_shared_file(
 # -- a reader that goes away -----------------------------------------------------------------------
 
 
-#: One connection per host, so that commands run strictly one after the other.
-ONE = ("--connections", "1")
+#: One connection per host without pipelining, so that commands run strictly one after the other.
+ONE = ("--connections", "1", "--pipeline", "1")
 
 
 def test_closed_stdout_stops_the_run_quietly(origin: tuple[Server, Origin], work: Path) -> None:

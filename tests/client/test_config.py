@@ -14,7 +14,7 @@ from webclient.errors import ClientConfigError
 def test_defaults_and_frozen() -> None:
     """Defaults are sane and a config cannot change once built."""
     config = ClientConfig(cache_dir=Path("/tmp/x"))
-    assert (config.pipeline, config.cache_max_size, config.use_cache) == (1, 1024**3, True)
+    assert (config.pipeline, config.cache_max_size, config.use_cache) == (16, 1024**3, True)
     assert config.max_body_size == 1024**3
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.pipeline = 2  # type: ignore[misc]

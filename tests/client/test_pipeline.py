@@ -57,7 +57,8 @@ def test_no_pipelining_without_the_option(tmp_path: Path) -> None:
     assert [len(batch) for batch in probe.batches[0]] == [1, 1, 1]
 
 
-def test_nothing_is_pipelined_around_a_post(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [4, 16])
+def test_nothing_is_pipelined_around_a_post(tmp_path: Path, depth: int) -> None:
     """A POST waits for earlier responses, and nothing is written behind it."""
     upload = tmp_path / "up.txt"
     upload.write_bytes(b"payload")
@@ -66,7 +67,7 @@ def test_nothing_is_pipelined_around_a_post(tmp_path: Path) -> None:
         ClientRequest("POST", "up.txt", body=upload),
         *gets("", "c", "d"),
     ]
-    with Probe() as probe, make_client(tmp_path, pipeline=4) as client:
+    with Probe() as probe, make_client(tmp_path, pipeline=depth) as client:
         results = client.request_all(
             [ClientRequest(r.method, probe.url + r.url, body=r.body) for r in requests]
         )
@@ -92,16 +93,77 @@ def test_unanswered_gets_are_retried_once_on_a_new_connection(tmp_path: Path) ->
     assert client.connections_opened == len(probe.batches)
 
 
-def test_a_request_is_retried_only_once(tmp_path: Path) -> None:
-    """A request whose retry is also left unanswered fails with a clear error."""
+def test_a_pipeline_lost_mid_way_is_sent_again_one_at_a_time(tmp_path: Path) -> None:
+    """A server dropping every connection after one answer still answers all, unpipelined."""
     with Probe(close_after=1, close_all=True) as probe, make_client(tmp_path, pipeline=2) as c:
-        results = c.request_all(gets(probe.url, "a", "b", "c"))
-    assert [type(r).__name__ for r in results] == [
-        "ClientResponse",
-        "ClientResponse",
-        "ConnectionClosed",
+        results = c.request_all(gets(probe.url, "a", "b", "c", "d"))
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
+        f"GET /{n} HTTP/1.1" for n in "abcd"
     ]
-    assert "closed the connection" in str(results[2])
+    # The first connection saw b and c written ahead together; after its loss, never again.
+    assert probe.batches[0] == [["GET /a HTTP/1.1"], ["GET /b HTTP/1.1", "GET /c HTTP/1.1"]]
+    assert all(len(batch) == 1 for batches in probe.batches[1:] for batch in batches)
+
+
+def test_requests_a_server_ignores_when_pipelined_are_sent_again_alone(tmp_path: Path) -> None:
+    """A server that answers one request per read: what it ignored goes again, unpipelined."""
+    config = ClientConfig(use_cache=False, pipeline=16, timeout=0.5, retries=0, connections=1)
+    with Probe(window=0.05, first_only=True) as probe, Client(config) as client:
+        results = client.request_all(gets(probe.url, "a", "b", "c", "d"))
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
+        f"GET /{n} HTTP/1.1" for n in "abcd"
+    ]
+    assert probe.batches[0][1] == ["GET /b HTTP/1.1", "GET /c HTTP/1.1", "GET /d HTTP/1.1"]
+    assert all(len(batch) == 1 for batches in probe.batches[1:] for batch in batches)
+    assert client.connections_opened == 2
+
+
+def test_a_silent_first_request_is_not_sent_again(tmp_path: Path) -> None:
+    """A timeout on a request not written ahead fails it: pipelining is not to blame."""
+    config = ClientConfig(use_cache=False, pipeline=16, timeout=0.3, retries=0, connections=1)
+    with BadServer(hang=True) as server, Client(config) as client:
+        results = client.request_all(gets(server.url, "a"))
+    assert [type(r).__name__ for r in results] == ["ReadTimeout"]
+    assert len(server.requests) == 1
+
+
+def test_pipelining_is_the_default(tmp_path: Path) -> None:
+    """Without options, requests are written ahead 16 deep once keep-alive is proven."""
+    assert ClientConfig().pipeline == 16
+    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=1)
+    names = [str(i) for i in range(20)]
+    with Probe() as probe, Client(config) as client:
+        results = client.request_all(gets(probe.url, *names))
+    assert [r.text for r in results if isinstance(r, ClientResponse)] == [
+        f"GET /{n} HTTP/1.1" for n in names
+    ]
+    (batches,) = probe.batches
+    assert [len(batch) for batch in batches] == [1, 16, 3]
+
+
+@pytest.mark.parametrize("peer", ["ours", "nginx"])
+def test_default_pipelining_against_real_servers(
+    peer: str, request: pytest.FixtureRequest, www: Path
+) -> None:
+    """With the defaults, many GETs and HEADs to our server and to nginx each get their answer."""
+    if peer == "ours":
+        server = request.getfixturevalue("static_server")
+        base = server.url
+    else:
+        base = f"http://127.0.0.1:{request.getfixturevalue('nginx')}/"
+    expected = {"hello.txt": (www / "hello.txt").read_bytes()}
+    expected["data.bin"] = (www / "data.bin").read_bytes()
+    names = [*expected] * 40
+    requests = [
+        ClientRequest("HEAD" if i % 5 == 4 else "GET", base + n) for i, n in enumerate(names)
+    ]
+    config = ClientConfig(use_cache=False, timeout=CLIENT_TIMEOUT, connections=1)
+    with Client(config) as client:
+        results = client.request_all(requests)
+        assert client.connections_opened == 1
+    for req, name, result in zip(requests, names, results, strict=True):
+        assert isinstance(result, ClientResponse) and result.status == 200
+        assert result.body == (b"" if req.method == "HEAD" else expected[name])
 
 
 def test_post_is_not_retried(tmp_path: Path) -> None:
@@ -134,10 +196,13 @@ def test_one_connection_per_origin(origin: tuple[object, Origin], tmp_path: Path
         assert client.connections_opened == 1
 
 
-def test_http10_server_closing_each_time_is_not_a_failure(http_server: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [4, 16])
+def test_http10_server_closing_each_time_is_not_a_failure(
+    http_server: int, tmp_path: Path, depth: int
+) -> None:
     """A server that closes after every response (HTTP/1.0) still answers every request."""
     base = f"http://127.0.0.1:{http_server}/"
-    with make_client(tmp_path, pipeline=4) as client:
+    with make_client(tmp_path, pipeline=depth) as client:
         results = client.request_all(
             gets(base, "hello.txt", "data.bin", "sub/page.html", "hello.txt")
         )

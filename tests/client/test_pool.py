@@ -40,3 +40,19 @@ def test_connection_closed_by_the_server_is_replaced(www: object, tmp_path: obje
         finally:
             second_cm.__exit__(None, None, None)
         assert client.connections_opened == 2
+
+
+def test_pipelining_is_stopped_per_origin() -> None:
+    """An origin marked unpipelined stays so; other origins and schemes are untouched."""
+    from webclient._pool import ConnectionPool
+
+    def connect(host: str, port: int, scheme: str) -> object:
+        raise AssertionError("no connection is opened")
+
+    pool = ConnectionPool(connect)  # type: ignore[arg-type]
+    assert pool.may_pipeline("h", 80)
+    pool.stop_pipelining("h", 80)
+    assert not pool.may_pipeline("h", 80)
+    assert pool.may_pipeline("h", 81)
+    assert pool.may_pipeline("h", 80, "https")
+    assert not pool.may_pipeline("h", 80, "http")

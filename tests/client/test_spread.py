@@ -71,6 +71,33 @@ def test_fast_answers_keep_one_connection() -> None:
     assert asked == []
 
 
+def test_pipelining_waits_for_the_decision_then_takes_a_share() -> None:
+    """One request in flight until the decision; then a share of what was left when more
+    connections open, and no bound when none do."""
+    ticks = Ticks()
+    queue, asked = _queue(3 + 23, 6, ticks)
+    taken = queue.take()
+    first = [next(taken) for _ in range(SAMPLES)]
+    assert queue.ahead() == 1
+    ticks.now += SPREAD_LATENCY * 5
+    for index, _ in first:
+        queue.answered(index)
+    assert asked == [5]
+    assert queue.ahead() == 3  # 23 left over 6 connections, rounded down
+    fast, asked_fast = _queue(100, 6, ticks)
+    for index, _ in [next(fast.take()) for _ in range(SAMPLES)]:
+        fast.answered(index)
+    assert asked_fast == []
+    assert fast.ahead() is None
+    assert _queue(5, 1, ticks)[0].ahead() is None  # one connection: nothing to decide
+    few, asked_few = _queue(1 + 7, 6, ticks)
+    index, _ = next(few.take())
+    ticks.now += CLEARLY_SLOW * 2
+    few.answered(index)
+    assert asked_few == [5]
+    assert few.ahead() == 1  # 7 large files left for 6 connections: none written ahead
+
+
 def test_the_queue_is_shared_in_order() -> None:
     """Connections taking from one queue get the requests in order, each once."""
     ticks = Ticks()
