@@ -48,16 +48,26 @@ def safe_filename(raw: str) -> str:
     ``passwd``, ``C:\\Users\\me\\a.txt`` → ``a.txt``), without control characters, leading dots
     (a stored file is never hidden: ``.htaccess`` → ``htaccess``) or surrounding spaces, cut
     to 255 bytes of UTF-8 keeping its suffix; ``upload`` when nothing is left."""
-    name = _SEPARATOR.split(_DRIVE.sub("", raw))[-1]
-    name = _CONTROL.sub("", name).strip().lstrip(".").strip()
+    name = _bare(_SEPARATOR.split(_DRIVE.sub("", raw))[-1])
     stem, dot, suffix = name.partition(".")
     while len(f"{stem}{dot}{suffix}".encode()) > MAX_NAME_BYTES:
         if len(stem) > 1:
             stem = stem[:-1]
         else:
             suffix = suffix[:-1]
-    name = f"{stem}{dot}{suffix}".rstrip(".")
+    name = _bare(f"{stem}{dot}{suffix}".rstrip("."))
     return name if name and not name.startswith(TEMP_PREFIX) else FALLBACK_NAME
+
+
+def _bare(name: str) -> str:
+    """``name`` without control characters, surrounding spaces, leading dots or a leading drive
+    letter, removed until none is left: removing one can expose another (``" A:"`` is a drive
+    once stripped, ``". .x"`` hidden once its first dot goes)."""
+    while True:
+        bare = _DRIVE.sub("", _CONTROL.sub("", name).strip().lstrip("."))
+        if bare == name:
+            return name
+        name = bare
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from webserver import Server
@@ -125,6 +125,9 @@ class TestSafeFilename:
             max_size=400,
         )
     )
+    @example(" A:")  # a drive letter once stripped
+    @example(". .x")  # hidden once its first dot goes
+    @example("\x00.C:a")  # a drive once the control character and the dot go
     def test_property_always_a_valid_upload_name(self, raw: str) -> None:
         """Whatever a part calls its file, the safe name is one plain POST would accept as a
         single segment: not hidden, no separator, no control character, at most 255 bytes."""
