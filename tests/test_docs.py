@@ -1,13 +1,19 @@
-"""The Python examples in docs/ run as written."""
+"""The Python examples in README.md and docs/ run as written."""
 
 from __future__ import annotations
 
 import re
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+import webserver
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
@@ -32,3 +38,34 @@ def test_example_runs(
 def test_library_guide_has_examples() -> None:
     """The library guide is found and contributes examples."""
     assert sum(where.startswith("library.md") for where, _ in examples()) >= 5
+
+
+def test_every_fenced_python_example_is_run() -> None:
+    """No Python example hides from the runner behind another fence spelling (py, python3)."""
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"```(py|python3|pycon)\n", text), page.name
+
+
+def test_readme_handler_example_answers_as_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's handler example serves "hello" at /hello (on a free port, for one request)."""
+    (code,) = BLOCK.findall(README.read_text(encoding="utf-8"))
+    answers: list[bytes] = []
+
+    class OneRequestServer(webserver.Server):
+        """Listens on a free port, and serve_forever answers one request to /hello and returns."""
+
+        def __init__(self, **settings: Any) -> None:
+            super().__init__(**{**settings, "port": 0})
+
+        def serve_forever(self, *, handle_signals: bool = True) -> None:
+            with self, urllib.request.urlopen(self.url + "hello", timeout=10) as reply:
+                answers.append(reply.read())
+
+    (tmp_path / "www").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(webserver, "Server", OneRequestServer)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})  # noqa: S102
+    assert answers == [b"hello\n"]
