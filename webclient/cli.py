@@ -120,7 +120,10 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
     ``post``): the cache, limits, concurrency and output, then how requests travel."""
     options = [
         click.option(
-            "--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache folder."
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Cache folder (default: $WEBCLIENT_CACHE_DIR, else $XDG_CACHE_HOME/webclient,"
+            " else ~/.cache/webclient).",
         ),
         click.option(
             "--no-cache",
@@ -152,15 +155,16 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
             default="1G",
             show_default=True,
             callback=_size,
-            help="Cache size limit (K, M, G suffixes).",
+            help="Cache size limit (K, M, G, T suffixes); past it the least recently used"
+            " entries go. 1G keeps the disk a cache takes bounded.",
         ),
         click.option(
             "--max-size",
             default="1G",
             show_default=True,
             callback=_size,
-            help="Largest response body accepted (K, M, G suffixes);"
-            " a larger one fails its command.",
+            help="Largest response body accepted (K, M, G, T suffixes); a larger one fails its"
+            " command. 1G: no server fills the disk by accident.",
         ),
         click.option(
             "--pipeline",
@@ -177,7 +181,8 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
             type=click.IntRange(1, 64),
             default=1,
             show_default=True,
-            help="Hosts served at the same time.",
+            help="Hosts served at the same time, each in its own thread; 1 suits a batch to"
+            " one host. Printed output stays in command order either way.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="Report failures only; no summary."),
         click.option("--no-print", is_flag=True, help="Do not show bodies on stdout."),
@@ -186,12 +191,14 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=0, min_open=True),
             default=30.0,
             show_default=True,
-            help="Seconds to wait for a connection or for the server.",
+            help="Seconds to wait for a connection or for the server; 30 rides out a busy"
+            " server without a long wait on a silent one.",
         ),
         click.option(
             "--verify-cache",
             is_flag=True,
-            help="Hash every cached body before serving it (always checked by size).",
+            help="Hash every cached body before serving it (off: hashing rereads every body;"
+            " each is always checked by size).",
         ),
         # -- output for scripts and people ----------------------------------------------------
         click.option(
@@ -233,15 +240,17 @@ def _transport_options(function: Callable[..., None]) -> Callable[..., None]:
             default=5,
             show_default=True,
             help="Redirects followed per command (0: a 3xx is the answer); the file keeps the"
-            " command's name.",
+            " command's name. 5 is the bound RFC 2616 recommended: enough for real sites,"
+            " short for a loop.",
         ),
         click.option(
             "--retries",
             type=click.IntRange(0, 100),
             default=2,
             show_default=True,
-            help="Retries of a GET after a connection error, 503 or 429 (backoff with jitter,"
-            " Retry-After honoured, at most 30 s of waiting per run).",
+            help="Retries of a GET or HEAD after a connection error, 503 or 429 (backoff with"
+            " jitter, Retry-After honoured, at most 30 s of waiting per run, so a batch ends);"
+            " 2 rides out a restart or a brief overload.",
         ),
         click.option(
             "--max-time",
@@ -321,8 +330,8 @@ def batch(command_file: Path, out_dir: Path, upload_root: Path | None, **setting
 def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
     """Fetch each URL and show its body on stdout (save it with -o FILE), through the cache.
 
-    Takes every option of "batch"; exit status as for "batch": 0 when every URL succeeded, 1
-    when one failed, 2 when nothing was sent.
+    Takes the options of "batch" but --out FOLDER and --upload-root; exit status as for
+    "batch": 0 when every URL succeeded, 1 when one failed, 2 when nothing was sent.
     """
     _refuse_together_settings(settings)
     commands = _url_commands("GET", urls)
@@ -341,7 +350,7 @@ def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
 def head(urls: tuple[str, ...], **settings: Any) -> None:
     """Ask for each URL's status and header fields (HEAD) and show them on stdout.
 
-    Takes every option of "batch"; exit status as for "batch".
+    Takes the options of "batch" but --out and --upload-root; exit status as for "batch".
     """
     _refuse_together_settings(settings)
     _run(_url_commands("HEAD", urls), settings, out_dir=Path("."))
@@ -354,7 +363,7 @@ def head(urls: tuple[str, ...], **settings: Any) -> None:
 def post(file: Path, url: str, **settings: Any) -> None:
     """Upload FILE as the body of a POST to URL.
 
-    Takes every option of "batch"; exit status as for "batch".
+    Takes the options of "batch" but --out and --upload-root; exit status as for "batch".
     """
     _refuse_together_settings(settings)
     _run(_url_commands("POST", (url,)), settings, out_dir=Path("."), uploads={0: file})
@@ -542,7 +551,8 @@ _cache_dir_option = click.option(
     "--cache-dir",
     # Not file_okay=False: a file there is the cache's own error (status 1), as documented.
     type=click.Path(path_type=Path),
-    help="Cache folder (default: $WEBCLIENT_CACHE_DIR, else $XDG_CACHE_HOME/webclient).",
+    help="Cache folder (default: $WEBCLIENT_CACHE_DIR, else $XDG_CACHE_HOME/webclient,"
+    " else ~/.cache/webclient).",
 )
 
 

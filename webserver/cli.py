@@ -175,7 +175,8 @@ def main() -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on; 0.0.0.0 or :: (dual-stack) to accept other machines.",
+    help="Address to listen on; the default lets only this machine connect; 0.0.0.0 or ::"
+    " (dual-stack) to accept other machines.",
 )
 @_repeated_option(
     "-b",
@@ -234,7 +235,7 @@ def main() -> None:
     "--listing/--no-listing",
     default=True,
     show_default=True,
-    help="List a folder that has no index.html (else 404).",
+    help="List a folder that has no index.html, as python -m http.server does (else 404).",
 )
 @click.option(
     "--compress/--no-compress",
@@ -242,7 +243,9 @@ def main() -> None:
     show_default=True,
     help=(
         "Gzip text, JSON, JS, SVG and XML files of 1 KiB to 8 MiB on the fly when the client"
-        " accepts gzip (never a range). Precompressed x.gz/x.br siblings are sent either way."
+        " accepts gzip (never a range): on by default because it shrinks text several times over"
+        " a slow link; off saves CPU on a fast one. Precompressed x.gz/x.br siblings are sent"
+        " either way."
     ),
 )
 @click.option(
@@ -265,7 +268,8 @@ def main() -> None:
     show_default=True,
     help=(
         "Handlers running at once. No thread waits on a client: connections waiting for a"
-        " request, a body or room to send are parked in the selector and hold none."
+        " request, a body or room to send are parked in the selector and hold none. 8 leaves"
+        " room for handlers that block (on a database, say) while others run."
     ),
 )
 @click.option(
@@ -273,54 +277,62 @@ def main() -> None:
     type=click.IntRange(1, 256),
     default=1,
     show_default=True,
-    help="Server processes sharing the port; set it to the number of cores for throughput.",
+    help="Server processes sharing the port; 1 keeps one process (handlers may share state in"
+    " memory); set it to the number of cores for throughput.",
 )
 @_size_option(
-    "--max-upload", "1G", "Largest request body accepted (K, M, G suffixes); larger gets 413."
+    "--max-upload",
+    "1G",
+    "Largest request body accepted (K, M, G, T suffixes); larger gets 413. 1G: room for real"
+    " files, yet no client fills a disk by accident.",
 )
 @_seconds_option(
     "--keep-alive-timeout",
     DEFAULT_KEEP_ALIVE_TIMEOUT,
-    "Seconds an idle keep-alive connection is kept open.",
+    "Seconds an idle keep-alive connection is kept open (it holds a descriptor, no thread).",
 )
 @_seconds_option(
     "--header-timeout",
     DEFAULT_HEADER_TIMEOUT,
-    "Seconds a request head may take from its first byte; then 408. With TLS, also the"
-    " handshake, from the connection.",
+    "Seconds a request head may take from its first byte; then 408, so a client trickling"
+    " a head (slowloris) is cut. With TLS, also the handshake, from the connection.",
 )
 @_seconds_option(
     "--body-timeout",
     DEFAULT_BODY_TIMEOUT,
     "Seconds a request body may go without progress before 408, and a response the"
     " client does not read before the connection is dropped; past it, each must also"
-    " keep 500 bytes/s on average.",
+    " keep 500 bytes/s on average. 30 s rides out a brief stall on a slow link.",
 )
 @_seconds_option(
     "--grace-period",
     DEFAULT_GRACE_PERIOD,
-    "On Ctrl-C/SIGTERM, seconds in-flight requests get to finish.",
+    "On Ctrl-C/SIGTERM, seconds in-flight requests get to finish before they are cut off.",
 )
 @_count_option(
     "--max-connections",
     DEFAULT_MAX_CONNECTIONS,
-    "Open connections beyond this are answered 503 with Retry-After.",
+    "Open connections beyond this are answered 503 with Retry-After; each costs a file"
+    " descriptor (the open-files limit is raised to fit) and a little memory.",
 )
 @_count_option(
     "--max-queue",
     DEFAULT_MAX_QUEUE,
     "Requests ready to run (fully received) waiting for a free thread; a new request"
-    " beyond this is answered 503. Clients still sending or reading are not counted.",
+    " beyond this is answered 503 at once rather than queued without bound. Clients still"
+    " sending or reading are not counted.",
 )
 @_count_option(
     "--max-requests-per-connection",
     DEFAULT_MAX_REQUESTS_PER_CONNECTION,
-    "Close a keep-alive connection after this many requests.",
+    "Close a keep-alive connection after this many requests, so no client holds one"
+    " forever (as nginx).",
 )
 @_size_option(
     "--max-head-size",
     str(DEFAULT_MAX_HEAD_SIZE),
-    "Largest request head (request line and header fields); larger gets 431.",
+    "Largest request head (request line and header fields; 32768 is 32K, room for large"
+    " cookies); larger gets 431.",
 )
 @_file_option("--access-log", "Append the access log to this file instead of stderr.")
 @click.option(
