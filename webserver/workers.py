@@ -4,7 +4,10 @@ Rules: the parent binds the socket *before* forking, so every worker accepts fro
 kernel queue and a worker that dies loses no queued connection; the parent starts no threads
 (forking a threaded process is unsafe); a worker that exits while the parent is not stopping is
 replaced; SIGTERM or SIGINT to the parent is forwarded to every worker as SIGTERM, and the parent
-waits for their graceful stops before exiting. Linux and other POSIX systems only.
+waits for their graceful stops before exiting; a parent that dies without stopping them (SIGKILL,
+a crash) takes them with it: each worker asks the kernel for SIGTERM when its parent goes
+(``PR_SET_PDEATHSIG``), so no worker keeps serving, unsupervised, on a port nobody owns any
+more. Linux and other POSIX systems only.
 """
 
 from __future__ import annotations
@@ -31,6 +34,22 @@ STOP_MARGIN = 5.0
 #: A worker that dies this soon after starting is not restarted more than once a second, so a
 #: worker that cannot start (a broken handler) does not become a fork loop.
 RESTART_BACKOFF = 1.0
+
+
+#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _follow_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM (a graceful stop) to this worker when ``parent`` dies; if it
+    already has (between fork and here), stop now. Without ``prctl`` (not Linux) workers outlive a
+    killed parent, as before."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def _run_worker(
@@ -85,10 +104,12 @@ class Supervisor:
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the child
                 code = 1
                 try:
+                    _follow_parent(parent)
                     code = _run_worker(self.make_server, self.listeners, blocked)
                 finally:
                     logging.shutdown()

@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import NET_TIMEOUT
+import pytest
+
+from .conftest import NET_TIMEOUT, serving_process
 
 STUCK_SERVER = textwrap.dedent(
     """
@@ -65,3 +69,40 @@ def test_workers_overstaying_the_grace_period_are_killed(tmp_path: Path) -> None
         proc.wait(NET_TIMEOUT)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+        return [int(child) for child in file.read().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            state = file.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL cannot forward a stop: its workers stop by themselves
+    instead of serving on, unsupervised."""
+    argv = [sys.executable, "-m", "webserver", "run", "--port", "0", "--workers", "2"]
+    with serving_process([*argv, "--root", str(tmp_path)]) as (proc, _line):
+        assert _wait_until(lambda: len(_children(proc.pid)) == 2, NET_TIMEOUT)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait(NET_TIMEOUT)
+        assert _wait_until(lambda: not any(_running(w) for w in workers), NET_TIMEOUT)
