@@ -9,8 +9,11 @@ starts them: nginx with one worker, uvicorn with h11), the server on an ephemera
 (``-t1 -c50``) on a 1 KiB file, keep-alive and 16 requests pipelined per write, and reads the
 user + system time of every thread of the server's process tree from ``/proc`` before and after.
 
-Usage: python benchmarks/bench_cpu.py --python A,B[,C] [--peers nginx,uvicorn]
-       [--peer-python PY] [--seconds 3] [--rounds 3] [--workers N]
+With ``--pin``, wrk runs on CPU 0 and every server on CPU 1 (``taskset``): on a 2-core machine
+the two then do not compete for a core, and req/s shows what one core of server gives.
+
+Usage: python benchmarks/bench_cpu.py --python A,B[,C] [--peers nginx,uvicorn,gunicorn-1]
+       [--peer-python PY] [--seconds 3] [--rounds 3] [--workers N] [--pin]
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / TICKS
 
 
-def _start(target: str, ctx: Context, workers: int) -> Service:
+#: ``taskset`` prefixes with ``--pin``: wrk on CPU 0, the server on CPU 1.
+PIN_WRK = ("taskset", "-c", "0")
+PIN_SERVER = ("taskset", "-c", "1")
+
+
+def _start(target: str, ctx: Context, workers: int, pin: bool) -> Service:
     """Our server run by the interpreter ``target``, or the peer named ``target``."""
     if target.startswith("peer:"):
         service, _ = build_service(target[5:], ctx)
@@ -56,12 +64,14 @@ def _start(target: str, ctx: Context, workers: int) -> Service:
         argv = [target, "-m", "webserver", "run", "--host", HOST, "--port", "0"]
         argv += ["--root", str(ctx.www), "--no-access-log", "--workers", str(workers)]
         service = Service("ours", argv, ctx.tmp, banner=True)
+    if pin:
+        service.argv = [*PIN_SERVER, *service.argv]  # taskset execs it: the same process
     service.start()
     return service
 
 
 def _measure(
-    service: Service, scripts: dict[str, Path], seconds: float
+    service: Service, scripts: dict[str, Path], seconds: float, pin: bool
 ) -> dict[str, tuple[float, float]]:
     """Per workload: server CPU µs per request and req/s."""
     assert service.proc is not None
@@ -69,7 +79,7 @@ def _measure(
     for workload, script in scripts.items():
         pids = process_tree(service.proc.pid)
         before = cpu_seconds(pids)
-        result = run_wrk(service.port, SMALL, 50, seconds, script)
+        result = run_wrk(service.port, SMALL, 50, seconds, script, prefix=PIN_WRK if pin else ())
         used = cpu_seconds(pids) - before
         found[workload] = (used * 1e6 / max(result.requests, 1), result.requests / result.seconds)
     return found
@@ -83,7 +93,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pin", action="store_true", help="wrk on CPU 0, servers on CPU 1")
     args = parser.parse_args()
+    load_start = Path("/proc/loadavg").read_text().split()[0]
     targets = [p for p in args.python.split(",") if p]
     targets += [f"peer:{name}" for name in args.peers.split(",") if name]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -99,12 +111,13 @@ def main() -> int:
                 if target in skipped:
                     continue
                 try:
-                    service = _start(target, ctx, args.workers)
+                    service = _start(target, ctx, args.workers, args.pin)
                 except (BenchError, OSError) as exc:
                     skipped[target] = str(exc)
                     continue
                 try:
-                    for workload, figures in _measure(service, scripts, args.seconds).items():
+                    measured = _measure(service, scripts, args.seconds, args.pin)
+                    for workload, figures in measured.items():
                         results.setdefault((workload, target), []).append(figures)
                 finally:
                     service.stop()
@@ -125,7 +138,7 @@ def main() -> int:
     for target, reason in skipped.items():
         print(f"\n{target.removeprefix('peer:')}: not measured, {reason}")
     load = Path("/proc/loadavg").read_text().split()[0]
-    print(f"\nload average at the end: {load} on {os.cpu_count()} CPUs")
+    print(f"\nload average at the start: {load_start}, at the end: {load} on {os.cpu_count()} CPUs")
     return 0
 
 
