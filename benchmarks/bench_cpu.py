@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +68,24 @@ def _start(target: str, ctx: Context, workers: int, pin: bool) -> Service:
     if pin:
         service.argv = [*PIN_SERVER, *service.argv]  # taskset execs it: the same process
     service.start()
+    _wait_for_children(service)
     return service
+
+
+def _wait_for_children(service: Service, stable_for: float = 1.0, limit: float = 15.0) -> None:
+    """Wait until the server's process tree has stopped growing: a server with worker
+    processes (ours with ``--workers``, nginx, gunicorn) accepts on its socket before it has
+    forked them, and a worker not yet born when the CPU time is first read would be missed."""
+    assert service.proc is not None
+    deadline = time.monotonic() + limit
+    size, since = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = len(process_tree(service.proc.pid))
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= stable_for:
+            return
+        time.sleep(0.1)
 
 
 def _measure(

@@ -251,12 +251,12 @@ def _next_request(ex: _Exchange) -> Turn | None:
             if ex.inline:
                 return _answer_inline(ex, plain)
             _answer_plain(ex, plain)
+        case Wait() as wait:  # before h11.Request, whose isinstance goes through ABCMeta
+            return _wait(ex, wait)
         case NotPlain():
             return TO_WORKER
         case h11.Request() as event:
             _begin(ex, event)
-        case Wait() as wait:
-            return _wait(ex, wait)
         case Refuse(status=status, detail=detail):
             _send_error(ex, status, detail)
         case Ended():

@@ -244,21 +244,13 @@ def _response_fields(
     and whether the handler set ``Content-Length`` itself (then it is to be checked)."""
     fields = response.headers
     try:
-        for name, value in fields:
-            if type(name) is not str or type(value) is not str:
-                fields = [(_text(name), _text(value)) for name, value in fields]
-                break
-    except (TypeError, ValueError) as exc:
-        raise InvalidResponse(f"header fields {fields!r:.200}: {exc}") from None
-    has_length = has_date = has_server = False
-    for name, _ in fields:
-        lowered = name.lower()
-        if lowered == "content-length":
-            has_length = True
-        elif lowered == "date":
-            has_date = True
-        elif lowered == "server":
-            has_server = True
+        has_length, has_date, has_server = _has_fields(fields)
+    except (_NotText, TypeError, ValueError):  # not text, or not pairs
+        try:
+            fields = [(_text(name), _text(value)) for name, value in fields]
+        except (TypeError, ValueError) as exc:
+            raise InvalidResponse(f"header fields {fields!r:.200}: {exc}") from None
+        has_length, has_date, has_server = _has_fields(fields)
     # A handler may set its own Date or Server (a proxy, a test origin); otherwise we do.
     extra: list[tuple[str, str]] = []
     if not has_date:
@@ -268,6 +260,27 @@ def _response_fields(
     if not has_length and status not in NO_BODY_STATUSES and length is not None:
         return (*extra, *fields, ("Content-Length", str(length))), False
     return (*extra, *fields), has_length
+
+
+class _NotText(Exception):
+    """A field name or value that is not plain ``str``."""
+
+
+def _has_fields(fields: Iterable[tuple[str, str]]) -> tuple[bool, bool, bool]:
+    """Whether ``fields`` set Content-Length, Date and Server; ``_NotText`` when a name or a
+    value is not plain ``str`` (one pass: this runs for every response)."""
+    has_length = has_date = has_server = False
+    for name, value in fields:
+        if type(name) is not str or type(value) is not str:
+            raise _NotText
+        lowered = name.lower()
+        if lowered == "content-length":
+            has_length = True
+        elif lowered == "date":
+            has_date = True
+        elif lowered == "server":
+            has_server = True
+    return has_length, has_date, has_server
 
 
 def _text(value: object) -> str:
