@@ -6,7 +6,8 @@ issue 14 compares us with nginx. This runs, for each round and each server in tu
 ``--python``, an interpreter that imports the version of ours to measure, e.g. a wrapper that
 sets ``PYTHONPATH`` to another checkout; then each of ``--peers``, started as bench_server.py
 starts them: nginx with one worker, uvicorn with h11), the server on an ephemeral port and wrk
-(``-t1 -c50``) on a 1 KiB file, keep-alive and 16 requests pipelined per write, and reads the
+(``-t1 -c50``) on a 1 KiB file (``floor``: benchmarks/floor_server.py, the least a Python
+server can do per request), keep-alive and 16 requests pipelined per write, and reads the
 user + system time of every thread of the server's process tree from ``/proc`` before and after.
 
 With ``--pin``, wrk runs on CPU 0 and every server on CPU 1 (``taskset``): on a 2-core machine
@@ -59,7 +60,10 @@ PIN_SERVER = ("taskset", "-c", "1")
 
 def _start(target: str, ctx: Context, workers: int, pin: bool) -> Service:
     """Our server run by the interpreter ``target``, or the peer named ``target``."""
-    if target.startswith("peer:"):
+    if target == "peer:floor":
+        floor = Path(__file__).resolve().parent / "floor_server.py"
+        service = Service("floor", [ctx.peer_python, str(floor)], ctx.tmp, banner=True)
+    elif target.startswith("peer:"):
         service, _ = build_service(target[5:], ctx)
     else:
         argv = [target, "-m", "webserver", "run", "--host", HOST, "--port", "0"]

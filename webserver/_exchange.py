@@ -24,6 +24,7 @@ gets a 500 and the traceback in the error log; no exception leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import select
@@ -220,6 +221,12 @@ def serve_ready(
         INLINE_REQUESTS + 1 if inline else 0,
     )
     try:
+        if inline:
+            # Woken because bytes came: take them before looking for a request, the turn's
+            # one read.
+            exchange.received = True
+            with contextlib.suppress(BlockingIOError):
+                conn.receive()
         return _loop(exchange)
     except (OSError, ClientDisconnected):
         return CLOSE

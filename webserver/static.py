@@ -57,6 +57,8 @@ _PART_CHUNK = 64 * 1024
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 _ACCEPT_RANGES = ("Accept-Ranges", "bytes")
 _VARY = ("Vary", "Accept-Encoding")
+#: Request fields that make the answer depend on more than the cached file (see ``from_memory``).
+_NEGOTIATED = frozenset({"accept-encoding", "range"})
 #: Smallest file gzipped on the fly: below this the gzip header and the CPU outweigh the saving.
 COMPRESS_MIN = 1024
 #: Largest file gzipped on the fly: bigger ones go by sendfile, as compressing them would hold a
@@ -262,9 +264,9 @@ class StaticFiles(Handler):
         Why: such an answer cannot wait on anything, so the server's selector thread gives it
         itself instead of handing the connection to a worker (see ``Server._answer_here``).
         """
-        headers = request.headers
-        if headers.get("accept-encoding") is not None or headers.get("range") is not None:
-            return None  # a coding means looking for precompressed siblings: more system calls
+        for name, _ in request.headers:
+            if name in _NEGOTIATED:
+                return None  # a coding means looking for precompressed siblings: more calls
         joined = self._joined.get(request.route_path)
         if joined is None:
             joined = self._remember_joined(request.route_path)
@@ -274,7 +276,7 @@ class StaticFiles(Handler):
         st = _stat_matching(joined, cached)
         if st is None:
             return None
-        return self._respond(request, joined, st, cached)
+        return self._respond(request, joined, st, cached, negotiate=False)
 
     def _remember_joined(self, route_path: str) -> str:
         """The root joined to the segments of ``route_path``, remembered (a pure function of
@@ -344,15 +346,19 @@ class StaticFiles(Handler):
         st: os.stat_result,
         cached: _CachedFile,
         file: BinaryIO | None = None,
+        *,
+        negotiate: bool = True,
     ) -> Response:
         """The 200, 206, 304, 416 or HEAD answer for a regular file at ``where``; ``file`` is
         sent unless cached. (A cached file comes as a ``str``: the plain answer needs no
-        ``Path``, and building one was a twentieth of a small request's time.)"""
-        accept_encoding = request.headers.get("accept-encoding")
-        if accept_encoding is not None and request.headers.get("range") is None:
-            encoded = self._encoded(request, accept_encoding, Path(where), st, cached, file)
-            if encoded is not None:
-                return encoded
+        ``Path``, and building one was a twentieth of a small request's time.) Without
+        ``negotiate`` the request is known to carry neither ``Accept-Encoding`` nor ``Range``."""
+        if negotiate:
+            accept_encoding = request.headers.get("accept-encoding")
+            if accept_encoding is not None and request.headers.get("range") is None:
+                encoded = self._encoded(request, accept_encoding, Path(where), st, cached, file)
+                if encoded is not None:
+                    return encoded
         if not_modified(request.headers, cached.etag, st.st_mtime):
             if file is not None:
                 file.close()
@@ -360,7 +366,7 @@ class StaticFiles(Handler):
         headers = cached.fields.copy()
         if self._has_extra_headers:
             headers += self.extra_headers(Path(where), st)
-        range_header = request.headers.get("range")
+        range_header = request.headers.get("range") if negotiate else None
         if range_header is not None:
             ranged = self._ranged(request, range_header, Path(where), st, cached, headers, file)
             if ranged is not None:
