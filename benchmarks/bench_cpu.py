@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -92,18 +93,38 @@ def _wait_for_children(service: Service, stable_for: float = 1.0, limit: float =
         time.sleep(0.1)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent busy so far (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait; guest time is already in user
+    return (sum(fields[:8]) - idle) / TICKS
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _measure(
     service: Service, scripts: dict[str, Path], seconds: float, pin: bool
-) -> dict[str, tuple[float, float]]:
-    """Per workload: server CPU µs per request and req/s."""
+) -> dict[str, tuple[float, float, float, float]]:
+    """Per workload: server CPU µs per request, req/s, and the cores wrk and other processes
+    (neither the server nor wrk) kept busy on average meanwhile."""
     assert service.proc is not None
     found = {}
     for workload, script in scripts.items():
         pids = process_tree(service.proc.pid)
-        before = cpu_seconds(pids)
+        before, busy, wrk = cpu_seconds(pids), machine_busy_seconds(), _children_seconds()
         result = run_wrk(service.port, SMALL, 50, seconds, script, prefix=PIN_WRK if pin else ())
         used = cpu_seconds(pids) - before
-        found[workload] = (used * 1e6 / max(result.requests, 1), result.requests / result.seconds)
+        wrk = _children_seconds() - wrk
+        others = (machine_busy_seconds() - busy - used - wrk) / result.seconds
+        found[workload] = (
+            used * 1e6 / max(result.requests, 1),
+            result.requests / result.seconds,
+            wrk / result.seconds,
+            max(others, 0.0),
+        )
     return found
 
 
@@ -120,7 +141,7 @@ def main() -> int:
     load_start = Path("/proc/loadavg").read_text().split()[0]
     targets = [p for p in args.python.split(",") if p]
     targets += [f"peer:{name}" for name in args.peers.split(",") if name]
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as name:
         tmp = Path(name)
@@ -145,17 +166,20 @@ def main() -> int:
                     service.stop()
     rows = []
     for (workload, target), runs in sorted(results.items()):
-        per_cpu_s = sorted(1e6 / cpu for cpu, _ in runs if cpu > 0)
+        per_cpu_s = sorted(1e6 / run[0] for run in runs if run[0] > 0)
         rows.append(
             [
                 workload,
                 target.removeprefix("peer:"),
-                " / ".join(f"{cpu:.0f}" for cpu, _ in runs),
+                " / ".join(f"{run[0]:.0f}" for run in runs),
                 f"{per_cpu_s[len(per_cpu_s) // 2]:,.0f}" if per_cpu_s else "-",
-                " / ".join(f"{rate:,.0f}" for _, rate in runs),
+                " / ".join(f"{run[1]:,.0f}" for run in runs),
+                " / ".join(f"{run[2]:.2f}" for run in runs),
+                " / ".join(f"{run[3]:.2f}" for run in runs),
             ]
         )
     headers = ["workload", "server", "CPU µs per request", "median req per CPU-s", "req/s"]
+    headers += ["wrk, cores", "other processes, cores"]
     print(markdown_table(headers, rows))
     for target, reason in skipped.items():
         print(f"\n{target.removeprefix('peer:')}: not measured, {reason}")
