@@ -372,10 +372,9 @@ class Server:
         #: Wakes a lingering worker loop: a connection is ready, or the loops are to return.
         self._work_ready = threading.Condition(self._busy_lock)
         self._retire = False
-        #: The selector answers small files from memory itself (see ``_answer_here``): not
-        #: when a subclass wraps ``app`` (its code may wait), nor over TLS (OpenSSL may hold
-        #: decrypted bytes that epoll cannot report, and the turn reads only once).
-        self._inline = type(self).app is Server.app and self._tls is None
+        #: The selector answers small files from memory itself (see ``_answer_here``); set
+        #: when serving starts (``_may_answer_here``).
+        self._inline = False
         #: The serving thread started by ``with server:``, and what made it fail.
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -524,6 +523,7 @@ class Server:
             self._wake()
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webserver-worker")
         poller = self._poller = _Poller()
+        self._inline = self._may_answer_here()
         # Every entry bounded and repeats counted while we serve: a client must not fill a disk.
         release_error_log = bound_error_log(error_log)
         try:
@@ -688,6 +688,17 @@ class Server:
         if not self._park(conn, turn):
             self._close(conn)
         return True
+
+    def _may_answer_here(self) -> bool:
+        """Whether the selector may answer small files itself: not when a subclass wraps
+        ``app`` or the router's ``dispatch`` (their code may wait, and must see every request),
+        nor over TLS (OpenSSL may hold decrypted bytes that epoll cannot report, and the
+        selector's turn reads only once)."""
+        return (
+            type(self).app is Server.app
+            and type(self.router).dispatch is Router.dispatch
+            and self._tls is None
+        )
 
     def _from_memory(self, request: Request) -> Response:
         """The app of the selector's own turns: what the router would answer, when that is

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from webserver import Handler, Request, Response, Server
+from webserver import Handler, Request, Response, Router, Server, StaticFiles
 from webserver._connection import Owner
 from webserver._exchange import SELECTOR_BODY_BYTES
 from webserver.framing import HeadLimits
@@ -999,11 +999,8 @@ def test_keep_alive_gets_of_a_cached_file_need_no_worker(
     assert len(turns) == 1
 
 
-def test_an_app_wrapped_by_a_subclass_is_always_run_by_a_worker(
-    www: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A subclass that overrides ``app`` may run code that waits: the selector answers
-    nothing itself, and the wrapper sees every request."""
+def _count_inline_turns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the turns the selector runs itself from now on."""
     import webserver.server as server_module
 
     inline: list[int] = []
@@ -1015,6 +1012,15 @@ def test_an_app_wrapped_by_a_subclass_is_always_run_by_a_worker(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(server_module, "serve_ready", counting)
+    return inline
+
+
+def test_an_app_wrapped_by_a_subclass_is_always_run_by_a_worker(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subclass that overrides ``app`` may run code that waits: the selector answers
+    nothing itself, and the wrapper sees every request."""
+    inline = _count_inline_turns(monkeypatch)
     seen: list[str] = []
 
     class Wrapped(Server):
@@ -1052,3 +1058,33 @@ def test_a_client_not_reading_cached_answers_does_not_hold_the_selector(www: Pat
         wait_for_owner(server, Owner.SEND)
         for _ in range(5):
             assert _plain_get(other, reader, "/hello.txt") == b"hello, world\n"
+
+
+def test_a_router_whose_dispatch_is_replaced_sees_every_request(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router subclass that overrides ``dispatch`` sees every request: the selector answers
+    nothing itself behind its back."""
+    inline = _count_inline_turns(monkeypatch)
+    seen: list[str] = []
+
+    class Watching(Router):
+        def dispatch(self, request: Request) -> Response:
+            seen.append(request.path)
+            return super().dispatch(request)
+
+    def use_watching(server: Server) -> None:
+        watching = Watching()
+        watching.add("/", StaticFiles(www), prefix=True)
+        server.router = watching
+
+    with (
+        running_server(root=www, access_log=False, setup=use_watching) as server,
+        connect(server) as sock,
+    ):
+        reader = WireReader(sock)
+        for _ in range(5):
+            assert _plain_get(sock, reader, "/hello.txt") == b"hello, world\n"
+            wait_for_owner(server, Owner.HEAD)
+    assert seen == ["/hello.txt"] * 5
+    assert inline == []
