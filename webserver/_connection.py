@@ -338,6 +338,10 @@ class Connection:
         """A plain request or a wait; None (nothing consumed) when h11 is to read what is
         buffered."""
         inbuf = self._inbuf
+        if not inbuf and not self.eof:
+            # Nothing buffered, as after most answers: the end of the scan below, at once.
+            self._scanned = 0
+            return self._waiting(partial=False, blank_only=False)
         blank = False
         while inbuf.startswith(b"\r\n"):
             # RFC 9112 §2.2: ignore empty lines before a request line (some clients send one
