@@ -260,9 +260,11 @@ def run_wrk(
     duration: float,
     script: Path,
     headers: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> WrkResult:
-    """One wrk run with a single thread; its BENCH line parsed."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s"]
+    """One wrk run with a single thread; its BENCH line parsed. ``prefix`` is put before the
+    command (``taskset -c 0`` to pin it to a CPU)."""
+    argv = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s"]
     argv += ["-s", str(script)]
     for header in headers:
         argv += ["-H", header]

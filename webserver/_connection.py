@@ -109,8 +109,16 @@ class Ended:
 
 ENDED = Ended()
 
+
+class NotPlain:
+    """The next request is not for the fast path (it needs h11, or h11 is to say what is
+    wrong with it); asked with ``plain_only``, nothing was consumed and the mode is unchanged."""
+
+
+NOT_PLAIN = NotPlain()
+
 #: What :meth:`Connection.next_request` answers.
-Next = PlainRequest | h11.Request | Wait | Refuse | Ended
+Next = PlainRequest | h11.Request | Wait | Refuse | Ended | NotPlain
 
 
 class Resource(Protocol):
@@ -309,44 +317,54 @@ class Connection:
             return bool(self.h11.trailing_data[0])
         return bool(self._inbuf)
 
-    def next_request(self, limits: HeadLimits) -> Next:
+    def next_request(self, limits: HeadLimits, *, plain_only: bool = False) -> Next:
         """The next request buffered: a plain one (answered before the next call, see
-        :meth:`take_plain_head`), one h11 parsed (its body follows from h11), or why not."""
+        :meth:`take_plain_head`), one h11 parsed (its body follows from h11), or why not.
+        With ``plain_only``, :data:`NOT_PLAIN` instead of anything h11 would have to read."""
         if self._mode is Mode.PLAIN:
             found = self._next_plain(limits)
             if found is not None:
                 return found
+            if plain_only:
+                if self.eof and not self._inbuf:
+                    return ENDED  # what h11 says of a stream closed between requests
+                return NOT_PLAIN
+            self._use(Mode.H11)
+        elif plain_only:
+            return NOT_PLAIN
         return self._next_h11(limits)
 
     def _next_plain(self, limits: HeadLimits) -> Next | None:
+        """A plain request or a wait; None (nothing consumed) when h11 is to read what is
+        buffered."""
         inbuf = self._inbuf
+        if not inbuf and not self.eof:
+            # Nothing buffered, as after most answers: the end of the scan below, at once.
+            self._scanned = 0
+            return self._waiting(partial=False, blank_only=False)
         blank = False
-        while inbuf[:2] == b"\r\n":
+        while inbuf.startswith(b"\r\n"):
             # RFC 9112 §2.2: ignore empty lines before a request line (some clients send one
             # after a POST body). They extend no deadline, so a trickle of them holds nothing.
             del inbuf[:2]
             blank = True
             self._scanned = 0
-        if inbuf[:1] and inbuf[0] < 0x21 and inbuf != b"\r":
+        if inbuf and inbuf[0] < 0x21 and inbuf != b"\r":
             # h11 refuses at once what cannot start a request line (a TLS handshake sent to a
             # plain-HTTP port), without waiting for a whole head.
-            self._use(Mode.H11)
             return None
         end = find_head_end(inbuf, self._scanned)
         if end >= 0:
             plain = parse_plain_request(bytes(inbuf[:end]), limits)
             if plain is None:
-                self._use(Mode.H11)
                 return None
             self._plain_head = end
             self.head_started = None
             return plain
         if self.eof or len(inbuf) > limits.max_head_size:
-            self._use(Mode.H11)  # h11 and the strict checks say what is wrong, if anything
-            return None
+            return None  # h11 and the strict checks say what is wrong, if anything
         if inbuf and _head_prefix_refused(inbuf, self._scanned, limits):
-            self._use(Mode.H11)  # framing hook: h11 mode answers it (_check_pending_head)
-            return None
+            return None  # framing hook: h11 mode answers it (_check_pending_head)
         self._scanned = max(0, len(inbuf) - 2)
         lone_cr = inbuf == b"\r"  # perhaps the start of another empty line
         return self._waiting(partial=bool(inbuf) and not lone_cr, blank_only=blank or lone_cr)

@@ -24,6 +24,7 @@ gets a 500 and the traceback in the error log; no exception leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import select
@@ -35,7 +36,7 @@ from typing import cast
 import h11
 
 from ._chunked import BodyFramingError, start_body_check
-from ._connection import LINGER_SECONDS, Connection, Ended, Refuse, Wait
+from ._connection import LINGER_SECONDS, Connection, Ended, NotPlain, Refuse, Wait
 from ._fastpath import PlainRequest
 from ._spool import Spool
 from ._writing import InvalidResponse, Reply, Streaming, make_reply, write_reply
@@ -74,6 +75,10 @@ MIN_SEND_RATE = 500
 #: ``receive_parked_body``): a fast upload is handed over at its first read, a slow one once per
 #: 16 KiB instead of once per trickle.
 SELECTOR_BODY_BYTES = 16 * 1024
+#: Requests the selector thread answers in one turn of a connection (see ``serve_ready``'s
+#: ``inline``) before a worker takes the rest of its pipeline: about a millisecond of Python,
+#: so one client's burst cannot hold up every other connection for long.
+INLINE_REQUESTS = 16
 
 
 class Outcome(enum.Enum):
@@ -86,6 +91,7 @@ class Outcome(enum.Enum):
     SEND = "send"  #: park until the client has read enough for more to be sent
     LINGER = "linger"  #: answered, closing: half-close and discard the client's input
     CLOSE = "close"  #: finished or broken: close it
+    WORKER = "worker"  #: an inline turn stopped at what only a worker may do: queue it for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,12 @@ class Turn:
 
 
 CLOSE = Turn(Outcome.CLOSE)
+TO_WORKER = Turn(Outcome.WORKER)
+
+
+class NeedsWorker(Exception):
+    """Raised by the app of an inline turn for a request it does not answer from memory: the
+    request stays buffered, untouched, and a worker answers it (see ``serve_ready``)."""
 
 
 class _Exchange:
@@ -107,8 +119,10 @@ class _Exchange:
         "app",
         "config",
         "conn",
+        "inline",
         "limits",
         "others_waiting",
+        "received",
         "request",
         "server_name",
         "spool_folder",
@@ -124,8 +138,13 @@ class _Exchange:
         others_waiting: Callable[[], bool],
         spool_folder: SpoolFolder,
         limits: HeadLimits | None,
+        inline: int = 0,
     ) -> None:
         self.conn = conn
+        #: One more than the requests an inline turn may still answer (0: a worker's turn).
+        self.inline = inline
+        #: An inline turn has received once (it does not try again: epoll reports more).
+        self.received = False
         self.spool_folder = spool_folder
         self.app = app
         self.config = config
@@ -175,6 +194,7 @@ def serve_ready(
     *,
     spool_folder: SpoolFolder = lambda method, target: None,
     limits: HeadLimits | None = None,
+    inline: bool = False,
 ) -> Turn:
     """Carry the connection as far as the network lets it; never raises.
 
@@ -182,9 +202,31 @@ def serve_ready(
     for a worker, in which case this one is parked as soon as it has nothing buffered;
     ``spool_folder`` where a request's body goes when it is too large for memory; ``limits``
     those of ``config`` (:func:`head_limits`), built once by the caller rather than per turn.
+
+    ``inline``: the turn runs on the selector thread, for a connection parked between requests
+    in plain mode with nothing queued. It receives once, answers plain requests whose ``app``
+    answers from memory (``app`` raises :class:`NeedsWorker` for any other, which stays
+    buffered), at most ``INLINE_REQUESTS`` of them, and never waits: anything else (a request
+    for h11, a body, a handler that may block, the rest of a long pipeline) ends the turn with
+    ``Outcome.WORKER``, nothing of it consumed, and a worker carries on in order.
     """
-    exchange = _Exchange(conn, app, config, stopping, others_waiting, spool_folder, limits)
+    exchange = _Exchange(
+        conn,
+        app,
+        config,
+        stopping,
+        others_waiting,
+        spool_folder,
+        limits,
+        INLINE_REQUESTS + 1 if inline else 0,
+    )
     try:
+        if inline:
+            # Woken because bytes came: take them before looking for a request, the turn's
+            # one read.
+            exchange.received = True
+            with contextlib.suppress(BlockingIOError):
+                conn.receive()
         return _loop(exchange)
     except (OSError, ClientDisconnected):
         return CLOSE
@@ -211,17 +253,33 @@ def _loop(ex: _Exchange) -> Turn:
 
 def _next_request(ex: _Exchange) -> Turn | None:
     """Act on the next request buffered; a turn when the connection is to wait or close."""
-    match ex.conn.next_request(ex.limits):
+    match ex.conn.next_request(ex.limits, plain_only=bool(ex.inline)):
         case PlainRequest() as plain:
+            if ex.inline:
+                return _answer_inline(ex, plain)
             _answer_plain(ex, plain)
+        case Wait() as wait:  # before h11.Request, whose isinstance goes through ABCMeta
+            return _wait(ex, wait)
+        case NotPlain():
+            return TO_WORKER
         case h11.Request() as event:
             _begin(ex, event)
-        case Wait() as wait:
-            return _wait(ex, wait)
         case Refuse(status=status, detail=detail):
             _send_error(ex, status, detail)
         case Ended():
             return _close(ex)  # answers to what came before the end still go out
+    return None
+
+
+def _answer_inline(ex: _Exchange, plain: PlainRequest) -> Turn | None:
+    """Answer a plain request in an inline turn, if its app answers it from memory."""
+    if ex.inline == 1:
+        return TO_WORKER  # the turn's budget is spent: a worker answers the rest
+    try:
+        _answer_plain(ex, plain)
+    except NeedsWorker:
+        return TO_WORKER
+    ex.inline -= 1
     return None
 
 
@@ -282,13 +340,16 @@ def _wait(ex: _Exchange, wait: Wait) -> Turn | None:
         return _park_send(ex)
     if ex.stopping() and not wait.partial:
         return CLOSE
-    try:
-        conn.receive()
-        return None  # bytes, or the end of the stream: look again
-    except BlockingIOError:
-        pass
+    if not ex.received:
+        ex.received = bool(ex.inline)
+        try:
+            conn.receive()
+            return None  # bytes, or the end of the stream: look again
+        except BlockingIOError:
+            pass
     if (
-        not wait.partial
+        not ex.inline
+        and not wait.partial
         and not wait.blank_only
         and not ex.others_waiting()
         and _next_request_soon(conn)
@@ -480,6 +541,8 @@ def _call_app(ex: _Exchange, build: Callable[[], Request], target: str) -> tuple
                 f" not {response!r:.200}"
             )
         return response, False
+    except NeedsWorker:
+        raise  # nothing done: the request is left for a worker
     except HTTPError as exc:
         return Response.error(exc.status, exc.detail, headers=exc.headers), exc.close
     except ClientDisconnected:

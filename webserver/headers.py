@@ -33,8 +33,12 @@ class Headers(Sequence[tuple[str, str]]):
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The field's value; repeated fields are joined with ``, `` (RFC 9110 §5.3)."""
-        values = self.get_all(name)
-        return ", ".join(values) if values else default
+        name = name.lower()
+        found = None
+        for field, value in self._fields:  # no list: asked several times per request
+            if field == name:
+                found = value if found is None else f"{found}, {value}"
+        return default if found is None else found
 
     def get_all(self, name: str) -> list[str]:
         name = name.lower()

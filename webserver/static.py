@@ -45,6 +45,10 @@ from .response import Response
 CACHE_FILE_LIMIT = 64 * 1024
 #: Memory the cache of one StaticFiles handler may hold, bodies and metadata.
 CACHE_SIZE = 8 * 1024 * 1024
+#: Route paths whose checked, joined file path is remembered, at most (see
+#: ``StaticFiles.from_memory``), and the longest remembered: some 0.5 MiB at worst.
+JOINED_PATHS = 1024
+JOINED_PATH_MAX = 256
 #: Rough cost of an entry beyond its body, for the budget.
 _ENTRY_OVERHEAD = 512
 #: Bytes read per step when a multipart/byteranges body is built from the file.
@@ -53,6 +57,8 @@ _PART_CHUNK = 64 * 1024
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 _ACCEPT_RANGES = ("Accept-Ranges", "bytes")
 _VARY = ("Vary", "Accept-Encoding")
+#: Request fields that make the answer depend on more than the cached file (see ``from_memory``).
+_NEGOTIATED = frozenset({"accept-encoding", "range"})
 #: Smallest file gzipped on the fly: below this the gzip header and the CPU outweigh the saving.
 COMPRESS_MIN = 1024
 #: Largest file gzipped on the fly: bigger ones go by sendfile, as compressing them would hold a
@@ -151,6 +157,20 @@ def _open_matching(path: str, cached: _CachedFile) -> BinaryIO | None:
     return None
 
 
+def _stat_matching(path: str, cached: _CachedFile) -> os.stat_result | None:
+    """The ``stat`` of ``path`` if it is still the cached file, else None.
+
+    Same device, inode, size and mtime: the very file read (and checked to lie inside the root)
+    before. A path that now leads elsewhere, through a swapped folder or a new symlink, names
+    another inode and takes the slow path.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if cached.matches(st) else None
+
+
 def _read_small(file: BinaryIO, size: int, limit: int) -> bytes | None:
     """The whole file if it is at most ``limit`` bytes and reads back at its stat size."""
     if size > limit:
@@ -193,6 +213,9 @@ class StaticFiles(Handler):
         #: 0 turns the cache off. Larger files go by ``sendfile`` (their headers are cached).
         self.cache_file_limit = cache_file_limit
         self._cache = _FileCache(cache_size)
+        #: Route paths already checked, and the path each names under the root (see
+        #: ``_remember_joined``); a dict's get and set need no lock.
+        self._joined: dict[str, str] = {}
         self._has_extra_headers = type(self).extra_headers is not StaticFiles.extra_headers
 
     @classmethod
@@ -220,28 +243,60 @@ class StaticFiles(Handler):
         return []
 
     def get(self, request: Request) -> Response:
-        segments = file_segments(request.route_path)
+        segments = self._segments(request.route_path)
+        joined = os.path.join(self.root, *segments)
+        cached = self._cache.get(joined)
+        if cached is not None:
+            st = _stat_matching(joined, cached)
+            if st is not None:
+                if cached.body is not None:
+                    return self._respond(request, joined, st, cached)
+                file = _open_matching(joined, cached)
+                if file is not None:
+                    return self._respond(request, joined, st, cached, file)
+        return self._get_uncached(request, segments, joined)
+
+    def from_memory(self, request: Request) -> Response | None:
+        """The answer :meth:`get` gives, when it comes from memory at the cost of one ``stat``
+        and no other system call (a cached small file, no coding to choose, no range); else
+        None, having done nothing.
+
+        Why: such an answer cannot wait on anything, so the server's selector thread gives it
+        itself instead of handing the connection to a worker (see ``Server._answer_here``).
+        """
+        for name, _ in request.headers:
+            if name in _NEGOTIATED:
+                return None  # a coding means looking for precompressed siblings: more calls
+        joined = self._joined.get(request.route_path)
+        if joined is None:
+            joined = self._remember_joined(request.route_path)
+        cached = self._cache.get(joined)
+        if cached is None or cached.body is None:
+            return None
+        st = _stat_matching(joined, cached)
+        if st is None:
+            return None
+        return self._respond(request, joined, st, cached, negotiate=False)
+
+    def _remember_joined(self, route_path: str) -> str:
+        """The root joined to the segments of ``route_path``, remembered (a pure function of
+        the path: checking and joining segments was a twentieth of a small request's time)."""
+        joined = os.path.join(self.root, *self._segments(route_path))
+        if len(route_path) <= JOINED_PATH_MAX:
+            if len(self._joined) >= JOINED_PATHS:
+                self._joined.clear()  # rare: a new set of paths, remembered again as asked
+            self._joined[route_path] = joined
+        return joined
+
+    def _segments(self, route_path: str) -> list[str]:
+        """The path's segments; ``NotFound`` for a hidden one, ``BadRequest`` for one that
+        cannot name a file."""
+        segments = file_segments(route_path)
         if any(s[0] == "." for s in segments) and hidden_refused(
             segments, show_hidden=self.show_hidden
         ):
             raise NotFound()
-        joined = os.path.join(self.root, *segments)
-        cached = self._cache.get(joined)
-        if cached is not None:
-            try:
-                st = os.stat(joined)
-            except OSError:
-                st = None
-            # Same device, inode, size and mtime: the very file read (and checked to lie inside
-            # the root) before. A path that now leads elsewhere, through a swapped folder or a
-            # new symlink, names another inode and takes the slow path below.
-            if st is not None and cached.matches(st):
-                if cached.body is not None:
-                    return self._respond(request, Path(joined), st, cached)
-                file = _open_matching(joined, cached)
-                if file is not None:
-                    return self._respond(request, Path(joined), st, cached, file)
-        return self._get_uncached(request, segments, joined)
+        return segments
 
     def _get_uncached(self, request: Request, segments: list[str], joined: str) -> Response:
         path = resolve_inside(self.root, segments)
@@ -287,28 +342,33 @@ class StaticFiles(Handler):
     def _respond(
         self,
         request: Request,
-        path: Path,
+        where: Path | str,
         st: os.stat_result,
         cached: _CachedFile,
         file: BinaryIO | None = None,
+        *,
+        negotiate: bool = True,
     ) -> Response:
-        """The 200, 206, 304, 416 or HEAD answer for a regular file; ``file`` is sent unless
-        cached."""
-        accept_encoding = request.headers.get("accept-encoding")
-        if accept_encoding is not None and request.headers.get("range") is None:
-            encoded = self._encoded(request, accept_encoding, path, st, cached, file)
-            if encoded is not None:
-                return encoded
+        """The 200, 206, 304, 416 or HEAD answer for a regular file at ``where``; ``file`` is
+        sent unless cached. (A cached file comes as a ``str``: the plain answer needs no
+        ``Path``, and building one was a twentieth of a small request's time.) Without
+        ``negotiate`` the request is known to carry neither ``Accept-Encoding`` nor ``Range``."""
+        if negotiate:
+            accept_encoding = request.headers.get("accept-encoding")
+            if accept_encoding is not None and request.headers.get("range") is None:
+                encoded = self._encoded(request, accept_encoding, Path(where), st, cached, file)
+                if encoded is not None:
+                    return encoded
         if not_modified(request.headers, cached.etag, st.st_mtime):
             if file is not None:
                 file.close()
-            return self._unchanged(path, st, cached)
+            return self._unchanged(Path(where), st, cached)
         headers = cached.fields.copy()
         if self._has_extra_headers:
-            headers += self.extra_headers(path, st)
-        range_header = request.headers.get("range")
+            headers += self.extra_headers(Path(where), st)
+        range_header = request.headers.get("range") if negotiate else None
         if range_header is not None:
-            ranged = self._ranged(request, range_header, path, st, cached, headers, file)
+            ranged = self._ranged(request, range_header, Path(where), st, cached, headers, file)
             if ranged is not None:
                 return ranged
         if request.method == "HEAD":

@@ -13,7 +13,16 @@ from pathlib import Path
 import h11
 import pytest
 
-from webserver._connection import PARKED, Connection, Mode, Owner, Refuse, Wait
+from webserver._connection import (
+    NOT_PLAIN,
+    PARKED,
+    Connection,
+    Ended,
+    Mode,
+    Owner,
+    Refuse,
+    Wait,
+)
 from webserver._fastpath import PlainRequest
 from webserver.framing import HeadLimits
 
@@ -182,3 +191,33 @@ def test_the_h11_state_machine_is_built_when_first_needed_and_dropped_after() ->
         assert conn._h11 is None and conn.mode is Mode.PLAIN
         plain = conn.next_request(LIMITS)
         assert isinstance(plain, PlainRequest) and plain.target == "/next"
+
+
+def test_plain_only_leaves_what_h11_must_read_untouched() -> None:
+    """Asked for plain requests only, a head that needs h11 (a body) is not consumed and the
+    mode stays plain; asked again without the flag, h11 parses the same request."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        client_end.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        conn.receive()
+        assert conn.next_request(LIMITS, plain_only=True) is NOT_PLAIN
+        assert conn.mode is Mode.PLAIN
+        assert conn.next_request(LIMITS, plain_only=True) is NOT_PLAIN
+        event = conn.next_request(LIMITS)
+        assert isinstance(event, h11.Request)
+        assert (event.method, event.target) == (b"POST", b"/p")
+        conn.close()
+
+
+def test_plain_only_sees_the_end_of_the_stream_between_requests() -> None:
+    """A client that closed between requests ends the connection in a plain-only turn too
+    (what h11 would say), without switching to h11."""
+    server_end, client_end = socket.socketpair()
+    with server_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        client_end.close()
+        assert conn.receive() == 0
+        assert isinstance(conn.next_request(LIMITS, plain_only=True), Ended)
+        assert conn.mode is Mode.PLAIN
+        conn.close()

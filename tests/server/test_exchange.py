@@ -8,7 +8,7 @@ import re
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import ClassVar
@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webserver import Handler, Request, Response, Server, ServerConfig
-from webserver._connection import Connection
-from webserver._exchange import Outcome, serve_ready
+from webserver._connection import Connection, Mode
+from webserver._exchange import INLINE_REQUESTS, NeedsWorker, Outcome, serve_ready
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, recv_until_closed
@@ -590,3 +590,89 @@ def test_a_turn_reads_on_after_answering(others_waiting: bool) -> None:
     while others wait saved that read, but woke the selector four times as often per request and
     cost more CPU per request: measured and dropped.)"""
     assert _pipeline_during_handler(others_waiting) == [b"/a,/b", b""]
+
+
+def _inline_app(answered: list[str]) -> Callable[[Request], Response]:
+    """An app answering paths under ``/w`` only in a worker's turn (``NeedsWorker`` until
+    ``answered`` holds ``worker``), everything else at once."""
+
+    def app(request: Request) -> Response:
+        if "worker" not in answered and request.path.startswith("/w"):
+            raise NeedsWorker
+        answered.append(request.path)
+        return Response.text(request.path)
+
+    return app
+
+
+def _turns(pipeline: bytes, count: int) -> tuple[list[Outcome], list[str], list[bytes]]:
+    """An inline turn then, if it hands over, a worker's turn on ``pipeline``: their outcomes,
+    the paths answered (``inline`` marks the start of the inline turn, ``worker`` the other),
+    and the first ``count`` bodies the client reads."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        conn = Connection(server_end, ("127.0.0.1", 1))
+        config = ServerConfig(port=0, access_log=False)
+        answered = ["inline"]
+        app = _inline_app(answered)
+        client_end.sendall(pipeline)
+        client_end.settimeout(NET_TIMEOUT)
+        outcomes = [serve_ready(conn, app, config, lambda: False, inline=True).outcome]
+        if outcomes[0] is Outcome.WORKER:
+            assert conn.mode is Mode.PLAIN  # nothing of the rest was consumed
+            answered.append("worker")
+            outcomes.append(serve_ready(conn, app, config, lambda: False, lambda: True).outcome)
+        reader = WireReader(client_end)
+        bodies = [reader.read().body for _ in range(count)]
+        conn.close()
+    return outcomes, answered, bodies
+
+
+def test_an_inline_turn_answers_what_it_read_and_parks_after_one_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An inline turn receives once, answers the plain requests its app answers, and parks
+    without trying another read (epoll reports what comes next)."""
+    receives: list[int] = []
+    real = Connection.receive
+
+    def counting(self: Connection) -> int:
+        receives.append(1)
+        return real(self)
+
+    monkeypatch.setattr(Connection, "receive", counting)
+    outcomes, answered, bodies = _turns(get("/a") + get("/b"), 2)
+    assert outcomes == [Outcome.HEAD]
+    assert answered == ["inline", "/a", "/b"]
+    assert bodies == [b"/a", b"/b"]
+    assert len(receives) == 1
+
+
+def test_an_inline_turn_leaves_what_it_does_not_answer_to_a_worker_in_order() -> None:
+    """A request the inline app declines, and a request with a body, end the inline turn with
+    nothing of them consumed; a worker answers them and what follows, in order."""
+    pipeline = (
+        get("/a")
+        + get("/w1")
+        + get("/b")
+        + b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+        + get("/c")
+    )
+    outcomes, answered, bodies = _turns(pipeline, 5)
+    assert outcomes == [Outcome.WORKER, Outcome.HEAD]
+    assert answered == ["inline", "/a", "worker", "/w1", "/b", "/p", "/c"]
+    assert bodies == [b"/a", b"/w1", b"/b", b"/p", b"/c"]
+    _, answered, bodies = _turns(get("/a") + b"POST /p HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+    assert answered == ["inline", "/a", "worker", "/p"]
+    assert bodies == [b"/a", b"/p"]
+
+
+def test_an_inline_turn_answers_at_most_its_share_of_a_pipeline() -> None:
+    """An inline turn answers ``INLINE_REQUESTS`` of a long pipeline, then a worker answers
+    the rest, in order: one client's burst does not hold the selector thread for long."""
+    count = INLINE_REQUESTS + 5
+    pipeline = b"".join(get(f"/{i}") for i in range(count))
+    outcomes, answered, bodies = _turns(pipeline, count)
+    assert outcomes == [Outcome.WORKER, Outcome.HEAD]
+    assert answered.index("worker") == INLINE_REQUESTS + 1
+    assert bodies == [f"/{i}".encode() for i in range(count)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from webserver import Handler, Request, Response, Server
+from webserver import Handler, Request, Response, Router, Server, StaticFiles
 from webserver._connection import Owner
 from webserver._exchange import SELECTOR_BODY_BYTES
 from webserver.framing import HeadLimits
@@ -687,7 +687,8 @@ def _count_turns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = server_module.serve_ready  # type: ignore[attr-defined]
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        turns.append(1)
+        if not kwargs.get("inline"):  # the selector's own turns are not a worker's
+            turns.append(1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(server_module, "serve_ready", counting)
@@ -947,3 +948,122 @@ def test_a_lingering_worker_loop_takes_the_next_ready_connections(
         started = time.monotonic()
     assert time.monotonic() - started < NET_TIMEOUT / 2
     assert len(loops) == 1
+
+
+def _plain_get(sock: socket.socket, reader: WireReader, path: str) -> bytes:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    response = reader.read()
+    assert response.status == 200
+    return response.body
+
+
+def _no_worker_busy(server: Server) -> Callable[[], bool]:
+    return lambda: server._running == server._lingering and not server._ready
+
+
+def test_keep_alive_gets_of_a_cached_file_need_no_worker(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a small file is cached, the selector answers keep-alive GETs of it itself: ten
+    requests after the first cost no worker turn, and each answer is the file."""
+    turns = _count_turns(monkeypatch)
+    with running_server(root=www, access_log=False) as server, connect(server) as sock:
+        reader = WireReader(sock)
+        assert _plain_get(sock, reader, "/hello.txt") == b"hello, world\n"
+        assert len(turns) == 1  # not cached yet: a worker read the file
+        for _ in range(10):
+            wait_for_owner(server, Owner.HEAD)
+            _wait_until(_no_worker_busy(server), "no worker busy")
+            assert _plain_get(sock, reader, "/hello.txt") == b"hello, world\n"
+    assert len(turns) == 1
+
+
+def _count_inline_turns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the turns the selector runs itself from now on."""
+    import webserver.server as server_module
+
+    inline: list[int] = []
+    real = server_module.serve_ready  # type: ignore[attr-defined]
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("inline"):
+            inline.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "serve_ready", counting)
+    return inline
+
+
+def test_an_app_wrapped_by_a_subclass_is_always_run_by_a_worker(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subclass that overrides ``app`` may run code that waits: the selector answers
+    nothing itself, and the wrapper sees every request."""
+    inline = _count_inline_turns(monkeypatch)
+    seen: list[str] = []
+
+    class Wrapped(Server):
+        def app(self, request: Request) -> Response:
+            seen.append(request.path)
+            return super().app(request)
+
+    wrapped = Wrapped(root=www, port=0, access_log=False)
+    with running_server(server=wrapped) as server, connect(server) as sock:
+        reader = WireReader(sock)
+        for _ in range(5):
+            assert _plain_get(sock, reader, "/hello.txt") == b"hello, world\n"
+            wait_for_owner(server, Owner.HEAD)
+    assert seen == ["/hello.txt"] * 5
+    assert inline == []
+
+
+def test_a_client_not_reading_cached_answers_does_not_hold_the_selector(www: Path) -> None:
+    """A client that pipelines many GETs of a cached 60 KiB file and reads nothing is parked
+    once the kernel's buffer is full; the selector goes on answering another client."""
+    (www / "60k.bin").write_bytes(b"x" * 60_000)
+    with (
+        running_server(root=www, access_log=False) as server,
+        socket.socket() as stuck,
+        connect(server) as other,
+    ):
+        stuck.settimeout(NET_TIMEOUT)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        stuck.connect(server.listen())
+        reader = WireReader(other)
+        assert len(_plain_get(other, reader, "/60k.bin")) == 60_000  # now cached
+        wait_for_owner(server, Owner.HEAD, count=2)
+        _wait_until(_no_worker_busy(server), "no worker busy")
+        stuck.sendall(b"GET /60k.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 256)
+        wait_for_owner(server, Owner.SEND)
+        for _ in range(5):
+            assert _plain_get(other, reader, "/hello.txt") == b"hello, world\n"
+
+
+def test_a_router_whose_dispatch_is_replaced_sees_every_request(
+    www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router subclass that overrides ``dispatch`` sees every request: the selector answers
+    nothing itself behind its back."""
+    inline = _count_inline_turns(monkeypatch)
+    seen: list[str] = []
+
+    class Watching(Router):
+        def dispatch(self, request: Request) -> Response:
+            seen.append(request.path)
+            return super().dispatch(request)
+
+    def use_watching(server: Server) -> None:
+        watching = Watching()
+        watching.add("/", StaticFiles(www), prefix=True)
+        server.router = watching
+
+    with (
+        running_server(root=www, access_log=False, setup=use_watching) as server,
+        connect(server) as sock,
+    ):
+        reader = WireReader(sock)
+        for _ in range(5):
+            assert _plain_get(sock, reader, "/hello.txt") == b"hello, world\n"
+            wait_for_owner(server, Owner.HEAD)
+    assert seen == ["/hello.txt"] * 5
+    assert inline == []

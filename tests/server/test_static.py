@@ -15,7 +15,8 @@ from urllib.parse import urljoin
 
 import pytest
 
-from webserver import Server
+from webserver import NotFound, Request, Server, StaticFiles
+from webserver.headers import Headers
 from webserver.httpdate import format_http_date, parse_http_date
 from webserver.paths import TEMP_PREFIX
 from webserver.testing import running_server
@@ -684,7 +685,7 @@ def test_only_static_files_are_compressed(www: Path) -> None:
     """A handler's response mixing a secret with reflected request text, and a listing, go out
     uncompressed even to a client that accepts gzip: the length of a compressed body cannot
     leak a secret (BREACH)."""
-    from webserver import Handler, Request, Response
+    from webserver import Handler, Response
 
     class Reflect(Handler):
         def get(self, request: Request) -> Response:
@@ -710,3 +711,71 @@ def test_sibling_symlink_out_of_root_is_ignored(server: Server, www: Path) -> No
     status, headers, body = fetch(server, "/notes.txt", headers={"Accept-Encoding": "gzip"})
     assert (status, body) == (200, b"notes\n")
     assert "Content-Encoding" not in headers
+
+
+def _request(path: str, *fields: tuple[str, str]) -> Request:
+    return Request(
+        method="GET",
+        target=path,
+        path=path,
+        query="",
+        headers=Headers([("host", "x"), *fields]),
+        http_version="1.1",
+        client=("127.0.0.1", 1),
+    )
+
+
+class TestFromMemory:
+    """What the selector thread may answer itself: a cached small file, nothing else."""
+
+    def test_a_cached_file_is_answered_as_get_answers_it(self, www: Path) -> None:
+        """Not before ``get`` has cached the file; then the same status, fields and body."""
+        files = StaticFiles(www)
+        assert files.from_memory(_request("/hello.txt")) is None
+        by_get = files.get(_request("/hello.txt"))
+        by_memory = files.from_memory(_request("/hello.txt"))
+        assert by_memory is not None
+        assert (by_memory.status, by_memory.headers, by_memory.body) == (
+            by_get.status,
+            by_get.headers,
+            by_get.body,
+        )
+        etag = dict(by_get.headers)["ETag"]
+        unchanged = files.from_memory(_request("/hello.txt", ("if-none-match", etag)))
+        assert unchanged is not None
+        assert (unchanged.status, unchanged.body) == (304, b"")
+
+    @pytest.mark.parametrize(
+        "field", [("accept-encoding", "gzip"), ("accept-encoding", "identity"), ("range", "0-1")]
+    )
+    def test_a_coding_or_a_range_is_left_to_a_worker(
+        self, www: Path, field: tuple[str, str]
+    ) -> None:
+        """A coding to choose (siblings to look for) or a range is not answered from memory."""
+        files = StaticFiles(www)
+        files.get(_request("/hello.txt"))
+        assert files.from_memory(_request("/hello.txt", field)) is None
+
+    def test_a_changed_large_or_swapped_file_is_left_to_a_worker(self, www: Path) -> None:
+        """A file changed on disk since it was cached, a file too large to keep in memory, and
+        a path whose folder now leads outside the root are not answered from memory."""
+        files = StaticFiles(www)
+        (www / "sub").mkdir()
+        (www / "sub" / "f.txt").write_bytes(b"inside\n")
+        (www / "big.bin").write_bytes(b"a" * (files.cache_file_limit + 1))
+        for path in ("/hello.txt", "/sub/f.txt", "/big.bin"):
+            files.get(_request(path)).close_body()
+        (www / "hello.txt").write_bytes(b"changed, and longer\n")
+        outside = www.parent / "elsewhere"
+        outside.mkdir()
+        (outside / "f.txt").write_bytes(b"inside\n")
+        os.rename(www / "sub", www / "old-sub")
+        os.symlink(outside, www / "sub")
+        for path in ("/hello.txt", "/sub/f.txt", "/big.bin"):
+            assert files.from_memory(_request(path)) is None
+
+    def test_hidden_names_are_refused_as_get_refuses_them(self, www: Path) -> None:
+        """A dot-name is 404 from memory too."""
+        (www / ".env").write_bytes(b"SECRET=1\n")
+        with pytest.raises(NotFound):
+            StaticFiles(www).from_memory(_request("/.env"))
