@@ -68,6 +68,29 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
 
+class _OneLineGroup(click.Group):
+    """Click's usage errors (a bad option value, a missing argument, an unknown command) as one
+    ``Error:`` line with status 2, like the server's own errors, not click's three lines."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise UsageProblem(exc.format_message()) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise UsageProblem(exc.format_message()) from None
+
+
 class _Size(click.ParamType):  # type: ignore[type-arg]
     name = "SIZE"
 
@@ -163,7 +186,7 @@ def _repeated_option(*names: str, metavar: str, help: str) -> Callable[[_F], _F]
     return click.option(*names, multiple=True, metavar=metavar, help=help)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webserver")
 def main() -> None:
     """Serve and receive files over HTTP/1.0 and HTTP/1.1."""
@@ -330,9 +353,9 @@ def main() -> None:
 )
 @_size_option(
     "--max-head-size",
-    str(DEFAULT_MAX_HEAD_SIZE),
-    "Largest request head (request line and header fields; 32768 is 32K, room for large"
-    " cookies); larger gets 431.",
+    f"{DEFAULT_MAX_HEAD_SIZE // 1024}K",
+    "Largest request head (request line and header fields; room for large cookies);"
+    " larger gets 431.",
 )
 @_file_option("--access-log", "Append the access log to this file instead of stderr.")
 @click.option(

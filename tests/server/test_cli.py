@@ -116,11 +116,13 @@ def test_port_in_use_is_one_line_exit_2(www: Path) -> None:
     ],
 )
 def test_bad_options_exit_2(www: Path, args: list[str], message: str) -> None:
-    """Bad option values are reported by name with exit status 2."""
+    """Bad option values are reported by name with exit status 2, in one Error line (no usage
+    block above it), as the server's own start-up errors are."""
     result = CliRunner().invoke(main, ["run", "--root", str(www), *args])
     assert result.exit_code == 2
     assert message in result.output
-    assert "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ")
 
 
 def test_help_explains_every_option() -> None:
