@@ -153,6 +153,7 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--cache-max-size",
             default="1G",
+            metavar="SIZE",
             show_default=True,
             callback=_size,
             help="Cache size limit (K, M, G, T suffixes); past it the least recently used"
@@ -161,6 +162,7 @@ def _run_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--max-size",
             default="1G",
+            metavar="SIZE",
             show_default=True,
             callback=_size,
             help="Largest response body accepted (K, M, G, T suffixes); a larger one fails its"
@@ -620,7 +622,7 @@ def cache_clear(cache_dir: Path | None, urls: tuple[str, ...] = ()) -> None:
     with _cache_at(cache_dir) as store:
         if not urls:
             count = store.clear()
-            click.echo(f"cleared {count} responses from {store.folder}")
+            click.echo(f"cleared {count} response{'' if count == 1 else 's'} from {store.folder}")
             return
         for url in dict.fromkeys(urls):
             count = store.remove([url])

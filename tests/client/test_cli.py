@@ -47,6 +47,9 @@ def test_cache_info_and_clear(
     assert "cleared 2 responses" in cleared.stdout
     after = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache)])
     assert "responses: 0" in after.stdout
+    runner.invoke(main, ["get", "--cache-dir", str(cache), f"http://127.0.0.1:{port}/hello.txt"])
+    one = runner.invoke(main, ["cache", "clear", "--cache-dir", str(cache)])
+    assert one.stdout == f"cleared 1 response from {cache}\n"
 
 
 def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
