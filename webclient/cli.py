@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from ._shared.clickusage import OneLineUsage
 from .config import ClientConfig, default_cache_dir, human_size, parse_size
 from .errors import CacheError, ClientConfigError, CommandFileError
 
@@ -54,37 +55,14 @@ class InvalidSetting(_OneLineError):
     exit_code = 2
 
 
-class _OneLineUsage:
-    """Click's usage errors (a missing argument, a bad option value) as one line, not three."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc,no-any-return]
-        except click.UsageError as exc:
-            raise InvalidSetting(exc.format_message()) from None
+class _Command(OneLineUsage, click.Command):
+    one_line_error = InvalidSetting
 
 
-class _Command(_OneLineUsage, click.Command):
-    pass
-
-
-class _Group(_OneLineUsage, click.Group):
+class _Group(OneLineUsage, click.Group):
+    one_line_error = InvalidSetting
     command_class = _Command
     group_class = type
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            raise InvalidSetting(exc.format_message()) from None
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
+from webclient._shared.clickusage import OneLineUsage
+
 from . import __version__
 from ._tls import build_context
 from .accesslog import ACCESS_LOG_FORMATS
@@ -68,27 +70,13 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
 
-class _OneLineGroup(click.Group):
-    """Click's usage errors (a bad option value, a missing argument, an unknown command) as one
-    ``Error:`` line with status 2, like the server's own errors, not click's three lines."""
+class _OneLineCommand(OneLineUsage, click.Command):
+    one_line_error = UsageProblem
 
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:
-            raise UsageProblem(exc.format_message()) from None
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise UsageProblem(exc.format_message()) from None
+class _OneLineGroup(OneLineUsage, click.Group):
+    one_line_error = UsageProblem
+    command_class = _OneLineCommand
 
 
 class _Size(click.ParamType):  # type: ignore[type-arg]

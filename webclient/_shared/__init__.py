@@ -12,6 +12,7 @@ Nothing here is public API; nothing here imports from either package.
 - :mod:`.grammar`: the plain subset of the field grammar the fast paths accept, the end of a
   head, the statuses without a body.
 - :mod:`.tempfiles`: a new private file under a name no one else holds (the ``O_EXCL`` loop).
+- :mod:`.clickusage`: click's usage errors as one line with status 2, in both command lines.
 """
 
 #: The version of both packages (and of the distribution: ``pyproject.toml`` reads it here).
