@@ -4,16 +4,19 @@ Rules: 301, 302 and 303 are followed with GET and no body (a HEAD stays a HEAD),
 the same method and body; a relative ``Location`` is resolved against the URL that answered and
 its fragment dropped; a hop to another origin (scheme, host or port) drops the request's
 credentials and its own ``Host``, so a token meant for one server is never sent to another; a URL
-seen twice in one chain is a loop and more than ``max_redirects`` hops is an error, each one
-:class:`~webclient.errors.RedirectError` in one sentence. Pure functions over values: no I/O.
+seen twice in one chain is a loop, more than ``max_redirects`` hops is an error, and so is a
+``Location`` that is no http(s) URL with a host and a port in 1..65535, or several different
+``Location`` fields (no single target), each one :class:`~webclient.errors.RedirectError` in one
+sentence. A ``Location`` with a scheme is taken as written (RFC 3986 §5.2.2), never completed
+from the URL that answered. Pure functions over values: no I/O.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag, urljoin, urlsplit
 
-from ._freshness import HeaderList, header_value, url_origin
+from ._freshness import HeaderList, header_value, header_values, url_origin
 from .errors import RedirectError
 
 #: Statuses that send the client elsewhere with a Location (300 and 305 are not followed: the
@@ -52,8 +55,7 @@ def next_hop(
     """The request that follows a redirect response; None when the response is not one."""
     if not is_redirect(status, response_headers):
         return None
-    location = (header_value(response_headers, "location") or "").strip()
-    target, _ = urldefrag(urljoin(url, location))
+    target = _target(url, response_headers)
     keeps_body = status not in _BECOMES_GET or method in ("GET", "HEAD")
     new_method = method if keeps_body or method == "HEAD" else "GET"
     dropped: set[str] = set()
@@ -63,6 +65,29 @@ def next_hop(
         dropped |= _ORIGIN_BOUND
     headers = tuple((n, v) for n, v in request_headers if n.lower() not in dropped)
     return Hop(new_method, target, headers, keeps_body)
+
+
+def _target(url: str, response_headers: HeaderList) -> str:
+    """Where the Location sends the client, without its fragment; RedirectError when nowhere."""
+    locations = {value.strip() for value in header_values(response_headers, "location")}
+    if len(locations) > 1:
+        raise RedirectError(f"several Location fields: {', '.join(sorted(map(repr, locations)))}")
+    location = locations.pop()
+    try:
+        # With a scheme it is absolute: urljoin would fill a missing host from ``url``.
+        absolute = bool(urlsplit(location).scheme)
+        target, _ = urldefrag(location if absolute else urljoin(url, location))
+        parts = urlsplit(target)
+        port = parts.port
+    except ValueError as exc:
+        raise RedirectError(f"invalid Location {location!r} ({exc})") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise RedirectError(f"invalid Location {location!r} (not an http:// or https:// URL)")
+    if not parts.hostname:
+        raise RedirectError(f"invalid Location {location!r} (no host)")
+    if port == 0:
+        raise RedirectError(f"invalid Location {location!r} (port 0)")
+    return target
 
 
 def check_chain(chain: list[str], target: str, max_redirects: int) -> None:

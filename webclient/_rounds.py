@@ -194,10 +194,10 @@ class Rounds:
                 return step
         if config.max_redirects == 0:
             return None
-        hop = next_hop(method, result.url, request.headers, result.status, result.headers)
-        if hop is None:
-            return None
         try:
+            hop = next_hop(method, result.url, request.headers, result.status, result.headers)
+            if hop is None:
+                return None
             check_chain(chain.urls, hop.url, config.max_redirects)
         except WebClientError as exc:
             return exc

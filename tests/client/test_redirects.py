@@ -99,6 +99,32 @@ def test_loops_and_long_chains_are_refused() -> None:
     check_chain(["http://h/a"], "http://h/b", 1)
 
 
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://[::1/x",
+        "http://h:99999/x",
+        "http://h:abc/",
+        "http:///x",
+        "http://h:0/x",
+        "ftp://h/x",
+    ],
+)
+def test_an_invalid_location_is_one_redirect_error(location: str) -> None:
+    """A Location that is no fetchable URL (broken brackets, bad or zero port, no host, another
+    scheme) is a RedirectError naming it, never a ValueError or a request to another place."""
+    with pytest.raises(RedirectError, match="invalid Location"):
+        next_hop("GET", "http://h/a", [], 302, [("location", location)])
+
+
+def test_several_different_locations_are_refused() -> None:
+    """Two different Location fields leave the client no single target: a RedirectError."""
+    with pytest.raises(RedirectError, match="several Location"):
+        next_hop("GET", "http://h/a", [], 302, [("location", "/b"), ("location", "/c")])
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", "/b"), ("location", "/b")])
+    assert hop is not None and hop.url == "http://h/b"
+
+
 # -- following them ------------------------------------------------------------------------------
 
 
@@ -260,3 +286,18 @@ def test_batch_with_max_redirects_0_reports_the_redirect(
     assert result.exit_code == 1
     assert result.stderr == f"error: GET /a.txt 127.0.0.1:{port}: 302 Found\n"
     assert handler.requests_to("/b.txt") == []
+
+
+def test_batch_reports_an_invalid_location_in_one_line(
+    origin: Where, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient get: a redirect to an unparsable Location is one error line, status 1."""
+    server, handler = origin
+    handler.script("/a.txt", (302, [("Location", "http://[::1/x")], b""))
+    monkeypatch.chdir(tmp_path)
+    args = ["get", server.url + "a.txt", "--no-cache", "-q", "-o", "a.txt"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "invalid Location 'http://[::1/x'" in line, line
+    assert not (tmp_path / "a.txt").exists()
