@@ -15,6 +15,7 @@ from webclient import (
     ClientConfigError,
     ClientRequest,
     ClientResponse,
+    InvalidURL,
     TransportError,
 )
 from webclient._cache import cache_key
@@ -47,6 +48,13 @@ def test_https_get_with_a_private_ca(
     with _client(tmp_path, cacert=certificates.ca) as client:
         response = client.get(f"https://localhost:{nginx_tls}/data.bin")
     assert response.status == 200 and response.body == (www / "data.bin").read_bytes()
+
+
+def test_split_url_refuses_port_0() -> None:
+    """Port 0 is no port to connect to: an InvalidURL, not the scheme's default port."""
+    with pytest.raises(InvalidURL, match="port 0"):
+        split_url("http://127.0.0.1:0/x")
+    assert split_url("http://127.0.0.1:/x")[2] == 80  # an empty port is the default one
 
 
 def test_https_keeps_the_connection_alive(
