@@ -100,7 +100,7 @@ def _max_stale(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return None
     if value == "any":
         return float("inf")
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # isdigit alone takes "\xb2", which float refuses
         raise click.BadParameter(f"not a number of seconds: {value!r}")
     return float(value)
 
