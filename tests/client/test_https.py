@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -19,15 +20,18 @@ from webclient import (
     TransportError,
 )
 from webclient._cache import cache_key
-from webclient._https import INSECURE_WARNING
+from webclient._https import INSECURE_WARNING, wrap
 from webclient._origin import OriginConnection
 from webclient._wire import WireRequest
 from webclient.cli import main
 from webclient.client import split_url
+from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, BadServer, Certificates
+from .conftest import CLIENT_TIMEOUT, BadServer, Certificates, Origin
 
 pytestmark = pytest.mark.timeout(60)
+
+Where = tuple[Server, Origin]
 
 
 def _client(tmp_path: Path, **settings: object) -> Client:
@@ -135,6 +139,47 @@ def test_sni_carries_the_host_name(tmp_path: Path, certificates: Certificates) -
     with server, _client(tmp_path, cacert=certificates.ca, use_cache=False) as client:
         assert client.get(f"https://localhost:{server.port}/").body == b"ok"
     assert seen == ["localhost"]
+
+
+def test_an_https_url_to_a_plain_http_server_says_so(origin: Where, tmp_path: Path) -> None:
+    """https:// to a server that answers in plain HTTP fails in one line that names the likely
+    cause, not OpenSSL's WRONG_VERSION_NUMBER alone."""
+    server, _ = origin
+    port = server.listen()[1]
+    with (
+        _client(tmp_path, retries=0, use_cache=False) as client,
+        pytest.raises(TransportError, match=r"did not answer in TLS \(a plain http:// server\?\)"),
+    ):
+        client.get(f"https://127.0.0.1:{port}/hello.txt")
+
+
+class _Refusing:
+    """A context whose handshake fails certificate verification with one code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        self.error.verify_code, self.error.verify_message = code, message
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str) -> ssl.SSLSocket:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "hint"),
+    [
+        (20, "unable to get local issuer certificate", True),
+        (18, "self-signed certificate", True),
+        (10, "certificate has expired", False),
+        (9, "certificate is not yet valid", False),
+    ],
+)
+def test_the_cacert_hint_only_where_it_can_help(code: int, message: str, hint: bool) -> None:
+    """An unknown issuer or a self-signed certificate hints at --cacert; an expired or not yet
+    valid one does not: another CA file cannot fix the dates."""
+    with socket.socket() as sock, pytest.raises(CertificateError) as caught:
+        wrap(sock, _Refusing(code, message), "h", "h:443")  # type: ignore[arg-type]
+    assert message in str(caught.value)
+    assert ("--cacert" in str(caught.value)) is hint
 
 
 def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
