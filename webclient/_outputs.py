@@ -168,9 +168,9 @@ class OutputFile:
         try:
             fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
         except OSError as exc:
-            if exc.errno != errno.ELOOP:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR) or resume.offset:
                 raise
-            fd = -1  # a symlink in its place is never followed (nor removed)
+            fd = -1  # a symlink or a folder in its place is never followed (nor removed)
         try:
             if fd < 0:
                 raise BlockingIOError
@@ -178,9 +178,7 @@ class OutputFile:
         except OSError:
             if fd >= 0:
                 os.close(fd)  # another run is writing it: this one goes its own way
-            self._resume = None
-            self.size = 0
-            return create_temp(folder_fd, prefix)
+            return self._not_resumable(folder_fd, prefix)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size < resume.offset:
@@ -189,10 +187,27 @@ class OutputFile:
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, resume.offset)
             os.lseek(fd, resume.offset, os.SEEK_SET)
+        except OSError as exc:
+            if resume.offset or exc.errno not in (errno.ELOOP, errno.EISDIR):
+                os.close(fd)
+                raise
+            # The record's name is taken by a folder or a symlink: the body goes without one,
+            # and the .part goes too when this run created it (it is empty).
+            if os.fstat(fd).st_size == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=folder_fd)
+            os.close(fd)
+            return self._not_resumable(folder_fd, prefix)
         except BaseException:
             os.close(fd)
             raise
         return fd, name
+
+    def _not_resumable(self, folder_fd: int, prefix: str) -> tuple[int, str]:
+        """A plain temporary file instead of the ``.part``: this body is not resumed later."""
+        self._resume = None
+        self.size = 0
+        return create_temp(folder_fd, prefix)
 
     def _write_meta(self, folder_fd: int, resume: Resume) -> None:
         """Record the URL and validator beside the ``.part`` (or remove an older record when

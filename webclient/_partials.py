@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ._folders import O_FOLDER, remove_unlocked
 from ._freshness import HeaderList, header_value
+from ._shared.grammar import FIELD_VALUE
 from ._shared.httpdate import parse_http_date
 
 #: An interrupted download older than this is removed rather than resumed: a day is enough to
@@ -105,6 +106,8 @@ def find_partial(destination: Path, url: str, *, now: float | None = None) -> Pa
     validator = None if meta is None else meta.get("validator")
     if meta is None or meta.get("url") != url or not isinstance(validator, str):
         return None
+    if not validator or not re.fullmatch(FIELD_VALUE, validator):
+        return None  # a damaged record: what it names could not even be sent as If-Range
     try:
         st = os.stat(os.path.join(folder, name + PART_SUFFIX), follow_symlinks=False)
     except OSError:

@@ -357,6 +357,33 @@ def test_a_part_that_is_a_symlink_is_never_followed(
     assert target.read_bytes() == b"keep me"
 
 
+def test_a_record_with_a_broken_validator_is_not_used(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """A record whose validator could not be sent (a CR LF in it: a damaged or forged file) is
+    ignored: the download starts afresh and succeeds, instead of failing on every run."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    _plant(work, _command_url(url), b"x" * 10, '"e"\r\nX-Evil: 1')
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big and "resumed" not in result.stderr
+
+
+@pytest.mark.parametrize("taken", [PART_SUFFIX, META_SUFFIX])
+def test_a_folder_in_place_of_the_part_does_not_fail_the_download(
+    static_server: Server, work: Path, big: bytes, taken: str
+) -> None:
+    """A folder named like the .part or its record (not ours to remove) makes the download go
+    to a plain temporary file: it succeeds, and the folder stays."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    (work / ("x.bin" + taken)).mkdir()
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big
+    assert (work / ("x.bin" + taken)).is_dir()
+    assert sorted(p.name for p in work.iterdir()) == ["x.bin", "x.bin" + taken]
+
+
 def test_commands_sharing_a_name_do_not_resume(
     static_server: Server, work: Path, big: bytes
 ) -> None:
