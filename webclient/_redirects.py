@@ -13,6 +13,7 @@ from the URL that answered. Pure functions over values: no I/O.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -26,6 +27,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _BECOMES_GET = frozenset({301, 302, 303})
 #: Request fields that must not follow a request to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
+#: A character of a header value that stands for a raw byte outside ASCII.
+_RAW_BYTE = re.compile("[\x80-\xff]")
 #: Request fields that describe a body: dropped with the body.
 _BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding"})
 
@@ -72,7 +75,9 @@ def _target(url: str, response_headers: HeaderList) -> str:
     locations = {value.strip() for value in header_values(response_headers, "location")}
     if len(locations) > 1:
         raise RedirectError(f"several Location fields: {', '.join(sorted(map(repr, locations)))}")
-    location = locations.pop()
+    # Header values are read as latin-1: a non-ASCII character stands for one raw byte (often
+    # of UTF-8), escaped as that byte so the target is the one the server wrote, as curl does.
+    location = _RAW_BYTE.sub(lambda m: f"%{ord(m.group()):02X}", locations.pop())
     try:
         # With a scheme it is absolute: urljoin would fill a missing host from ``url``.
         absolute = bool(urlsplit(location).scheme)

@@ -72,7 +72,8 @@ def split_url(url: str) -> tuple[str, str, int, str]:
         raise InvalidURL(f"only http:// and https:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise InvalidURL(f"no host in URL {url!r}")
-    target = encode_target(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    query = f"?{encode_target(parts.query)}" if parts.query else ""
+    target = encode_target(parts.path or "/") + query
     return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], target
 
 

@@ -54,6 +54,12 @@ def test_https_get_with_a_private_ca(
     assert response.status == 200 and response.body == (www / "data.bin").read_bytes()
 
 
+def test_split_url_encodes_the_query_too() -> None:
+    """Characters a request target may not carry are percent-encoded in the query as in the
+    path (UTF-8), so Client.get("http://h/a?q=\u00e9") sends a valid target."""
+    assert split_url("http://h/\u00e9?q=\u00e9 x&r=%41")[3] == "/%C3%A9?q=%C3%A9%20x&r=%41"
+
+
 def test_split_url_refuses_port_0() -> None:
     """Port 0 is no port to connect to: an InvalidURL, not the scheme's default port."""
     with pytest.raises(InvalidURL, match="port 0"):

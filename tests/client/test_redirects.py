@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from webclient._redirects import check_chain, next_hop
 from webclient.cli import main
 from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
+from .conftest import CLIENT_TIMEOUT, BadServer, FakeClock, Origin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -69,6 +70,28 @@ def test_relative_locations_are_resolved() -> None:
     ]:
         hop = next_hop("GET", "http://h/dir/a", [], 302, [("location", location)])
         assert hop is not None and hop.url == target
+
+
+def test_raw_bytes_in_a_location_are_percent_encoded_as_sent() -> None:
+    """A Location with raw UTF-8 bytes (read as latin-1 text) is sent as those bytes escaped,
+    as curl does: /caf\\xc3\\xa9 becomes /caf%C3%A9, not the double-encoded %C3%83%C2%A9."""
+    location = b"/caf\xc3\xa9?q=\xc3\xa9".decode("latin-1")
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", location)])
+    assert hop is not None and hop.url == "http://h/caf%C3%A9?q=%C3%A9"
+
+
+def test_a_location_with_raw_bytes_is_followed(
+    bad_server: Callable[..., BadServer], tmp_path: Path
+) -> None:
+    """A 302 whose Location has raw non-ASCII bytes in its path and query is followed (it was a
+    UnicodeEncodeError out of the run)."""
+    server = bad_server(
+        b"HTTP/1.1 302 Found\r\nLocation: /caf\xc3\xa9?q=\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    with _client(tmp_path, use_cache=False) as client:
+        assert client.get(server.url + "start").body == b"ok"
+    assert server.requests[-1].startswith(b"GET /caf%C3%A9?q=%C3%A9 HTTP/1.1\r\n")
 
 
 def test_credentials_stay_with_their_origin() -> None:
