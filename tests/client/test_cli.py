@@ -730,3 +730,16 @@ def test_batch_dash_uploads_from_the_current_folder_only(
     assert (www / "up.txt").read_bytes() == b"up\n"
     assert "refusing to upload ../secret.txt: it is outside ." in result.stderr
     assert not (www / "secret.txt").exists()
+
+
+def test_a_servers_escape_sequences_never_reach_the_terminal(bad_server: Any, work: Path) -> None:
+    """A POST answered with ESC sequences in its reason phrase and Location reports them
+    escaped (\\x1b), never as raw control characters on stderr."""
+    server = bad_server(
+        b"HTTP/1.1 201 Created\x1b[2J\r\nLocation: /up\x1b]0;owned\x07\r\nContent-Length: 0\r\n\r\n"
+    )
+    (work / "up.txt").write_text("data\n")
+    result = CliRunner().invoke(main, ["post", "up.txt", server.url + "up", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "201 Created\\x1b[2J" in result.stderr and "stored at /up\\x1b]0;owned" in result.stderr
