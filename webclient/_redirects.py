@@ -27,8 +27,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _BECOMES_GET = frozenset({301, 302, 303})
 #: Request fields that must not follow a request to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie", "host"})
-#: A character of a header value that stands for a raw byte outside ASCII.
-_RAW_BYTE = re.compile("[\x80-\xff]")
+#: A character of a header value that may not stand raw in a URL: a byte outside ASCII, a
+#: control character, a space.
+_RAW_BYTE = re.compile("[\x00-\x20\x7f-\xff]")
 #: Request fields that describe a body: dropped with the body.
 _BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding"})
 
@@ -76,7 +77,8 @@ def _target(url: str, response_headers: HeaderList) -> str:
     if len(locations) > 1:
         raise RedirectError(f"several Location fields: {', '.join(sorted(map(repr, locations)))}")
     # Header values are read as latin-1: a non-ASCII character stands for one raw byte (often
-    # of UTF-8), escaped as that byte so the target is the one the server wrote, as curl does.
+    # of UTF-8), escaped as that byte so the target is the one the server wrote, as curl does;
+    # control characters too, which urlsplit would silently drop (tabs, CR, LF) or keep raw.
     location = _RAW_BYTE.sub(lambda m: f"%{ord(m.group()):02X}", locations.pop())
     try:
         # With a scheme it is absolute: urljoin would fill a missing host from ``url``.

@@ -78,6 +78,8 @@ def test_raw_bytes_in_a_location_are_percent_encoded_as_sent() -> None:
     location = b"/caf\xc3\xa9?q=\xc3\xa9".decode("latin-1")
     hop = next_hop("GET", "http://h/a", [], 302, [("location", location)])
     assert hop is not None and hop.url == "http://h/caf%C3%A9?q=%C3%A9"
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", "/x\x1b[2J y\x7f")])
+    assert hop is not None and hop.url == "http://h/x%1B[2J%20y%7F"
 
 
 def test_a_location_with_raw_bytes_is_followed(
