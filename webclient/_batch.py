@@ -432,9 +432,10 @@ class BatchRun:
             return CommandOutcome(command, False, f"{where}: {status}", response=result)
         if command.method == "HEAD":
             return CommandOutcome(command, True, f"{where}: {status}", response=result)
+        offline = ", offline" if self.client.config.offline else ""
         if self.spool:
             message = f"{where}: {status}, {human_size(result.body_size)}"
-            message += f" (cache {result.cache_status.value})"
+            message += f" (cache {result.cache_status.value}{offline})"
             return CommandOutcome(command, True, message, response=result, spool=spool)
         if command.method == "POST":
             location = result.header("location")
@@ -446,7 +447,6 @@ class BatchRun:
             forget_partial(saved)  # restarted from the start without a .part of its own
         text = str(saved)
         shown = text[len(self._cwd) :] if text.startswith(self._cwd) else text
-        offline = ", offline" if self.client.config.offline else ""
         size = result.body_size + (resumed or 0)
         how = "" if resumed is None else f"resumed after {human_size(resumed)}, "
         message = (

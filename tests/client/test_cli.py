@@ -409,6 +409,11 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
     )
     assert _line(result, "POST /up.txt").startswith("error: ") and "not sent" in result.stderr
     assert not (tmp_path / "sub").exists()
+    shown = CliRunner().invoke(
+        main, ["get", f"http://127.0.0.1:{port}/hello.txt", "--offline", "--cache-dir", str(cache)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert _line(shown, "GET /hello.txt").endswith("(cache stale, offline)")  # get says it too
 
 
 def test_cache_clear_urls_removes_only_those(
