@@ -328,6 +328,8 @@ def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
         return
     if len(commands) > 1:
         raise InvalidSetting("-o names one file: give one URL (or use batch --out FOLDER)")
+    if not out_file.name:  # "-o ''" is Path("."), which click's dir_okay=False lets through
+        raise InvalidSetting("-o needs a file name")
     folder = out_file.parent
     _run(commands, settings, out_dir=folder, save_names={0: out_file.name}, quiet_print=True)
 

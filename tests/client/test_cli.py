@@ -512,6 +512,7 @@ def test_get_with_out_saves_the_file_through_the_shared_cache(
         (["get", "ftp://127.0.0.1/x"], 2, "error: not an http:// or https:// URL: 'ftp://"),
         (["get", "http://127.0.0.1:1/a", "http://127.0.0.1:1/b", "-o", "x"], 2, "-o names one"),
         (["get"], 2, "error: Missing argument 'URL...'"),
+        (["get", "http://127.0.0.1:1/a", "-o", ""], 2, "error: -o needs a file name"),
         (["post", "nope.txt", "http://127.0.0.1:1/x"], 1, "no such file to upload: nope.txt"),
         (["head", "http://127.0.0.1:1/x", "--offline", "--refresh"], 2, "cannot be used together"),
     ],
