@@ -113,6 +113,7 @@ class Client:
                     clock=clock,
                     warn=self.warn,
                     verify=self.config.verify_cache,
+                    unverified_tls=self.config.insecure,
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from webclient import (
+    CacheStatus,
     CertificateError,
     Client,
     ClientConfig,
@@ -27,7 +30,7 @@ from webclient.cli import main
 from webclient.client import split_url
 from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, BadServer, Certificates, Origin
+from .conftest import CLIENT_TIMEOUT, BadServer, Certificates, FakeClock, Origin
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,6 +136,33 @@ def test_insecure_fetches_and_warns_once(
         for host in ("127.0.0.1", "localhost"):
             assert client.get(f"https://{host}:{nginx_tls}/hello.txt").status == 200
         assert client.warnings == [INSECURE_WARNING]
+
+
+def test_insecure_responses_are_not_stored(
+    tmp_path: Path, nginx_tls: int, certificates: Certificates, www: Path
+) -> None:
+    """What came over unverified TLS (--insecure) is served but never stored, so it can never
+    answer a later, verified run from the cache; a stored, verified response still serves an
+    insecure run."""
+    ten_days_ago = time.time() - 10 * 86400  # fresh for a day by the heuristic
+    os.utime(www / "hello.txt", (ten_days_ago, ten_days_ago))
+    url = f"https://localhost:{nginx_tls}/"
+    for _ in range(2):
+        with _client(tmp_path, insecure=True) as client:
+            assert client.get(url + "hello.txt").cache_status is CacheStatus.MISS
+    with _client(tmp_path, cacert=certificates.ca) as client:
+        assert client.get(url + "hello.txt").cache_status is CacheStatus.MISS
+        assert client.get(url + "hello.txt").cache_status is CacheStatus.HIT
+    with _client(tmp_path, insecure=True) as client:
+        assert client.get(url + "hello.txt").cache_status is CacheStatus.HIT
+    later = FakeClock()
+    later.advance(3 * 86400)  # stale: an unverified 304 must not make it fresh again
+    config = ClientConfig(cache_dir=tmp_path / "cache", timeout=CLIENT_TIMEOUT, insecure=True)
+    with Client(config, clock=later) as client:
+        response = client.get(url + "hello.txt")
+    assert response.cache_status is CacheStatus.MISS and response.body == b"hello, world\n"
+    with _client(tmp_path, cacert=certificates.ca) as client:
+        assert client.get(url + "hello.txt").cache_status is CacheStatus.HIT
 
 
 def test_sni_carries_the_host_name(tmp_path: Path, certificates: Certificates) -> None:
