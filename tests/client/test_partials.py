@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from webclient._partials import (
     if_range_validator,
 )
 from webclient.cli import main
+from webclient.config import human_size
 from webserver import Server
 
 from .conftest import CLIENT_TIMEOUT, BadServer, ListeningThreads
@@ -41,14 +44,19 @@ SIZE = 1 << 20
 
 
 class CuttingRelay(ListeningThreads):
-    """A TCP relay to ``127.0.0.1:upstream`` that closes the first ``cuts`` connections after
-    ``after`` bytes of response body, and keeps the bytes each connection's client sent."""
+    """A TCP relay to ``127.0.0.1:upstream`` that closes (or with ``stall``, holds) the first
+    ``cuts`` connections after ``after`` bytes of response body, and keeps the bytes each
+    connection's client sent."""
 
-    def __init__(self, upstream: int, *, after: int = CUT, cuts: int = 1) -> None:
+    def __init__(
+        self, upstream: int, *, after: int = CUT, cuts: int = 1, stall: bool = False
+    ) -> None:
         super().__init__()
         self.upstream = upstream
         self.after = after
         self.cuts = cuts
+        #: At the cut, send nothing more until the relay stops, instead of closing.
+        self.stall = stall
         #: What the client sent, one bytearray per connection, in the order accepted.
         self.requests: list[bytearray] = []
         self._sockets: list[socket.socket] = []
@@ -95,6 +103,8 @@ class CuttingRelay(ListeningThreads):
                 conn.sendall(data)
                 sent += len(data)
                 if limit is not None and sent >= limit:
+                    if self.stall:
+                        self._stop.wait()
                     break
         # Cut (or done): close both sides, as a server killed mid-body would.
         for sock in (conn, up):
@@ -159,6 +169,36 @@ def test_an_interrupted_download_resumes_where_it_stopped(
     assert sent["if-range"] == record["validator"]
     assert record["validator"].startswith('"')  # both send a strong ETag
     assert "resumed after 293.0 KiB" in second.stderr and "1.0 MiB saved" in second.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
+
+
+def test_a_run_killed_midway_is_resumed_by_the_next(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """A ``webclient get`` killed (SIGKILL) in the middle of a body leaves big.bin.part and its
+    record; the next run resumes from there, the file is byte-exact and nothing else is left."""
+    port = static_server.listen()[1]
+    part = work / ("big.bin" + PART_SUFFIX)
+    with CuttingRelay(port, stall=True) as relay:
+        args = ["get", relay.url + "big.bin", "-o", "big.bin", "--timeout", "5"]
+        proc = subprocess.Popen(
+            [Path(sys.executable).parent / "webclient", *args],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + CLIENT_TIMEOUT
+            while not (part.exists() and part.stat().st_size == CUT):
+                assert time.monotonic() < deadline, "the body never reached the .part"
+                time.sleep(0.01)
+        finally:
+            proc.kill()
+            proc.wait()
+        second = _get(relay.url + "big.bin")  # the same URL: the relay lets this one through
+    assert second.exit_code == 0, second.output
+    assert f"resumed after {human_size(CUT)}" in second.stderr
+    assert (work / "big.bin").read_bytes() == big
     assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
 
 
