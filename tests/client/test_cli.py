@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -749,3 +751,40 @@ def test_a_servers_escape_sequences_never_reach_the_terminal(bad_server: Any, wo
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
     assert "201 Created\\x1b[2J" in result.stderr and "stored at /up\\x1b]0;owned" in result.stderr
+
+
+def test_get_o_dev_null_discards_the_body(static_server: Server, work: Path) -> None:
+    """-o /dev/null (here through a link to it) fetches and reports, keeps nothing and leaves
+    the name as it was: never a file renamed over it."""
+    (work / "discard").symlink_to(os.devnull)
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+    result = CliRunner().invoke(main, ["get", url, "-o", "discard", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["ok"] is True and record["size"] == len(b"hello, world\n")
+    assert os.readlink(work / "discard") == os.devnull
+    assert sorted(p.name for p in work.iterdir()) == ["discard"]
+
+
+def test_get_o_to_a_pipe_is_refused_not_replaced(work: Path) -> None:
+    """-o naming a FIFO (or a device, /dev/stdout) is refused (status 2) before anything is
+    sent: renaming the body over it would replace it with a plain file."""
+    os.mkfifo(work / "fifo")
+    result = CliRunner().invoke(main, ["get", "http://127.0.0.1:1/x", "-o", "fifo"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: -o fifo is not a regular file: use -o -")
+    assert stat.S_ISFIFO((work / "fifo").lstat().st_mode)
+
+
+def test_get_o_dev_stdout_is_stdout(static_server: Server, work: Path) -> None:
+    """-o /dev/stdout writes the body to stdout, as -o - does (and as curl does), and leaves
+    /dev/stdout as it was."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+    script = Path(sys.executable).parent / "webclient"
+    done = subprocess.run(
+        [script, "get", url, "-o", "/dev/stdout", "-q"],
+        cwd=work, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"hello, world\n"
+    assert os.path.islink("/dev/stdout")
