@@ -273,7 +273,7 @@ class BatchRun:
             except OSError as exc:  # a name the OS refuses: too long, a loop of symlinks
                 raise LocalFileError(f"cannot read {local}: {exc.strerror or exc}") from exc
             if not usable:
-                raise LocalFileError(f"no such file to upload: {local}")
+                raise LocalFileError(_not_uploadable(local))
             body = self._uploadable(local)
             return ClientRequest(
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
@@ -504,3 +504,11 @@ class BatchRun:
     @property
     def stderr_closed(self) -> bool:
         return self.terminal.stderr_closed
+
+
+def _not_uploadable(local: Path) -> str:
+    """Why ``local`` (not a regular file) cannot be uploaded: it is missing, or it is a folder,
+    a device or a pipe, whose length is unknown (a POST here is sent with a Content-Length)."""
+    if os.path.exists(local):
+        return f"cannot upload {local}: not a regular file (a folder, a device or a pipe)"
+    return f"no such file to upload: {local}"

@@ -516,6 +516,7 @@ def test_get_with_out_saves_the_file_through_the_shared_cache(
         (["get"], 2, "error: Missing argument 'URL...'"),
         (["get", "http://127.0.0.1:1/a", "-o", ""], 2, "error: -o needs a file name"),
         (["post", "nope.txt", "http://127.0.0.1:1/x"], 1, "no such file to upload: nope.txt"),
+        (["post", os.devnull, "http://127.0.0.1:1/x"], 1, "not a regular file (a folder, a"),
         (["head", "http://127.0.0.1:1/x", "--offline", "--refresh"], 2, "cannot be used together"),
     ],
 )
