@@ -83,6 +83,7 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--cache-max-size", "\u0661K"], "not a size"),
         (["--pipeline", "0"], "--pipeline"),
         (["--timeout", "0"], "--timeout"),
+        (["--timeout", "inf"], "timeout must be at most 1000000 seconds"),
         (["--cache-max-size", "lots"], "not a size"),
         (["--max-size", "1.5G"], "not a size"),
         (["--max-size", "-1"], "not a size"),
