@@ -143,6 +143,14 @@ def test_dns_failure_and_connect_timeout_are_wrapped(
         plain.get("http://127.0.0.1:9/x")
 
 
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".test", "\udc80"])
+def test_a_host_the_resolver_cannot_encode_is_a_resolve_error(plain: Client, host: str) -> None:
+    """A host name IDNA cannot encode (an empty or 64-byte label, a lone surrogate), from the
+    library or a redirect, is a ResolveError in one sentence, not a UnicodeError."""
+    with pytest.raises(ResolveError, match="not a valid host name"):
+        plain.get(f"http://{host}/x")
+
+
 def cache_files(folder: Path) -> list[Path]:
     """Every body file and half-written body in a cache folder."""
     return sorted(

@@ -326,3 +326,18 @@ def test_batch_reports_an_invalid_location_in_one_line(
     [line] = result.stderr.splitlines()
     assert line.startswith("error: ") and "invalid Location 'http://[::1/x'" in line, line
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_a_redirect_to_an_unencodable_host_is_one_line(
+    origin: Where, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient get: a Location whose host IDNA cannot encode (http://a..b/) is one error
+    line and status 1, never a UnicodeError traceback."""
+    server, handler = origin
+    handler.script("/a.txt", (302, [("Location", "http://a..b/x")], b""))
+    monkeypatch.chdir(tmp_path)
+    args = ["get", server.url + "a.txt", "--no-cache", "-q", "--retries", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "cannot resolve host 'a..b'" in line, line
