@@ -11,6 +11,7 @@ transport errors.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -33,7 +34,13 @@ def make_context(*, cacert: Path | None = None, insecure: bool = False) -> ssl.S
         context = ssl.create_default_context(cafile=None if cacert is None else str(cacert))
     except FileNotFoundError as exc:
         raise ClientConfigError(f"no such CA file: {cacert}") from exc
-    except (ssl.SSLError, OSError) as exc:
+    except ssl.SSLError as exc:
+        # str(exc) is "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate ... (_ssl.c:4154)".
+        words = re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.args[-1]))
+        raise ClientConfigError(
+            f"cannot use {cacert} as CA certificates: {words} (not a PEM file of certificates)"
+        ) from exc
+    except OSError as exc:
         raise ClientConfigError(f"cannot use {cacert} as CA certificates: {exc}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # Pipelining and keep-alive work without it, but HTTP/1.1 is what this client speaks.

@@ -223,8 +223,12 @@ def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ClientConfigError, match="no such CA file"):
         _client(tmp_path, cacert=tmp_path / "none.pem")
     (tmp_path / "bad.pem").write_text("not a certificate\n")
-    with pytest.raises(ClientConfigError, match=r"cannot use \S*bad\.pem as CA certificates"):
+    with pytest.raises(
+        ClientConfigError, match=r"cannot use \S*bad\.pem as CA certificates"
+    ) as bad:
         _client(tmp_path, cacert=tmp_path / "bad.pem")
+    # OpenSSL's words, without its library tag and source line: "[X509: ...] ... (_ssl.c:4154)"
+    assert str(bad.value).endswith(": no certificate or crl found (not a PEM file of certificates)")
     with pytest.raises(ClientConfigError, match="together"):
         ClientConfig(cacert=tmp_path / "x.pem", insecure=True)
 
