@@ -4,16 +4,18 @@ Rules: 301, 302 and 303 are followed with GET and no body (a HEAD stays a HEAD),
 the same method and body; a relative ``Location`` is resolved against the URL that answered and
 its fragment dropped; a hop to another origin (scheme, host or port) drops the request's
 credentials and its own ``Host``, so a token meant for one server is never sent to another; a URL
-seen twice in one chain is a loop, more than ``max_redirects`` hops is an error, and so is a
-``Location`` that is no http(s) URL with a host and a port in 1..65535, or several different
-``Location`` fields (no single target), each one :class:`~webclient.errors.RedirectError` in one
-sentence. A ``Location`` with a scheme is taken as written (RFC 3986 §5.2.2), never completed
-from the URL that answered. Pure functions over values: no I/O.
+seen twice in one chain with the same method is a loop, more than ``max_redirects`` hops is an
+error, and so is a ``Location`` that is no http(s) URL with a host and a port in 1..65535, or
+several different ``Location`` fields (no single target), each one
+:class:`~webclient.errors.RedirectError` in one sentence. A ``Location`` with a scheme is taken
+as written (RFC 3986 §5.2.2), never completed from the URL that answered. Pure functions over
+values: no I/O.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -97,10 +99,22 @@ def _target(url: str, response_headers: HeaderList) -> str:
     return target
 
 
-def check_chain(chain: list[str], target: str, max_redirects: int) -> None:
-    """Refuse a hop to ``target`` after the URLs of ``chain`` (the first is the one asked)."""
-    if target in chain:
-        loop = " -> ".join([*chain[chain.index(target) :], target])
+def check_chain(
+    chain: list[str],
+    target: str,
+    max_redirects: int,
+    *,
+    methods: Sequence[str] = (),
+    method: str = "",
+) -> None:
+    """Refuse a hop to ``target`` after the URLs of ``chain`` (the first is the one asked).
+
+    With ``methods`` (one per URL of the chain) and the hop's ``method``, a loop is the same
+    method and URL seen again: a POST answered 303 to its own URL (Post/Redirect/Get) is then
+    followed by a GET of that URL, not a loop."""
+    seen = list(zip(methods, chain, strict=True)) if methods else [(method, url) for url in chain]
+    if (method, target) in seen:
+        loop = " -> ".join([*chain[seen.index((method, target)) :], target])
         raise RedirectError(f"redirect loop: {loop}")
     if len(chain) > max_redirects:
         raise RedirectError(f"more than {max_redirects} redirects from {chain[0]} (last: {target})")

@@ -18,7 +18,7 @@ from webclient import (
 )
 from webclient._redirects import check_chain, next_hop
 from webclient.cli import main
-from webserver import Server
+from webserver import Request, Response, Server
 
 from .conftest import CLIENT_TIMEOUT, BadServer, FakeClock, Origin
 
@@ -122,6 +122,38 @@ def test_loops_and_long_chains_are_refused() -> None:
     with pytest.raises(RedirectError, match="more than 1 redirects from http://h/a"):
         check_chain(["http://h/a", "http://h/b"], "http://h/c", 1)
     check_chain(["http://h/a"], "http://h/b", 1)
+
+
+def test_post_redirect_get_to_the_same_url_is_no_loop() -> None:
+    """POST /form answered 303 to /form is the Post/Redirect/Get pattern, not a loop: a loop
+    is the same method and URL seen again."""
+    check_chain(["http://h/form"], "http://h/form", 5, methods=["POST"], method="GET")
+    with pytest.raises(RedirectError, match="redirect loop: http://h/form -> http://h/form"):
+        check_chain(["http://h/form"], "http://h/form", 5, methods=["POST"], method="POST")
+    with pytest.raises(RedirectError, match="redirect loop: http://h/form -> http://h/x ->"):
+        check_chain(
+            ["http://h/form", "http://h/form", "http://h/x"],
+            "http://h/form",
+            5,
+            methods=["POST", "GET", "GET"],
+            method="GET",
+        )
+
+
+def test_a_post_redirected_to_its_own_url_gets_the_page(origin: Where, tmp_path: Path) -> None:
+    """POST /form, 303 to /form: the GET of /form is the answer (it was 'redirect loop')."""
+    server, handler = origin
+
+    def answer(request: Request) -> Response:
+        if request.method == "POST":
+            return Response(303, [("Location", "/form")], b"")
+        return Response(200, [], b"thanks")
+
+    handler.script("/form", answer)
+    with _client(tmp_path) as client:
+        response = client.post(server.url + "form", b"name=x")
+    assert (response.status, response.body) == (200, b"thanks")
+    assert [s.method for s in handler.requests_to("/form")] == ["POST", "GET"]
 
 
 @pytest.mark.parametrize(
