@@ -509,8 +509,13 @@ def _refuse_together(**chosen: object) -> None:
 def _forget_fetched(cache_dir: Path | None, outcomes: Sequence[CommandOutcome]) -> None:
     """After a ``--no-cache`` run, drop what the cache holds for every URL it fetched: a later
     run must not go back to a copy older than the one just saved."""
+    # The command's own URL too: when the answer came through a redirect, the stored redirect
+    # would lead a later run back to where it used to point.
     urls = [
-        o.response.url for o in outcomes if o.response is not None and o.response.method == "GET"
+        url
+        for o in outcomes
+        if o.response is not None and o.response.method == "GET"
+        for url in dict.fromkeys((o.command.url, o.response.url))
     ]
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     if not urls or not folder.is_dir():

@@ -790,3 +790,23 @@ def test_get_o_dev_stdout_is_stdout(static_server: Server, work: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"hello, world\n"
     assert os.path.islink("/dev/stdout")
+
+
+def test_no_cache_run_also_forgets_a_stored_redirect(
+    origin: tuple[Server, Any], work: Path, tmp_path: Path
+) -> None:
+    """A stored 301 that now leads elsewhere: after a --no-cache run fetched the new target, the
+    next run does not follow the stored redirect back to the old one."""
+    server, handler = origin
+    permanent = ("Cache-Control", "max-age=600")
+    handler.script("/a", (301, [("Location", "/b"), permanent], b""))
+    handler.script("/b", (200, [permanent], b"old\n"))
+    handler.script("/c", (200, [permanent], b"new\n"))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert CliRunner().invoke(main, ["get", server.url + "a", *cache]).stdout == "old\n"
+    handler.script("/a", (301, [("Location", "/c"), permanent], b""))
+    fresh = CliRunner().invoke(main, ["get", server.url + "a", "--no-cache", *cache])
+    assert fresh.stdout == "new\n"
+    later = CliRunner().invoke(main, ["get", server.url + "a", *cache])
+    assert later.exit_code == 0, later.output
+    assert later.stdout == "new\n"
