@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -19,6 +20,7 @@ from webclient import (
     ClientConfigError,
     ClientRequest,
     ClientResponse,
+    ConnectionClosed,
     InvalidURL,
     TransportError,
 )
@@ -175,6 +177,47 @@ def test_sni_carries_the_host_name(tmp_path: Path, certificates: Certificates) -
     with server, _client(tmp_path, cacert=certificates.ca, use_cache=False) as client:
         assert client.get(f"https://localhost:{server.port}/").body == b"ok"
     assert seen == ["localhost"]
+
+
+class _AbruptTLS(BadServer):
+    """A TLS BadServer that closes the TCP connection after its reply, without close_notify."""
+
+    def _answer(self, conn: socket.socket, reply: bytes) -> None:
+        assert self.tls is not None
+        conn.settimeout(CLIENT_TIMEOUT)
+        with contextlib.suppress(OSError):
+            tls = self.tls.wrap_socket(conn, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head and (data := tls.recv(65536)):
+                head += data
+            tls.sendall(reply)
+            os.close(tls.detach())  # the TLS layer is dropped unclosed: no close_notify is sent
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the close", b"to the close"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ncut", None),
+    ],
+)
+def test_a_close_without_close_notify_is_a_close(
+    tmp_path: Path, certificates: Certificates, reply: bytes, body: bytes | None
+) -> None:
+    """A TLS server that closes without close_notify has closed: a body delimited by the close
+    ends there, a complete body stands, a body short of its Content-Length fails."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.cert, certificates.key)
+    server = _AbruptTLS(reply, tls=context)
+    settings = {"cacert": certificates.ca, "use_cache": False, "retries": 0}
+    with server, _client(tmp_path, **settings) as client:
+        if body is None:
+            with pytest.raises(ConnectionClosed, match="closed the connection mid-response"):
+                client.get(f"https://localhost:{server.port}/")
+        else:
+            assert client.get(f"https://localhost:{server.port}/").body == body
 
 
 def test_an_https_url_to_a_plain_http_server_says_so(origin: Where, tmp_path: Path) -> None:
