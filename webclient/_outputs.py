@@ -93,6 +93,14 @@ class Destinations:
         return Path(target)
 
 
+#: How ``<name>.part`` and its record are opened: never through a symlink, and without waiting
+#: (a named pipe there would block the open until a reader came; regular files ignore it).
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: What opening or checking them fails with when the name is taken by a symlink, a folder, a
+#: named pipe or a device: then the body goes to a plain temporary file.
+_NAME_TAKEN = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ESTALE})
+
+
 class OutputFile:
     """A body sink writing beside ``path`` and renaming into place only when complete.
 
@@ -164,13 +172,12 @@ class OutputFile:
         if resume is None:
             return create_temp(folder_fd, prefix)
         name = self.path.name + PART_SUFFIX
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+            fd = os.open(name, _PART_FLAGS, 0o600, dir_fd=folder_fd)
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.EISDIR) or resume.offset:
+            if exc.errno not in _NAME_TAKEN or resume.offset:
                 raise
-            fd = -1  # a symlink or a folder in its place is never followed (nor removed)
+            fd = -1  # a symlink, folder or pipe in its place is never used (nor removed)
         try:
             if fd < 0:
                 raise BlockingIOError
@@ -188,12 +195,13 @@ class OutputFile:
             os.ftruncate(fd, resume.offset)
             os.lseek(fd, resume.offset, os.SEEK_SET)
         except OSError as exc:
-            if resume.offset or exc.errno not in (errno.ELOOP, errno.EISDIR):
+            if resume.offset or exc.errno not in _NAME_TAKEN:
                 os.close(fd)
                 raise
-            # The record's name is taken by a folder or a symlink: the body goes without one,
-            # and the .part goes too when this run created it (it is empty).
-            if os.fstat(fd).st_size == 0:
+            # The name of the .part or its record is taken by something that is no regular
+            # file: the body goes without them, and the .part goes too when this run created it.
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=folder_fd)
             os.close(fd)
@@ -220,9 +228,10 @@ class OutputFile:
         import json
 
         record = json.dumps({"url": resume.url, "validator": resume.validator}).encode()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(meta, flags, 0o600, dir_fd=folder_fd)
+        fd = os.open(meta, _PART_FLAGS | os.O_TRUNC, 0o600, dir_fd=folder_fd)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.ESTALE, f"{meta} is not a regular file")
             os.write(fd, record)
         finally:
             os.close(fd)

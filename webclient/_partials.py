@@ -121,12 +121,15 @@ def find_partial(destination: Path, url: str, *, now: float | None = None) -> Pa
 def read_meta(path: str, folder_fd: int | None = None) -> dict[str, object] | None:
     import json
 
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a pipe: no waiting
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+        fd = os.open(path, flags, dir_fd=folder_fd)
     except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             data = json.loads(file.read(_META_LIMIT))
     except (OSError, ValueError):
         return None

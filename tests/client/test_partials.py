@@ -340,11 +340,12 @@ def test_client_refuses_a_206_it_did_not_ask_for(bad_server: Callable[..., BadSe
         assert client.get(server.url, headers=[("Range", "bytes=0-1")]).body == b"ab"
 
 
+@pytest.mark.timeout(10)
 def test_parts_older_than_a_day_are_removed_not_resumed(
     static_server: Server, www: Path, work: Path, big: bytes
 ) -> None:
     """A .part (with its record) older than a day is removed and the file fetched whole; a
-    younger one of another file and a user's own .part are left alone."""
+    younger one of another file, a user's own .part and a named pipe are left alone."""
     port = static_server.listen()[1]
     url = f"http://127.0.0.1:{port}/big.bin"
     (work / "old.bin.part").write_bytes(b"x")
@@ -356,14 +357,20 @@ def test_parts_older_than_a_day_are_removed_not_resumed(
     (work / "young.bin.part.meta").write_text(json.dumps({"url": url, "validator": '"e"'}))
     (work / "notes.part").write_bytes(b"mine")
     os.utime(work / "notes.part", (0, 0))
+    os.mkfifo(work / "pipe.bin.part")  # opening it to check its lock must not wait for a writer
+    (work / "pipe.bin.part.meta").write_text(json.dumps({"url": url, "validator": '"e"'}))
+    then = time.time() - PART_MAX_AGE - 60
+    for name in ("pipe.bin.part", "pipe.bin.part.meta"):
+        os.utime(work / name, (then, then))
     result = CliRunner().invoke(main, ["get", url, "-o", "old.bin"])
     assert result.exit_code == 0, result.output
-    assert "removed 1 interrupted download (.part) older than a day from ." in result.stderr
+    assert "removed 2 interrupted downloads (.part) older than a day from ." in result.stderr
     assert (work / "old.bin").read_bytes() == big
     assert "resumed" not in result.stderr
     assert sorted(p.name for p in work.iterdir()) == [
         "notes.part",
         "old.bin",
+        "pipe.bin.part",  # not a regular file: its record goes, the pipe is not ours to remove
         "young.bin.part",
         "young.bin.part.meta",
     ]
@@ -422,6 +429,22 @@ def test_a_folder_in_place_of_the_part_does_not_fail_the_download(
     assert (work / "x.bin").read_bytes() == big
     assert (work / ("x.bin" + taken)).is_dir()
     assert sorted(p.name for p in work.iterdir()) == ["x.bin", "x.bin" + taken]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("taken", [PART_SUFFIX, META_SUFFIX])
+def test_a_named_pipe_in_place_of_the_part_does_not_hang_the_run(
+    static_server: Server, work: Path, big: bytes, taken: str
+) -> None:
+    """A named pipe named like the .part or its record (opening one for writing or reading
+    waits for the other end for ever) is never waited on: the download goes to a plain
+    temporary file and succeeds, and the pipe stays."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    os.mkfifo(work / ("x.bin" + taken))
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big
+    assert stat.S_ISFIFO((work / ("x.bin" + taken)).lstat().st_mode)
 
 
 def test_commands_sharing_a_name_do_not_resume(
