@@ -290,6 +290,27 @@ def test_verify_cache_refetches_a_tampered_body(
     assert sum("SHA-256" in line for line in again.stderr.splitlines()) == 1
 
 
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize(
+    "command", [["batch", "cmds.txt", "--verify-cache"], ["cache", "info", "--check"]]
+)
+def test_a_named_pipe_in_place_of_a_body_never_hangs(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A stored body replaced by a named pipe (opening one waits for a writer for ever) is a
+    body that is not a file: --verify-cache and cache info --check drop it, never wait."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    (data,) = [p for p in (cache / "bodies").rglob("*") if p.is_file() and p.stat().st_size > 99]
+    data.unlink()
+    os.mkfifo(data)
+    result = CliRunner().invoke(main, [*command, "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert "is not a file" in result.output
+    if command[0] == "batch":
+        assert (tmp_path / "data.bin").read_bytes() == bytes(range(256)) * 300
+
+
 def test_python_m_webclient() -> None:
     """`python -m webclient` runs the webclient command, like `python -m webserver`."""
     result = subprocess.run(
