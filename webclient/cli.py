@@ -360,7 +360,7 @@ def _refuse_special_file(path: Path) -> None:
         mode = os.stat(real).st_mode
     except OSError:
         mode = stat.S_IFREG  # nothing there yet (or not reachable): the save reports it
-    if not stat.S_ISREG(mode) or real.startswith(("/dev/", "/proc/")):
+    if not stat.S_ISREG(mode) or real.startswith("/proc/"):  # (/dev/shm holds plain files)
         raise InvalidSetting(
             f"-o {path} is not a regular file: use -o - for stdout, -o {os.devnull} to discard"
         )

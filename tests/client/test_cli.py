@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -831,3 +833,17 @@ def test_no_cache_run_also_forgets_a_stored_redirect(
     later = CliRunner().invoke(main, ["get", server.url + "a", *cache])
     assert later.exit_code == 0, later.output
     assert later.stdout == "new\n"
+
+
+def test_get_o_a_plain_file_under_dev_is_saved(static_server: Server, work: Path) -> None:
+    """Only special files are refused: a plain file under /dev/shm (a tmpfs) is saved as any."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm here")
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+        result = CliRunner().invoke(main, ["get", url, "-o", str(folder / "hello.txt")])
+        assert result.exit_code == 0, result.output
+        assert (folder / "hello.txt").read_bytes() == b"hello, world\n"
+    finally:
+        shutil.rmtree(folder)
