@@ -273,7 +273,7 @@ class BatchRun:
             except OSError as exc:  # a name the OS refuses: too long, a loop of symlinks
                 raise LocalFileError(f"cannot read {local}: {exc.strerror or exc}") from exc
             if not usable:
-                raise LocalFileError(f"no such file to upload: {local}")
+                raise LocalFileError(_not_uploadable(local))
             body = self._uploadable(local)
             return ClientRequest(
                 "POST", command.url, body=body, on_sent=self._upload_progress(command, local)
@@ -432,9 +432,10 @@ class BatchRun:
             return CommandOutcome(command, False, f"{where}: {status}", response=result)
         if command.method == "HEAD":
             return CommandOutcome(command, True, f"{where}: {status}", response=result)
+        offline = ", offline" if self.client.config.offline else ""
         if self.spool:
             message = f"{where}: {status}, {human_size(result.body_size)}"
-            message += f" (cache {result.cache_status.value})"
+            message += f" (cache {result.cache_status.value}{offline})"
             return CommandOutcome(command, True, message, response=result, spool=spool)
         if command.method == "POST":
             location = result.header("location")
@@ -446,7 +447,6 @@ class BatchRun:
             forget_partial(saved)  # restarted from the start without a .part of its own
         text = str(saved)
         shown = text[len(self._cwd) :] if text.startswith(self._cwd) else text
-        offline = ", offline" if self.client.config.offline else ""
         size = result.body_size + (resumed or 0)
         how = "" if resumed is None else f"resumed after {human_size(resumed)}, "
         message = (
@@ -504,3 +504,11 @@ class BatchRun:
     @property
     def stderr_closed(self) -> bool:
         return self.terminal.stderr_closed
+
+
+def _not_uploadable(local: Path) -> str:
+    """Why ``local`` (not a regular file) cannot be uploaded: it is missing, or it is a folder,
+    a device or a pipe, whose length is unknown (a POST here is sent with a Content-Length)."""
+    if os.path.exists(local):
+        return f"cannot upload {local}: not a regular file (a folder, a device or a pipe)"
+    return f"no such file to upload: {local}"

@@ -140,6 +140,7 @@ class Cache:
         clock: Clock = time.time,
         warn: Warn | None = None,
         verify: bool = False,
+        unverified_tls: bool = False,
     ) -> None:
         from ._storage import Storage
 
@@ -149,6 +150,10 @@ class Cache:
         self.warn: Warn = warn if warn is not None else _ignore
         #: Hash every stored body before serving it, not only check its size.
         self.verify = verify
+        #: https answers come without certificate verification (--insecure): anyone on the path
+        #: may have written them, so they neither enter the cache nor freshen what it holds,
+        #: where a later, verified run would take them as the server's.
+        self.unverified_tls = unverified_tls
         self.storage = Storage(folder, warn=warn)
 
     @contextlib.contextmanager
@@ -196,7 +201,10 @@ class Cache:
         """What the origin's answer does: a 304 for a revalidated response makes it answer
         (:class:`Fresh`) or, when it cannot be applied, asks for the request again without
         validators (:class:`Miss`); any other answer goes through a :class:`Store`."""
+        untrusted = self.unverified_tls and url[:6].lower() == "https:"
         if head.status == 304 and isinstance(plan, Revalidate):
+            if untrusted:
+                return MISS  # asked again without validators: the body comes, not stored
             try:
                 fresh = self.freshen(
                     plan.lookup,
@@ -209,7 +217,7 @@ class Cache:
                 fresh = None
             return MISS if fresh is None else Fresh(fresh, CacheStatus.REVALIDATED)
         writer = None
-        if self.wants(method, head.status, head.headers, request_headers):
+        if not untrusted and self.wants(method, head.status, head.headers, request_headers):
             try:
                 writer = self.begin()
             except CacheError as exc:

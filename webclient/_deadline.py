@@ -83,8 +83,11 @@ class ResponseDeadline:
         self._window_bytes += count
         if self.max_time is not None and now - started > self.max_time:
             raise self.too_long(where)
-        if now - self._window_start >= self.window:
-            if self._window_bytes < self.min_rate * self.window:
+        elapsed = now - self._window_start
+        if elapsed >= self.window:
+            # Over the time the window really lasted: it ends with a read, often well past its
+            # nominal length, and a drip just under it would otherwise pass at half the rate.
+            if self._window_bytes < self.min_rate * elapsed:
                 raise ResponseTimeout(
                     f"{where} sent the response too slowly (less than {self.min_rate:g} byte/s"
                     f" over {self.window:g} s); it was cut off"

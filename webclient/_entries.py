@@ -30,6 +30,10 @@ from .errors import CacheError
 #: Keys per query when prefetching index rows (below SQLite's limit on parameters).
 _PREFETCH_CHUNK = 500
 
+#: How stored bodies are opened: O_NONBLOCK so that a named pipe put in a body's place is
+#: opened at once (and then found not to be a file) instead of waiting for a writer for ever.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
 
 class EntryStore(Index):
     """The cache's entries and bodies, key by key: what a request reads and writes; every method
@@ -72,7 +76,7 @@ class EntryStore(Index):
         """The stored body; CacheError when it is gone or not the size recorded."""
         path = self.body_path(entry.body_sha)
         try:
-            file = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+            file = os.fdopen(os.open(path, _READ_FLAGS), "rb")  # the caller closes it
         except OSError as exc:
             raise CacheError(f"a stored body is missing: {path.name}") from exc
         if os.fstat(file.fileno()).st_size != entry.body_size:
@@ -85,7 +89,7 @@ class EntryStore(Index):
         recorded."""
         sha = entry.body_sha
         try:
-            fd = os.open(self._body_file(sha), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(self._body_file(sha), _READ_FLAGS)
         except OSError as exc:
             raise CacheError(f"a stored body is missing: {sha}") from exc
         try:
@@ -108,7 +112,7 @@ class EntryStore(Index):
         try:
             if not verify:
                 return size_problem(os.stat(path), entry.body_size)
-            with open(path, "rb") as file:
+            with os.fdopen(os.open(path, _READ_FLAGS), "rb") as file:
                 problem = size_problem(os.fstat(file.fileno()), entry.body_size)
                 if problem is None and file_sha256(file) != entry.body_sha:
                     problem = "does not match its SHA-256 (it was changed on disk)"

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import threading
 import time
 
@@ -85,13 +86,15 @@ def remove_stale_temps(folder: str, *, now: float | None = None) -> int:
 
 
 def remove_unlocked(folder_fd: int, name: str) -> int:
+    # O_NONBLOCK: a named pipe of that name would otherwise hold the open until a writer came.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=folder_fd
-        )
+        fd = os.open(name, flags, dir_fd=folder_fd)
     except OSError:
         return 0
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0  # not a download of ours
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

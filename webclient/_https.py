@@ -11,11 +11,18 @@ transport errors.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from pathlib import Path
 
 from .errors import CertificateError, ClientConfigError, TransportError
+
+#: OpenSSL's verify codes (X509_V_ERR_*) for an issuer the trusted roots do not hold, the only
+#: failures a --cacert file can cure (an expired certificate, say, stays expired).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+#: What OpenSSL says when the first bytes back are not a TLS record, as from a plain HTTP server.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"})
 
 #: The one line said when verification is off.
 INSECURE_WARNING = "certificate verification is off (--insecure): https gives no protection"
@@ -27,7 +34,13 @@ def make_context(*, cacert: Path | None = None, insecure: bool = False) -> ssl.S
         context = ssl.create_default_context(cafile=None if cacert is None else str(cacert))
     except FileNotFoundError as exc:
         raise ClientConfigError(f"no such CA file: {cacert}") from exc
-    except (ssl.SSLError, OSError) as exc:
+    except ssl.SSLError as exc:
+        # str(exc) is "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate ... (_ssl.c:4154)".
+        words = re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.args[-1]))
+        raise ClientConfigError(
+            f"cannot use {cacert} as CA certificates: {words} (not a PEM file of certificates)"
+        ) from exc
+    except OSError as exc:
         raise ClientConfigError(f"cannot use {cacert} as CA certificates: {exc}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # Pipelining and keep-alive work without it, but HTTP/1.1 is what this client speaks.
@@ -50,9 +63,8 @@ def wrap(sock: socket.socket, context: ssl.SSLContext, host: str, where: str) ->
         reason = str(exc.verify_message).rstrip(".")
         if "mismatch" in reason:  # the CA is fine, the name is not: --cacert would not help
             raise CertificateError(f"certificate of {where} is for another name: {reason}") from exc
-        raise CertificateError(
-            f"certificate of {where} not trusted: {reason} (use --cacert FILE for a private CA)"
-        ) from exc
+        hint = " (use --cacert FILE for a private CA)" if exc.verify_code in _UNKNOWN_ISSUER else ""
+        raise CertificateError(f"certificate of {where} not trusted: {reason}{hint}") from exc
     except ssl.CertificateError as exc:  # pragma: no cover - 3.11 raises the subclass above
         sock.close()
         raise CertificateError(f"certificate of {where} not trusted: {exc}") from exc
@@ -61,7 +73,10 @@ def wrap(sock: socket.socket, context: ssl.SSLContext, host: str, where: str) ->
         raise TransportError(f"TLS handshake with {where} timed out") from exc
     except ssl.SSLError as exc:
         sock.close()
-        raise TransportError(f"TLS handshake with {where} failed: {exc.reason or exc}") from exc
+        reason = exc.reason or str(exc)
+        if reason in _NOT_TLS:
+            reason = f"the server did not answer in TLS (a plain http:// server?): {reason}"
+        raise TransportError(f"TLS handshake with {where} failed: {reason}") from exc
     except OSError as exc:
         sock.close()
         raise TransportError(

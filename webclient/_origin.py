@@ -112,6 +112,8 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
         raise ResolveError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
+    except UnicodeError as exc:  # IDNA: an empty or overlong label, a lone surrogate
+        raise ResolveError(f"cannot resolve host {host!r}: not a valid host name") from exc
     except ConnectionRefusedError as exc:
         raise ConnectionRefused(f"connection refused by {where}") from exc
     except TimeoutError as exc:

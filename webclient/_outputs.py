@@ -97,6 +97,14 @@ class Destinations:
         return Path(target)
 
 
+#: How ``<name>.part`` and its record are opened: never through a symlink, and without waiting
+#: (a named pipe there would block the open until a reader came; regular files ignore it).
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: What opening or checking them fails with when the name is taken by a symlink, a folder, a
+#: named pipe or a device: then the body goes to a plain temporary file.
+_NAME_TAKEN = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ESTALE})
+
+
 class OutputFile:
     """A body sink writing beside ``path`` and renaming into place only when complete.
 
@@ -168,13 +176,12 @@ class OutputFile:
         if resume is None:
             return create_temp(folder_fd, prefix)
         name = self.path.name + PART_SUFFIX
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+            fd = os.open(name, _PART_FLAGS, 0o600, dir_fd=folder_fd)
         except OSError as exc:
-            if exc.errno != errno.ELOOP:
+            if exc.errno not in _NAME_TAKEN or resume.offset:
                 raise
-            fd = -1  # a symlink in its place is never followed (nor removed)
+            fd = -1  # a symlink, folder or pipe in its place is never used (nor removed)
         try:
             if fd < 0:
                 raise BlockingIOError
@@ -182,9 +189,7 @@ class OutputFile:
         except OSError:
             if fd >= 0:
                 os.close(fd)  # another run is writing it: this one goes its own way
-            self._resume = None
-            self.size = 0
-            return create_temp(folder_fd, prefix)
+            return self._not_resumable(folder_fd, prefix)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size < resume.offset:
@@ -193,10 +198,28 @@ class OutputFile:
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, resume.offset)
             os.lseek(fd, resume.offset, os.SEEK_SET)
+        except OSError as exc:
+            if resume.offset or exc.errno not in _NAME_TAKEN:
+                os.close(fd)
+                raise
+            # The name of the .part or its record is taken by something that is no regular
+            # file: the body goes without them, and the .part goes too when this run created it.
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=folder_fd)
+            os.close(fd)
+            return self._not_resumable(folder_fd, prefix)
         except BaseException:
             os.close(fd)
             raise
         return fd, name
+
+    def _not_resumable(self, folder_fd: int, prefix: str) -> tuple[int, str]:
+        """A plain temporary file instead of the ``.part``: this body is not resumed later."""
+        self._resume = None
+        self.size = 0
+        return create_temp(folder_fd, prefix)
 
     def _write_meta(self, folder_fd: int, resume: Resume) -> None:
         """Record the URL and validator beside the ``.part`` (or remove an older record when
@@ -209,9 +232,10 @@ class OutputFile:
         import json
 
         record = json.dumps({"url": resume.url, "validator": resume.validator}).encode()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(meta, flags, 0o600, dir_fd=folder_fd)
+        fd = os.open(meta, _PART_FLAGS | os.O_TRUNC, 0o600, dir_fd=folder_fd)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.ESTALE, f"{meta} is not a regular file")
             os.write(fd, record)
         finally:
             os.close(fd)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ._folders import O_FOLDER, remove_unlocked
 from ._freshness import HeaderList, header_value
+from ._shared.grammar import FIELD_VALUE
 from ._shared.httpdate import parse_http_date
 
 #: An interrupted download older than this is removed rather than resumed: a day is enough to
@@ -105,6 +106,8 @@ def find_partial(destination: Path, url: str, *, now: float | None = None) -> Pa
     validator = None if meta is None else meta.get("validator")
     if meta is None or meta.get("url") != url or not isinstance(validator, str):
         return None
+    if not validator or not re.fullmatch(FIELD_VALUE, validator):
+        return None  # a damaged record: what it names could not even be sent as If-Range
     try:
         st = os.stat(os.path.join(folder, name + PART_SUFFIX), follow_symlinks=False)
     except OSError:
@@ -118,12 +121,15 @@ def find_partial(destination: Path, url: str, *, now: float | None = None) -> Pa
 def read_meta(path: str, folder_fd: int | None = None) -> dict[str, object] | None:
     import json
 
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a pipe: no waiting
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+        fd = os.open(path, flags, dir_fd=folder_fd)
     except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             data = json.loads(file.read(_META_LIMIT))
     except (OSError, ValueError):
         return None

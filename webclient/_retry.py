@@ -32,7 +32,7 @@ def retry_after(headers: HeaderList, now: float) -> float | None:
     value = (header_value(headers, "retry-after") or "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit also takes "\xb2" and other digits
         return float(value)
     when = parse_http_date(value, now)
     return None if when is None else max(0.0, when - now)

@@ -57,11 +57,22 @@ _Next = _Follow | _Retry | None
 class _Chain:
     """One request of the call and what became of it so far."""
 
-    __slots__ = ("attempts", "current", "decided", "decided_for", "result", "sent", "urls")
+    __slots__ = (
+        "attempts",
+        "current",
+        "decided",
+        "decided_for",
+        "methods",
+        "result",
+        "sent",
+        "urls",
+    )
 
     def __init__(self, current: ClientRequest) -> None:
         self.current = current
         self.urls = [current.url]
+        #: The method of each request of ``urls`` (a redirect may turn a POST into a GET).
+        self.methods = [current.method.upper()]
         self.attempts = 0
         #: What the response of this round leads to, decided when its head arrived.
         self.decided: _Next | WebClientError = None
@@ -140,6 +151,7 @@ class Rounds:
                 chain.attempts += 1
             elif isinstance(step, _Follow):
                 chain.urls.append(step.request.url)
+                chain.methods.append(step.request.method.upper())
                 chain.current = step.request
                 if not isinstance(result, WebClientError):
                     chain.sent += result.bytes_sent
@@ -194,11 +206,13 @@ class Rounds:
                 return step
         if config.max_redirects == 0:
             return None
-        hop = next_hop(method, result.url, request.headers, result.status, result.headers)
-        if hop is None:
-            return None
         try:
-            check_chain(chain.urls, hop.url, config.max_redirects)
+            hop = next_hop(method, result.url, request.headers, result.status, result.headers)
+            if hop is None:
+                return None
+            check_chain(
+                chain.urls, hop.url, config.max_redirects, methods=chain.methods, method=hop.method
+            )
         except WebClientError as exc:
             return exc
         body = request.body if hop.keeps_body else None

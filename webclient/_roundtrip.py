@@ -19,6 +19,8 @@ It is handed what it needs -- the cache (or None), the clock and the warning cal
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +132,19 @@ def _open_body(body: bytes | Path | None) -> tuple[bytes | BinaryIO | None, int]
     if body is None or isinstance(body, bytes):
         return body, len(body or b"")
     try:
-        file = open(body, "rb")  # noqa: SIM115 - closed by the round trip when it is done
+        # O_NONBLOCK: a named pipe without a writer would hold the open for ever.
+        file = os.fdopen(os.open(body, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
     except FileNotFoundError as exc:
         raise LocalFileError(f"no such file to upload: {body}") from exc
     except IsADirectoryError as exc:
         raise LocalFileError(f"cannot upload a folder: {body}") from exc
     except OSError as exc:
         raise LocalFileError(f"cannot read {body}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise LocalFileError(
+            f"cannot upload {body}: not a regular file (a device or a pipe has no length to send)"
+        )
     return file, file_length(file)
 
 

@@ -9,6 +9,7 @@ to a terminal (a one-line note instead); when the reader of stdout or stderr goe
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import BinaryIO, TextIO
 
@@ -22,6 +23,15 @@ from ._reporting import (
     outcome_record,
 )
 from .config import human_size
+
+#: C0 and C1 control characters but the newline, and DEL: a report line carries text from the
+#: server (a reason phrase, a Location), and on a terminal these would move the cursor, clear
+#: the screen or set the window's title.
+_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 class Terminal:
@@ -90,6 +100,8 @@ class Terminal:
     def write_stderr(self, text: str) -> None:
         if self.stderr_closed:
             return
+        if _CONTROLS.search(text):
+            text = _CONTROLS.sub(_escaped, text)
         try:
             if self.progress.enabled:
                 self.progress.write(text)

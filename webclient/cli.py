@@ -78,7 +78,7 @@ def _max_stale(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return None
     if value == "any":
         return float("inf")
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # isdigit alone takes "\xb2", which float refuses
         raise click.BadParameter(f"not a number of seconds: {value!r}")
     return float(value)
 
@@ -315,13 +315,47 @@ def get(urls: tuple[str, ...], out_file: Path | None, **settings: Any) -> None:
     """
     _refuse_together_settings(settings)
     commands = _url_commands("GET", urls)
-    if out_file is None or str(out_file) == "-":
+    if out_file is None or str(out_file) == "-" or _is_stdout(out_file):
         _run(commands, settings, out_dir=Path("."), spool=True)
         return
     if len(commands) > 1:
         raise InvalidSetting("-o names one file: give one URL (or use batch --out FOLDER)")
+    if not out_file.name:  # "-o ''" is Path("."), which click's dir_okay=False lets through
+        raise InvalidSetting("-o needs a file name")
+    if _is_devnull(out_file):  # curl's idiom: fetch, report, keep nothing
+        _run(commands, dict(settings, no_print=True), out_dir=Path("."), spool=True)
+        return
+    _refuse_special_file(out_file)
     folder = out_file.parent
     _run(commands, settings, out_dir=folder, save_names={0: out_file.name}, quiet_print=True)
+
+
+def _is_devnull(path: Path) -> bool:
+    return os.path.realpath(path) == os.devnull
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where stdout goes (``-o /dev/stdout``): then it is ``-o -``."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # not there, or a stdout without a descriptor
+        return False
+
+
+def _refuse_special_file(path: Path) -> None:
+    """Refuse an -o that is no regular file: the body is written beside it and renamed over it,
+    which would replace a device, a pipe or /dev/stdout (a link into /proc) with a plain file."""
+    import stat
+
+    real = os.path.realpath(path)
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # nothing there yet (or not reachable): the save reports it
+    if not stat.S_ISREG(mode) or real.startswith("/proc/"):  # (/dev/shm holds plain files)
+        raise InvalidSetting(
+            f"-o {path} is not a regular file: use -o - for stdout, -o {os.devnull} to discard"
+        )
 
 
 @main.command()
@@ -467,8 +501,13 @@ def _refuse_together(**chosen: object) -> None:
 def _forget_fetched(cache_dir: Path | None, outcomes: Sequence[CommandOutcome]) -> None:
     """After a ``--no-cache`` run, drop what the cache holds for every URL it fetched: a later
     run must not go back to a copy older than the one just saved."""
+    # The command's own URL too: when the answer came through a redirect, the stored redirect
+    # would lead a later run back to where it used to point.
     urls = [
-        o.response.url for o in outcomes if o.response is not None and o.response.method == "GET"
+        url
+        for o in outcomes
+        if o.response is not None and o.response.method == "GET"
+        for url in dict.fromkeys((o.command.url, o.response.url))
     ]
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     if not urls or not folder.is_dir():

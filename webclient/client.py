@@ -62,15 +62,18 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+        port = parts.port
     except ValueError as exc:
         raise InvalidURL(f"not a valid URL: {url!r} ({exc})") from exc
+    if port == 0:
+        raise InvalidURL(f"not a valid URL: {url!r} (port 0)")
     if scheme not in _DEFAULT_PORTS:
         raise InvalidURL(f"only http:// and https:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise InvalidURL(f"no host in URL {url!r}")
-    target = encode_target(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return scheme, parts.hostname.lower(), port, target
+    query = f"?{encode_target(parts.query)}" if parts.query else ""
+    target = encode_target(parts.path or "/") + query
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], target
 
 
 class Client:
@@ -109,6 +112,7 @@ class Client:
                     clock=clock,
                     warn=self.warn,
                     verify=self.config.verify_cache,
+                    unverified_tls=self.config.insecure,
                 )
             except CacheError as exc:
                 self.warn(f"working without the cache: {exc}")

@@ -195,6 +195,8 @@ def _parse_port(text: str) -> int:
 
 def _parse_path(text: str) -> str:
     if _CONTROL.search(text):
+        if not _CONTROL.search(text.replace(" ", "")):  # only from a URL given as an argument
+            raise _InvalidLine("a space in the file name (write it %20)")
         raise _InvalidLine("control characters in the file name")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         raise _InvalidLine("the file name is not valid text")
@@ -272,7 +274,9 @@ def command_for_url(method: str, url: str) -> Command:
     try:
         return _parse_url(method.upper(), url.strip(_LINE_ENDS))
     except _InvalidLine as exc:
-        raise CommandFileError(url, message=str(exc)) from None
+        # Several URLs may be given: the sentence names this one, unless it already does.
+        message = str(exc) if repr(url) in str(exc) else f"{exc} in {url!r}"
+        raise CommandFileError(url, message=message) from None
 
 
 def parse_commands(lines: Iterable[str], filename: str = "commands.txt") -> list[Command]:

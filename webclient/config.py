@@ -41,6 +41,8 @@ MAX_PIPELINE = 64
 
 # -- transport: TLS, redirects, retries, deadlines, connections --------------------------------
 
+#: Longest timeout or max_time accepted (about 11.6 days): sockets cannot wait 1e300 seconds.
+MAX_SECONDS = 1_000_000
 #: Redirects followed per request: browsers allow about 20, but a batch tool that needs more than
 #: a few is being sent around in circles; 5 matches wget's old default and curl's habit of few.
 DEFAULT_MAX_REDIRECTS = 5
@@ -142,6 +144,7 @@ class ClientConfig:
             raise ClientConfigError(f"timeout must be a number of seconds, not {self.timeout!r}")
         if not self.timeout > 0:
             raise ClientConfigError(f"timeout must be positive, not {self.timeout}")
+        _check_at_most("timeout", self.timeout)
         if isinstance(self.pipeline, bool) or not isinstance(self.pipeline, int):
             raise ClientConfigError(f"pipeline must be a whole number, not {self.pipeline!r}")
         if not 1 <= self.pipeline <= MAX_PIPELINE:
@@ -170,6 +173,7 @@ class ClientConfig:
             _check_seconds(name, getattr(self, name), zero=True)
         if self.max_time is not None:
             _check_seconds("max_time", self.max_time, zero=False)
+            _check_at_most("max_time", self.max_time)
 
     def _check_freshness(self) -> None:
         """The choices about stored responses contradict neither each other nor the cache."""
@@ -218,3 +222,10 @@ def _check_seconds(name: str, value: object, *, zero: bool) -> None:
     if not (value >= 0 if zero else value > 0) or value != value or value == float("inf"):
         bound = ">= 0" if zero else "> 0"
         raise ClientConfigError(f"{name} must be a finite number of seconds {bound}, not {value}")
+
+
+def _check_at_most(name: str, seconds: float) -> None:
+    """Refuse more than MAX_SECONDS: a socket timeout of 1e300 (or inf) overflows the system's
+    clock type, and no wait that long is meant."""
+    if seconds > MAX_SECONDS:
+        raise ClientConfigError(f"{name} must be at most {MAX_SECONDS} seconds, not {seconds:g}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,8 +83,12 @@ def test_cache_command_on_a_file_fails_cleanly(
         (["--no-cache", "--offline"], "cannot be used together"),
         (["--refresh", "--max-stale=60"], "cannot be used together"),
         (["--max-stale=soon"], "not a number of seconds"),
+        (["--max-stale=\u00b2"], "not a number of seconds"),
+        (["--max-size", "\u00b2M"], "not a size"),
+        (["--cache-max-size", "\u0661K"], "not a size"),
         (["--pipeline", "0"], "--pipeline"),
         (["--timeout", "0"], "--timeout"),
+        (["--timeout", "inf"], "timeout must be at most 1000000 seconds"),
         (["--cache-max-size", "lots"], "not a size"),
         (["--max-size", "1.5G"], "not a size"),
         (["--max-size", "-1"], "not a size"),
@@ -287,6 +295,27 @@ def test_verify_cache_refetches_a_tampered_body(
     assert sum("SHA-256" in line for line in again.stderr.splitlines()) == 1
 
 
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize(
+    "command", [["batch", "cmds.txt", "--verify-cache"], ["cache", "info", "--check"]]
+)
+def test_a_named_pipe_in_place_of_a_body_never_hangs(
+    static_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A stored body replaced by a named pipe (opening one waits for a writer for ever) is a
+    body that is not a file: --verify-cache and cache info --check drop it, never wait."""
+    monkeypatch.chdir(tmp_path)
+    cache = _filled_cache(static_server, tmp_path)
+    (data,) = [p for p in (cache / "bodies").rglob("*") if p.is_file() and p.stat().st_size > 99]
+    data.unlink()
+    os.mkfifo(data)
+    result = CliRunner().invoke(main, [*command, "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert "is not a file" in result.output
+    if command[0] == "batch":
+        assert (tmp_path / "data.bin").read_bytes() == bytes(range(256)) * 300
+
+
 def test_python_m_webclient() -> None:
     """`python -m webclient` runs the webclient command, like `python -m webserver`."""
     result = subprocess.run(
@@ -409,6 +438,11 @@ def test_offline_serves_what_is_stored_and_fails_the_rest(
     )
     assert _line(result, "POST /up.txt").startswith("error: ") and "not sent" in result.stderr
     assert not (tmp_path / "sub").exists()
+    shown = CliRunner().invoke(
+        main, ["get", f"http://127.0.0.1:{port}/hello.txt", "--offline", "--cache-dir", str(cache)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert _line(shown, "GET /hello.txt").endswith("(cache stale, offline)")  # get says it too
 
 
 def test_cache_clear_urls_removes_only_those(
@@ -507,7 +541,9 @@ def test_get_with_out_saves_the_file_through_the_shared_cache(
         (["get", "ftp://127.0.0.1/x"], 2, "error: not an http:// or https:// URL: 'ftp://"),
         (["get", "http://127.0.0.1:1/a", "http://127.0.0.1:1/b", "-o", "x"], 2, "-o names one"),
         (["get"], 2, "error: Missing argument 'URL...'"),
+        (["get", "http://127.0.0.1:1/a", "-o", ""], 2, "error: -o needs a file name"),
         (["post", "nope.txt", "http://127.0.0.1:1/x"], 1, "no such file to upload: nope.txt"),
+        (["post", os.devnull, "http://127.0.0.1:1/x"], 1, "not a regular file (a folder, a"),
         (["head", "http://127.0.0.1:1/x", "--offline", "--refresh"], 2, "cannot be used together"),
     ],
 )
@@ -730,3 +766,87 @@ def test_batch_dash_uploads_from_the_current_folder_only(
     assert (www / "up.txt").read_bytes() == b"up\n"
     assert "refusing to upload ../secret.txt: it is outside ." in result.stderr
     assert not (www / "secret.txt").exists()
+
+
+def test_a_servers_escape_sequences_never_reach_the_terminal(bad_server: Any, work: Path) -> None:
+    """A POST answered with ESC sequences in its reason phrase and Location reports them
+    escaped (\\x1b), never as raw control characters on stderr."""
+    server = bad_server(
+        b"HTTP/1.1 201 Created\x1b[2J\r\nLocation: /up\x1b]0;owned\x07\r\nContent-Length: 0\r\n\r\n"
+    )
+    (work / "up.txt").write_text("data\n")
+    result = CliRunner().invoke(main, ["post", "up.txt", server.url + "up", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "201 Created\\x1b[2J" in result.stderr and "stored at /up\\x1b]0;owned" in result.stderr
+
+
+def test_get_o_dev_null_discards_the_body(static_server: Server, work: Path) -> None:
+    """-o /dev/null (here through a link to it) fetches and reports, keeps nothing and leaves
+    the name as it was: never a file renamed over it."""
+    (work / "discard").symlink_to(os.devnull)
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+    result = CliRunner().invoke(main, ["get", url, "-o", "discard", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["ok"] is True and record["size"] == len(b"hello, world\n")
+    assert os.readlink(work / "discard") == os.devnull
+    assert sorted(p.name for p in work.iterdir()) == ["discard"]
+
+
+def test_get_o_to_a_pipe_is_refused_not_replaced(work: Path) -> None:
+    """-o naming a FIFO (or a device, /dev/stdout) is refused (status 2) before anything is
+    sent: renaming the body over it would replace it with a plain file."""
+    os.mkfifo(work / "fifo")
+    result = CliRunner().invoke(main, ["get", "http://127.0.0.1:1/x", "-o", "fifo"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: -o fifo is not a regular file: use -o -")
+    assert stat.S_ISFIFO((work / "fifo").lstat().st_mode)
+
+
+def test_get_o_dev_stdout_is_stdout(static_server: Server, work: Path) -> None:
+    """-o /dev/stdout writes the body to stdout, as -o - does (and as curl does), and leaves
+    /dev/stdout as it was."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+    script = Path(sys.executable).parent / "webclient"
+    done = subprocess.run(
+        [script, "get", url, "-o", "/dev/stdout", "-q"],
+        cwd=work, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"hello, world\n"
+    assert os.path.islink("/dev/stdout")
+
+
+def test_no_cache_run_also_forgets_a_stored_redirect(
+    origin: tuple[Server, Any], work: Path, tmp_path: Path
+) -> None:
+    """A stored 301 that now leads elsewhere: after a --no-cache run fetched the new target, the
+    next run does not follow the stored redirect back to the old one."""
+    server, handler = origin
+    permanent = ("Cache-Control", "max-age=600")
+    handler.script("/a", (301, [("Location", "/b"), permanent], b""))
+    handler.script("/b", (200, [permanent], b"old\n"))
+    handler.script("/c", (200, [permanent], b"new\n"))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert CliRunner().invoke(main, ["get", server.url + "a", *cache]).stdout == "old\n"
+    handler.script("/a", (301, [("Location", "/c"), permanent], b""))
+    fresh = CliRunner().invoke(main, ["get", server.url + "a", "--no-cache", *cache])
+    assert fresh.stdout == "new\n"
+    later = CliRunner().invoke(main, ["get", server.url + "a", *cache])
+    assert later.exit_code == 0, later.output
+    assert later.stdout == "new\n"
+
+
+def test_get_o_a_plain_file_under_dev_is_saved(static_server: Server, work: Path) -> None:
+    """Only special files are refused: a plain file under /dev/shm (a tmpfs) is saved as any."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm here")
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        url = f"http://127.0.0.1:{static_server.listen()[1]}/hello.txt"
+        result = CliRunner().invoke(main, ["get", url, "-o", str(folder / "hello.txt")])
+        assert result.exit_code == 0, result.output
+        assert (folder / "hello.txt").read_bytes() == b"hello, world\n"
+    finally:
+        shutil.rmtree(folder)

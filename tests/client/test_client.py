@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -143,6 +144,14 @@ def test_dns_failure_and_connect_timeout_are_wrapped(
         plain.get("http://127.0.0.1:9/x")
 
 
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".test", "\udc80"])
+def test_a_host_the_resolver_cannot_encode_is_a_resolve_error(plain: Client, host: str) -> None:
+    """A host name IDNA cannot encode (an empty or 64-byte label, a lone surrogate), from the
+    library or a redirect, is a ResolveError in one sentence, not a UnicodeError."""
+    with pytest.raises(ResolveError, match="not a valid host name"):
+        plain.get(f"http://{host}/x")
+
+
 def cache_files(folder: Path) -> list[Path]:
     """Every body file and half-written body in a cache folder."""
     return sorted(
@@ -271,6 +280,16 @@ def test_invalid_urls_and_missing_files(plain: Client, tmp_path: Path) -> None:
     with pytest.raises(LocalFileError, match="no such file"):
         plain.post("http://127.0.0.1:9/x", tmp_path / "missing.bin")
     assert plain.connections_opened == 0
+
+
+@pytest.mark.timeout(10)
+def test_uploading_a_pipe_or_device_is_refused(plain: Client, tmp_path: Path) -> None:
+    """A named pipe or a device has no length to send as Content-Length: refused at once (a
+    pipe without a writer is never waited on, one with a writer never sent as an empty body)."""
+    os.mkfifo(tmp_path / "pipe")
+    for special in (tmp_path / "pipe", Path(os.devnull)):
+        with pytest.raises(LocalFileError, match="not a regular file"):
+            plain.post("http://127.0.0.1:9/x", special)
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(static_server: Server, tmp_path: Path) -> None:

@@ -157,6 +157,23 @@ def test_command_for_url_uses_the_command_file_rules() -> None:
         command_for_url("GET", "h.example/x")
 
 
+def test_a_bad_url_on_the_command_line_is_named_in_its_error() -> None:
+    """Each sentence about a bad one-off URL names the URL (several may be given), and a space
+    is called a space, with the escape that works, not a control character."""
+    with pytest.raises(CommandFileError) as caught:
+        command_for_url("GET", "http://h/a b.txt")
+    assert str(caught.value) == "a space in the file name (write it %20) in 'http://h/a b.txt'"
+    with pytest.raises(
+        CommandFileError, match=r"^port not in 1\.\.65535: '70000' in 'http://h:70000/'$"
+    ):
+        command_for_url("GET", "http://h:70000/")
+    with pytest.raises(CommandFileError, match=r"^control characters in the file name in '"):
+        command_for_url("GET", "http://h/a\x01b")
+    with pytest.raises(CommandFileError) as caught:
+        command_for_url("GET", "ftp://h/")
+    assert str(caught.value) == "not an http:// or https:// URL: 'ftp://h/'"  # named once
+
+
 def test_read_commands_from_a_stream_names_it_in_errors() -> None:
     """Commands read from a stream (stdin) report errors under the name given."""
     stream = io.BytesIO(b"GET /a host 8080\nGET http://host:8081/b\n")

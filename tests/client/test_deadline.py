@@ -47,6 +47,20 @@ def test_a_body_under_the_minimum_rate_is_cut() -> None:
         deadline.received(1, "h")
 
 
+def test_a_drip_just_under_the_window_is_cut_with_a_short_timeout() -> None:
+    """1 byte every 1.9 s with a 2 s timeout (0.53 byte/s) is cut: the rate is measured over the
+    time the window really lasted, not over its nominal length."""
+    ticks = Ticks()
+    deadline = ResponseDeadline(window=2, min_rate=1.0, now=ticks)
+    deadline.begin(buffered=False)
+    deadline.received(1, "h")
+    ticks.now += 1.9
+    deadline.received(1, "h")
+    ticks.now += 1.9  # the window closes after 3.8 s with 3 bytes
+    with pytest.raises(ResponseTimeout, match="too slowly"):
+        deadline.received(1, "h")
+
+
 def test_a_steady_body_is_not_cut() -> None:
     """1 byte every 0.5 s (2 byte/s) goes on for ever: each window is measured anew."""
     ticks = Ticks()

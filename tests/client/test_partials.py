@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from webclient._partials import (
     if_range_validator,
 )
 from webclient.cli import main
+from webclient.config import human_size
 from webserver import Server
 
 from .conftest import CLIENT_TIMEOUT, BadServer, ListeningThreads
@@ -41,14 +44,19 @@ SIZE = 1 << 20
 
 
 class CuttingRelay(ListeningThreads):
-    """A TCP relay to ``127.0.0.1:upstream`` that closes the first ``cuts`` connections after
-    ``after`` bytes of response body, and keeps the bytes each connection's client sent."""
+    """A TCP relay to ``127.0.0.1:upstream`` that closes (or with ``stall``, holds) the first
+    ``cuts`` connections after ``after`` bytes of response body, and keeps the bytes each
+    connection's client sent."""
 
-    def __init__(self, upstream: int, *, after: int = CUT, cuts: int = 1) -> None:
+    def __init__(
+        self, upstream: int, *, after: int = CUT, cuts: int = 1, stall: bool = False
+    ) -> None:
         super().__init__()
         self.upstream = upstream
         self.after = after
         self.cuts = cuts
+        #: At the cut, send nothing more until the relay stops, instead of closing.
+        self.stall = stall
         #: What the client sent, one bytearray per connection, in the order accepted.
         self.requests: list[bytearray] = []
         self._sockets: list[socket.socket] = []
@@ -95,6 +103,8 @@ class CuttingRelay(ListeningThreads):
                 conn.sendall(data)
                 sent += len(data)
                 if limit is not None and sent >= limit:
+                    if self.stall:
+                        self._stop.wait()
                     break
         # Cut (or done): close both sides, as a server killed mid-body would.
         for sock in (conn, up):
@@ -159,6 +169,36 @@ def test_an_interrupted_download_resumes_where_it_stopped(
     assert sent["if-range"] == record["validator"]
     assert record["validator"].startswith('"')  # both send a strong ETag
     assert "resumed after 293.0 KiB" in second.stderr and "1.0 MiB saved" in second.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
+
+
+def test_a_run_killed_midway_is_resumed_by_the_next(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """A ``webclient get`` killed (SIGKILL) in the middle of a body leaves big.bin.part and its
+    record; the next run resumes from there, the file is byte-exact and nothing else is left."""
+    port = static_server.listen()[1]
+    part = work / ("big.bin" + PART_SUFFIX)
+    with CuttingRelay(port, stall=True) as relay:
+        args = ["get", relay.url + "big.bin", "-o", "big.bin", "--timeout", "5"]
+        proc = subprocess.Popen(
+            [Path(sys.executable).parent / "webclient", *args],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + CLIENT_TIMEOUT
+            while not (part.exists() and part.stat().st_size == CUT):
+                assert time.monotonic() < deadline, "the body never reached the .part"
+                time.sleep(0.01)
+        finally:
+            proc.kill()
+            proc.wait()
+        second = _get(relay.url + "big.bin")  # the same URL: the relay lets this one through
+    assert second.exit_code == 0, second.output
+    assert f"resumed after {human_size(CUT)}" in second.stderr
+    assert (work / "big.bin").read_bytes() == big
     assert sorted(p.name for p in work.iterdir()) == ["big.bin"]
 
 
@@ -300,11 +340,12 @@ def test_client_refuses_a_206_it_did_not_ask_for(bad_server: Callable[..., BadSe
         assert client.get(server.url, headers=[("Range", "bytes=0-1")]).body == b"ab"
 
 
+@pytest.mark.timeout(10)
 def test_parts_older_than_a_day_are_removed_not_resumed(
     static_server: Server, www: Path, work: Path, big: bytes
 ) -> None:
     """A .part (with its record) older than a day is removed and the file fetched whole; a
-    younger one of another file and a user's own .part are left alone."""
+    younger one of another file, a user's own .part and a named pipe are left alone."""
     port = static_server.listen()[1]
     url = f"http://127.0.0.1:{port}/big.bin"
     (work / "old.bin.part").write_bytes(b"x")
@@ -316,14 +357,20 @@ def test_parts_older_than_a_day_are_removed_not_resumed(
     (work / "young.bin.part.meta").write_text(json.dumps({"url": url, "validator": '"e"'}))
     (work / "notes.part").write_bytes(b"mine")
     os.utime(work / "notes.part", (0, 0))
+    os.mkfifo(work / "pipe.bin.part")  # opening it to check its lock must not wait for a writer
+    (work / "pipe.bin.part.meta").write_text(json.dumps({"url": url, "validator": '"e"'}))
+    then = time.time() - PART_MAX_AGE - 60
+    for name in ("pipe.bin.part", "pipe.bin.part.meta"):
+        os.utime(work / name, (then, then))
     result = CliRunner().invoke(main, ["get", url, "-o", "old.bin"])
     assert result.exit_code == 0, result.output
-    assert "removed 1 interrupted download (.part) older than a day from ." in result.stderr
+    assert "removed 2 interrupted downloads (.part) older than a day from ." in result.stderr
     assert (work / "old.bin").read_bytes() == big
     assert "resumed" not in result.stderr
     assert sorted(p.name for p in work.iterdir()) == [
         "notes.part",
         "old.bin",
+        "pipe.bin.part",  # not a regular file: its record goes, the pipe is not ours to remove
         "young.bin.part",
         "young.bin.part.meta",
     ]
@@ -355,6 +402,49 @@ def test_a_part_that_is_a_symlink_is_never_followed(
     assert result.exit_code == 0, result.output
     assert (work / "x.bin").read_bytes() == big and "resumed" not in result.stderr
     assert target.read_bytes() == b"keep me"
+
+
+def test_a_record_with_a_broken_validator_is_not_used(
+    static_server: Server, work: Path, big: bytes
+) -> None:
+    """A record whose validator could not be sent (a CR LF in it: a damaged or forged file) is
+    ignored: the download starts afresh and succeeds, instead of failing on every run."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    _plant(work, _command_url(url), b"x" * 10, '"e"\r\nX-Evil: 1')
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big and "resumed" not in result.stderr
+
+
+@pytest.mark.parametrize("taken", [PART_SUFFIX, META_SUFFIX])
+def test_a_folder_in_place_of_the_part_does_not_fail_the_download(
+    static_server: Server, work: Path, big: bytes, taken: str
+) -> None:
+    """A folder named like the .part or its record (not ours to remove) makes the download go
+    to a plain temporary file: it succeeds, and the folder stays."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    (work / ("x.bin" + taken)).mkdir()
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big
+    assert (work / ("x.bin" + taken)).is_dir()
+    assert sorted(p.name for p in work.iterdir()) == ["x.bin", "x.bin" + taken]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("taken", [PART_SUFFIX, META_SUFFIX])
+def test_a_named_pipe_in_place_of_the_part_does_not_hang_the_run(
+    static_server: Server, work: Path, big: bytes, taken: str
+) -> None:
+    """A named pipe named like the .part or its record (opening one for writing or reading
+    waits for the other end for ever) is never waited on: the download goes to a plain
+    temporary file and succeeds, and the pipe stays."""
+    url = f"http://127.0.0.1:{static_server.listen()[1]}/big.bin"
+    os.mkfifo(work / ("x.bin" + taken))
+    result = CliRunner().invoke(main, ["get", url, "-o", "x.bin"])
+    assert result.exit_code == 0, result.output
+    assert (work / "x.bin").read_bytes() == big
+    assert stat.S_ISFIFO((work / ("x.bin" + taken)).lstat().st_mode)
 
 
 def test_commands_sharing_a_name_do_not_resume(

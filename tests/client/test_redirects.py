@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from webclient import (
 )
 from webclient._redirects import check_chain, next_hop
 from webclient.cli import main
-from webserver import Server
+from webserver import Request, Response, Server
 
-from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
+from .conftest import CLIENT_TIMEOUT, BadServer, FakeClock, Origin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -71,6 +72,30 @@ def test_relative_locations_are_resolved() -> None:
         assert hop is not None and hop.url == target
 
 
+def test_raw_bytes_in_a_location_are_percent_encoded_as_sent() -> None:
+    """A Location with raw UTF-8 bytes (read as latin-1 text) is sent as those bytes escaped,
+    as curl does: /caf\\xc3\\xa9 becomes /caf%C3%A9, not the double-encoded %C3%83%C2%A9."""
+    location = b"/caf\xc3\xa9?q=\xc3\xa9".decode("latin-1")
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", location)])
+    assert hop is not None and hop.url == "http://h/caf%C3%A9?q=%C3%A9"
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", "/x\x1b[2J y\x7f")])
+    assert hop is not None and hop.url == "http://h/x%1B[2J%20y%7F"
+
+
+def test_a_location_with_raw_bytes_is_followed(
+    bad_server: Callable[..., BadServer], tmp_path: Path
+) -> None:
+    """A 302 whose Location has raw non-ASCII bytes in its path and query is followed (it was a
+    UnicodeEncodeError out of the run)."""
+    server = bad_server(
+        b"HTTP/1.1 302 Found\r\nLocation: /caf\xc3\xa9?q=\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    with _client(tmp_path, use_cache=False) as client:
+        assert client.get(server.url + "start").body == b"ok"
+    assert server.requests[-1].startswith(b"GET /caf%C3%A9?q=%C3%A9 HTTP/1.1\r\n")
+
+
 def test_credentials_stay_with_their_origin() -> None:
     """Authorization, Cookie and Host are dropped on a hop to another scheme, host or port."""
     headers = [("Authorization", "Bearer x"), ("Cookie", "s=1"), ("Host", "h"), ("Accept", "*/*")]
@@ -97,6 +122,64 @@ def test_loops_and_long_chains_are_refused() -> None:
     with pytest.raises(RedirectError, match="more than 1 redirects from http://h/a"):
         check_chain(["http://h/a", "http://h/b"], "http://h/c", 1)
     check_chain(["http://h/a"], "http://h/b", 1)
+
+
+def test_post_redirect_get_to_the_same_url_is_no_loop() -> None:
+    """POST /form answered 303 to /form is the Post/Redirect/Get pattern, not a loop: a loop
+    is the same method and URL seen again."""
+    check_chain(["http://h/form"], "http://h/form", 5, methods=["POST"], method="GET")
+    with pytest.raises(RedirectError, match="redirect loop: http://h/form -> http://h/form"):
+        check_chain(["http://h/form"], "http://h/form", 5, methods=["POST"], method="POST")
+    with pytest.raises(RedirectError, match="redirect loop: http://h/form -> http://h/x ->"):
+        check_chain(
+            ["http://h/form", "http://h/form", "http://h/x"],
+            "http://h/form",
+            5,
+            methods=["POST", "GET", "GET"],
+            method="GET",
+        )
+
+
+def test_a_post_redirected_to_its_own_url_gets_the_page(origin: Where, tmp_path: Path) -> None:
+    """POST /form, 303 to /form: the GET of /form is the answer (it was 'redirect loop')."""
+    server, handler = origin
+
+    def answer(request: Request) -> Response:
+        if request.method == "POST":
+            return Response(303, [("Location", "/form")], b"")
+        return Response(200, [], b"thanks")
+
+    handler.script("/form", answer)
+    with _client(tmp_path) as client:
+        response = client.post(server.url + "form", b"name=x")
+    assert (response.status, response.body) == (200, b"thanks")
+    assert [s.method for s in handler.requests_to("/form")] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://[::1/x",
+        "http://h:99999/x",
+        "http://h:abc/",
+        "http:///x",
+        "http://h:0/x",
+        "ftp://h/x",
+    ],
+)
+def test_an_invalid_location_is_one_redirect_error(location: str) -> None:
+    """A Location that is no fetchable URL (broken brackets, bad or zero port, no host, another
+    scheme) is a RedirectError naming it, never a ValueError or a request to another place."""
+    with pytest.raises(RedirectError, match="invalid Location"):
+        next_hop("GET", "http://h/a", [], 302, [("location", location)])
+
+
+def test_several_different_locations_are_refused() -> None:
+    """Two different Location fields leave the client no single target: a RedirectError."""
+    with pytest.raises(RedirectError, match="several Location"):
+        next_hop("GET", "http://h/a", [], 302, [("location", "/b"), ("location", "/c")])
+    hop = next_hop("GET", "http://h/a", [], 302, [("location", "/b"), ("location", "/b")])
+    assert hop is not None and hop.url == "http://h/b"
 
 
 # -- following them ------------------------------------------------------------------------------
@@ -260,3 +343,33 @@ def test_batch_with_max_redirects_0_reports_the_redirect(
     assert result.exit_code == 1
     assert result.stderr == f"error: GET /a.txt 127.0.0.1:{port}: 302 Found\n"
     assert handler.requests_to("/b.txt") == []
+
+
+def test_batch_reports_an_invalid_location_in_one_line(
+    origin: Where, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient get: a redirect to an unparsable Location is one error line, status 1."""
+    server, handler = origin
+    handler.script("/a.txt", (302, [("Location", "http://[::1/x")], b""))
+    monkeypatch.chdir(tmp_path)
+    args = ["get", server.url + "a.txt", "--no-cache", "-q", "-o", "a.txt"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "invalid Location 'http://[::1/x'" in line, line
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_a_redirect_to_an_unencodable_host_is_one_line(
+    origin: Where, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webclient get: a Location whose host IDNA cannot encode (http://a..b/) is one error
+    line and status 1, never a UnicodeError traceback."""
+    server, handler = origin
+    handler.script("/a.txt", (302, [("Location", "http://a..b/x")], b""))
+    monkeypatch.chdir(tmp_path)
+    args = ["get", server.url + "a.txt", "--no-cache", "-q", "--retries", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "cannot resolve host 'a..b'" in line, line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from webclient._retry import retry_after, retryable_error, wait_before_retry
 from webclient._shared.httpdate import format_http_date
 from webserver import Server
 
-from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
+from .conftest import CLIENT_TIMEOUT, BadServer, FakeClock, Origin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,6 +49,25 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     for bad in ("soon", "-1", "1.5", ""):
         assert retry_after([("retry-after", bad)], now) is None
     assert retry_after([], now) is None
+
+
+def test_retry_after_with_non_ascii_digits_is_ignored() -> None:
+    """A Retry-After of digits other than 0-9 (U+00B2 from a latin-1 byte) is invalid, so
+    ignored, not a ValueError out of the run; two Retry-After fields are invalid too."""
+    for bad in ("\xb2", "1\xb9", "\u0661\u0662"):
+        assert retry_after([("retry-after", bad)], 0.0) is None
+    assert retry_after([("retry-after", "5"), ("retry-after", "7")], 0.0) is None
+
+
+def test_a_retry_after_of_latin1_digits_gets_the_503_back(
+    bad_server: Callable[..., BadServer], tmp_path: Path
+) -> None:
+    """A 503 with ``Retry-After: \\xb2`` is retried with backoff and ends as the 503."""
+    server = bad_server(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+    waits: list[float] = []
+    with _client(tmp_path, waits, retries=1) as client:
+        response = client.get(server.url)
+    assert response.status == 503 and len(waits) == 1
 
 
 def test_which_failures_are_retried() -> None:

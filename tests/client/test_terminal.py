@@ -89,6 +89,20 @@ def test_json_lines_put_one_object_per_command_on_stdout() -> None:
     assert err.getvalue().startswith("error: ")
 
 
+def test_control_characters_from_a_server_are_escaped_on_stderr() -> None:
+    """A report line carrying a server's text (a reason phrase, a Location) shows its control
+    characters escaped, so a server cannot move the cursor or retitle the terminal."""
+    terminal, _, err = _terminal()
+    outcome = _shown(b"x", "text/plain", ok=False)
+    outcome.message = "GET /a.bin: 200 OK\x1b]0;owned\x07\x1b[2J\r\x9b1m"
+    terminal.print(outcome)
+    terminal.warn("served \x1b[31mred")
+    assert err.getvalue() == (
+        "error: GET /a.bin: 200 OK\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x9b1m\n"
+        "warning: served \\x1b[31mred\n"
+    )
+
+
 def test_a_reader_gone_from_stdout_stops_the_run_quietly() -> None:
     """A broken pipe on stdout sets stop and stdout_closed; nothing more is written there."""
     terminal, _, err = _terminal(_Gone())
