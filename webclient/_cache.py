@@ -262,7 +262,7 @@ class Cache:
                 continue
             age = freshness.current_age(entry.headers, entry.request_time, entry.response_time, now)
             fresh = freshness.is_fresh(
-                entry.status, entry.headers, entry.request_time, entry.response_time, now
+                entry.status, entry.headers, entry.request_time, entry.response_time, now, age=age
             ) and freshness.request_allows_stored(request_headers, age)
             if not fresh and freshness.accepts_stale(
                 entry.headers,

@@ -6,6 +6,8 @@ Each test scripts the origin, fetches through a real client and checks where the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -435,6 +437,27 @@ def _store(cache: Cache, url: str, body: bytes) -> None:
 
 def _body_files(folder: Path) -> list[Path]:
     return [p for p in (folder / "bodies").rglob("*") if p.is_file()]
+
+
+def test_serving_a_stored_body_does_not_import_hashlib(tmp_path: Path) -> None:
+    """A fresh stored response is served after checking its body's size alone: the process never
+    loads hashlib (only storing a body or --verify-cache hashes)."""
+    _store(Cache(tmp_path, max_size=1 << 20), "http://h.test/x", b"stored")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from webclient._cache import Cache, Fresh\n"
+        f"cache = Cache(Path({str(tmp_path)!r}), max_size=1 << 20)\n"
+        "plan = cache.plan('GET', 'http://h.test/x', [])\n"
+        "assert isinstance(plan, Fresh), plan\n"
+        "assert cache.open(plan)[1] == b'stored'\n"
+        "cache.close()\n"
+        "print('hashlib' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_concurrent_store_of_one_url_leaves_no_orphan_body(tmp_path: Path) -> None:
