@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ._shared.tempfiles import create_private
 from .errors import CacheError
+
+if TYPE_CHECKING:
+    import hashlib
 
 BODIES = "bodies"
 TMP = "tmp"
@@ -91,7 +93,7 @@ class BodyWriter:
         self.size = 0
         self.dropped = False
         self.fault: OSError | None = None
-        self._hash = hashlib.sha256()
+        self._hash = _sha256()
         self._fd: int | None = None
         name = ""
         try:
@@ -114,7 +116,7 @@ class BodyWriter:
         writer.size = 0
         writer.dropped = True
         writer.fault = fault
-        writer._hash = hashlib.sha256()
+        writer._hash = _sha256()
         writer._fd = None
         writer.path = Path(os.devnull)
         writer._named = False
@@ -171,8 +173,16 @@ def size_problem(info: os.stat_result, size: int) -> str | None:
     return None
 
 
+def _sha256() -> hashlib._Hash:
+    """A new SHA-256 (hashlib, a few ms to import, is loaded only by a run that stores or
+    verifies a body: one served from the cache needs only its size checked)."""
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def file_sha256(file: BinaryIO) -> str:
-    digest = hashlib.sha256()
+    digest = _sha256()
     while chunk := file.read(_HASH_CHUNK):
         digest.update(chunk)
     return digest.hexdigest()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -118,9 +119,22 @@ Plan = Fresh | Revalidate | Miss
 MISS = Miss()
 
 
+#: A URL already spelled as its key: lower-case http(s) and host name, an explicit port without
+#: leading zeros, a path and maybe a query, and nothing urlsplit would strip or respell (spaces,
+#: control characters, a fragment). Most URLs of a batch are (it writes them so).
+_KEY_SPELLING = re.compile(r"https?://[a-z0-9.-]+:([1-9][0-9]{0,4})/[^\x00-\x20\x7f#\\]*")
+
+
 @functools.lru_cache(maxsize=4096)
 def cache_key(url: str) -> str:
     """The URL in one spelling: lower-case scheme and host, explicit port, no fragment."""
+    spelled = _KEY_SPELLING.fullmatch(url)
+    if spelled is not None and int(spelled[1]) <= 65535 and not url.endswith("?"):
+        return url  # what _respelled(url) gives, without splitting the URL (a few us each)
+    return _respelled(url)
+
+
+def _respelled(url: str) -> str:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if ":" in host:
@@ -258,6 +272,9 @@ class Cache:
     def lookup(self, url: str, request_headers: HeaderList) -> Lookup | None:
         """The stored response that may answer this GET, if any: fresh, in need of a 304, or
         only usable if the origin cannot be reached."""
+        # As a tuple, the request's fields are indexed once (and the index is shared by every
+        # request of a batch that sends the same fields) rather than scanned for each rule.
+        request_headers = tuple(request_headers)
         if "no-store" in freshness.cache_control(request_headers):
             return None
         now = self.clock()
@@ -270,7 +287,7 @@ class Cache:
                 continue
             age = freshness.current_age(entry.headers, entry.request_time, entry.response_time, now)
             fresh = freshness.is_fresh(
-                entry.status, entry.headers, entry.request_time, entry.response_time, now
+                entry.status, entry.headers, entry.request_time, entry.response_time, now, age=age
             ) and freshness.request_allows_stored(request_headers, age)
             if not fresh and freshness.accepts_stale(
                 entry.headers,

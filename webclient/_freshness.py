@@ -95,7 +95,23 @@ VaryKey = tuple[tuple[str, str | None], ...]
 def header_values(headers: HeaderList, name: str) -> list[str]:
     """Every value of a field, in order (names compared case-insensitively)."""
     name = name.lower()
+    if type(headers) is tuple:
+        # A stored response's fields (a tuple) are asked for some ten fields per lookup: index
+        # them once instead of lower-casing every name ten times.
+        try:
+            return list(_field_index(headers).get(name, ()))
+        except TypeError:  # fields that are not (str, str) pairs cannot be a key
+            pass
     return [value for field, value in headers if field.lower() == name]
+
+
+@functools.lru_cache(maxsize=64)
+def _field_index(headers: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
+    """The values of each field by lower-case name, in order (read-only: it may be shared)."""
+    index: dict[str, list[str]] = {}
+    for field, value in headers:
+        index.setdefault(field.lower(), []).append(value)
+    return {name: tuple(values) for name, values in index.items()}
 
 
 def header_value(headers: HeaderList, name: str) -> str | None:
@@ -244,13 +260,22 @@ def current_age(
 
 
 def is_fresh(
-    status: int, headers: HeaderList, request_time: float, response_time: float, now: float
+    status: int,
+    headers: HeaderList,
+    request_time: float,
+    response_time: float,
+    now: float,
+    *,
+    age: float | None = None,
 ) -> bool:
-    """Whether a stored response may be served without contacting the origin."""
+    """Whether a stored response may be served without contacting the origin (``age``: its
+    :func:`current_age` at ``now``, when the caller has it already)."""
     if "no-cache" in cache_control(headers):
         return False
     lifetime = freshness_lifetime(status, headers, response_time)
-    return lifetime > current_age(headers, request_time, response_time, now)
+    if age is None:
+        age = current_age(headers, request_time, response_time, now)
+    return lifetime > age
 
 
 def request_allows_stored(request_headers: HeaderList, age: float) -> bool:

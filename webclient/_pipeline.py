@@ -35,12 +35,10 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._models import ResponseHead
-from ._origin import OriginConnection
 from ._pool import ConnectionPool
-from ._wire import WireRequest
 from .errors import (
     ConnectionClosed,
     LocalFileError,
@@ -48,6 +46,10 @@ from .errors import (
     TransportError,
     WebClientError,
 )
+
+if TYPE_CHECKING:  # (a run answered from the cache never loads the connection modules)
+    from ._origin import OriginConnection
+    from ._wire import WireRequest
 
 #: How many times a request left unanswered by a closed connection is sent again.
 MAX_RETRIES = 1

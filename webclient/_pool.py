@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ._origin import OriginConnection
+if TYPE_CHECKING:  # (a run answered from the cache never loads the connection modules)
+    from ._origin import OriginConnection
 
 #: Opens a new connection to ``(host, port)`` speaking ``scheme`` ("http" or "https"), with the
 #: client's timeout, limits and TLS settings.
-Connect = Callable[[str, int, str], OriginConnection]
+Connect = Callable[[str, int, str], "OriginConnection"]
 
 
 class ConnectionPool:

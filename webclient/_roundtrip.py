@@ -24,15 +24,16 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ._cache import MISS, Cache, Clock, Fresh, Miss, Plan, Revalidate, Store
 from ._freshness import header_value
 from ._models import BodySink, ClientRequest, ClientResponse, ResponseHead, Result
-from ._origin import CHUNK_SIZE
 from ._status import CacheStatus
-from ._wire import WireRequest, file_length
 from .errors import LocalFileError, NotCached, ProtocolError, TransportError, WebClientError
+
+if TYPE_CHECKING:
+    from ._wire import WireRequest
 
 #: Receives each request's result, with the request's position in the run.
 Record = Callable[[int, Result], None]
@@ -108,6 +109,8 @@ def start(
         wire_headers += plan.headers
     if body is not None:
         wire_headers.append(("Content-Type", "application/octet-stream"))
+    from ._wire import WireRequest  # (see _file_chunks)
+
     wire = WireRequest(method, target, wire_headers, body, length, request.on_sent)
     return RoundTrip(context, index, request, key, headers, wire, plan, record)
 
@@ -124,6 +127,10 @@ def _offline_miss(method: str, plan: Plan) -> NotCached:
 
 
 def _file_chunks(file: BinaryIO) -> Iterator[bytes]:
+    # The connection modules (and socket) are imported by the first request that needs them, so
+    # a run answered from the cache (small bodies) never loads them.
+    from ._origin import CHUNK_SIZE
+
     while chunk := file.read(CHUNK_SIZE):
         yield chunk
 
@@ -145,6 +152,8 @@ def _open_body(body: bytes | Path | None) -> tuple[bytes | BinaryIO | None, int]
         raise LocalFileError(
             f"cannot upload {body}: not a regular file (a device or a pipe has no length to send)"
         )
+    from ._wire import file_length
+
     return file, file_length(file)
 
 

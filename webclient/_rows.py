@@ -103,8 +103,14 @@ class BadRow(Exception):
     """A row of the index that cannot be read; the message says which field."""
 
 
+#: What a response that varies on nothing stores as its Vary values (most rows).
+_NO_PAIRS = "[]"
+
+
 def _pairs(text: object, field: str, *, optional: bool = False) -> tuple[tuple[str, str], ...]:
     """A JSON list of ``[name, value]`` pairs of strings (``value`` may be null when optional)."""
+    if text == _NO_PAIRS:
+        return ()
     try:
         items = json.loads(text) if isinstance(text, str) else None
     except ValueError:

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from ._cache import Cache, Clock, cache_key
 from ._models import BodySink, ClientRequest, ClientResponse, Result, SinkFactory
-from ._origin import OriginConnection
 from ._pipeline import Lane
 from ._pool import ConnectionPool
 from ._roundtrip import Context, RoundTrip, start
@@ -37,6 +36,7 @@ from .errors import (
 if TYPE_CHECKING:
     import ssl
 
+    from ._origin import OriginConnection
     from ._storage import CacheInfo
 
 # The models live in ._models; they are named here too, where they were first defined.
@@ -119,6 +119,10 @@ class Client:
         self._context = Context(self._cache, clock, self.warn)
 
     def _connect(self, host: str, port: int, scheme: str) -> OriginConnection:
+        # Imported with the first connection: a run answered from the cache never needs the
+        # connection modules, nor socket.
+        from ._origin import OriginConnection
+
         return OriginConnection(
             host,
             port,

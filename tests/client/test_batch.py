@@ -118,6 +118,43 @@ def test_second_run_moves_no_body_bytes(counted: tuple[Server, CountingFiles], w
     assert (work / "data.bin").stat().st_size == 256 * 300
 
 
+def test_a_run_answered_from_the_cache_loads_no_connection_module(tmp_path: Path) -> None:
+    """A batch whose every answer is fresh in the cache saves its files without importing
+    socket or the connection modules (they are loaded by the first request that needs them)."""
+    from webclient._cache import Cache
+
+    cache = Cache(tmp_path / "cache", max_size=1 << 20)
+    writer = cache.begin()
+    writer.write(b"stored body")
+    now = time.time()
+    fields = [("Cache-Control", "max-age=600"), ("Content-Length", "11")]
+    url = "http://127.0.0.1:9/x.txt"  # (the discard port: nothing may be sent there)
+    cache.store(url, [], 200, "OK", fields, writer, request_time=now, response_time=now)
+    cache.close()
+    commands = tmp_path / "commands.txt"
+    commands.write_text("GET x.txt 127.0.0.1 9\n")
+    code = (
+        "import sys\n"
+        "from webclient.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = ('socket', 'selectors', 'webclient._origin', 'webclient._wire')\n"
+        "print(sorted(m for m in loaded if m in sys.modules))\n"
+    )
+    options = ["--quiet", "--no-print", "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run(
+        [sys.executable, "-c", code, "batch", str(commands), *options, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+    assert (tmp_path / "x.txt").read_bytes() == b"stored body"
+
+
 def test_not_found_is_reported_and_the_run_goes_on(
     counted: tuple[Server, CountingFiles], work: Path
 ) -> None:

@@ -6,14 +6,28 @@ Each test scripts the origin, fetches through a real client and checks where the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from webclient import CacheStatus, Client, ClientConfig, ConnectionRefused
-from webclient._cache import SMALL_BODY, Cache, Fresh, Miss, Plan, Revalidate, Store
+from webclient._cache import (
+    SMALL_BODY,
+    Cache,
+    Fresh,
+    Miss,
+    Plan,
+    Revalidate,
+    Store,
+    _respelled,
+    cache_key,
+)
 from webclient._models import ResponseHead
 from webclient._shared.httpdate import format_http_date
 from webclient.errors import CacheError
@@ -435,6 +449,73 @@ def _store(cache: Cache, url: str, body: bytes) -> None:
 
 def _body_files(folder: Path) -> list[Path]:
     return [p for p in (folder / "bodies").rglob("*") if p.is_file()]
+
+
+_url_schemes = st.sampled_from(["http", "https", "HTTP", "Https"])
+_url_hosts = st.one_of(
+    st.sampled_from(["127.0.0.1", "h.test", "H.Test", "[::1]", "a-b.c", "x@h"]),
+    st.text("abcXYZ09.-_", min_size=1, max_size=10),
+)
+_url_ports = st.one_of(
+    st.just(""),
+    st.sampled_from([":80", ":443", ":0", ":080", ":65535", ":65536", ":99999", ":"]),
+    st.integers(1, 70000).map(lambda n: f":{n}"),
+)
+_url_chars = st.sampled_from("/aZ%20?#&=:@\\ \t\n\x00\x7f\u00e9")
+_url_rests = st.one_of(
+    st.text(_url_chars, max_size=12).map(lambda text: "/" + text), st.text(_url_chars, max_size=12)
+)
+
+
+@settings(max_examples=1000)
+@given(_url_schemes, _url_hosts, _url_ports, _url_rests)
+@example("http", "h", ":80", "/x?")
+@example("http", "h", ":80", "/x\t")
+@example("http", "h", ":80", "")
+def test_cache_key_without_splitting_matches_splitting(
+    scheme: str, host: str, port: str, rest: str
+) -> None:
+    """A URL taken as its own key (already in the key's spelling) gives exactly the key that
+    splitting and joining it again gives, and so does every other URL (or the same error)."""
+    url = f"{scheme}://{host}{port}{rest}"
+    try:
+        expected: str | type[Exception] = _respelled(url)
+    except ValueError:
+        expected = ValueError
+    try:
+        found: str | type[Exception] = cache_key.__wrapped__(url)
+    except ValueError:
+        found = ValueError
+    assert found == expected
+
+
+def test_cache_key_keeps_a_url_in_the_key_spelling() -> None:
+    """A lower-case URL with an explicit port is its own key; others are respelled."""
+    assert cache_key("http://127.0.0.1:8080/f/x.bin?q=1") == "http://127.0.0.1:8080/f/x.bin?q=1"
+    assert cache_key("http://H:80/x#frag") == "http://h:80/x"
+    assert cache_key("http://h:80/x?") == "http://h:80/x"
+    assert cache_key("http://h:080/x") == "http://h:80/x"
+
+
+def test_serving_a_stored_body_does_not_import_hashlib(tmp_path: Path) -> None:
+    """A fresh stored response is served after checking its body's size alone: the process never
+    loads hashlib (only storing a body or --verify-cache hashes)."""
+    _store(Cache(tmp_path, max_size=1 << 20), "http://h.test/x", b"stored")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from webclient._cache import Cache, Fresh\n"
+        f"cache = Cache(Path({str(tmp_path)!r}), max_size=1 << 20)\n"
+        "plan = cache.plan('GET', 'http://h.test/x', [])\n"
+        "assert isinstance(plan, Fresh), plan\n"
+        "assert cache.open(plan)[1] == b'stored'\n"
+        "cache.close()\n"
+        "print('hashlib' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_concurrent_store_of_one_url_leaves_no_orphan_body(tmp_path: Path) -> None:

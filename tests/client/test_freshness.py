@@ -430,3 +430,29 @@ def test_cache_control_trailing_member_adds_only_itself(members: list[str], last
     alone = f.parse_cache_control([last])
     for name, values in after.items():
         assert values == before.get(name, []) + alone.get(name, [])
+
+
+_field_names = st.sampled_from(["Age", "age", "AGE", "Cache-Control", "cache-control", "ETag", "X"])
+
+
+@given(st.lists(st.tuples(_field_names, st.text(max_size=8)), max_size=8), _field_names)
+def test_header_values_of_a_tuple_match_those_of_a_list(
+    headers: list[tuple[str, str]], name: str
+) -> None:
+    """Stored fields (a tuple, looked up through an index) give the same values, in the same
+    order, as the same fields in a list; the result is the caller's to change."""
+    found = f.header_values(tuple(headers), name)
+    assert found == f.header_values(headers, name)
+    found.append("changed")
+    assert f.header_values(tuple(headers), name) == f.header_values(headers, name)
+
+
+@given(st.integers(min_value=0, max_value=4000), st.integers(min_value=0, max_value=100))
+def test_is_fresh_with_the_age_given_matches_is_fresh_computing_it(later: int, age: int) -> None:
+    """Passing the current age already computed decides exactly as computing it again."""
+    headers = (("Cache-Control", "max-age=3600"), ("Age", str(age)))
+    now = NOW + later
+    current = f.current_age(headers, NOW, NOW, now)
+    assert f.is_fresh(200, headers, NOW, NOW, now, age=current) == f.is_fresh(
+        200, headers, NOW, NOW, now
+    )
