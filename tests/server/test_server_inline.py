@@ -27,7 +27,7 @@ from webserver._exchange import INLINE_REQUESTS
 from webserver.testing import running_server
 
 from .conftest import NET_TIMEOUT, connect, recv_until_closed, wait_for_owner
-from .wire import send_in_pieces
+from .wire import WireReader, send_in_pieces
 
 #: Ends every case: answered last if nothing before closed the connection.
 _LAST = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -439,3 +439,85 @@ def test_a_file_changed_after_it_was_cached_is_answered_like_a_worker_would(
             then=lambda: change(www / path.lstrip("/")),
         )
     assert forbidden not in answer
+
+
+#: Bounds of the load tests below: clients, requests each, and the seconds all may take.
+STUCK_CLIENTS = 8
+FLOOD_CLIENTS = 16
+FLOOD_REQUESTS = 50
+FLOOD_SECONDS = 20.0
+
+
+def test_clients_not_reading_their_answers_never_block_the_selector(www: Path) -> None:
+    """Several clients pipeline GETs of a cached 60 KiB file and HEADs, and read nothing: each
+    is parked once the kernel's buffers are full, and a probe connection's cached GETs are
+    still answered at once, by the selector itself."""
+    (www / "60k.bin").write_bytes(b"x" * 60_000)
+    stream = (_get("/60k.bin") + _get("/60k.bin", method="HEAD")) * 128
+    with _pair(www) as pair:
+        server = pair.inline
+        _warm(server, ("/60k.bin", "/hello.txt"))
+        stuck = []
+        try:
+            for _ in range(STUCK_CLIENTS):
+                sock = socket.socket()
+                stuck.append(sock)
+                sock.settimeout(NET_TIMEOUT)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(server.listen())
+                _settle(server)
+                sock.sendall(stream)
+            wait_for_owner(server, Owner.SEND, count=STUCK_CLIENTS)
+            before = pair.answered_here
+            with connect(server) as probe:
+                reader = WireReader(probe)
+                started = time.monotonic()
+                for _ in range(5):
+                    wait_for_owner(server, Owner.HEAD)
+                    _settle(server)
+                    probe.sendall(_get("/hello.txt"))
+                    assert reader.read().body == b"hello, world\n"
+                assert time.monotonic() - started < NET_TIMEOUT / 2
+            assert pair.answered_here - before == 5
+        finally:
+            for sock in stuck:
+                sock.close()
+
+
+def _flood(server: Server, errors: list[BaseException]) -> None:
+    try:
+        with connect(server) as sock:
+            reader = WireReader(sock)
+            sock.sendall((_get("/hello.txt") + _get("/hello.txt", method="HEAD")) * FLOOD_REQUESTS)
+            for _ in range(FLOOD_REQUESTS):
+                assert reader.read().body == b"hello, world\n"
+                head = reader.read(head_only=True)
+                assert head.status == 200 and head.header("Content-Length") == "13"
+            sock.sendall(_LAST)
+            assert reader.read().body == b"hello, world\n"
+            assert reader.at_eof()
+    except BaseException as exc:  # reported by the test's thread
+        errors.append(exc)
+
+
+def test_a_flood_of_pipelined_requests_from_many_clients_is_answered_in_order(
+    www: Path,
+) -> None:
+    """Many clients each pipelining a hundred cached GETs and HEADs get every answer once, in
+    order, within a bounded time, the selector answering part of them itself."""
+    errors: list[BaseException] = []
+    with _pair(www) as pair:
+        _warm(pair.inline, ("/hello.txt",))
+        threads = [
+            threading.Thread(target=_flood, args=(pair.inline, errors))
+            for _ in range(FLOOD_CLIENTS)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(FLOOD_SECONDS)
+        assert not any(thread.is_alive() for thread in threads), "the flood was not answered"
+        assert time.monotonic() - started < FLOOD_SECONDS
+        assert pair.answered_here > 0
+    assert errors == []
