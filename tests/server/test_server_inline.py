@@ -192,6 +192,7 @@ CASES = {
     "if-none-match-star": _get("/hello.txt", "If-None-Match: *"),
     "if-none-match-other": _get("/hello.txt", 'If-None-Match: "nope"'),
     "if-match-other": _get("/hello.txt", 'If-Match: "nope"'),
+    "if-match-star": _get("/hello.txt", "If-Match: *"),
     "if-unmodified-since-old": _get(
         "/hello.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"
     ),
@@ -251,6 +252,9 @@ ANSWERED_HERE = {
     "connection-close",
     "if-modified-since",
     "if-none-match-star",
+    "if-match-other",
+    "if-match-star",
+    "if-unmodified-since-old",
 }
 
 
@@ -264,6 +268,9 @@ STATUSES = {
     "if-modified-since-old": 200,
     "if-none-match-star": 304,
     "if-none-match-other": 200,
+    "if-match-other": 412,
+    "if-match-star": 200,
+    "if-unmodified-since-old": 412,
     "range": 206,
     "range-unsatisfiable": 416,
     "range-if-range": 200,

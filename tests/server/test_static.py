@@ -107,6 +107,37 @@ def test_if_modified_since(server: Server, www: Path) -> None:
     assert fetch(server, "/hello.txt", headers={"If-Modified-Since": older})[0] == 200
 
 
+def test_if_match_and_if_unmodified_since_give_412_when_the_file_changed(
+    server: Server, www: Path
+) -> None:
+    """A GET naming a version the file no longer has (If-Match), or a date before its last
+    change (If-Unmodified-Since), is 412 with no file in it; the current version is 200.
+    Preconditions come before If-None-Match and Range."""
+    _, headers, _ = fetch(server, "/hello.txt")
+    etag = headers["ETag"]
+    mtime = os.stat(www / "hello.txt").st_mtime
+    before = format_http_date(mtime - 60)
+    for fields, status in (
+        ({"If-Match": etag}, 200),
+        ({"If-Match": "*"}, 200),
+        ({"If-Match": '"old"'}, 412),
+        ({"If-Match": "W/" + etag}, 412),
+        ({"If-Unmodified-Since": format_http_date(mtime)}, 200),
+        ({"If-Unmodified-Since": before}, 412),
+        ({"If-Match": etag, "If-Unmodified-Since": before}, 200),
+        ({"If-Match": '"old"', "If-None-Match": etag}, 412),
+        ({"If-Match": '"old"', "Range": "bytes=0-1"}, 412),
+        ({"If-Match": etag, "Range": "bytes=0-1"}, 206),
+        ({"If-Match": '"old"', "Accept-Encoding": "gzip"}, 412),
+    ):
+        status_got, got, body = fetch(server, "/hello.txt", headers=fields)
+        assert status_got == status, fields
+        if status == 412:
+            assert b"hello" not in body
+            assert got["X-Content-Type-Options"] == "nosniff"
+    assert fetch(server, "/hello.txt", "HEAD", {"If-Match": '"old"'})[0] == 412
+
+
 def test_stale_etag_with_fresh_date_is_200(server: Server, www: Path) -> None:
     """If-None-Match takes precedence: a non-matching tag is 200 even with a recent date."""
     headers = {"If-None-Match": '"nope"', "If-Modified-Since": format_http_date(2**31)}
