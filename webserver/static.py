@@ -162,10 +162,12 @@ def _stat_matching(path: str, cached: _CachedFile) -> os.stat_result | None:
 
     Same device, inode, size and mtime: the very file read (and checked to lie inside the root)
     before. A path that now leads elsewhere, through a swapped folder or a new symlink, names
-    another inode and takes the slow path.
+    another inode and takes the slow path. ``lstat``, not ``stat``: the path itself must still
+    be that file (only real paths are cached), not a symlink to it -- the file may have been
+    moved out of the root and linked back, which the slow path refuses.
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
     return st if cached.matches(st) else None

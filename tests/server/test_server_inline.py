@@ -423,7 +423,7 @@ CHANGES: dict[str, tuple[str, Callable[[Path], None], bytes]] = {
     "rewritten": ("/hello.txt", _rewrite, b"hello, world\n"),
     "deleted": ("/hello.txt", Path.unlink, b"hello, world\n"),
     "replaced-by-link-out": ("/hello.txt", _replace_by_link_out, b"TOP SECRET"),
-    "moved-out-and-linked": ("/hello.txt", _move_out_and_link, b"TOP SECRET"),
+    "moved-out-and-linked": ("/hello.txt", _move_out_and_link, b"hello, world\n"),
     "folder-replaced-by-link-out": ("/docs/index.html", _replace_folder_by_link_out, b"SECRET"),
     "replaced-by-folder": ("/hello.txt", _replace_by_folder, b"hello, world\n"),
     "made-unreadable": ("/hello.txt", _make_unreadable, b"TOP SECRET"),

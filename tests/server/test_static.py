@@ -279,6 +279,22 @@ class TestFileCache:
         assert status == 404
         assert b"SECRET" not in body
 
+    @pytest.mark.parametrize("size", [13, 100_000])  # in memory, and headers only
+    def test_file_moved_out_and_linked_back_is_404(
+        self, server: Server, www: Path, size: int
+    ) -> None:
+        """A cached file moved out of the root and replaced by a symlink to it (the very same
+        inode, size and mtime) is 404 at once, as it would be uncached: the cache never serves
+        a path that is now a symlink leading outside."""
+        (www / "f.txt").write_bytes(b"x" * size)
+        assert fetch(server, "/f.txt")[0] == 200
+        outside = www.parent / "moved.txt"
+        os.rename(www / "f.txt", outside)
+        os.symlink(outside, www / "f.txt")
+        for method in ("GET", "HEAD"):
+            status, _, body = fetch(server, "/f.txt", method)
+            assert (status, b"x" in body) == (404, False)
+
     def test_large_file_served_by_sendfile_after_change(self, server: Server, www: Path) -> None:
         """Files above the memory limit keep only headers cached; changes are still seen."""
         big = www / "big.bin"
