@@ -530,3 +530,44 @@ def test_a_flood_of_pipelined_requests_from_many_clients_is_answered_in_order(
         assert time.monotonic() - started < FLOOD_SECONDS
         assert pair.answered_here > 0
     assert errors == []
+
+
+def test_a_pipeline_longer_than_one_read_is_answered_like_a_worker_would(www: Path) -> None:
+    """A pipeline of cached GETs with large heads, far more than one read takes, gets every
+    answer in order from the selector's turns and the workers it hands over to."""
+    padding = "X-Pad: " + "p" * 2000
+    stream = b"".join(_get("/hello.txt", padding, f"X-N: {n}") for n in range(120))
+    with _pair(www, read_only=True) as pair:
+        answer = pair.both(stream)
+        assert pair.here >= 1
+    assert answer.count(b"hello, world\n") == 121
+
+
+def _trickle(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` a byte every 20 ms until the server closes, within a bounded time."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        threading.Event().wait(0.02)
+
+
+def test_a_head_trickled_after_cached_answers_is_cut_like_a_worker_would(www: Path) -> None:
+    """After a cached GET, a second head sent a byte at a time is cut at the head deadline
+    from its first byte (408), by the selector's turns as by a worker's."""
+    head = _get("/hello.txt", "X-Slow: " + "s" * 200)
+    with _pair(www, read_only=True, header_timeout=0.4) as pair:
+
+        def first_whole_then_trickled(sock: socket.socket, data: bytes) -> None:
+            sock.sendall(_get("/hello.txt"))
+            _trickle(sock, data)
+
+        pair.sender = first_whole_then_trickled
+        started = time.monotonic()
+        answer = pair.both(head, last=b"")
+        assert time.monotonic() - started < NET_TIMEOUT
+        assert pair.here >= 1
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"HTTP/1.1 408 " in answer
