@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -571,3 +573,37 @@ def test_a_head_trickled_after_cached_answers_is_cut_like_a_worker_would(www: Pa
         assert pair.here >= 1
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert b"HTTP/1.1 408 " in answer
+
+
+def _curl(curl: str, server: Server, *args: str) -> bytes:
+    host, port = server.listen()
+    url = f"http://{host}:{port}/"
+    argv = [curl, "-sS", "-i", "--max-time", str(NET_TIMEOUT), *args]
+    urls = [url + "hello.txt", url + "hello.txt", url + "big.txt", url + "hello.txt"]
+    done = subprocess.run([*argv, *urls], capture_output=True, timeout=NET_TIMEOUT, check=True)
+    return _DATE.sub(b"", done.stdout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-I",), ("--compressed",), ("--http1.0",), ("-H", "If-None-Match: *")],
+    ids=["get", "head", "compressed", "http10", "if-none-match"],
+)
+def test_curl_gets_the_same_answers_from_the_selector_and_a_worker(
+    www: Path, args: tuple[str, ...]
+) -> None:
+    """curl fetching cached files over one connection (GET, HEAD, with compression, over
+    HTTP/1.0, conditional) gets the same bytes from the selector's turns as from a worker."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (.ci/run installs it)")
+    (www / "big.txt").write_bytes(b"compress me " * 200)
+    with _pair(www, read_only=True) as pair:
+        _warm(pair.inline, ("/hello.txt", "/big.txt"))
+        _warm(pair.worker, ("/hello.txt", "/big.txt"))
+        _settle(pair.inline)
+        here = _curl(curl, pair.inline, *args)
+        assert _curl(curl, pair.worker, *args) == here
+        # A coding is for a worker to choose: with --compressed the selector answers nothing.
+        assert pair.answered_here >= (0 if "--compressed" in args else 1)
+    assert here.count(b"HTTP/1.") == 4
