@@ -217,6 +217,15 @@ CASES = {
     "bad-percent": _get("/hello%zz.txt"),
     "double-slash": _get("//hello.txt"),
     "trailing-slash": _get("/hello.txt/"),
+    "dot-segment": _get("/docs/./index.html"),
+    "empty-segment": _get("/docs//index.html"),
+    "fragment": _get("/hello.txt#frag"),
+    "semicolon": _get("/hello.txt;x"),
+    "encoded-slash-end": _get("/hello.txt%2f"),
+    "encoded-space": _get("/hello.txt%20"),
+    "upper-case": _get("/HELLO.TXT"),
+    "overlong-utf8": _get("/%c0%ae%c0%ae/secret.txt"),
+    "well-known": _get("/.well-known/x.txt"),
     "hidden": _get("/.env"),
     "hidden-folder": _get("/.git/config"),
     "upload-temporary": _get("/.webserver-upload-x"),
@@ -257,6 +266,7 @@ ANSWERED_HERE = {
     "if-match-other",
     "if-match-star",
     "if-unmodified-since-old",
+    "well-known",
 }
 
 
@@ -295,6 +305,9 @@ STATUSES = {
     "bare-lf": 400,
     "oversized-head": 431,
     "long-target": 414,
+    "dot-segment": 200,
+    "overlong-utf8": 400,
+    "well-known": 200,
 }
 
 
@@ -303,8 +316,11 @@ def test_the_selector_answers_like_a_worker(www: Path, name: str) -> None:
     """Each request (then a closing GET) gets the same bytes and access-log lines whether the
     selector answers it from memory or a worker does."""
     (www / "big.txt").write_bytes(b"compress me " * 200)
+    (www / ".well-known").mkdir()
+    (www / ".well-known" / "x.txt").write_bytes(b"known\n")
+    warm = ("/hello.txt", "/big.txt", "/docs/index.html", "/.well-known/x.txt")
     with _pair(www) as pair:
-        answer = pair.both(CASES[name], warm=("/hello.txt", "/big.txt", "/docs/index.html"))
+        answer = pair.both(CASES[name], warm=warm)
         if name in ANSWERED_HERE:
             assert pair.here >= 1
     if name in STATUSES:
