@@ -1,8 +1,9 @@
 """Validators and conditional requests (RFC 9110 §8.8, §13).
 
 Pure functions over values, so they can be fuzzed: a file's ``os.stat_result`` gives its strong
-ETag and Last-Modified; request headers decide whether a 304 is due, evaluated in the order of
-RFC 9110 §13.2.2 (If-None-Match, and only without it If-Modified-Since).
+ETag and Last-Modified; request headers decide whether a 412 is due (If-Match, and only without
+it If-Unmodified-Since), then whether a 304 is (If-None-Match, and only without it
+If-Modified-Since), in the order of RFC 9110 §13.2.2.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ def etag_matches(header: str, etag: str) -> bool:
         return True
     wanted = _opaque(etag)
     return any(_opaque(candidate) == wanted for candidate in header.split(","))
+
+
+def precondition_failed(headers: Headers, etag: str, mtime: float) -> bool:
+    """True when a GET/HEAD must be answered 412 Precondition Failed (RFC 9110 §13.1.1,
+    §13.1.4): ``If-Match`` names none of the current ETag by strong comparison (``*``: any
+    file matches), or, without ``If-Match``, ``If-Unmodified-Since`` is before the mtime (to
+    the second; an invalid date is ignored)."""
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        if if_match.strip() == "*":
+            return False
+        return etag not in {tag.strip() for tag in if_match.split(",")}
+    since = headers.get("if-unmodified-since")
+    if since is None:
+        return False
+    since_time = parse_http_date(since)
+    return since_time is not None and int(mtime) > since_time
 
 
 def not_modified(headers: Headers, etag: str, mtime: float) -> bool:

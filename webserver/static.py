@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Self
 from urllib.parse import quote
 
-from .conditional import etag_matches, make_etag, not_modified
+from .conditional import etag_matches, make_etag, not_modified, precondition_failed
 from .config import ServerConfig
 from .encoding import (
     SIBLING_CODINGS,
@@ -162,10 +162,12 @@ def _stat_matching(path: str, cached: _CachedFile) -> os.stat_result | None:
 
     Same device, inode, size and mtime: the very file read (and checked to lie inside the root)
     before. A path that now leads elsewhere, through a swapped folder or a new symlink, names
-    another inode and takes the slow path.
+    another inode and takes the slow path. ``lstat``, not ``stat``: the path itself must still
+    be that file (only real paths are cached), not a symlink to it -- the file may have been
+    moved out of the root and linked back, which the slow path refuses.
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
     return st if cached.matches(st) else None
@@ -352,7 +354,15 @@ class StaticFiles(Handler):
         """The 200, 206, 304, 416 or HEAD answer for a regular file at ``where``; ``file`` is
         sent unless cached. (A cached file comes as a ``str``: the plain answer needs no
         ``Path``, and building one was a twentieth of a small request's time.) Without
-        ``negotiate`` the request is known to carry neither ``Accept-Encoding`` nor ``Range``."""
+        ``negotiate`` the request is known to carry neither ``Accept-Encoding`` nor ``Range``.
+
+        Preconditions are evaluated against the file itself, before a coding or a range is
+        chosen: a client that names the version it has (``If-Match``) gets 412 once the file
+        changed, whatever representation it asked for."""
+        if precondition_failed(request.headers, cached.etag, st.st_mtime):
+            return self._without_file(
+                file, Response.error(412, "precondition failed", headers=[NOSNIFF])
+            )
         if negotiate:
             accept_encoding = request.headers.get("accept-encoding")
             if accept_encoding is not None and request.headers.get("range") is None:
@@ -360,9 +370,7 @@ class StaticFiles(Handler):
                 if encoded is not None:
                     return encoded
         if not_modified(request.headers, cached.etag, st.st_mtime):
-            if file is not None:
-                file.close()
-            return self._unchanged(Path(where), st, cached)
+            return self._without_file(file, self._unchanged(Path(where), st, cached))
         headers = cached.fields.copy()
         if self._has_extra_headers:
             headers += self.extra_headers(Path(where), st)
@@ -379,6 +387,13 @@ class StaticFiles(Handler):
             assert cached.body is not None
             return Response(200, headers, cached.body)
         return Response(200, headers, file, st.st_size)
+
+    @staticmethod
+    def _without_file(file: BinaryIO | None, response: Response) -> Response:
+        """``response``, which sends nothing of the file: the file, if open, is closed."""
+        if file is not None:
+            file.close()
+        return response
 
     def _unchanged(self, path: Path, st: os.stat_result, cached: _CachedFile) -> Response:
         """The 304 for the identity representation: its validators, no body."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webserver.conditional import etag_matches, make_etag, not_modified
+from webserver.conditional import etag_matches, make_etag, not_modified, precondition_failed
 from webserver.headers import Headers
 from webserver.httpdate import format_http_date
 
@@ -89,3 +89,33 @@ def test_if_modified_since_in_no_http_date_form_is_ignored(since: str) -> None:
     assert not not_modified(Headers([("If-Modified-Since", since)]), '"e"', 1_000_000.0)
     valid = "Sun, 06 Nov 2094 08:49:37 GMT"
     assert not_modified(Headers([("If-Modified-Since", valid)]), '"e"', 1_000_000.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "failed"),
+    [
+        ([], False),
+        ([("If-Match", '"abc"')], False),
+        ([("If-Match", '"x", "abc"')], False),
+        ([("If-Match", "*")], False),
+        ([("If-Match", '"abd"')], True),
+        ([("If-Match", 'W/"abc"')], True),  # strong comparison: a weak tag never matches
+        ([("If-Match", "")], True),
+        ([("If-Unmodified-Since", format_http_date(MTIME))], False),
+        ([("If-Unmodified-Since", format_http_date(MTIME + 10))], False),
+        ([("If-Unmodified-Since", format_http_date(MTIME - 10))], True),
+        ([("If-Unmodified-Since", "yesterday")], False),  # an invalid date is ignored
+        ([("If-Match", '"abc"'), ("If-Unmodified-Since", format_http_date(MTIME - 10))], False),
+    ],
+)
+def test_precondition_failed(fields: list[tuple[str, str]], failed: bool) -> None:
+    """If-Match compares strongly and accepts lists and '*'; only without it is
+    If-Unmodified-Since evaluated, to the second (RFC 9110 §13.2.2 steps 1-2)."""
+    assert precondition_failed(Headers(fields), ETAG, MTIME) is failed
+
+
+@given(st.text(max_size=60))
+def test_fuzz_preconditions_never_raise(value: str) -> None:
+    """Arbitrary If-Match and If-Unmodified-Since values give a yes/no, never an exception."""
+    for name in ("If-Match", "If-Unmodified-Since"):
+        assert precondition_failed(Headers([(name, value)]), ETAG, MTIME) in (True, False)

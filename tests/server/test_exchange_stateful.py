@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from webserver._connection import PARKED
 from webserver.testing import running_server
 
 from .wire import WireReader, send_in_pieces
@@ -26,6 +29,10 @@ VALID = [
     (b"GET /b.bin HTTP/1.1\r\nHost: x\r\n\r\n", 200, FILES["b.bin"]),
     (b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", 404, None),
     (b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200, b""),
+    (b"GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n", 304, b""),
+    (b"GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n", 206, b"lp"),
+    (b"GET /.a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 404, None),
+    (b"OPTIONS /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 204, b""),
     (b"POST /up/n.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 201, None),
     (
         b"POST /up/c.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -96,11 +103,33 @@ class ConnectionMachine(RuleBasedStateMachine):
             self.sock.close()
         self.sock = self.reader = None
 
-    @rule(requests=st.lists(st.sampled_from(VALID), min_size=1, max_size=8), split=SPLIT)
-    def pipeline_valid(self, requests: list[tuple[bytes, int, bytes | None]], split: Split) -> None:
+    def _settle(self) -> None:
+        """Wait until no worker runs and every connection is parked, so that the selector
+        answers what comes next itself if it can (``Server._answer_here``)."""
+        server = self.server
+        deadline = time.monotonic() + 10
+
+        def settled() -> bool:
+            parked = all(c.owner in PARKED for c in list(server._poller.connections.values()))
+            return parked and server._running == server._lingering and not server._ready
+
+        while not settled():
+            assert time.monotonic() < deadline, "the server never settled"
+            threading.Event().wait(0.002)
+
+    @rule(
+        requests=st.lists(st.sampled_from(VALID), min_size=1, max_size=8),
+        split=SPLIT,
+        idle=st.booleans(),
+    )
+    def pipeline_valid(
+        self, requests: list[tuple[bytes, int, bytes | None]], split: Split, idle: bool
+    ) -> None:
         """Valid requests, pipelined (whole, byte by byte or in random pieces), are answered in
-        order."""
+        order, also when they reach an idle server whose selector answers cached files."""
         sock, reader = self._connection()
+        if idle:
+            self._settle()
         stream = b"".join(raw for raw, _, _ in requests)
         send_in_pieces(sock, stream, _cuts(stream, split))
         for raw, status, body in requests:

@@ -107,6 +107,37 @@ def test_if_modified_since(server: Server, www: Path) -> None:
     assert fetch(server, "/hello.txt", headers={"If-Modified-Since": older})[0] == 200
 
 
+def test_if_match_and_if_unmodified_since_give_412_when_the_file_changed(
+    server: Server, www: Path
+) -> None:
+    """A GET naming a version the file no longer has (If-Match), or a date before its last
+    change (If-Unmodified-Since), is 412 with no file in it; the current version is 200.
+    Preconditions come before If-None-Match and Range."""
+    _, headers, _ = fetch(server, "/hello.txt")
+    etag = headers["ETag"]
+    mtime = os.stat(www / "hello.txt").st_mtime
+    before = format_http_date(mtime - 60)
+    for fields, status in (
+        ({"If-Match": etag}, 200),
+        ({"If-Match": "*"}, 200),
+        ({"If-Match": '"old"'}, 412),
+        ({"If-Match": "W/" + etag}, 412),
+        ({"If-Unmodified-Since": format_http_date(mtime)}, 200),
+        ({"If-Unmodified-Since": before}, 412),
+        ({"If-Match": etag, "If-Unmodified-Since": before}, 200),
+        ({"If-Match": '"old"', "If-None-Match": etag}, 412),
+        ({"If-Match": '"old"', "Range": "bytes=0-1"}, 412),
+        ({"If-Match": etag, "Range": "bytes=0-1"}, 206),
+        ({"If-Match": '"old"', "Accept-Encoding": "gzip"}, 412),
+    ):
+        status_got, got, body = fetch(server, "/hello.txt", headers=fields)
+        assert status_got == status, fields
+        if status == 412:
+            assert b"hello" not in body
+            assert got["X-Content-Type-Options"] == "nosniff"
+    assert fetch(server, "/hello.txt", "HEAD", {"If-Match": '"old"'})[0] == 412
+
+
 def test_stale_etag_with_fresh_date_is_200(server: Server, www: Path) -> None:
     """If-None-Match takes precedence: a non-matching tag is 200 even with a recent date."""
     headers = {"If-None-Match": '"nope"', "If-Modified-Since": format_http_date(2**31)}
@@ -247,6 +278,22 @@ class TestFileCache:
         status, _, body = fetch(server, "/sub/f.txt")
         assert status == 404
         assert b"SECRET" not in body
+
+    @pytest.mark.parametrize("size", [13, 100_000])  # in memory, and headers only
+    def test_file_moved_out_and_linked_back_is_404(
+        self, server: Server, www: Path, size: int
+    ) -> None:
+        """A cached file moved out of the root and replaced by a symlink to it (the very same
+        inode, size and mtime) is 404 at once, as it would be uncached: the cache never serves
+        a path that is now a symlink leading outside."""
+        (www / "f.txt").write_bytes(b"x" * size)
+        assert fetch(server, "/f.txt")[0] == 200
+        outside = www.parent / "moved.txt"
+        os.rename(www / "f.txt", outside)
+        os.symlink(outside, www / "f.txt")
+        for method in ("GET", "HEAD"):
+            status, _, body = fetch(server, "/f.txt", method)
+            assert (status, b"x" in body) == (404, False)
 
     def test_large_file_served_by_sendfile_after_change(self, server: Server, www: Path) -> None:
         """Files above the memory limit keep only headers cached; changes are still seen."""
