@@ -52,6 +52,8 @@ _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _PORT = re.compile(r"^\(?([0-9]+)\)?$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+#: A URL's start (RFC 3986 §3.1 scheme, then "://"): a file name such as "/a://b" is not one.
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: Characters a request target may carry as they are (RFC 3986 pchar, "/" and "?"); the rest are
 #: percent-encoded from UTF-8.
 _TARGET_SAFE = frozenset(
@@ -218,7 +220,7 @@ def _parse_line(text: str, line: int = 0) -> Command | None:
         raise _InvalidLine(f"unknown method {fields[0]!r} (expected GET or POST)")
     if len(fields) < 2:
         raise _InvalidLine(f"missing file name after {method}")
-    if "://" in fields[1]:
+    if _URL_START.match(fields[1]):
         if len(fields) > 2:
             raise _InvalidLine(f"unexpected text after the URL: {' '.join(fields[2:])!r}")
         return _parse_url(method, fields[1], line)

@@ -7,7 +7,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from webclient.commands import (
@@ -254,6 +254,7 @@ def _check_any_line(line: str) -> None:
 
 
 @given(any_lines)
+@example("GET http://a/://")  # a path holding "://" printed back is still a path
 def test_any_line_parses_and_prints_back_or_is_reported(line: str) -> None:
     """Any text either parses to a command that prints back equivalently, or is reported."""
     _check_any_line(line)
@@ -368,3 +369,9 @@ def test_a_command_file_reads_the_same_whole_by_line_and_with_trailing_lines(
     path.write_bytes(text.encode("utf-8"))
     assert read_command_file(path) == expected
     assert parse_commands(text.split("\n")) == expected
+
+
+def test_a_file_name_holding_a_url_separator_is_a_file_name() -> None:
+    """Only a field that starts with a scheme and "://" is a URL; "/a://b" is a file name."""
+    (command,) = parse_commands(["GET /a://b example.org 8080"])
+    assert (command.path, command.host, command.port) == ("/a://b", "example.org", 8080)
