@@ -417,7 +417,7 @@ def run(
         click.echo(notice, err=True)
     # Sockets passed by systemd (socket activation) replace --host/--bind; systemd owns them.
     activated = systemd_listeners()
-    listeners = activated or _listen(config)
+    listeners = activated or _listen(config, reuse_port=workers > 1)
     # The files of the Unix sockets we bound go when we stop (not systemd's: it owns them).
     unix_files = [] if activated else [unix_path(sock) for sock in listeners]
     # One address keeps the original line; several are joined by ", ".
@@ -429,6 +429,7 @@ def run(
             listeners,
             workers,
             grace_period=config.grace_period,
+            backlog=config.backlog,
         )
         signal.signal(signal.SIGINT, supervisor.stop)
         signal.signal(signal.SIGTERM, supervisor.stop)
@@ -463,10 +464,10 @@ def _remove(files: list[Path | None]) -> None:
                 path.unlink()
 
 
-def _listen(config: ServerConfig) -> list[socket.socket]:
+def _listen(config: ServerConfig, *, reuse_port: bool) -> list[socket.socket]:
     """Every listening socket, or one line saying which address failed and why."""
     try:
-        return open_listeners(config)
+        return open_listeners(config, reuse_port=reuse_port)
     except OSError as exc:
         where = exc.filename or ", ".join(map(_describe, config.addresses))
         if exc.errno == errno.EADDRINUSE:

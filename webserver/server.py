@@ -172,9 +172,11 @@ def open_listener(config: ServerConfig) -> socket.socket:
     return _open_tcp(TCPAddress(config.host, config.port), config.backlog)
 
 
-def open_listeners(config: ServerConfig) -> list[socket.socket]:
+def open_listeners(config: ServerConfig, *, reuse_port: bool = False) -> list[socket.socket]:
     """Non-blocking sockets listening on every address of ``config``, in order (checks the
-    root first). All or none: a failure closes those already open."""
+    root first). All or none: a failure closes those already open. ``reuse_port`` lets the TCP
+    ones get siblings on the same address (``SO_REUSEPORT``), one per worker process: see
+    :mod:`webserver.workers`."""
     config.check_root()
     listeners: list[socket.socket] = []
     try:
@@ -182,7 +184,7 @@ def open_listeners(config: ServerConfig) -> list[socket.socket]:
             if isinstance(address, UnixAddress):
                 listeners.append(_open_unix(address.path, config.unix_mode, config.backlog))
             else:
-                listeners.append(_open_tcp(address, config.backlog))
+                listeners.append(_open_tcp(address, config.backlog, reuse_port=reuse_port))
     except BaseException:
         close_listeners(listeners)
         raise
@@ -207,11 +209,13 @@ def close_listeners(listeners: list[socket.socket]) -> None:
                 path.unlink()
 
 
-def _open_tcp(address: TCPAddress, backlog: int) -> socket.socket:
+def _open_tcp(address: TCPAddress, backlog: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((address.host, address.port))
         listener.listen(backlog)
         listener.setblocking(False)

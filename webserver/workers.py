@@ -1,7 +1,13 @@
 """Several server processes sharing one listening socket, supervised by a parent.
 
-Rules: the parent binds the socket *before* forking, so every worker accepts from the same
-kernel queue and a worker that dies loses no queued connection; the parent starts no threads
+Rules: the parent binds the sockets *before* forking and keeps them open, so a worker that dies
+loses no queued connection: its replacement accepts from the same queue. A TCP listener opened
+with ``SO_REUSEPORT`` (``webserver run --workers N`` does) gets a sibling socket on the same
+address for each further worker, and the kernel spreads new connections over them by address
+and port; one accept queue shared by all workers is drained by whichever is awake, and in a
+burst one worker often takes every connection while the others idle (measured: 50 of 50
+keep-alive connections on one of two workers). Unix sockets and sockets passed by systemd stay
+shared by all workers. The parent starts no threads
 (forking a threaded process is unsafe); a worker that exits while the parent is not stopping is
 replaced; SIGTERM or SIGINT to the parent is forwarded to every worker as SIGTERM, and the parent
 waits for their graceful stops before exiting; a parent that dies without stopping them (SIGKILL,
@@ -74,9 +80,53 @@ def _run_worker(
     return 0
 
 
+def _reuses_port(listener: socket.socket) -> bool:
+    return listener.family in (socket.AF_INET, socket.AF_INET6) and bool(
+        listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    )
+
+
+def _sibling(listener: socket.socket, backlog: int) -> socket.socket:
+    """A socket listening on ``listener``'s address and port, beside it (``SO_REUSEPORT``)."""
+    sibling = socket.socket(listener.family, socket.SOCK_STREAM)
+    try:
+        sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if listener.family == socket.AF_INET6:
+            v6only = listener.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            sibling.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sibling.bind(listener.getsockname())
+        sibling.listen(backlog)
+        sibling.setblocking(False)
+    except BaseException:
+        sibling.close()
+        raise
+    return sibling
+
+
+def _queues_per_worker(
+    listeners: list[socket.socket], count: int, backlog: int
+) -> list[list[socket.socket]]:
+    """The listeners each of ``count`` workers accepts on (see the module rules)."""
+    slots: list[list[socket.socket]] = [[] for _ in range(count)]
+    for listener in listeners:
+        queues = [listener]
+        if _reuses_port(listener):
+            try:
+                queues += [_sibling(listener, backlog) for _ in range(count - 1)]
+            except OSError as exc:
+                for sibling in queues[1:]:
+                    sibling.close()
+                queues = [listener]
+                error_log.warning("workers share one accept queue: %s", exc.strerror or exc)
+        for index, slot in enumerate(slots):
+            slot.append(queues[index % len(queues)])
+    return slots
+
+
 class Supervisor:
     """Forks ``count`` workers and keeps that many running until :meth:`stop`; every worker
-    accepts on all of ``listeners`` (one socket, or a list)."""
+    accepts on each of ``listeners`` (one socket, or a list), or on its own sibling of it."""
 
     def __init__(
         self,
@@ -86,6 +136,7 @@ class Supervisor:
         *,
         grace_period: float,
         kill_after: float = STOP_MARGIN,
+        backlog: int = socket.SOMAXCONN,
     ) -> None:
         if count < 1:
             raise ValueError(f"workers must be at least 1, not {count}")
@@ -96,10 +147,13 @@ class Supervisor:
         #: Seconds past the grace period after which a worker still running is killed.
         self.kill_after = kill_after
         self.workers: set[int] = set()
+        #: The listeners of each worker's place, kept when a worker is replaced.
+        self._slots = _queues_per_worker(self.listeners, count, backlog)
+        self._slot_of: dict[int, int] = {}
         self._stopping = False
         self._last_start = 0.0
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         # Signals stay blocked across fork, so neither side runs the other's handler in between.
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
@@ -110,11 +164,12 @@ class Supervisor:
                 code = 1
                 try:
                     _follow_parent(parent)
-                    code = _run_worker(self.make_server, self.listeners, blocked)
+                    code = _run_worker(self.make_server, self._slots[slot], blocked)
                 finally:
                     logging.shutdown()
                     os._exit(code)
             self.workers.add(pid)
+            self._slot_of[pid] = slot
             self._last_start = time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
@@ -131,8 +186,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise them; returns the exit status for the parent."""
-        for _ in range(self.count):
-            self._spawn()
+        for slot in range(self.count):
+            self._spawn(slot)
         deadline: float | None = None
         while self.workers:
             if self._stopping and deadline is None:
@@ -151,6 +206,7 @@ class Supervisor:
                 time.sleep(POLL_STOPPING if deadline is not None else POLL_RUNNING)
                 continue
             self.workers.discard(pid)
+            slot = self._slot_of.pop(pid, 0)
             if self._stopping:
                 continue
             error_log.warning(
@@ -162,7 +218,7 @@ class Supervisor:
             if wait > 0:
                 time.sleep(wait)
             if not self._stopping:
-                self._spawn()
-        for listener in self.listeners:
+                self._spawn(slot)
+        for listener in {sock for slot_listeners in self._slots for sock in slot_listeners}:
             listener.close()
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,48 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(NET_TIMEOUT)
         assert _wait_until(lambda: not any(_running(w) for w in workers), NET_TIMEOUT)
+
+
+def _established(port: int) -> set[str]:
+    """Socket inodes of the established TCP connections whose local port is ``port``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table, encoding="ascii") as file:
+            for row in list(file)[1:]:
+                fields = row.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _held_by(pid: int, inodes: set[str]) -> int:
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            held += link.startswith("socket:[") and link[8:-1] in inodes
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
+    """40 keep-alive connections opened at once land on both workers (each worker has its own
+    accept queue on the port), not all on whichever worker woke first."""
+    (tmp_path / "a.txt").write_text("a")
+    argv = [sys.executable, "-m", "webserver", "run", "--port", "0", "--workers", "2"]
+    with serving_process([*argv, "--root", str(tmp_path)]) as (proc, line):
+        port = int(line.rsplit(":", 1)[1].strip("/"))
+        assert _wait_until(lambda: len(_children(proc.pid)) == 2, NET_TIMEOUT)
+        clients = [socket.create_connection(("127.0.0.1", port), NET_TIMEOUT) for _ in range(40)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+            mine = _established(port)
+            held = [_held_by(worker, mine) for worker in _children(proc.pid)]
+        finally:
+            for client in clients:
+                client.close()
+    assert sum(held) == 40
+    assert min(held) >= 5, held
