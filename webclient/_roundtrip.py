@@ -352,7 +352,7 @@ class RoundTrip:
                     pass
                 return self._revalidated(settled)
             store = settled
-        uses_cache = cache is not None and method in ("GET", "HEAD")
+        uses_cache = cache is not None and method == "GET"
         response = ClientResponse(
             method=method,
             url=self.request.url,

@@ -728,6 +728,25 @@ def test_json_with_get_reports_without_showing_the_body(static_server: Server, w
     assert summary["ok"] == 1
 
 
+def test_json_says_bypass_for_what_the_cache_never_answers(
+    static_server: Server, work: Path
+) -> None:
+    """Only a GET may be answered from the cache: a HEAD's and a POST's records say "bypass",
+    as the JSON keys are documented, not "miss"."""
+    import json
+
+    port = static_server.listen()[1]
+    (work / "up.txt").write_text("up")
+    (work / "cmds.txt").write_text(f"POST up.txt 127.0.0.1 {port}\n")
+    url = f"http://127.0.0.1:{port}/hello.txt"
+    head = CliRunner().invoke(main, ["head", "--json", url])
+    post = CliRunner().invoke(main, ["batch", "--json", "cmds.txt"])
+    for result in (head, post):
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.stdout.splitlines()[0])
+        assert record["cache"] == "bypass"
+
+
 def test_get_shows_bodies_in_url_order_when_hosts_answer_out_of_order(
     origin: tuple[Server, Any], bad_server: Any, work: Path
 ) -> None:
