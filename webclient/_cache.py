@@ -247,13 +247,7 @@ class Cache:
         age = freshness.current_age(
             entry.headers, entry.request_time, entry.response_time, self.clock()
         )
-        if not freshness.may_serve_stale_on_error(
-            entry.headers,
-            request_headers,
-            age,
-            status=entry.status,
-            response_time=entry.response_time,
-        ):
+        if not _stale_on_error_allowed(entry, request_headers, age):
             return None
         return Fresh(Lookup(entry, False, age), CacheStatus.STALE)
 
@@ -298,13 +292,7 @@ class Cache:
             ):
                 return Lookup(entry, True, age, stale=True)
             if not (fresh or freshness.has_validator(entry.headers)) and not (
-                freshness.may_serve_stale_on_error(  # kept for an unreachable origin (§4.2.4)
-                    entry.headers,
-                    request_headers,
-                    age,
-                    status=entry.status,
-                    response_time=entry.response_time,
-                )
+                _stale_on_error_allowed(entry, request_headers, age)  # an unreachable origin
             ):
                 return None
             return Lookup(entry, fresh, age)
@@ -452,6 +440,17 @@ class Cache:
     def check(self, *, verify: bool = True) -> CheckReport:
         """Verify every stored row and body; see :meth:`webclient._storage.Storage.check`."""
         return self.storage.check(verify=verify)
+
+
+def _stale_on_error_allowed(entry: Entry, request_headers: HeaderList, age: float) -> bool:
+    """Whether ``entry`` may answer, stale, when its origin cannot be reached (RFC 9111 §4.2.4)."""
+    return freshness.may_serve_stale_on_error(
+        entry.headers,
+        request_headers,
+        age,
+        status=entry.status,
+        response_time=entry.response_time,
+    )
 
 
 def _ignore(message: str) -> None:
