@@ -87,11 +87,10 @@ def test_offline_without_a_stored_response_is_not_cached(method: str, message: s
     assert index == 0 and isinstance(error, NotCached) and message in str(error)
 
 
-def test_a_304_that_cannot_be_applied_sends_the_request_again_without_validators(
-    tmp_path: Path,
-) -> None:
-    """A 304 naming another ETag than the stored one asks for the request again, unconditional,
-    and the round trip then follows a Miss (no stale answer to fall back on)."""
+@pytest.fixture
+def stale_cache(tmp_path: Path) -> Iterator[Cache]:
+    """A cache holding a 200 for URL (body ``stored``, ETag "v1", max-age 1), 10 s old: a GET
+    of it plans a revalidation."""
     cache = Cache(tmp_path / "c", max_size=10**6, clock=lambda: NOW)
     try:
         writer = cache.begin()
@@ -99,67 +98,68 @@ def test_a_304_that_cannot_be_applied_sends_the_request_again_without_validators
         headers = [("cache-control", "max-age=1"), ("etag", '"v1"')]
         cache.store(URL, [], 200, "OK", headers, writer, request_time=NOW, response_time=NOW)
         cache.clock = lambda: NOW + 10
-        results: list[tuple[int, object]] = []
-        context = Context(cache, cache.clock, lambda _message: None)
-        trip = start(
-            context,
-            0,
-            ClientRequest("GET", URL),
-            "/r",
-            [("Host", "example.org")],
-            URL,
-            lambda i, r: results.append((i, r)),
-            offline=False,
-        )
-        assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
-        assert ("If-None-Match", '"v1"') in trip.wire.headers
-        again = trip.handle(ResponseHead(304, "", [("etag", '"v2"')], "1.1"), iter(()))
-        assert again is not None and results == []
-        assert all(name.lower() != "if-none-match" for name, _ in again.headers)
-        assert _plan(trip) == Miss()  # read afresh: handle() changed it
-        trip.fail(ConnectionRefused("refused"))
-        assert [type(r) for _, r in results] == [ConnectionRefused]
+        yield cache
     finally:
         cache.close()
+
+
+def test_a_304_that_cannot_be_applied_sends_the_request_again_without_validators(
+    stale_cache: Cache,
+) -> None:
+    """A 304 naming another ETag than the stored one asks for the request again, unconditional,
+    and the round trip then follows a Miss (no stale answer to fall back on)."""
+    cache = stale_cache
+    results: list[tuple[int, object]] = []
+    context = Context(cache, cache.clock, lambda _message: None)
+    trip = start(
+        context,
+        0,
+        ClientRequest("GET", URL),
+        "/r",
+        [("Host", "example.org")],
+        URL,
+        lambda i, r: results.append((i, r)),
+        offline=False,
+    )
+    assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
+    assert ("If-None-Match", '"v1"') in trip.wire.headers
+    again = trip.handle(ResponseHead(304, "", [("etag", '"v2"')], "1.1"), iter(()))
+    assert again is not None and results == []
+    assert all(name.lower() != "if-none-match" for name, _ in again.headers)
+    assert _plan(trip) == Miss()  # read afresh: handle() changed it
+    trip.fail(ConnectionRefused("refused"))
+    assert [type(r) for _, r in results] == [ConnectionRefused]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_a_server_error_to_a_revalidation_is_answered_by_the_stored_copy(
-    tmp_path: Path, status: int
+    stale_cache: Cache, status: int
 ) -> None:
     """A 5xx answering a Revalidate plan is replaced by the stored response (STALE, with a
     warning naming the status); the error's body is read to its end and dropped."""
-    cache = Cache(tmp_path / "c", max_size=10**6, clock=lambda: NOW)
-    try:
-        writer = cache.begin()
-        writer.write(b"stored")
-        headers = [("cache-control", "max-age=1"), ("etag", '"v1"')]
-        cache.store(URL, [], 200, "OK", headers, writer, request_time=NOW, response_time=NOW)
-        cache.clock = lambda: NOW + 10
-        results: list[tuple[int, object]] = []
-        warnings: list[str] = []
-        context = Context(cache, cache.clock, warnings.append)
-        trip = start(
-            context, 0, ClientRequest("GET", URL), "/r", [], URL,
-            lambda i, r: results.append((i, r)), offline=False,
-        )  # fmt: skip
-        assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
-        consumed: list[bytes] = []
+    cache = stale_cache
+    results: list[tuple[int, object]] = []
+    warnings: list[str] = []
+    context = Context(cache, cache.clock, warnings.append)
+    trip = start(
+        context, 0, ClientRequest("GET", URL), "/r", [], URL,
+        lambda i, r: results.append((i, r)), offline=False,
+    )  # fmt: skip
+    assert isinstance(trip, RoundTrip) and isinstance(trip.plan, Revalidate)
+    consumed: list[bytes] = []
 
-        def body() -> Iterator[bytes]:
-            for chunk in (b"er", b"ror"):
-                consumed.append(chunk)
-                yield chunk
+    def body() -> Iterator[bytes]:
+        for chunk in (b"er", b"ror"):
+            consumed.append(chunk)
+            yield chunk
 
-        assert trip.handle(ResponseHead(status, "Oops", [], "1.1"), body()) is None
-        ((_, served),) = results
-        assert isinstance(served, ClientResponse) and served.body == b"stored"
-        assert served.cache_status is CacheStatus.STALE and consumed == [b"er", b"ror"]
-        assert warnings == [
-            f"{URL}: the server answered {status} Oops; served the stored copy (10 s old)"
-        ]
-    finally:
-        cache.close()
+    assert trip.handle(ResponseHead(status, "Oops", [], "1.1"), body()) is None
+    ((_, served),) = results
+    assert isinstance(served, ClientResponse) and served.body == b"stored"
+    assert served.cache_status is CacheStatus.STALE and consumed == [b"er", b"ror"]
+    assert warnings == [
+        f"{URL}: the server answered {status} Oops; served the stored copy (10 s old)"
+    ]
 
 
 def test_a_server_error_without_a_stored_copy_is_the_answer() -> None:
