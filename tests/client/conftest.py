@@ -620,3 +620,13 @@ def put(storage: EntryStore, key: str, body: bytes, *, now: float = 1.0) -> None
         response_time=now,
         now=now,
     )
+
+
+def fresh_python(code: str, *args: str) -> str:
+    """What ``code`` prints (stripped) run by a new interpreter with ``args``, where nothing is
+    imported yet: how a test sees which modules a piece of the client loads."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

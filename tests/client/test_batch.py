@@ -28,7 +28,15 @@ from webclient.errors import LocalFileError, UnsafePathError
 from webserver import Request, Response, Server, StaticFiles, Uploads
 from webserver.testing import running_server
 
-from .conftest import BROKEN, BROKEN_TIMEOUT, CLIENT_TIMEOUT, BadServer, Broken, Origin
+from .conftest import (
+    BROKEN,
+    BROKEN_TIMEOUT,
+    CLIENT_TIMEOUT,
+    BadServer,
+    Broken,
+    Origin,
+    fresh_python,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -144,14 +152,8 @@ def test_a_run_answered_from_the_cache_loads_no_connection_module(tmp_path: Path
         "print(sorted(m for m in loaded if m in sys.modules))\n"
     )
     options = ["--quiet", "--no-print", "--cache-dir", str(tmp_path / "cache")]
-    done = subprocess.run(
-        [sys.executable, "-c", code, "batch", str(commands), *options, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
-    assert done.stdout.strip() == "[]", done.stderr
+    loaded = fresh_python(code, "batch", str(commands), *options, "--out", str(tmp_path))
+    assert loaded == "[]"
     assert (tmp_path / "x.txt").read_bytes() == b"stored body"
 
 

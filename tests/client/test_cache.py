@@ -6,8 +6,6 @@ Each test scripts the origin, fetches through a real client and checks where the
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +32,7 @@ from webclient.errors import CacheError
 from webserver import Request, Response, Server
 from webserver.testing import running_server
 
-from .conftest import CLIENT_TIMEOUT, FakeClock, Origin
+from .conftest import CLIENT_TIMEOUT, FakeClock, Origin, fresh_python
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -512,10 +510,7 @@ def test_serving_a_stored_body_does_not_import_hashlib(tmp_path: Path) -> None:
         "cache.close()\n"
         "print('hashlib' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
-    )
-    assert done.stdout.strip() == "False"
+    assert fresh_python(code) == "False"
 
 
 def test_concurrent_store_of_one_url_leaves_no_orphan_body(tmp_path: Path) -> None:

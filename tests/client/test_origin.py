@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +12,7 @@ from webclient import ProtocolError
 from webclient._origin import OriginConnection, OriginState, ReadMode
 from webclient._wire import WireRequest
 
-from .conftest import BadServer
+from .conftest import BadServer, fresh_python
 
 # -- responses that arrive together -------------------------------------------------------------
 
@@ -185,10 +183,7 @@ def test_plain_exchanges_never_load_h11() -> None:
         "conn.close()\n"
         "print(sorted(m for m in sys.modules if m == 'h11' or m.endswith('_h11reader')))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
-    )
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 # -- responses read whole, byte by byte, in pieces, with the next response behind ------------------
